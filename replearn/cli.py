@@ -1,0 +1,186 @@
+"""The ``replearn`` command: run, report, probe, datasets.
+
+Errors in the user's input print one line (problem and fix) and exit with status 2, without a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from pathlib import Path
+
+from .errors import ReplearnError, TrainingInterrupted
+
+EXAMPLES_RUN = """\
+examples:
+  replearn run                                     # default: bundled digits, ~30 s on a laptop CPU
+  replearn run experiments/fashion_mnist.yaml      # full Fashion-MNIST comparison
+  replearn run experiments/digits.yaml --set train.epochs=3 --set model.latent_dim=16
+  replearn run experiments/fashion_mnist.yaml --seeds 3 --set data.train_subset=10000
+  replearn run --resume reports/digits-20261124-101500   # continue an interrupted run
+"""
+
+
+def _config_keys_help() -> str:
+    from .config import field_docs
+
+    lines = ["config keys (set in the YAML file or with --set section.key=value):"]
+    for key, type_name, default, help_text in field_docs():
+        lines.append(f"  {key} ({type_name}, default {default!r})")
+        lines.append(textwrap.indent(textwrap.fill(help_text, 74), "      "))
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="replearn",
+        description="Train one convolutional encoder two ways (supervised classifier vs. autoencoder) and compare "
+                    "what each learned: probes by depth, UMAP projections and an HTML report.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"replearn {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="train both regimes, analyse them and write a report",
+                         description="Train the encoder supervised and as an autoencoder from the same initial "
+                                     "weights, probe every layer of both (and of raw-pixel and untrained-encoder "
+                                     "baselines), project the latents with UMAP, and write everything plus an HTML "
+                                     "report into a new run directory.",
+                         epilog=EXAMPLES_RUN + "\n" + _config_keys_help(),
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("config", nargs="?", help="experiment YAML (default: the bundled digits experiment)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config value, e.g. --set train.epochs=3 (repeatable)")
+    run.add_argument("--seeds", type=int, metavar="N", help="repeat the comparison with seeds 0..N-1")
+    run.add_argument("--data-root", metavar="DIR", help="directory holding the dataset's IDX files")
+    run.add_argument("--out", metavar="DIR", help="run directory to create (default: reports/<name>-<timestamp>)")
+    run.add_argument("--force", action="store_true", help="replace --out if it is an existing replearn run")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    run.add_argument("--quiet", action="store_true", help="print only the report path")
+
+    report = sub.add_parser("report", help="re-render a run's HTML report from its saved artifacts",
+                            description="Re-render the HTML report of a run directory from its saved metrics and "
+                                        "arrays; nothing is retrained or re-extracted.")
+    report.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `replearn run`")
+    report.add_argument("--out", metavar="FILE", help="write the HTML here (default: RUN_DIR/report.html)")
+
+    probe = sub.add_parser("probe", help="linear-probe evaluation of a saved encoder checkpoint",
+                           description="Load a checkpoint written by `replearn run` (safely: weights only), "
+                                       "extract features of each layer on a dataset, fit a linear probe with the "
+                                       "penalty chosen on the validation split, and report test accuracy. Uses the "
+                                       "run's own split and probe settings, so it reproduces the run's numbers.",
+                           epilog="example:\n  replearn probe reports/fmnist-*/checkpoints/autoencoder_seed0.pt "
+                                  "--dataset fashion-mnist --layer latent",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    probe.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pt file from a run's checkpoints/ folder")
+    probe.add_argument("--dataset", required=True, metavar="NAME", help="dataset to probe on (`replearn datasets`)")
+    probe.add_argument("--layer", action="append", metavar="L",
+                       help="layer to probe, e.g. stage2 or latent (repeatable; default: every layer)")
+    probe.add_argument("--knn", action="store_true", help="also run the kNN probe")
+    probe.add_argument("--data-root", metavar="DIR", help="directory holding the dataset's IDX files")
+    probe.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a data.* or analysis.* setting, e.g. --set data.train_subset=0")
+    probe.add_argument("--json", metavar="PATH", help="where to write the results (default: next to the checkpoint)")
+
+    datasets = sub.add_parser("datasets", help="list the datasets and whether their files are available",
+                              description="List known datasets, what they are, and where their files were found.")
+    datasets.add_argument("--data-root", metavar="DIR", help="also look in this directory")
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .log import log, set_quiet
+    from .run import default_run_dir, fail_cleanly, prepare_resume, prepare_run_dir, run_experiment
+
+    set_quiet(args.quiet)
+    overrides = list(args.overrides)
+    if args.data_root:
+        overrides.append(f"data.root={args.data_root}")
+    if args.seeds is not None:
+        if args.seeds < 1:
+            raise ReplearnError(f"--seeds must be at least 1, got {args.seeds}", "pass --seeds 1 or more")
+        overrides.append(f"train.seeds=[{', '.join(str(s) for s in range(args.seeds))}]")
+    if args.resume:
+        if args.config or overrides or args.out:
+            raise ReplearnError("--resume continues a run with its saved config; CONFIG, --set, --seeds, "
+                                "--data-root and --out cannot be combined with it",
+                                "drop those options, or start a new run without --resume")
+        run_dir = Path(args.resume)
+        cfg = prepare_resume(run_dir)
+        resume = True
+    else:
+        cfg = load_config(args.config, overrides)
+        run_dir = Path(args.out) if args.out else default_run_dir(cfg)
+        prepare_run_dir(run_dir, args.force)
+        resume = False
+    log(f"run directory: {run_dir}")
+    try:
+        report = run_experiment(cfg, run_dir, resume=resume, progress=not args.quiet)
+    except TrainingInterrupted as stop:
+        print(f"interrupted by {stop.signal_name}; the last completed step is saved. "
+              f"Resume with: replearn run --resume {run_dir}", file=sys.stderr)
+        return 130
+    except ReplearnError as exc:
+        fail_cleanly(run_dir, exc)
+        raise
+    print(report)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import render_report
+
+    print(render_report(args.run_dir, args.out))
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from .evaluate import probe_checkpoint
+
+    overrides = list(args.overrides)
+    if args.data_root:
+        overrides.append(f"data.root={args.data_root}")
+    table, json_path = probe_checkpoint(args.checkpoint, args.dataset, args.layer, overrides, args.json, args.knn)
+    print(table)
+    print(f"results written to {json_path}")
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from .data import DATASETS, dataset_status
+
+    width = max(len(n) for n in DATASETS)
+    for name, (_, description) in DATASETS.items():
+        print(f"{name:<{width}}  {description}")
+        print(f"{'':<{width}}  status: {dataset_status(name, args.data_root)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    handler = {"run": cmd_run, "report": cmd_report, "probe": cmd_probe, "datasets": cmd_datasets}[args.command]
+    try:
+        return handler(args)
+    except ReplearnError as exc:
+        print(f"replearn: error: {exc.one_line()}", file=sys.stderr)
+        return 2
+    except TrainingInterrupted as stop:
+        print(f"replearn: interrupted by {stop.signal_name}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("replearn: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

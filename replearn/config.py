@@ -1,0 +1,318 @@
+"""Experiment configuration: small dataclasses, loaded from YAML and overridden with ``key=value``.
+
+Every field carries its help text and its valid range, so validation, ``replearn run --help`` and the
+docs all come from one place. Unknown keys, wrong types and out-of-range values raise ``ConfigError``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+REGIMES = ("supervised", "autoencoder")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _f(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+       gt: float | None = None, choices: tuple | None = None, list_default: bool = False) -> Any:
+    """A dataclass field with its help text and bounds kept in the metadata."""
+    meta = {"help": help, "min": min, "max": max, "gt": gt, "choices": choices}
+    if list_default:
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DataConfig:
+    name: str = _f("digits", "dataset name; `replearn datasets` lists them")
+    root: str | None = _f(None, "directory holding the IDX files (default: $REPLEARN_DATA, then the "
+                                "Debian dataset directory)")
+    val_fraction: float = _f(0.1, "fraction of the training split held out for validation", gt=0.0, max=0.5)
+    train_subset: int = _f(0, "use only this many training+validation images (0 = all)", min=0)
+    test_subset: int = _f(0, "use only this many test images (0 = all)", min=0)
+    split_seed: int = _f(0, "seed of the train/validation split and of subsets", min=0)
+
+
+@dataclass
+class ModelConfig:
+    channels: list[int] = _f([32, 64, 128], "output channels of each conv stage (one stage per entry)",
+                             min=1, list_default=True)
+    kernel_size: int = _f(3, "convolution kernel size (odd)", min=1, max=9)
+    latent_dim: int = _f(64, "dimension of the latent vector after the last stage", min=1)
+
+
+@dataclass
+class TrainConfig:
+    regimes: list[str] = _f(list(REGIMES), "which regimes to train", choices=REGIMES, list_default=True)
+    epochs: int = _f(5, "training epochs per regime", min=0)
+    autoencoder_epochs: int | None = _f(None, "epochs for the autoencoder if different from `epochs`", min=0)
+    batch_size: int = _f(128, "minibatch size", min=1)
+    optimizer: str = _f("adam", "optimizer", choices=OPTIMIZERS)
+    lr: float = _f(2e-3, "peak learning rate", gt=0.0, max=10.0)
+    weight_decay: float = _f(0.0, "weight decay (L2)", min=0.0)
+    schedule: str = _f("cosine", "learning-rate schedule over all steps", choices=SCHEDULES)
+    seeds: list[int] = _f([0], "model seeds; every regime of one seed starts from the same initial weights",
+                          min=0, list_default=True)
+    device: str = _f("auto", "auto picks CUDA when present, else CPU", choices=DEVICES)
+    probe_every_epoch: bool = _f(True, "fit a latent linear probe on the validation split after each epoch")
+    probe_train_images: int = _f(5000, "training images used by the per-epoch probe", min=10)
+
+
+@dataclass
+class AnalysisConfig:
+    max_stage_features: int = _f(1024, "stage outputs are average-pooled to at most this many features", min=1)
+    probe_l2_grid: list[float] = _f([1e-6, 1e-5, 1e-4, 1e-3, 1e-2],
+                                    "L2 penalties tried by the linear probe; chosen on validation",
+                                    min=0.0, list_default=True)
+    probe_max_iter: int = _f(200, "L-BFGS iterations per linear-probe fit", min=1)
+    knn_k_grid: list[int] = _f([10, 20], "neighbour counts tried by the kNN probe; chosen on validation",
+                               min=1, list_default=True)
+    knn_temperature: float = _f(0.07, "temperature of the kNN vote weights exp(sim / T)", gt=0.0)
+    projection_points: int = _f(5000, "test images embedded in 2-D with UMAP", min=0)
+    projection_neighbors: int = _f(15, "UMAP neighbourhood size", min=2)
+    reconstructions: int = _f(10, "test images shown with their autoencoder reconstructions", min=0)
+
+
+@dataclass
+class Config:
+    name: str = _f("digits", "run name, used in the run directory name")
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def epochs_for(self, regime: str) -> int:
+        if regime == "autoencoder" and self.train.autoencoder_epochs is not None:
+            return self.train.autoencoder_epochs
+        return self.train.epochs
+
+
+def _section_classes() -> dict[str, type]:
+    return {f.name: f.default_factory for f in dataclasses.fields(Config)
+            if f.default_factory is not dataclasses.MISSING}
+
+
+def field_docs() -> list[tuple[str, str, Any, str]]:
+    """(key, type, default, help) for every config key, for --help and the docs."""
+    rows = []
+    for f in dataclasses.fields(Config):
+        if f.default_factory is not dataclasses.MISSING:
+            cls = f.default_factory
+            hints = typing.get_type_hints(cls)
+            for sub in dataclasses.fields(cls):
+                default = sub.default if sub.default is not dataclasses.MISSING else sub.default_factory()
+                rows.append((f"{f.name}.{sub.name}", _type_name(hints[sub.name]), default, sub.metadata["help"]))
+        else:
+            rows.append((f.name, "str", f.default, f.metadata["help"]))
+    return rows
+
+
+def _type_name(tp: Any) -> str:
+    return str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+def _all_keys() -> list[str]:
+    return [row[0] for row in field_docs()]
+
+
+def _unknown_key(key: str) -> ConfigError:
+    close = difflib.get_close_matches(key, _all_keys(), n=1, cutoff=0.5)
+    hint = f"did you mean '{close[0]}'?" if close else "see `replearn run --help` for the valid keys"
+    return ConfigError(f"unknown config key '{key}'", hint)
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Convert a YAML/CLI value to the field's declared type, or raise a ConfigError naming both."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(key, value, inner[0])
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        return [_coerce(key, v, args[0]) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise ConfigError(f"config key '{key}' must be of type {_type_name(tp)}, got {value!r}",
+                      f"set {key} to a {_type_name(tp)} value")
+
+
+def _check_range(key: str, value: Any, meta: dict) -> None:
+    values = value if isinstance(value, list) else [value]
+    if isinstance(value, list) and not value:
+        raise ConfigError(f"config key '{key}' must not be an empty list", f"give {key} at least one value")
+    for v in values:
+        if v is None:
+            continue
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"config key '{key}' must be finite, got {v}", f"set {key} to a finite number")
+        if meta["choices"] is not None and v not in meta["choices"]:
+            close = difflib.get_close_matches(str(v), [str(c) for c in meta["choices"]], n=1, cutoff=0.5)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ConfigError(f"config key '{key}' has invalid value {v!r}",
+                              f"{hint}choose one of: {', '.join(meta['choices'])}")
+        if meta["min"] is not None and v < meta["min"]:
+            raise ConfigError(f"config key '{key}' must be >= {meta['min']}, got {v}",
+                              f"set {key} to at least {meta['min']}")
+        if meta["gt"] is not None and v <= meta["gt"]:
+            raise ConfigError(f"config key '{key}' must be > {meta['gt']}, got {v}",
+                              f"set {key} to a value above {meta['gt']}")
+        if meta["max"] is not None and v > meta["max"]:
+            raise ConfigError(f"config key '{key}' must be <= {meta['max']}, got {v}",
+                              f"set {key} to at most {meta['max']}")
+
+
+def _build_section(cls: type, section: str, values: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for name, value in values.items():
+        key = f"{section}.{name}"
+        if name not in fields:
+            raise _unknown_key(key)
+        coerced = _coerce(key, value, hints[name])
+        _check_range(key, coerced, fields[name].metadata)
+        kwargs[name] = coerced
+    return cls(**kwargs)
+
+
+def _validate_whole(cfg: Config) -> Config:
+    if cfg.model.kernel_size % 2 == 0:
+        raise ConfigError(f"config key 'model.kernel_size' must be odd, got {cfg.model.kernel_size}",
+                          "use 3, 5 or 7 so that convolutions keep the image size")
+    if len(set(cfg.train.regimes)) != len(cfg.train.regimes):
+        raise ConfigError("config key 'train.regimes' lists a regime twice", "list each regime once")
+    if len(set(cfg.train.seeds)) != len(cfg.train.seeds):
+        raise ConfigError("config key 'train.seeds' lists a seed twice", "list each seed once")
+    if not cfg.name or any(c in cfg.name for c in "/\\\0") or cfg.name in (".", ".."):
+        raise ConfigError(f"config key 'name' must be a plain name, got {cfg.name!r}",
+                          "use letters, digits, '-' and '_'")
+    return cfg
+
+
+def config_from_dict(raw: dict[str, Any] | None) -> Config:
+    """Build and validate a Config from a nested dict (e.g. parsed YAML)."""
+    raw = dict(raw or {})
+    if not isinstance(raw, dict):
+        raise ConfigError("the config must be a mapping of sections to keys", "see experiments/digits.yaml")
+    sections = _section_classes()
+    kwargs: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name in sections:
+            if value is None:
+                value = {}
+            if not isinstance(value, dict):
+                raise ConfigError(f"config section '{name}' must be a mapping, got {value!r}",
+                                  f"write '{name}:' followed by indented 'key: value' lines")
+            kwargs[name] = _build_section(sections[name], name, value)
+        elif name == "name":
+            kwargs["name"] = _coerce("name", value, str)
+        else:
+            raise _unknown_key(str(name))
+    return _validate_whole(Config(**kwargs))
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b=value`` into (["a", "b"], parsed value); values are parsed as YAML scalars or lists."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' is not of the form key=value", "write e.g. --set train.epochs=3")
+    key, value_text = text.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(value_text) if value_text.strip() else ""
+    except yaml.YAMLError:
+        value = value_text
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of the nested dict with each ``key=value`` override applied."""
+    merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    sections = _section_classes()
+    for text in overrides:
+        path, value = parse_override(text)
+        dotted = ".".join(path)
+        if len(path) == 1 and path[0] == "name":
+            merged["name"] = value
+        elif len(path) == 2 and path[0] in sections:
+            section = merged.setdefault(path[0], {}) or {}
+            merged[path[0]] = section
+            section[path[1]] = value
+        else:
+            raise _unknown_key(dotted)
+    return merged
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a nested dict, with one-line errors for missing or malformed files."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist",
+                          "give a path to a YAML file, e.g. experiments/digits.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"config file '{path}' is not valid YAML{where}",
+                          "check the indentation and the 'key: value' syntax there") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file '{path}' is not UTF-8 text", "save it as a UTF-8 YAML file") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping of sections, not a {type(raw).__name__}",
+                          "see experiments/digits.yaml for the layout")
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a config file (or the defaults) and apply ``key=value`` overrides."""
+    raw = load_yaml(path) if path is not None else {}
+    return config_from_dict(apply_overrides(raw, overrides or []))
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,86 @@
+"""Evaluate a saved encoder: rebuild it from its checkpoint and probe its layers on a dataset.
+
+The checkpoint carries its config, so the same split, pooling and probe grid as the run are used and
+the run's probe accuracy is reproduced. Separate from training, like DINO's eval_linear.py.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from .artifacts import load_checkpoint, load_state_dict_checked, write_json
+from .config import apply_overrides, config_from_dict
+from .data import load_dataset
+from .errors import CheckpointError, ConfigError, DataError
+from .features import extract_splits
+from .model import ConvEncoder
+from .probes import knn_probe, linear_probe
+
+
+def encoder_from_checkpoint(payload: dict) -> ConvEncoder:
+    """Rebuild the encoder a checkpoint was saved from and load its weights (shapes checked)."""
+    try:
+        model_cfg = payload["config"]["model"]
+        encoder = ConvEncoder(tuple(payload["in_shape"]), model_cfg["channels"], model_cfg["kernel_size"],
+                              model_cfg["latent_dim"])
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint lacks the model description ({exc})",
+                              "use a checkpoint written by `replearn run`") from None
+    load_state_dict_checked(encoder, payload["encoder"], "checkpoint encoder")
+    return encoder
+
+
+def probe_checkpoint(checkpoint: str | Path, dataset: str, layers: list[str] | None, overrides: list[str],
+                     json_path: str | Path | None = None, with_knn: bool = False) -> tuple[str, Path]:
+    """Linear (and optionally kNN) probe test accuracy of each requested layer; returns (table text, JSON path)."""
+    checkpoint = Path(checkpoint)
+    payload = load_checkpoint(checkpoint)
+    raw = dict(payload.get("config") or {})
+    trained_on = raw.get("data", {}).get("name")
+    data_section = dict(raw.get("data", {}))
+    if dataset != trained_on:
+        data_section = {k: v for k, v in data_section.items() if k in ("val_fraction", "split_seed")}
+    data_section["name"] = dataset
+    raw = {"name": raw.get("name", "probe"), "data": data_section, "model": raw.get("model", {}),
+           "analysis": raw.get("analysis", {})}
+    for text in overrides:
+        if not text.split("=", 1)[0].strip().startswith(("data.", "analysis.")):
+            raise ConfigError(f"`replearn probe` only accepts data.* and analysis.* overrides, got '{text}'",
+                              "the model comes from the checkpoint; change data or probe settings only")
+    cfg = config_from_dict(apply_overrides(raw, overrides))
+    encoder = encoder_from_checkpoint(payload)
+    data = load_dataset(cfg.data)
+    if tuple(data.image_shape) != tuple(encoder.in_shape):
+        raise DataError(f"the checkpoint expects {'×'.join(map(str, encoder.in_shape))} images but {dataset} has "
+                        f"{'×'.join(map(str, data.image_shape))}",
+                        f"probe on a dataset with {'×'.join(map(str, encoder.in_shape))} images "
+                        f"(it was trained on {trained_on})")
+    wanted = layers or encoder.layer_names
+    unknown = [l for l in wanted if l not in encoder.layer_names]
+    if unknown:
+        raise ConfigError(f"unknown layer '{unknown[0]}'", f"choose from {', '.join(encoder.layer_names)}")
+    splits = {"train": data.train_x, "val": data.val_x, "test": data.test_x}
+    labels = {"train": data.train_y, "val": data.val_y, "test": data.test_y}
+    features = extract_splits(encoder, splits, cfg.analysis.max_stage_features, layers=wanted)
+    rows = []
+    for layer in wanted:
+        f = features[layer]
+        train, val, test = ((f[s], labels[s]) for s in ("train", "val", "test"))
+        started = time.perf_counter()
+        lin = linear_probe(train, val, test, cfg.analysis.probe_l2_grid, cfg.analysis.probe_max_iter)
+        row = {"layer": layer, "dim": int(f["train"].shape[1]), "linear_test_accuracy": round(lin.test_accuracy, 4),
+               "linear_val_accuracy": round(lin.val_accuracy, 4), "l2": lin.chosen,
+               "seconds": round(time.perf_counter() - started, 2)}
+        if with_knn:
+            knn = knn_probe(train, val, test, cfg.analysis.knn_k_grid, cfg.analysis.knn_temperature)
+            row.update({"knn_test_accuracy": round(knn.test_accuracy, 4), "k": int(knn.chosen)})
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    out = Path(json_path) if json_path else checkpoint.with_name(f"{checkpoint.stem}.probe-{dataset}.json")
+    write_json(out, {"checkpoint": str(checkpoint), "regime": payload.get("regime"), "seed": payload.get("seed"),
+                     "dataset": data.summary(), "results": rows})
+    header = (f"{payload.get('regime', '?')} encoder (seed {payload.get('seed', '?')}) from {checkpoint}, "
+              f"probed on {dataset}: {len(data.train_y)} train / {len(data.val_y)} val / {len(data.test_y)} test")
+    return header + "\n" + table.to_string(index=False), out

@@ -1,0 +1,81 @@
+"""Feature extraction: every named layer of an encoder, in eval mode, spatially pooled to a bounded size.
+
+Batch norm uses its running statistics (eval mode) and autograd is off (inference mode). Stage maps are
+average-pooled to the largest g×g grid with channels·g² ≤ ``max_stage_features``, so probes see a
+bounded, comparable number of features at every depth.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .model import ConvEncoder, StageInfo
+
+Features = dict[str, dict[str, torch.Tensor]]
+
+
+@contextlib.contextmanager
+def eval_mode(*modules: nn.Module) -> Iterator[None]:
+    """Put modules in eval mode for the block and restore each one's previous mode afterwards."""
+    previous = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, was_training in zip(modules, previous):
+            m.train(was_training)
+
+
+def pooled_grid(info: StageInfo, max_features: int) -> tuple[int, int]:
+    """The largest g×g grid (no larger than the map) with channels·g² ≤ max_features, at least 1×1."""
+    g = max(1, int((max_features / info.channels) ** 0.5))
+    return min(g, info.height), min(g, info.width)
+
+
+def pooled_dims(encoder: ConvEncoder, max_features: int) -> dict[str, int]:
+    """Feature dimension that ``extract_features`` returns for each layer."""
+    dims = {}
+    for info in encoder.feature_info:
+        gh, gw = (1, 1) if info.name == "latent" else pooled_grid(info, max_features)
+        dims[info.name] = info.channels * gh * gw
+    return dims
+
+
+@torch.inference_mode()
+def extract_features(encoder: ConvEncoder, x: torch.Tensor, layers: list[str] | None = None,
+                     max_stage_features: int = 1024, batch_size: int = 1000,
+                     device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """Flattened (N × D) features of each requested layer for images ``x``, as float32 on the CPU."""
+    layers = layers or encoder.layer_names
+    infos = {i.name: i for i in encoder.feature_info}
+    grids = {name: pooled_grid(infos[name], max_stage_features) for name in layers if name != "latent"}
+    chunks: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    with eval_mode(encoder):
+        for start in range(0, len(x), batch_size):
+            xb = x[start:start + batch_size].to(device).contiguous(memory_format=torch.channels_last)
+            outs = encoder.forward_features(xb, layers)
+            for name, out in outs.items():
+                if name != "latent":
+                    out = F.adaptive_avg_pool2d(out, grids[name])
+                chunks[name].append(out.flatten(1).float().cpu())
+    return {name: torch.cat(parts) for name, parts in chunks.items()}
+
+
+def extract_splits(encoder: ConvEncoder, splits: dict[str, torch.Tensor], max_stage_features: int,
+                   device: torch.device | str = "cpu", layers: list[str] | None = None) -> Features:
+    """``{layer: {split: features}}`` for every split, extracted once."""
+    out: Features = {}
+    for split, x in splits.items():
+        for layer, feats in extract_features(encoder, x, layers, max_stage_features, device=device).items():
+            out.setdefault(layer, {})[split] = feats
+    return out
+
+
+def pixel_features(splits: dict[str, torch.Tensor]) -> Features:
+    """The raw-pixel baseline: each image flattened, as one layer named 'input'."""
+    return {"input": {split: x.flatten(1).float() for split, x in splits.items()}}

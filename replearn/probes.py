@@ -1,0 +1,223 @@
+"""Linear and kNN probes over feature arrays, usable without the trainer.
+
+``LinearProbe`` follows scikit-learn's estimator API (fit / predict / score, fitted state ends in ``_``):
+standardised features, multinomial logistic regression with an L2 penalty, fitted full-batch with
+L-BFGS in torch. ``knn_classifier`` is DINO's weighted cosine kNN as a plain function.
+``linear_probe`` and ``knn_probe`` choose their hyperparameter on the validation split, then report test.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import ReplearnError
+
+ArrayLike = np.ndarray | torch.Tensor
+
+
+def _as_tensor(x: ArrayLike, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    t = torch.as_tensor(x)
+    return t.to(dtype) if t.dtype != dtype else t
+
+
+def _check_features(x: torch.Tensor, y: torch.Tensor | None = None, what: str = "features") -> None:
+    if x.ndim != 2:
+        raise ReplearnError(f"{what} must be a 2-D array (samples × features), got shape {tuple(x.shape)}",
+                            "flatten each sample's features into one row")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ReplearnError(f"{what} are empty (shape {tuple(x.shape)})", "pass at least one sample and one feature")
+    if not torch.isfinite(x).all():
+        raise ReplearnError(f"{what} contain NaN or infinite values", "check the model or data that produced them")
+    if y is not None and (y.ndim != 1 or len(y) != len(x)):
+        raise ReplearnError(f"{len(x)} feature rows but labels of shape {tuple(y.shape)}",
+                            "pass one integer label per row")
+
+
+@torch.no_grad()
+def fit_softmax_regression(z: torch.Tensor, target: torch.Tensor, num_classes: int, l2s: list[float],
+                           max_iter: int = 200, tol: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Multinomial logistic regression for several L2 penalties at once, by full-batch L-BFGS.
+
+    Minimises, for each penalty λ, mean cross-entropy + λ/2 · ‖W‖². The problems are independent, so
+    their sum has a block-diagonal Hessian and one L-BFGS run solves all of them; fitting them together
+    turns skinny matrix products into wider, more efficient ones. Logits are kept as (penalty·class) ×
+    sample so the softmax runs over contiguous rows, and the gradient (softmax − one-hot) is written out
+    rather than taken by autograd. Returns (W: L×d×K, b: L×K, iterations).
+    """
+    n, d = z.shape
+    n_l, k = len(l2s), num_classes
+    zt = z.T.contiguous()
+    onehot = F.one_hot(target, k).to(z.dtype).T.contiguous()
+    lam = torch.tensor(l2s, dtype=z.dtype).repeat_interleave(k).view(n_l * k, 1)
+    weight = torch.nn.Parameter(torch.zeros(n_l * k, d, dtype=z.dtype))
+    bias = torch.nn.Parameter(torch.zeros(n_l * k, 1, dtype=z.dtype))
+    opt = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, history_size=20, tolerance_grad=tol,
+                            tolerance_change=1e-9, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        with torch.no_grad():
+            logits = torch.addmm(bias, weight, zt).view(n_l, k, n)
+            logits -= logits.amax(1, keepdim=True)
+            p = logits.exp()
+            total = p.sum(1, keepdim=True)
+            loss = (total.log().sum() - (logits * onehot).sum()) / n + 0.5 * (lam * weight * weight).sum()
+            p /= total
+            p -= onehot
+            g = p.view(n_l * k, n).div_(n)
+            weight.grad = torch.addmm(lam * weight, g, z)
+            bias.grad = g.sum(1, keepdim=True)
+            return loss
+
+    opt.step(closure)
+    n_iter = int(opt.state[opt._params[0]].get("n_iter", 0))
+    w = weight.detach().view(n_l, k, d).transpose(1, 2).contiguous()
+    return w, bias.detach().view(n_l, k).clone(), n_iter
+
+
+class Standardizer:
+    """Per-feature centring and scaling fitted on training features; constant features are left unscaled."""
+
+    def fit(self, x: torch.Tensor) -> "Standardizer":
+        self.mean_ = x.mean(0)
+        std = x.std(0, correction=0)
+        self.scale_ = torch.where(std > 1e-6 * std.max().clamp_min(1e-12), std, torch.ones_like(std))
+        return self
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean_) / self.scale_
+
+
+def _prepare(X: ArrayLike, y: ArrayLike) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Validated float features, the sorted class labels, and each row's class index."""
+    x = _as_tensor(X)
+    labels = torch.as_tensor(y)
+    _check_features(x, labels)
+    classes, target = torch.unique(labels, return_inverse=True)
+    if len(classes) < 2:
+        raise ReplearnError("a linear probe needs at least two classes in its training labels",
+                            "give training samples from two or more classes")
+    return x, classes, target
+
+
+class LinearProbe:
+    """Multinomial logistic regression on standardised features: mean cross-entropy + ``l2``/2 · ‖W‖².
+
+    ``l2`` relates to scikit-learn's ``C`` by l2 = 1 / (C · n_samples).
+    """
+
+    def __init__(self, l2: float = 1e-4, max_iter: int = 200, tol: float = 1e-6, standardize: bool = True) -> None:
+        self.l2 = l2
+        self.max_iter = max_iter
+        self.tol = tol
+        self.standardize = standardize
+
+    def fit(self, X: ArrayLike, y: ArrayLike) -> "LinearProbe":
+        if not (isinstance(self.l2, (int, float)) and math.isfinite(self.l2) and self.l2 >= 0):
+            raise ReplearnError(f"LinearProbe l2 must be a finite number >= 0, got {self.l2}", "pass l2 >= 0")
+        x, self.classes_, target = _prepare(X, y)
+        self.scaler_ = Standardizer().fit(x) if self.standardize else None
+        z = self.scaler_.transform(x) if self.scaler_ else x
+        w, b, self.n_iter_ = fit_softmax_regression(z, target, len(self.classes_), [float(self.l2)],
+                                                    self.max_iter, self.tol)
+        self.coef_, self.intercept_ = w[0], b[0]
+        return self
+
+    def decision_function(self, X: ArrayLike) -> torch.Tensor:
+        x = _as_tensor(X)
+        _check_features(x)
+        if x.shape[1] != self.coef_.shape[0]:
+            raise ReplearnError(f"probe was fitted on {self.coef_.shape[0]} features, got {x.shape[1]}",
+                                "pass features from the same layer the probe was fitted on")
+        z = self.scaler_.transform(x) if self.scaler_ else x
+        return z @ self.coef_ + self.intercept_
+
+    def predict_proba(self, X: ArrayLike) -> torch.Tensor:
+        return self.decision_function(X).softmax(1)
+
+    def predict(self, X: ArrayLike) -> torch.Tensor:
+        return self.classes_[self.decision_function(X).argmax(1)]
+
+    def score(self, X: ArrayLike, y: ArrayLike) -> float:
+        """Accuracy on (X, y)."""
+        return float((self.predict(X) == torch.as_tensor(y)).float().mean())
+
+
+@torch.no_grad()
+def knn_classifier(train_features: ArrayLike, train_labels: ArrayLike, test_features: ArrayLike,
+                   test_labels: ArrayLike | None = None, k: int = 20, T: float = 0.07,
+                   num_classes: int | None = None, chunk: int = 2048) -> torch.Tensor:
+    """Weighted kNN (DINO): cosine similarity, top-k neighbours vote with weight exp(sim / T).
+
+    Returns the predicted labels for ``test_features``; ``test_labels`` is accepted to mirror DINO's
+    signature and is not used for prediction.
+    """
+    train = F.normalize(_as_tensor(train_features), dim=1)
+    test = F.normalize(_as_tensor(test_features), dim=1)
+    labels = torch.as_tensor(train_labels).long()
+    num_classes = int(num_classes or int(labels.max()) + 1)
+    k = min(k, len(train))
+    preds = []
+    for start in range(0, len(test), chunk):
+        sim = test[start:start + chunk] @ train.T
+        top_sim, top_idx = sim.topk(k, dim=1)
+        votes = torch.zeros(len(top_sim), num_classes)
+        votes.scatter_add_(1, labels[top_idx], (top_sim / T).exp())
+        preds.append(votes.argmax(1))
+    return torch.cat(preds)
+
+
+@dataclass
+class ProbeResult:
+    """Outcome of a probe whose hyperparameter was chosen on validation."""
+
+    kind: str
+    test_accuracy: float
+    val_accuracy: float
+    chosen: float
+    val_by_setting: dict[float, float] = field(default_factory=dict)
+    test_predictions: torch.Tensor | None = None
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "test_accuracy": self.test_accuracy, "val_accuracy": self.val_accuracy,
+                "chosen": self.chosen, "val_by_setting": {str(k): v for k, v in self.val_by_setting.items()}}
+
+
+def linear_probe(train: tuple[ArrayLike, ArrayLike], val: tuple[ArrayLike, ArrayLike],
+                 test: tuple[ArrayLike, ArrayLike], l2_grid: list[float], max_iter: int = 200) -> ProbeResult:
+    """Fit one probe per L2 penalty (all in one L-BFGS run), pick the best on validation (ties: the
+    stronger penalty), and report that probe's test accuracy."""
+    x, classes, target = _prepare(*train)
+    scaler = Standardizer().fit(x)
+    grid = sorted({float(v) for v in l2_grid}, reverse=True)
+    w, b, _ = fit_softmax_regression(scaler.transform(x), target, len(classes), grid, max_iter)
+
+    def predictions(split: tuple[ArrayLike, ArrayLike]) -> torch.Tensor:
+        z = scaler.transform(_as_tensor(split[0]))
+        return classes[torch.einsum("nd,ldk->lnk", z, w).add_(b[:, None, :]).argmax(-1)]
+
+    val_y, test_y = torch.as_tensor(val[1]), torch.as_tensor(test[1])
+    val_acc = (predictions(val) == val_y).float().mean(1)
+    scores = {l2: float(a) for l2, a in zip(grid, val_acc)}
+    best = int(torch.argmax(val_acc))
+    preds = predictions(test)[best]
+    return ProbeResult("linear", float((preds == test_y).float().mean()), float(val_acc[best]), grid[best],
+                       scores, preds)
+
+
+def knn_probe(train: tuple[ArrayLike, ArrayLike], val: tuple[ArrayLike, ArrayLike],
+              test: tuple[ArrayLike, ArrayLike], k_grid: list[int], T: float = 0.07) -> ProbeResult:
+    """kNN with k chosen on validation, then evaluated on test."""
+    num_classes = int(max(torch.as_tensor(train[1]).max(), torch.as_tensor(val[1]).max(),
+                          torch.as_tensor(test[1]).max())) + 1
+    scores = {}
+    for k in k_grid:
+        preds = knn_classifier(train[0], train[1], val[0], k=k, T=T, num_classes=num_classes)
+        scores[k] = float((preds == torch.as_tensor(val[1])).float().mean())
+    k = max(scores, key=lambda kk: (scores[kk], -kk))
+    preds = knn_classifier(train[0], train[1], test[0], k=k, T=T, num_classes=num_classes)
+    acc = float((preds == torch.as_tensor(test[1])).float().mean())
+    return ProbeResult("knn", acc, scores[k], float(k), {float(kk): v for kk, v in scores.items()}, preds)

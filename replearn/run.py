@@ -1,0 +1,251 @@
+"""One comparison experiment, end to end: config → data → models → training → features → analyses → report.
+
+Each seed trains every regime from the same initial encoder, extracts features once per model, and
+hands them to the analyses; everything lands in the run directory as CSV/JSON/NPZ, written atomically.
+The report is rendered from those files alone. ``resume=True`` continues an interrupted run: finished
+regimes are loaded, an interrupted one restarts from its last completed step, analyses are redone.
+"""
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import __version__
+from .analysis import analyze_seed, summarize
+from .artifacts import (RUN_MARKER, check_run_dir, load_checkpoint, load_state_dict_checked, mark_run_dir,
+                        read_json, save_checkpoint, save_npz, write_csv, write_json, atomic_write_text)
+from .config import Config, dump_yaml, load_config
+from .data import Dataset, load_dataset
+from .errors import ReplearnError, RunDirError, TrainingDiverged, TrainingInterrupted
+from .features import extract_splits, pixel_features
+from .log import log
+from .model import ConvEncoder, build_encoder, build_head
+from .train import Stopper, evaluate, resolve_device, train_regime
+
+
+def default_run_dir(cfg: Config, base: str | Path = "reports") -> Path:
+    """reports/<name>-<timestamp>, with a numeric suffix if that already exists."""
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    candidate = Path(base) / f"{cfg.name}-{stamp}"
+    suffix = 2
+    while candidate.exists():
+        candidate = Path(base) / f"{cfg.name}-{stamp}-{suffix}"
+        suffix += 1
+    return candidate
+
+
+def prepare_run_dir(run_dir: Path, force: bool) -> None:
+    """Create a fresh run directory; never overwrite an existing one unless ``force`` and it is replearn's."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"output path '{run_dir}' exists and is a file", "choose another --out directory")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not force:
+            raise RunDirError(f"output directory '{run_dir}' already exists",
+                              "choose another --out, resume it with --resume, or pass --force to replace it")
+        if not (run_dir / RUN_MARKER).is_file():
+            raise RunDirError(f"output directory '{run_dir}' is not empty and is not a replearn run, so --force "
+                              "will not delete it", "choose another --out directory")
+        shutil.rmtree(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise RunDirError(f"cannot write to output directory '{run_dir}' ({exc.strerror or type(exc).__name__})",
+                          "choose a writable --out directory") from None
+
+
+def environment_record(cfg: Config, device: torch.device) -> dict[str, Any]:
+    import sklearn
+
+    return {
+        "replearn": __version__, "python": platform.python_version(), "torch": torch.__version__,
+        "numpy": np.__version__, "scikit-learn": sklearn.__version__, "pandas": pd.__version__,
+        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": str(device),
+        "cuda": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
+        "seeds": cfg.train.seeds, "command": " ".join(sys.argv),
+    }
+
+
+def set_status(run_dir: Path, state: str, message: str = "", **extra: Any) -> None:
+    write_json(run_dir / "status.json", {"state": state, "message": message,
+                                         "updated": dt.datetime.now().isoformat(timespec="seconds"), **extra})
+
+
+def checkpoint_payload(regime: str, seed: int, encoder: ConvEncoder, head: torch.nn.Module, cfg: Config,
+                       data: Dataset, history: list[dict]) -> dict[str, Any]:
+    """A final checkpoint: enough to rebuild the encoder and reproduce its features without the run."""
+    return {"format": "replearn-checkpoint", "kind": "model", "regime": regime, "seed": seed,
+            "encoder": encoder.state_dict(), "head": head.state_dict(), "config": cfg.to_dict(),
+            "in_shape": list(encoder.in_shape), "num_classes": data.num_classes,
+            "dataset": data.summary(), "epochs_trained": len(history), "replearn": __version__}
+
+
+def paths(run_dir: Path, regime: str, seed: int) -> dict[str, Path]:
+    return {"final": run_dir / "checkpoints" / f"{regime}_seed{seed}.pt",
+            "state": run_dir / "checkpoints" / f"{regime}_seed{seed}.state.pt",
+            "metrics": run_dir / "metrics" / f"train_{regime}_seed{seed}.csv",
+            "init": run_dir / "checkpoints" / f"init_seed{seed}.pt"}
+
+
+def run_experiment(cfg: Config, run_dir: Path, *, resume: bool = False, progress: bool = True,
+                   render: bool = True) -> Path:
+    """Run the whole comparison into ``run_dir`` (created beforehand) and return the report's path."""
+    started = time.perf_counter()
+    device = resolve_device(cfg.train.device)
+    data = load_dataset(cfg.data)
+    log(f"dataset {data.name}: {len(data.train_y)} train / {len(data.val_y)} val / {len(data.test_y)} test, "
+        f"images {'×'.join(map(str, data.image_shape))}, device {device}")
+    if not resume:
+        atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
+        write_json(run_dir / "environment.json", environment_record(cfg, device))
+        mark_run_dir(run_dir, {"name": cfg.name, "created": dt.datetime.now().isoformat(timespec="seconds")})
+    write_json(run_dir / "dataset.json", data.summary())
+    set_status(run_dir, "running")
+
+    splits = {"train": data.train_x, "val": data.val_x, "test": data.test_x}
+    labels = {"train": data.train_y, "val": data.val_y, "test": data.test_y}
+    snapshot_images = data.test_x[:cfg.analysis.reconstructions] if cfg.analysis.reconstructions else None
+    results: dict[str, list] = {}
+    model_rows: list[dict[str, Any]] = []
+    try:
+        with Stopper() as stopper:
+            for seed in cfg.train.seeds:
+                init = _initial_encoder(cfg, data, seed, run_dir)
+                encoders: dict[str, ConvEncoder] = {"random": init}
+                for regime in cfg.train.regimes:
+                    encoder, head, row = _train_or_load(regime, seed, init, data, cfg, device, run_dir, stopper,
+                                                        snapshot_images, progress)
+                    encoders[regime] = encoder
+                    model_rows.append(row)
+                log(f"seed {seed}: extracting features of {', '.join(['pixels', *encoders])}")
+                features = {"pixels": pixel_features(splits)}
+                for name, encoder in encoders.items():
+                    features[name] = extract_splits(encoder, splits, cfg.analysis.max_stage_features, device)
+                for key, frame in analyze_seed(features, labels, data, cfg, seed, run_dir, progress).items():
+                    results.setdefault(key, []).append(frame)
+                del features
+    except TrainingInterrupted as stop:
+        set_status(run_dir, "interrupted", f"stopped by {stop.signal_name}; state saved in {stop.run_dir}")
+        raise
+    except TrainingDiverged as exc:
+        set_status(run_dir, "diverged", exc.one_line())
+        _write_tables(run_dir, results, model_rows)
+        if render:
+            _render(run_dir)
+        raise
+    _write_tables(run_dir, results, model_rows)
+    summary = summarize(run_dir, cfg, time.perf_counter() - started)
+    write_json(run_dir / "metrics" / "summary.json", summary)
+    set_status(run_dir, "complete", wall_seconds=round(time.perf_counter() - started, 1))
+    report = _render(run_dir) if render else run_dir / "report.html"
+    log(f"done in {time.perf_counter() - started:.1f}s; report: {report}")
+    return report
+
+
+def _render(run_dir: Path) -> Path:
+    from .report import render_report
+
+    return render_report(run_dir)
+
+
+def _write_tables(run_dir: Path, results: dict[str, list], model_rows: list[dict[str, Any]]) -> None:
+    for key, frames in results.items():
+        frames = [f for f in frames if f is not None and len(f)]
+        if frames:
+            write_csv(run_dir / "metrics" / f"{key}.csv", pd.concat(frames, ignore_index=True))
+    if model_rows:
+        write_csv(run_dir / "metrics" / "models.csv", pd.DataFrame(model_rows))
+
+
+def _initial_encoder(cfg: Config, data: Dataset, seed: int, run_dir: Path) -> ConvEncoder:
+    """The seed's initial encoder, saved once so that every regime (and a resumed run) starts from it."""
+    encoder = build_encoder(cfg.model, data.image_shape, seed)
+    init_path = paths(run_dir, "init", seed)["init"]
+    if init_path.exists():
+        load_state_dict_checked(encoder, load_checkpoint(init_path)["encoder"], f"initial weights {init_path}")
+    else:
+        save_checkpoint(init_path, {"format": "replearn-checkpoint", "kind": "init", "seed": seed,
+                                    "encoder": encoder.state_dict(), "config": cfg.to_dict(),
+                                    "in_shape": list(encoder.in_shape), "num_classes": data.num_classes,
+                                    "dataset": data.summary(), "regime": "random", "replearn": __version__})
+    return encoder
+
+
+def _train_or_load(regime: str, seed: int, init: ConvEncoder, data: Dataset, cfg: Config, device: torch.device,
+                   run_dir: Path, stopper: Stopper, snapshot_images: torch.Tensor | None, progress: bool
+                   ) -> tuple[ConvEncoder, torch.nn.Module, dict[str, Any]]:
+    p = paths(run_dir, regime, seed)
+    encoder = copy.deepcopy(init)
+    head = build_head(regime, encoder, data.num_classes, seed)
+    if p["final"].exists():
+        ckpt = load_checkpoint(p["final"])
+        load_state_dict_checked(encoder, ckpt["encoder"], f"checkpoint {p['final']}")
+        load_state_dict_checked(head, ckpt["head"], f"checkpoint {p['final']}")
+        encoder.to(device), head.to(device)
+        log(f"{regime} seed {seed}: loaded finished checkpoint {p['final']}")
+        row = read_json(p["final"].with_suffix(".json"))
+        return encoder, head, row
+    if p["state"].exists():
+        log(f"{regime} seed {seed}: resuming from {p['state']}")
+    outcome = train_regime(regime, encoder, head, data, cfg, seed, device, p["state"], p["metrics"], stopper,
+                           snapshot_images, progress)
+    test = evaluate(regime, encoder, head, data.test_x, data.test_y, device)
+    row: dict[str, Any] = {"model": regime, "seed": seed, "epochs": len(outcome.history),
+                           "test_loss": test["loss"]}
+    if regime == "supervised":
+        row["test_accuracy"] = test["accuracy"]
+        log(f"supervised seed {seed}: classifier test accuracy {test['accuracy']:.4f}")
+    else:
+        row["test_recon_mse"] = test["recon_mse"]
+        log(f"autoencoder seed {seed}: test reconstruction MSE {test['recon_mse']:.4f}")
+    if outcome.history:
+        row["train_seconds"] = float(sum(h["train_seconds"] for h in outcome.history))
+    if regime == "autoencoder" and snapshot_images is not None:
+        with torch.no_grad():
+            from .features import eval_mode
+
+            with eval_mode(encoder, head):
+                recon = head(encoder(snapshot_images.to(device).contiguous(memory_format=torch.channels_last)))
+        save_npz(run_dir / "artifacts" / f"reconstructions_seed{seed}.npz",
+                 inputs=data.to_unit_range(snapshot_images).numpy(),
+                 final=data.to_unit_range(recon.float().cpu()).numpy(),
+                 over_epochs=(data.to_unit_range(torch.from_numpy(outcome.snapshots)).numpy()
+                              if outcome.snapshots is not None else np.zeros((0,), np.float32)))
+    save_checkpoint(p["final"], checkpoint_payload(regime, seed, encoder, head, cfg, data, outcome.history))
+    write_json(p["final"].with_suffix(".json"), row)
+    p["state"].unlink(missing_ok=True)
+    return encoder, head, row
+
+
+def load_run_config(run_dir: Path) -> Config:
+    check_run_dir(run_dir, need="resume")
+    return load_config(run_dir / "config.yaml")
+
+
+def prepare_resume(run_dir: Path) -> Config:
+    """Validate a run directory for --resume and return its saved config."""
+    cfg = load_run_config(run_dir)
+    status = run_dir / "status.json"
+    if status.is_file() and read_json(status).get("state") == "complete":
+        raise RunDirError(f"run '{run_dir}' is already complete", f"re-render it with `replearn report {run_dir}`")
+    return cfg
+
+
+def fail_cleanly(run_dir: Path, exc: ReplearnError) -> None:
+    """Record a user-input failure in a run directory that has already been started."""
+    if (run_dir / RUN_MARKER).is_file():
+        set_status(run_dir, "failed", exc.one_line())
