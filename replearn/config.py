@@ -45,25 +45,27 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    channels: list[int] = _f([32, 64, 128], "output channels of each conv stage (one stage per entry)",
+    channels: list[int] = _f([16, 32, 64], "output channels of each conv stage (one stage per entry)",
                              min=1, list_default=True)
     kernel_size: int = _f(3, "convolution kernel size (odd)", min=1, max=9)
-    latent_dim: int = _f(64, "dimension of the latent vector after the last stage", min=1)
+    latent_dim: int = _f(32, "dimension of the latent vector after the last stage", min=1)
 
 
 @dataclass
 class TrainConfig:
     regimes: list[str] = _f(list(REGIMES), "which regimes to train", choices=REGIMES, list_default=True)
-    epochs: int = _f(5, "training epochs per regime", min=0)
+    epochs: int = _f(20, "training epochs per regime", min=0)
     autoencoder_epochs: int | None = _f(None, "epochs for the autoencoder if different from `epochs`", min=0)
-    batch_size: int = _f(128, "minibatch size", min=1)
+    batch_size: int = _f(64, "minibatch size", min=1)
     optimizer: str = _f("adam", "optimizer", choices=OPTIMIZERS)
-    lr: float = _f(2e-3, "peak learning rate", gt=0.0, max=10.0)
+    lr: float = _f(3e-3, "peak learning rate", gt=0.0, max=10.0)
     weight_decay: float = _f(0.0, "weight decay (L2)", min=0.0)
     schedule: str = _f("cosine", "learning-rate schedule over all steps", choices=SCHEDULES)
     seeds: list[int] = _f([0], "model seeds; every regime of one seed starts from the same initial weights",
                           min=0, list_default=True)
     device: str = _f("auto", "auto picks CUDA when present, else CPU", choices=DEVICES)
+    augment: bool = _f(False, "random horizontal flips and shifts of up to 2 pixels while training (only for "
+                              "classes that a mirror image keeps, e.g. clothing; not digits)")
     probe_every_epoch: bool = _f(True, "fit a latent linear probe on the validation split after each epoch")
     probe_train_images: int = _f(5000, "training images used by the per-epoch probe", min=10)
 

@@ -136,15 +136,24 @@ def _check_labels(name: str, split: str, x: np.ndarray, y: np.ndarray, num_class
 
 
 def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (held_out, rest): ``fraction`` of each class held out, chosen by a seeded permutation."""
+    """Indices (held_out, rest): ``fraction`` of each class held out, chosen by a seeded permutation.
+
+    Per-class quotas are rounded by largest remainder so the held-out total is round(fraction · N);
+    every class with two or more items keeps at least one item on each side.
+    """
     rng = np.random.RandomState(seed)
+    classes, counts = np.unique(y, return_counts=True)
+    exact = fraction * counts
+    quota = np.floor(exact).astype(int)
+    short = int(round(fraction * len(y))) - int(quota.sum())
+    if short > 0:
+        quota[np.argsort(-(exact - quota), kind="stable")[:short]] += 1
     held, rest = [], []
-    for c in np.unique(y):
+    for c, n in zip(classes, quota):
         idx = np.flatnonzero(y == c)
         idx = idx[rng.permutation(len(idx))]
-        n = int(round(fraction * len(idx)))
         if len(idx) > 1:
-            n = min(max(n, 1), len(idx) - 1)
+            n = min(max(int(n), 1), len(idx) - 1)
         held.append(idx[:n])
         rest.append(idx[n:])
     return np.sort(np.concatenate(held)), np.sort(np.concatenate(rest))

@@ -27,13 +27,20 @@ def _as_float_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 
 def pca_reduce(x: torch.Tensor, dims: int) -> torch.Tensor:
-    """Centre and project onto the top ``dims`` principal components (no-op when already small)."""
+    """Centre and project onto the top ``dims`` principal components (no-op when already small).
+
+    Exact and deterministic: eigenvectors of the d×d covariance, in float64, signs fixed so that each
+    component's largest loading is positive.
+    """
     x = x - x.mean(0)
     if x.shape[1] <= dims:
         return x
     q = min(dims, min(x.shape))
-    _, _, v = torch.pca_lowrank(x, q=q, center=False, niter=4)
-    return x @ v[:, :q]
+    xd = x.double()
+    _, vecs = torch.linalg.eigh(xd.T @ xd)
+    v = vecs[:, -q:].flip(1)
+    v = v * torch.sign(v.gather(0, v.abs().argmax(0, keepdim=True)))
+    return (xd @ v).to(x.dtype)
 
 
 @torch.no_grad()

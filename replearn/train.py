@@ -112,6 +112,19 @@ def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
 
 
+def augment_batch(x: torch.Tensor, generator: torch.Generator, max_shift: int = 2) -> torch.Tensor:
+    """Random horizontal flip and a random shift of up to ``max_shift`` pixels per image (edges replicated)."""
+    n, _, h, w = x.shape
+    flip = torch.rand(n, generator=generator) < 0.5
+    shift = torch.randint(-max_shift, max_shift + 1, (2, n), generator=generator)
+    rows = (torch.arange(h)[None, :] + shift[0][:, None]).clamp_(0, h - 1)
+    cols = torch.arange(w)[None, :].expand(n, w)
+    cols = torch.where(flip[:, None], w - 1 - cols, cols)
+    cols = (cols + shift[1][:, None]).clamp_(0, w - 1)
+    index = rows[:, None, :, None] * w + cols[:, None, None, :]
+    return x.flatten(2).gather(2, index.flatten(2).expand(n, x.shape[1], h * w)).view_as(x)
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The training order of one epoch; a pure function of (seed, epoch) so that resuming is exact."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -207,7 +220,10 @@ def train_regime(regime: str, encoder: ConvEncoder, head: nn.Module, data: Datas
                    leave=False, disable=not progress or None, unit="batch")
         for step in range(step_in_epoch, steps_per_epoch):
             idx = order[step * bs:(step + 1) * bs]
-            x = _to_device(train_x[idx], device)
+            xb = train_x[idx]
+            if cfg.train.augment:
+                xb = augment_batch(xb, torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 100_003 + step))
+            x = _to_device(xb, device)
             y = train_y[idx].to(device, non_blocking=True)
             loss, stat = objective(regime, encoder, head, x, y)
             opt.zero_grad(set_to_none=True)
@@ -228,7 +244,7 @@ def train_regime(regime: str, encoder: ConvEncoder, head: nn.Module, data: Datas
             acc["steps"] += 1
             bar.update(1)
             if acc["steps"] % 20 == 0:
-                bar.set_postfix(loss=f"{float(loss):.4f}")
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
             if stopper is not None and stopper.requested:
                 bar.close()
                 save_state(epoch, step + 1, acc)

@@ -1,0 +1,69 @@
+from pathlib import Path
+
+import pytest
+
+from replearn.config import Config, apply_overrides, config_from_dict, dump_yaml, load_config, load_yaml
+from replearn.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_are_the_digits_experiment():
+    assert load_config(ROOT / "experiments" / "digits.yaml") == Config()
+
+
+def test_fashion_mnist_config_loads():
+    cfg = load_config(ROOT / "experiments" / "fashion_mnist.yaml")
+    assert cfg.data.name == "fashion-mnist" and cfg.epochs_for("autoencoder") == cfg.train.autoencoder_epochs
+
+
+def test_yaml_round_trip():
+    cfg = load_config(None, ["train.epochs=3", "model.channels=[8, 16]", "analysis.probe_l2_grid=[0.1]"])
+    import yaml
+    assert config_from_dict(yaml.safe_load(dump_yaml(cfg))) == cfg
+    assert cfg.train.epochs == 3 and cfg.model.channels == [8, 16]
+
+
+def test_overrides_coerce_types():
+    cfg = load_config(None, ["train.lr=1e-3", "train.probe_every_epoch=false", "train.seeds=4"])
+    assert cfg.train.lr == pytest.approx(1e-3) and cfg.train.probe_every_epoch is False
+    assert cfg.train.seeds == [4]
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("train.epoch=3", "did you mean 'train.epochs'"),
+    ("modle.latent_dim=3", "did you mean 'model.latent_dim'"),
+    ("train.epochs=three", "must be of type int"),
+    ("train.epochs=-1", "must be >= 0"),
+    ("train.batch_size=0", "must be >= 1"),
+    ("train.lr=0", "must be > 0.0"),
+    ("train.optimizer=adamm", "did you mean 'adam'"),
+    ("model.kernel_size=4", "must be odd"),
+    ("train.seeds=[1, 1]", "lists a seed twice"),
+    ("name=a/b", "plain name"),
+    ("train.lr=.nan", "must be finite"),
+    ("epochs", "not of the form key=value"),
+])
+def test_bad_values_name_key_and_fix(override, fragment):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    line = info.value.one_line()
+    assert fragment in line and "\n" not in line and "fix:" in line
+
+
+def test_malformed_yaml_names_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  epochs: 3\n   batch_size: 4\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line 3"):
+        load_yaml(path)
+
+
+def test_non_mapping_section(tmp_path):
+    with pytest.raises(ConfigError, match="section 'train' must be a mapping"):
+        config_from_dict({"train": [1, 2]})
+
+
+def test_apply_overrides_does_not_mutate_input():
+    raw = {"train": {"epochs": 1}}
+    merged = apply_overrides(raw, ["train.epochs=5"])
+    assert raw["train"]["epochs"] == 1 and merged["train"]["epochs"] == 5

@@ -1,0 +1,106 @@
+"""End to end through the CLI: run → artifacts → report re-render → probe a saved checkpoint."""
+import json
+import re
+
+import pandas as pd
+import pytest
+import yaml
+
+from replearn.cli import main
+
+from conftest import needs_fashion_mnist, tiny_config
+
+
+def write_config(tmp_path, raw):
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from conftest import make_blob_images
+    import numpy as np
+
+    tmp = tmp_path_factory.mktemp("run")
+    train_x, train_y = make_blob_images(120, seed=1)
+    test_x, test_y = make_blob_images(60, seed=2)
+    npz = tmp / "blobs.npz"
+    np.savez(npz, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y)
+    raw = tiny_config(npz)
+    raw["analysis"]["projection_points"] = 40
+    out = tmp / "out"
+    assert main(["run", str(write_config(tmp, raw)), "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_run_writes_every_artifact(tiny_run):
+    for rel in ["config.yaml", "environment.json", "dataset.json", "status.json", "report.html",
+                "metrics/probes.csv", "metrics/models.csv", "metrics/summary.json", "metrics/projection.csv",
+                "metrics/train_supervised_seed0.csv", "metrics/train_autoencoder_seed0.csv",
+                "checkpoints/supervised_seed0.pt", "checkpoints/autoencoder_seed0.pt", "checkpoints/init_seed0.pt",
+                "artifacts/reconstructions_seed0.npz", "artifacts/projection_seed0.npz"]:
+        assert (tiny_run / rel).is_file(), rel
+    assert json.loads((tiny_run / "status.json").read_text())["state"] == "complete"
+    assert not list(tiny_run.rglob("*.state.pt")), "resume state is removed once a regime finishes"
+
+
+def test_probe_table_has_models_layers_and_baselines(tiny_run):
+    probes = pd.read_csv(tiny_run / "metrics" / "probes.csv")
+    assert set(probes.model) == {"pixels", "random", "supervised", "autoencoder"}
+    assert set(probes.probe) == {"linear", "knn"}
+    sup = probes[(probes.model == "supervised")]
+    assert set(sup.layer) == {"stage1", "stage2", "latent"}
+    assert probes.test_accuracy.between(0, 1).all()
+    # the blobs are easy: the trained supervised latent must beat chance by far
+    assert sup[(sup.layer == "latent") & (sup.probe == "linear")].test_accuracy.iloc[0] > 0.8
+
+
+def test_report_is_self_contained_and_rerenders_identically(tiny_run, tmp_path):
+    html = (tiny_run / "report.html").read_text()
+    assert "Content-Security-Policy" in html
+    assert not re.search(r"""(src|href)=["']https?://""", html), "report must not load from the network"
+    for title in ["Training curves", "Accuracy by depth", "UMAP", "reconstructions"]:
+        assert title in html
+    assert html.count("data:image/png;base64,") >= 4
+    out = tmp_path / "again.html"
+    assert main(["report", str(tiny_run), "--out", str(out)]) == 0
+    strip = lambda s: re.sub(r"rendered [^<]*", "", s)  # noqa: E731
+    assert strip(out.read_text()) == strip(html)
+
+
+def test_probe_cli_reproduces_run(tiny_run, capsys):
+    ckpt = tiny_run / "checkpoints" / "autoencoder_seed0.pt"
+    out = tiny_run / "probe.json"
+    assert main(["probe", str(ckpt), "--dataset", "npz", "--layer", "latent", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())["results"][0]
+    probes = pd.read_csv(tiny_run / "metrics" / "probes.csv")
+    run_acc = probes.query("model == 'autoencoder' and layer == 'latent' and probe == 'linear'").test_accuracy.iloc[0]
+    assert abs(result["linear_test_accuracy"] - run_acc) <= 0.005
+    assert "latent" in capsys.readouterr().out
+
+
+def test_existing_run_dir_is_not_overwritten(tiny_run, capsys):
+    before = (tiny_run / "metrics" / "probes.csv").read_bytes()
+    assert main(["run", "--out", str(tiny_run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "already exists" in err and "--force" in err and len(err.splitlines()) == 1
+    assert (tiny_run / "metrics" / "probes.csv").read_bytes() == before
+
+
+@needs_fashion_mnist
+def test_fashion_mnist_subset_end_to_end(tmp_path):
+    """Real data: 3k Fashion-MNIST images, both regimes learn above the raw-pixel chance level."""
+    raw = {"name": "fm-subset", "data": {"name": "fashion-mnist", "train_subset": 3000, "test_subset": 1000},
+           "model": {"channels": [8, 16], "latent_dim": 32},
+           "train": {"epochs": 2, "batch_size": 64, "probe_train_images": 500},
+           "analysis": {"projection_points": 300, "max_stage_features": 256, "probe_l2_grid": [1e-4, 1e-2]}}
+    out = tmp_path / "fm"
+    assert main(["run", str(write_config(tmp_path, raw)), "--out", str(out), "--quiet"]) == 0
+    models = pd.read_csv(out / "metrics" / "models.csv")
+    assert models.query("model == 'supervised'").test_accuracy.iloc[0] > 0.7
+    probes = pd.read_csv(out / "metrics" / "probes.csv").query("probe == 'linear'")
+    pixels = probes.query("model == 'pixels'").test_accuracy.iloc[0]
+    assert 0.7 < pixels < 0.9
+    ae = probes.query("model == 'autoencoder' and layer == 'latent'").test_accuracy.iloc[0]
+    assert ae > 0.6

@@ -1,0 +1,96 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from replearn.errors import ReplearnError
+from replearn.probes import LinearProbe, fit_softmax_regression, knn_classifier, knn_probe, linear_probe
+
+
+def gaussian_classes(n=600, d=20, k=4, sep=1.5, seed=0):
+    rng = np.random.RandomState(seed)
+    means = rng.randn(k, d) * sep
+    y = rng.randint(0, k, n)
+    return (means[y] + rng.randn(n, d)).astype(np.float32), y
+
+
+def test_linear_probe_matches_sklearn_solution():
+    x, y = gaussian_classes()
+    n = len(x)
+    l2 = 1e-2
+    ours = LinearProbe(l2=l2, max_iter=500, tol=1e-9).fit(x, y)
+    z = StandardScaler().fit_transform(x)
+    sk = LogisticRegression(C=1.0 / (l2 * n), max_iter=5000, tol=1e-10).fit(z, y)
+    ours_p = ours.predict_proba(x).numpy()
+    np.testing.assert_allclose(ours_p, sk.predict_proba(z), atol=2e-3)
+    assert ours.score(x, y) == pytest.approx(sk.score(z, y), abs=0.005)
+
+
+def test_joint_fit_equals_separate_fits():
+    x, y = gaussian_classes(n=300, d=10)
+    z = torch.from_numpy(x)
+    z = (z - z.mean(0)) / z.std(0)
+    target = torch.from_numpy(y)
+    w_all, b_all, _ = fit_softmax_regression(z, target, 4, [1e-1, 1e-3], max_iter=500, tol=1e-10)
+    for i, l2 in enumerate([1e-1, 1e-3]):
+        w, b, _ = fit_softmax_regression(z, target, 4, [l2], max_iter=500, tol=1e-10)
+        joint = (z @ w_all[i] + b_all[i]).softmax(1)
+        alone = (z @ w[0] + b[0]).softmax(1)
+        assert torch.allclose(joint, alone, atol=5e-3)
+
+
+def test_probe_keeps_original_labels_and_sklearn_conventions():
+    x, y = gaussian_classes(n=200, k=3)
+    labels = np.array([10, 20, 30])[y]
+    probe = LinearProbe(l2=1e-3)
+    assert probe.l2 == 1e-3 and not hasattr(probe, "coef_")
+    probe.fit(x, labels)
+    assert set(probe.predict(x).tolist()) <= {10, 20, 30}
+    assert probe.coef_.shape == (20, 3) and probe.score(x, labels) > 0.9
+    with pytest.raises(ReplearnError, match="fitted on 20 features"):
+        probe.predict(x[:, :5])
+
+
+@pytest.mark.parametrize("x, y, fragment", [
+    (np.zeros((5, 3)), np.zeros(5, int), "at least two classes"),
+    (np.full((4, 3), np.nan), np.arange(4) % 2, "NaN"),
+    (np.zeros((4,)), np.arange(4) % 2, "2-D"),
+    (np.zeros((4, 3)), np.arange(3) % 2, "labels of shape"),
+])
+def test_probe_rejects_bad_input(x, y, fragment):
+    with pytest.raises(ReplearnError, match=fragment):
+        LinearProbe().fit(x, y)
+
+
+def test_linear_probe_chooses_penalty_on_validation_not_test():
+    x, y = gaussian_classes(n=900, d=30, sep=0.5, seed=1)
+    train, val, test = (x[:300], y[:300]), (x[300:600], y[300:600]), (x[600:], y[600:])
+    result = linear_probe(train, val, test, [1e-4, 1e-2, 1.0])
+    assert result.val_accuracy == max(result.val_by_setting.values())
+    assert result.val_by_setting[result.chosen] == result.val_accuracy
+    # the same grid on shuffled test labels must not change the choice (test never informs it)
+    shuffled = (test[0], np.random.RandomState(0).permutation(test[1]))
+    assert linear_probe(train, val, shuffled, [1e-4, 1e-2, 1.0]).chosen == result.chosen
+
+
+def test_constant_features_do_not_produce_nan():
+    x, y = gaussian_classes(n=200, d=5)
+    x = np.concatenate([x, np.ones((200, 3), np.float32)], 1)
+    probe = LinearProbe().fit(x, y)
+    assert torch.isfinite(probe.coef_).all() and probe.score(x, y) > 0.8
+
+
+def test_knn_classifier_on_clusters_and_k_choice():
+    x, y = gaussian_classes(n=400, d=8, sep=3.0)
+    preds = knn_classifier(x[:300], y[:300], x[300:], k=5, T=0.07)
+    assert (preds.numpy() == y[300:]).mean() > 0.95
+    result = knn_probe((x[:200], y[:200]), (x[200:300], y[200:300]), (x[300:], y[300:]), [1, 5, 50])
+    assert result.chosen in (1.0, 5.0, 50.0) and result.val_by_setting[result.chosen] == result.val_accuracy
+
+
+def test_knn_nearest_neighbour_is_exact():
+    train = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    labels = torch.tensor([0, 1, 2])
+    test = torch.tensor([[0.9, 0.1], [0.1, 0.8], [-2.0, 0.3]])
+    assert knn_classifier(train, labels, test, k=1).tolist() == [0, 1, 2]

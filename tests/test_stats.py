@@ -1,0 +1,36 @@
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from replearn.stats import format_mean_ci, mcnemar, mean_ci, paired_bootstrap
+
+
+def test_mean_ci_matches_t_interval():
+    v = [0.90, 0.91, 0.93]
+    m, lo, hi = mean_ci(v)
+    expected = sps.t.interval(0.95, 2, loc=np.mean(v), scale=sps.sem(v))
+    assert m == pytest.approx(np.mean(v)) and (lo, hi) == pytest.approx(expected)
+    assert mean_ci([0.5]) == (0.5, 0.5, 0.5)
+    assert format_mean_ci([0.5]) == "0.5000" and "±" in format_mean_ci(v)
+
+
+def test_mcnemar_matches_binomial_test():
+    rng = np.random.RandomState(0)
+    a = rng.rand(500) < 0.9
+    b = a.copy()
+    flip = rng.choice(500, 40, replace=False)
+    b[flip] = ~b[flip]
+    result = mcnemar(a, b)
+    only_a = int((a & ~b).sum())
+    only_b = int((~a & b).sum())
+    assert result["p_value"] == pytest.approx(sps.binomtest(only_a, only_a + only_b, 0.5).pvalue)
+
+
+def test_paired_bootstrap_detects_real_gap_and_not_noise():
+    rng = np.random.RandomState(1)
+    a = rng.rand(2000) < 0.9
+    b = rng.rand(2000) < 0.8
+    strong = paired_bootstrap(a, b, n_boot=2000)
+    assert strong["ci_low"] > 0 and strong["p_value"] < 0.01
+    same = paired_bootstrap(a, a.copy(), n_boot=2000)
+    assert same["difference"] == 0 and same["p_value"] == 1.0
