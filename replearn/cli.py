@@ -96,7 +96,8 @@ def _version() -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     from .config import load_config
     from .log import log, set_quiet
-    from .run import default_run_dir, fail_cleanly, prepare_resume, prepare_run_dir, run_experiment
+    from .run import (check_run_dir_free, default_run_dir, fail_cleanly, load_checked_dataset, prepare_resume,
+                      prepare_run_dir, run_experiment)
 
     set_quiet(args.quiet)
     overrides = list(args.overrides)
@@ -113,15 +114,18 @@ def cmd_run(args: argparse.Namespace) -> int:
                                 "drop those options, or start a new run without --resume")
         run_dir = Path(args.resume)
         cfg = prepare_resume(run_dir)
+        data = load_checked_dataset(cfg)
         resume = True
     else:
         cfg = load_config(args.config, overrides)
         run_dir = Path(args.out) if args.out else default_run_dir(cfg)
+        check_run_dir_free(run_dir, args.force)
+        data = load_checked_dataset(cfg)
         prepare_run_dir(run_dir, args.force)
         resume = False
     log(f"run directory: {run_dir}")
     try:
-        report = run_experiment(cfg, run_dir, resume=resume, progress=not args.quiet)
+        report = run_experiment(cfg, run_dir, resume=resume, progress=not args.quiet, data=data)
     except TrainingInterrupted as stop:
         print(f"interrupted by {stop.signal_name}; the last completed step is saved. "
               f"Resume with: replearn run --resume {run_dir}", file=sys.stderr)

@@ -80,6 +80,11 @@ class AnalysisConfig:
     knn_k_grid: list[int] = _f([10, 20], "neighbour counts tried by the kNN probe; chosen on validation",
                                min=1, list_default=True)
     knn_temperature: float = _f(0.07, "temperature of the kNN vote weights exp(sim / T)", gt=0.0)
+    label_counts: list[int] = _f([1, 5, 10, 50, 100], "labels per class given to the label-efficiency probes "
+                                 "(plus all labels)", min=1, list_default=True)
+    label_draws: int = _f(5, "random draws of the labelled images per label count", min=1)
+    analysis_points: int = _f(5000, "test images used by CKA, dimension and clustering analyses", min=10)
+    cka_batch_size: int = _f(1000, "minibatch size of the unbiased-HSIC CKA estimator", min=4)
     projection_points: int = _f(5000, "test images embedded in 2-D with UMAP", min=0)
     projection_neighbors: int = _f(15, "UMAP neighbourhood size", min=2)
     reconstructions: int = _f(10, "test images shown with their autoencoder reconstructions", min=0)

@@ -45,7 +45,8 @@ def training_curves(histories: dict[str, pd.DataFrame]) -> plt.Figure:
     axes[1].set(title="validation metric", xlabel="epoch", ylabel="accuracy")
     axes[2].set(title="latent linear probe (validation)", xlabel="epoch", ylabel="accuracy")
     for ax in (axes[0], axes[2]):
-        ax.legend(fontsize=8)
+        if ax.lines:
+            ax.legend(fontsize=8)
     if axes[1].lines:
         axes[1].legend(loc="center left", fontsize=8)
     fig.tight_layout()
@@ -63,8 +64,12 @@ def accuracy_by_depth(probes: pd.DataFrame, layer_order: list[str]) -> plt.Figur
         style = "-" if probe == "linear" else "--"
         color = MODEL_COLORS.get(model)
         label = f"{MODEL_LABELS.get(model, model)} ({probe})"
-        if len(xs) == 1 and model in ("pixels",):
+        if len(xs) == 1 and model == "pixels":
             ax.axhline(stats["mean"].iloc[0], color=color, ls=style, lw=1, label=label)
+            continue
+        if len(xs) == 1:
+            ax.plot(xs, stats["mean"], marker="D" if probe == "linear" else "d", ls="", ms=6, color=color,
+                    mfc=color if probe == "linear" else "white", label=label)
             continue
         ax.plot(xs, stats["mean"], style, marker="o", ms=4, color=color, label=label)
         if (stats["max"] > stats["min"]).any():
@@ -95,21 +100,145 @@ def projection_panels(coords: dict[str, np.ndarray], labels: np.ndarray, class_n
     return fig
 
 
-def image_grid(rows: list[np.ndarray], row_labels: list[str]) -> plt.Figure:
-    """Images (N×C×H×W in [0, 1]) in labelled rows, e.g. inputs above their reconstructions."""
+def image_grid(rows: list[np.ndarray], row_labels: list[str], cell: float = 0.55) -> plt.Figure:
+    """Images (N×C×H×W in [0, 1]) in labelled rows, e.g. inputs above their reconstructions.
+
+    The rows are tiled into one mosaic array and drawn with a single ``imshow`` (fast even for many images).
+    """
     n = max(len(r) for r in rows)
-    fig, axes = plt.subplots(len(rows), n, figsize=(0.9 * n + 1.2, 0.95 * len(rows)), squeeze=False)
-    for r, (images, label) in enumerate(zip(rows, row_labels)):
-        for c in range(n):
-            ax = axes[r][c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-            if c < len(images):
-                img = images[c]
-                img = img[0] if img.shape[0] == 1 else np.transpose(img, (1, 2, 0))
-                ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        axes[r][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
-    fig.subplots_adjust(wspace=0.05, hspace=0.05)
+    c, h, w = rows[0].shape[1:]
+    pad = max(1, h // 14)
+    mosaic = np.ones((len(rows) * (h + pad) - pad, n * (w + pad) - pad, 3), dtype=np.float32)
+    for r, images in enumerate(rows):
+        for i, img in enumerate(images):
+            tile = np.repeat(img[:1], 3, axis=0) if img.shape[0] == 1 else img[:3]
+            y, x = r * (h + pad), i * (w + pad)
+            mosaic[y:y + h, x:x + w] = np.transpose(tile, (1, 2, 0))
+    fig, ax = plt.subplots(figsize=(cell * n + 1.6, cell * len(rows) + 0.1))
+    ax.imshow(mosaic.clip(0, 1), interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([(h + pad) * r + h / 2 for r in range(len(rows))], row_labels, fontsize=8)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.tick_params(length=0)
+    fig.tight_layout(pad=0.2)
     return fig
+
+
+def _by_depth_lines(ax: plt.Axes, frame: pd.DataFrame, column: str, layer_order: list[str]) -> None:
+    x_of = {name: i for i, name in enumerate(layer_order)}
+    for model, group in frame.groupby("model", sort=False):
+        stats = group.groupby("layer")[column].agg(["mean", "min", "max"])
+        stats = stats.loc[[l for l in layer_order if l in stats.index]]
+        xs = [x_of[l] for l in stats.index]
+        ax.plot(xs, stats["mean"], "-o" if len(xs) > 1 else "D", ms=4, color=MODEL_COLORS.get(model),
+                label=MODEL_LABELS.get(model, model))
+        if (stats["max"] > stats["min"]).any():
+            ax.fill_between(xs, stats["min"], stats["max"], color=MODEL_COLORS.get(model), alpha=0.12)
+    ax.set_xticks(range(len(layer_order)), layer_order, fontsize=8)
+    ax.grid(alpha=0.3)
+
+
+def dimension_by_depth(dims: pd.DataFrame, layer_order: list[str]) -> plt.Figure:
+    """PCA-90% dimension, participation ratio and TwoNN intrinsic dimension against depth, per model."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    titles = {"pca90": "components for 90% variance", "participation_ratio": "participation ratio",
+              "twonn": "intrinsic dimension (TwoNN)"}
+    for ax, (column, title) in zip(axes, titles.items()):
+        _by_depth_lines(ax, dims, column, layer_order)
+        ax.set(title=title, xlabel="layer (input → latent)", yscale="log")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def cka_heatmaps(cka: pd.DataFrame, layer_order: list[str]) -> plt.Figure:
+    """One layer × layer heatmap of CKA (mean over seeds) per pair of models."""
+    pairs = list(dict.fromkeys(cka.pair))
+    fig, axes = plt.subplots(1, len(pairs), figsize=(4.0 * len(pairs), 3.6), squeeze=False)
+    fig.subplots_adjust(wspace=0.45)
+    for ax, pair in zip(axes[0], pairs):
+        mean = cka[cka.pair == pair].groupby(["layer_a", "layer_b"]).cka.mean().unstack()
+        rows = [l for l in layer_order if l in mean.index]
+        cols = [l for l in layer_order if l in mean.columns]
+        mean = mean.loc[rows, cols]
+        im = ax.imshow(mean.values, vmin=0, vmax=1, cmap="magma", origin="lower")
+        for i in range(len(rows)):
+            for j in range(len(cols)):
+                v = mean.values[i, j]
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v < 0.6 else "black")
+        a, b = pair.split(" vs ", 1)
+        ax.set_xticks(range(len(cols)), cols, fontsize=7, rotation=45)
+        ax.set_yticks(range(len(rows)), rows, fontsize=7)
+        ax.set(xlabel=b, ylabel=a)
+        ax.set_title(pair, fontsize=9)
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="linear CKA")
+    return fig
+
+
+def label_efficiency_curves(frame: pd.DataFrame) -> plt.Figure:
+    """Final-layer probe accuracy against labels per class (log scale), mean with min–max band over draws
+    and seeds; the rightmost point is all labels."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    counts = sorted(c for c in frame.per_class.unique() if c > 0)
+    all_x = counts[-1] * 3 if counts else 1
+    for model, group in frame.groupby("model", sort=False):
+        g = group.assign(x=group.per_class.where(group.per_class > 0, all_x))
+        stats = g.groupby("x").test_accuracy.agg(["mean", "min", "max"]).sort_index()
+        color = MODEL_COLORS.get(model)
+        ax.plot(stats.index, stats["mean"], "-o", ms=4, color=color, label=MODEL_LABELS.get(model, model))
+        ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.15)
+    ax.set_xscale("log")
+    ticks = counts + [all_x]
+    ax.set_xticks(ticks, [str(c) for c in counts] + ["all"])
+    ax.set(xlabel="labelled training images per class", ylabel="test accuracy",
+           title="label efficiency of the final layer (linear probe)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def structure_bars(frame: pd.DataFrame) -> plt.Figure:
+    """k-means NMI and ARI, class silhouette and UMAP trustworthiness per model (mean over seeds)."""
+    columns = [c for c in ("kmeans_nmi", "kmeans_ari", "silhouette", "umap_trustworthiness") if c in frame]
+    mean = frame.groupby("model", sort=False)[columns].mean()
+    fig, axes = plt.subplots(1, len(columns), figsize=(3.2 * len(columns), 3.0), squeeze=False)
+    for ax, column in zip(axes[0], columns):
+        values = mean[column]
+        ax.bar(range(len(values)), values.values, color=[MODEL_COLORS.get(m, "#999") for m in values.index])
+        ax.set_xticks(range(len(values)), [MODEL_LABELS.get(m, m) for m in values.index], rotation=40, ha="right",
+                      fontsize=7)
+        ax.set_title(column.replace("_", " "), fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return fig
+
+
+def gradient_norms(histories: dict[str, pd.DataFrame]) -> plt.Figure:
+    """Mean per-step gradient norm of each layer per epoch, one panel per regime (log scale)."""
+    fig, axes = plt.subplots(1, len(histories), figsize=(6.2 * len(histories), 3.6), squeeze=False)
+    for ax, (regime, frame) in zip(axes[0], histories.items()):
+        mean = frame.groupby("epoch").mean(numeric_only=True)
+        columns = [c for c in mean if c.startswith("grad_norm_") and not c.startswith("grad_norm_max_")]
+        cmap = plt.get_cmap("viridis")
+        for i, column in enumerate(columns):
+            ax.plot(mean.index, mean[column], "-o", ms=3, color=cmap(i / max(1, len(columns) - 1)),
+                    label=column.removeprefix("grad_norm_"))
+        ax.set(title=f"{regime}: gradient norm by layer", xlabel="epoch", ylabel="‖∂loss/∂θ‖ (mean per step)",
+               yscale="log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def filter_grid(filters: dict[str, np.ndarray]) -> plt.Figure:
+    """First-layer convolution filters (first input channel), one row per model, each scaled to its own range."""
+    rows = []
+    for weights in filters.values():
+        w = weights[:, 0]
+        lo = w.min(axis=(1, 2), keepdims=True)
+        hi = w.max(axis=(1, 2), keepdims=True)
+        rows.append(((w - lo) / np.where(hi > lo, hi - lo, 1))[:, None])
+    return image_grid(rows, [MODEL_LABELS.get(m, m) for m in filters])

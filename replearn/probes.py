@@ -278,3 +278,36 @@ def knn_probe(train: tuple[ArrayLike, ArrayLike], val: tuple[ArrayLike, ArrayLik
     preds = _knn_vote(sims[n_val:], idx[n_val:], train_y, k, T, num_classes)
     acc = float((preds == test_y).float().mean())
     return ProbeResult("knn", acc, scores[k], float(k), {float(kk): v for kk, v in scores.items()}, preds)
+
+
+def label_efficiency(train: tuple[ArrayLike, ArrayLike], val: tuple[ArrayLike, ArrayLike],
+                     test: tuple[ArrayLike, ArrayLike], per_class: list[int], draws: int, l2_grid: list[float],
+                     seed: int = 0, max_iter: int = 200) -> "pd.DataFrame":
+    """Linear-probe test accuracy when only ``n`` labelled training images per class are available.
+
+    For each n in ``per_class`` and each of ``draws`` seeded draws, a class-balanced labelled subset is
+    taken from the training split, the probe penalty is chosen on the (full) validation split, and test
+    accuracy is reported. Raises if a class has fewer than max(per_class) training images.
+    """
+    import pandas as pd
+
+    x = _as_tensor(train[0])
+    y = torch.as_tensor(train[1]).long()
+    _check_features(x, y)
+    counts = torch.bincount(y)
+    present = counts[counts > 0]
+    if per_class and int(present.min()) < max(per_class):
+        rarest = int(torch.nonzero(counts == present.min())[0])
+        raise ReplearnError(f"label efficiency asks for {max(per_class)} labels per class but class {rarest} has only "
+                            f"{int(present.min())} training images",
+                            f"lower analysis.label_counts to at most {int(present.min())} or use more data")
+    by_class = [torch.nonzero(y == c).squeeze(1) for c in range(len(counts)) if counts[c] > 0]
+    rows = []
+    for n in per_class:
+        for draw in range(draws):
+            g = torch.Generator().manual_seed(seed * 7919 + n * 104_729 + draw)
+            pick = torch.cat([idx[torch.randperm(len(idx), generator=g)[:n]] for idx in by_class])
+            result = linear_probe((x[pick], y[pick]), val, test, l2_grid, max_iter)
+            rows.append({"per_class": n, "labels": len(pick), "draw": draw, "test_accuracy": result.test_accuracy,
+                         "val_accuracy": result.val_accuracy, "chosen": result.chosen})
+    return pd.DataFrame(rows)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import numpy as np
 import pandas as pd
 
 from . import __version__
@@ -41,6 +42,26 @@ GUIDES = {
                   "structure; distances between far-apart clusters mean little in UMAP.",
     "reconstructions": "Test images (top) and the autoencoder's reconstructions (bottom). What survives the "
                        "bottleneck is what the latent encodes; blurred detail is what it discarded.",
+    "gradients": "The mean gradient norm of each layer's parameters per training step, by epoch. Norms that shrink "
+                 "by orders of magnitude towards the input signal vanishing gradients; a sudden jump signals an "
+                 "exploding one (replearn stops and names the layer if a norm becomes non-finite).",
+    "dimensions": "How many dimensions each layer uses on test images: principal components needed for 90% of the "
+                  "variance, the participation ratio (a soft count of them), and the TwoNN intrinsic dimension of the "
+                  "data manifold. A stack that compresses shows falling curves with depth.",
+    "similarity": "Linear CKA between every pair of layers of two encoders (1 = same representation up to rotation and "
+                  "scale), estimated from unbiased HSIC over minibatches of test images. Compare cross-regime "
+                  "similarity with the seed-vs-seed maps when present: those are the noise floor.",
+    "labels": "Test accuracy of a linear probe on each model's final layer when only a few labelled images per class "
+              "are available (class-balanced random draws; the band spans draws and seeds). Representations that "
+              "organise images by class need fewer labels.",
+    "structure": "How class structure shows without labels: k-means on the final layer scored against the classes "
+                 "(NMI, ARI), the silhouette of the true classes (cosine), the UMAP projection's trustworthiness, and "
+                 "the fraction of 10-nearest-neighbour sets each pair of models shares.",
+    "filters": "First-layer convolution filters of each encoder (first input channel, each scaled to its own range). "
+               "Trained filters usually look like oriented edge and blob detectors; untrained ones look like noise.",
+    "neighbours": "For a few test images (left), their nearest training images in each model's final-layer feature "
+                  "space (cosine). Neighbours of the same class mean the space groups by class; neighbours that "
+                  "merely look alike mean it groups by appearance.",
     "config": "The resolved configuration of this run (every default filled in) and the software it ran on.",
     "dataset": "Sizes of the splits. Validation is carved out of the training split; every hyperparameter (probe "
                "penalty, kNN k) is chosen on it, never on test.",
@@ -102,7 +123,7 @@ def build_context(run_dir: Path) -> dict[str, Any]:
 
     def section(key: str, title: str, **content: Any) -> None:
         sections.append({"id": key, "title": title, "guide": GUIDES.get(key, ""), "bullets": [], "references": [],
-                         "figure": None, "table": None, "code": None, **content})
+                         "figure": None, "figures": [], "table": None, "code": None, **content})
 
     headline: list[str] = []
     models = _read_csv(metrics / "models.csv")
@@ -117,6 +138,9 @@ def build_context(run_dir: Path) -> dict[str, Any]:
             layer = "latent" if model not in ("pixels",) else "input"
             vals = final[(final.model == model) & (final.layer == layer)].test_accuracy
             headline.append(f"Linear probe on {plots.MODEL_LABELS.get(model, model)} ({layer}): {format_mean_ci(vals)}")
+    comparison = read_json(metrics / "comparison.json") if (metrics / "comparison.json").is_file() else None
+    if comparison:
+        headline.append(comparison_sentence(comparison))
     references = REFERENCES.get(dataset.get("name", ""), [])
     if headline or references:
         section("summary", "Summary", bullets=headline,
@@ -135,10 +159,43 @@ def build_context(run_dir: Path) -> dict[str, Any]:
         section("training", "Training curves", figure=plots.to_data_uri(plots.training_curves(histories)),
                 table=_table(models.round(4)) if models is not None else None)
 
+        section("gradients", "Gradient norms by layer", figure=plots.to_data_uri(plots.gradient_norms(histories)))
+
     if probes is not None and len(probes):
         section("probes", "Probe accuracy by model and layer", table=_table(probe_matrix(probes)))
         section("depth", "Accuracy by depth",
                 figure=plots.to_data_uri(plots.accuracy_by_depth(probes, layer_order(probes))))
+    order = layer_order(probes) if probes is not None and len(probes) else []
+
+    dims = _read_csv(metrics / "dimensions.csv")
+    if dims is not None and len(dims):
+        dim_table = (dims.groupby(["model", "layer"], sort=False)[["features", "pca90", "participation_ratio", "twonn"]]
+                     .mean().round(1).reset_index())
+        section("dimensions", "Dimension by depth", figure=plots.to_data_uri(plots.dimension_by_depth(dims, order)),
+                table=_table(dim_table))
+
+    cka = _read_csv(metrics / "cka.csv")
+    if cka is not None and len(cka):
+        diag = cka[cka.layer_a == cka.layer_b].groupby(["pair", "layer_a"], sort=False).cka.mean().unstack()
+        diag = diag[[l for l in order if l in diag.columns]].round(3).reset_index().rename(columns={"pair": "pair (same layer)"})
+        section("similarity", "Representation similarity (CKA)",
+                figure=plots.to_data_uri(plots.cka_heatmaps(cka, order)), table=_table(diag))
+
+    eff = _read_csv(metrics / "label_efficiency.csv")
+    if eff is not None and len(eff):
+        eff_table = eff.assign(labels_per_class=eff.per_class.map(lambda c: "all" if c < 0 else str(c)))
+        eff_table = (eff_table.groupby(["model", "labels_per_class"], sort=False).test_accuracy
+                     .apply(format_mean_ci).unstack())
+        eff_table = eff_table[[c for c in sorted(eff_table.columns, key=lambda c: 10**9 if c == "all" else int(c))]]
+        section("labels", "Label efficiency", figure=plots.to_data_uri(plots.label_efficiency_curves(eff)),
+                table=_table(eff_table.reset_index()))
+
+    structure = _read_csv(metrics / "structure.csv")
+    if structure is not None and len(structure):
+        columns = [c for c in structure.columns if c not in ("seed",)]
+        st_table = structure[columns].groupby("model", sort=False).mean().round(3).reset_index()
+        section("structure", "Structure without labels", figure=plots.to_data_uri(plots.structure_bars(structure)),
+                table=_table(st_table))
 
     projection = _read_csv(metrics / "projection.csv")
     proj_files = sorted((run_dir / "artifacts").glob("projection_seed*.npz"))
@@ -158,6 +215,38 @@ def build_context(run_dir: Path) -> dict[str, Any]:
         fig = plots.image_grid([rec["inputs"], rec["final"]], ["input", "reconstruction"])
         section("reconstructions", "Autoencoder reconstructions", figure=plots.to_data_uri(fig))
 
+    if recon_files:
+        rec = load_npz(recon_files[0])
+        over = rec.get("over_epochs")
+        if over is not None and over.ndim == 5 and len(over):
+            epochs = sorted(set(np.linspace(0, len(over) - 1, min(6, len(over))).round().astype(int).tolist()))
+            fig = plots.image_grid([rec["inputs"]] + [over[e] for e in epochs],
+                                   ["input"] + [f"epoch {e + 1}" for e in epochs])
+            section("recon-epochs", "Reconstructions over epochs", figure=plots.to_data_uri(fig),
+                    guide="The same test images reconstructed after each epoch: coarse shape comes first, detail later.")
+
+    filter_files = sorted((run_dir / "artifacts").glob("filters_seed*.npz"))
+    if filter_files:
+        filters = load_npz(filter_files[0])
+        shown = {m: filters[m] for m in _model_sort(list(filters))}
+        section("filters", "First-layer filters", figure=plots.to_data_uri(plots.filter_grid(shown)))
+
+    nn_files = sorted((run_dir / "artifacts").glob("neighbours_seed*.npz"))
+    if nn_files:
+        nn = load_npz(nn_files[0])
+        names = dataset.get("class_names", [])
+        models_shown = _model_sort([k[:-7] for k in nn if k.endswith("_images") and k != "query_images"])
+        rows, labels = [], []
+        for q in range(len(nn["query_labels"])):
+            rows.append(nn["query_images"][q:q + 1])
+            labels.append(f"query: {_class_name(names, nn['query_labels'][q])}")
+            for m in models_shown:
+                same = sum(int(l) == int(nn["query_labels"][q]) for l in nn[f"{m}_labels"][q])
+                rows.append(nn[f"{m}_images"][q])
+                labels.append(f"{plots.MODEL_LABELS.get(m, m)} ({same}/{len(nn[f'{m}_labels'][q])} same class)")
+        figs = [plots.to_data_uri(plots.image_grid(rows, labels, cell=0.5))]
+        section("neighbours", "Nearest neighbours", figures=figs)
+
     if dataset:
         ds_rows = pd.DataFrame([{"split": s, "images": dataset.get(s)} for s in ("train", "val", "test")])
         section("dataset", "Dataset", table=_table(ds_rows),
@@ -175,6 +264,25 @@ def build_context(run_dir: Path) -> dict[str, Any]:
         "wall_seconds": summary.get("wall_seconds"), "sections": sections, "version": __version__,
         "rendered": dt.datetime.now().isoformat(timespec="seconds"),
     }
+
+
+def _class_name(names: list[str], label: Any) -> str:
+    return str(names[int(label)]) if 0 <= int(label) < len(names) else str(label)
+
+
+def comparison_sentence(c: dict[str, Any]) -> str:
+    """One sentence stating the supervised-minus-autoencoder probe gap with its interval and p-values."""
+    seeds = f"{c['seeds']} seed{'s' if c['seeds'] != 1 else ''}"
+    text = (f"Supervised minus autoencoder, linear probe on the latent: {100 * c['difference']:+.2f} percentage points "
+            f"({100 * c['accuracy_a']:.2f}% vs {100 * c['accuracy_b']:.2f}%, {seeds}, {c['n_test']} test images); "
+            f"paired bootstrap 95% CI [{100 * c['bootstrap_ci'][0]:+.2f}, {100 * c['bootstrap_ci'][1]:+.2f}] pp, "
+            f"p = {c['bootstrap_p']:.2g}")
+    if c.get("seed_mean_ci"):
+        text += f"; across seeds 95% t-interval [{100 * c['seed_mean_ci'][0]:+.2f}, {100 * c['seed_mean_ci'][1]:+.2f}] pp"
+    mc = c.get("mcnemar_p_per_seed") or []
+    if mc:
+        text += "; McNemar p per seed: " + ", ".join(f"{p:.2g}" for p in mc)
+    return text + "."
 
 
 def render_report(run_dir: str | Path, out: str | Path | None = None) -> Path:

@@ -22,12 +22,12 @@ import pandas as pd
 import torch
 
 from . import __version__
-from .analysis import analyze_seed, summarize
+from .analysis import analyze_seed, pca_baseline, seed_similarity, summarize
 from .artifacts import (RUN_MARKER, check_run_dir, load_checkpoint, load_state_dict_checked, mark_run_dir,
                         read_json, save_checkpoint, save_npz, write_csv, write_json, atomic_write_text)
 from .config import Config, dump_yaml, load_config
 from .data import Dataset, load_dataset
-from .errors import ReplearnError, RunDirError, TrainingDiverged, TrainingInterrupted
+from .errors import ConfigError, ReplearnError, RunDirError, TrainingDiverged, TrainingInterrupted
 from .features import extract_splits, pixel_features
 from .log import log
 from .model import ConvEncoder, build_encoder, build_head
@@ -45,8 +45,8 @@ def default_run_dir(cfg: Config, base: str | Path = "reports") -> Path:
     return candidate
 
 
-def prepare_run_dir(run_dir: Path, force: bool) -> None:
-    """Create a fresh run directory; never overwrite an existing one unless ``force`` and it is replearn's."""
+def check_run_dir_free(run_dir: Path, force: bool) -> None:
+    """Raise unless ``run_dir`` may be created: absent or empty, or (with ``force``) a replearn run."""
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"output path '{run_dir}' exists and is a file", "choose another --out directory")
     if run_dir.exists() and any(run_dir.iterdir()):
@@ -56,6 +56,16 @@ def prepare_run_dir(run_dir: Path, force: bool) -> None:
         if not (run_dir / RUN_MARKER).is_file():
             raise RunDirError(f"output directory '{run_dir}' is not empty and is not a replearn run, so --force "
                               "will not delete it", "choose another --out directory")
+    parent = next((p for p in [run_dir, *run_dir.parents] if p.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise RunDirError(f"cannot create output directory '{run_dir}' ('{parent}' is not a writable directory)",
+                          "choose a writable --out directory")
+
+
+def prepare_run_dir(run_dir: Path, force: bool) -> None:
+    """Create a fresh run directory; never overwrite an existing one unless ``force`` and it is replearn's."""
+    check_run_dir_free(run_dir, force)
+    if run_dir.exists() and any(run_dir.iterdir()):
         shutil.rmtree(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -101,12 +111,21 @@ def paths(run_dir: Path, regime: str, seed: int) -> dict[str, Path]:
             "init": run_dir / "checkpoints" / f"init_seed{seed}.pt"}
 
 
+def load_checked_dataset(cfg: Config) -> Dataset:
+    """Load the config's dataset and check that the model and analyses fit it, before anything is written."""
+    resolve_device(cfg.train.device)
+    data = load_dataset(cfg.data)
+    check_data_fits(cfg, data)
+    return data
+
+
 def run_experiment(cfg: Config, run_dir: Path, *, resume: bool = False, progress: bool = True,
-                   render: bool = True) -> Path:
+                   render: bool = True, data: Dataset | None = None) -> Path:
     """Run the whole comparison into ``run_dir`` (created beforehand) and return the report's path."""
     started = time.perf_counter()
     device = resolve_device(cfg.train.device)
-    data = load_dataset(cfg.data)
+    if data is None:
+        data = load_checked_dataset(cfg)
     log(f"dataset {data.name}: {len(data.train_y)} train / {len(data.val_y)} val / {len(data.test_y)} test, "
         f"images {'×'.join(map(str, data.image_shape))}, device {device}")
     if not resume:
@@ -120,6 +139,8 @@ def run_experiment(cfg: Config, run_dir: Path, *, resume: bool = False, progress
     labels = {"train": data.train_y, "val": data.val_y, "test": data.test_y}
     snapshot_images = data.test_x[:cfg.analysis.reconstructions] if cfg.analysis.reconstructions else None
     results: dict[str, list] = {}
+    kept: dict[int, dict] = {}
+    extraction_seconds = 0.0
     model_rows: list[dict[str, Any]] = []
     try:
         with Stopper() as stopper:
@@ -131,13 +152,20 @@ def run_experiment(cfg: Config, run_dir: Path, *, resume: bool = False, progress
                                                         snapshot_images, progress)
                     encoders[regime] = encoder
                     model_rows.append(row)
-                log(f"seed {seed}: extracting features of {', '.join(['pixels', *encoders])}")
+                log(f"seed {seed}: extracting features of {', '.join(['pixels', 'pca', *encoders])}")
+                started = time.perf_counter()
                 features = {"pixels": pixel_features(splits)}
+                features["pca"] = pca_baseline(features["pixels"]["input"], cfg.model.latent_dim)
                 for name, encoder in encoders.items():
                     features[name] = extract_splits(encoder, splits, cfg.analysis.max_stage_features, device)
-                for key, frame in analyze_seed(features, labels, data, cfg, seed, run_dir, progress).items():
+                extraction_seconds += time.perf_counter() - started
+                tables, kept[seed] = analyze_seed(features, labels, data, cfg, seed, run_dir, encoders, progress)
+                for key, frame in tables.items():
                     results.setdefault(key, []).append(frame)
                 del features
+            floor = seed_similarity(kept, cfg.analysis.cka_batch_size)
+            if floor is not None:
+                results.setdefault("cka", []).append(floor)
     except TrainingInterrupted as stop:
         set_status(run_dir, "interrupted", f"stopped by {stop.signal_name}; state saved in {stop.run_dir}")
         raise
@@ -149,11 +177,25 @@ def run_experiment(cfg: Config, run_dir: Path, *, resume: bool = False, progress
         raise
     _write_tables(run_dir, results, model_rows)
     summary = summarize(run_dir, cfg, time.perf_counter() - started)
+    summary["feature_extraction_seconds"] = round(extraction_seconds, 1)
     write_json(run_dir / "metrics" / "summary.json", summary)
     set_status(run_dir, "complete", wall_seconds=round(time.perf_counter() - started, 1))
     report = _render(run_dir) if render else run_dir / "report.html"
     log(f"done in {time.perf_counter() - started:.1f}s; report: {report}")
     return report
+
+
+def check_data_fits(cfg: Config, data: Dataset) -> None:
+    """Fail before training if the analyses ask for more than the data hold."""
+    counts = np.bincount(data.train_y.numpy(), minlength=data.num_classes)
+    present = counts[counts > 0]
+    need = max(cfg.analysis.label_counts)
+    if present.min() < need:
+        rarest = data.class_names[int(np.flatnonzero(counts == present.min())[0])]
+        raise ConfigError(f"analysis.label_counts asks for {need} labels per class but class '{rarest}' has only "
+                          f"{int(present.min())} training images",
+                          f"set analysis.label_counts to values of at most {int(present.min())}, or use more data")
+    build_encoder(cfg.model, data.image_shape, 0)
 
 
 def _render(run_dir: Path) -> Path:

@@ -7,13 +7,14 @@ a non-finite loss or gradient stops training and names the layer.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -34,16 +35,30 @@ EPOCH_PROBE_L2 = 1e-3
 
 
 class Stopper:
-    """Turns SIGINT/SIGTERM into a flag that the loop checks after every step (a second SIGINT aborts)."""
+    """Turns SIGINT/SIGTERM into a flag that the training loop checks after every step.
+
+    Only while the loop runs (inside ``deferring()``) is the signal deferred to the next step boundary,
+    where a resumable checkpoint is written; at any other moment, or on a second signal, it interrupts
+    at once (``KeyboardInterrupt``), since nothing unsaved would be lost.
+    """
 
     def __init__(self) -> None:
         self.requested: str | None = None
+        self._deferring = False
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested is not None and signum == signal.SIGINT:
+        if not self._deferring or self.requested is not None:
             raise KeyboardInterrupt
         self.requested = signal.Signals(signum).name
+
+    @contextlib.contextmanager
+    def deferring(self) -> Iterator[None]:
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
 
     def __enter__(self) -> "Stopper":
         if threading.current_thread() is threading.main_thread():
@@ -116,13 +131,16 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, max_shift: int = 
     """Random horizontal flip and a random shift of up to ``max_shift`` pixels per image (edges replicated)."""
     n, _, h, w = x.shape
     flip = torch.rand(n, generator=generator) < 0.5
-    shift = torch.randint(-max_shift, max_shift + 1, (2, n), generator=generator)
-    rows = (torch.arange(h)[None, :] + shift[0][:, None]).clamp_(0, h - 1)
-    cols = torch.arange(w)[None, :].expand(n, w)
-    cols = torch.where(flip[:, None], w - 1 - cols, cols)
-    cols = (cols + shift[1][:, None]).clamp_(0, w - 1)
-    index = rows[:, None, :, None] * w + cols[:, None, None, :]
-    return x.flatten(2).gather(2, index.flatten(2).expand(n, x.shape[1], h * w)).view_as(x)
+    x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    shift = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator) * (2 * max_shift + 1) \
+        + torch.randint(0, 2 * max_shift + 1, (n,), generator=generator)
+    padded = F.pad(x, (max_shift,) * 4, mode="replicate")
+    out = torch.empty_like(x)
+    for code in shift.unique().tolist():
+        rows = (shift == code).nonzero().squeeze(1)
+        dy, dx = divmod(code, 2 * max_shift + 1)
+        out[rows] = padded[rows, :, dy:dy + h, dx:dx + w]
+    return out
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -211,60 +229,61 @@ def train_regime(regime: str, encoder: ConvEncoder, head: nn.Module, data: Datas
             "history": history, "snapshots": [torch.from_numpy(s) for s in snapshots],
         })
 
-    while epoch < epochs:
-        encoder.train()
-        head.train()
-        order = epoch_order(n, seed, epoch)
-        started = time.perf_counter()
-        bar = tqdm(total=steps_per_epoch, initial=step_in_epoch, desc=f"{regime} seed {seed} epoch {epoch + 1}/{epochs}",
-                   leave=False, disable=not progress or None, unit="batch")
-        for step in range(step_in_epoch, steps_per_epoch):
-            idx = order[step * bs:(step + 1) * bs]
-            xb = train_x[idx]
-            if cfg.train.augment:
-                xb = augment_batch(xb, torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 100_003 + step))
-            x = _to_device(xb, device)
-            y = train_y[idx].to(device, non_blocking=True)
-            loss, stat = objective(regime, encoder, head, x, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-            sq = torch.zeros(len(names), device=device).index_add_(0, group_index,
-                                                                   torch.stack(torch._foreach_norm(grads)) ** 2)
-            if not (torch.isfinite(loss) and torch.isfinite(sq).all()):
-                save_state(epoch, step, acc)
-                _raise_diverged(regime, seed, epoch, step, loss, sq, names, acc, state_path)
-            opt.step()
-            sched.step()
-            acc["loss"] += loss.detach() * len(idx)
-            acc["stat"] += stat.detach().float()
-            acc["grad_sq"] += sq.sqrt()
-            acc["grad_max"] = torch.maximum(acc["grad_max"], sq.sqrt())
-            acc["seen"] += len(idx)
-            acc["steps"] += 1
-            bar.update(1)
-            if acc["steps"] % 20 == 0:
-                bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
-            if stopper is not None and stopper.requested:
-                bar.close()
-                save_state(epoch, step + 1, acc)
-                raise TrainingInterrupted(str(state_path), stopper.requested)
-        bar.close()
-        train_seconds = time.perf_counter() - started
-        row = _epoch_row(regime, epoch, acc, names, train_seconds, opt)
-        row.update({f"val_{k}": v for k, v in evaluate(regime, encoder, head, data.val_x, data.val_y, device).items()})
-        if cfg.train.probe_every_epoch:
-            row["val_latent_probe_accuracy"] = epoch_probe(encoder, data, probe_idx, device)
-        if snapshot_images is not None and regime == "autoencoder":
-            with torch.no_grad(), eval_mode(encoder, head):
-                recon = head(encoder(_to_device(snapshot_images, device)))
-            snapshots.append(recon.float().cpu().contiguous().numpy())
-        history.append(row)
-        epoch, step_in_epoch = epoch + 1, 0
-        acc = _fresh_accumulator(len(names), device)
-        write_csv(metrics_path, pd.DataFrame(history))
-        save_state(epoch, 0, acc)
-        _log_epoch(row, regime, seed, epochs)
+    with stopper.deferring() if stopper is not None else contextlib.nullcontext():
+        while epoch < epochs:
+            encoder.train()
+            head.train()
+            order = epoch_order(n, seed, epoch)
+            started = time.perf_counter()
+            bar = tqdm(total=steps_per_epoch, initial=step_in_epoch, desc=f"{regime} seed {seed} epoch {epoch + 1}/{epochs}",
+                       leave=False, disable=not progress or None, unit="batch")
+            for step in range(step_in_epoch, steps_per_epoch):
+                idx = order[step * bs:(step + 1) * bs]
+                xb = train_x[idx]
+                if cfg.train.augment:
+                    xb = augment_batch(xb, torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 100_003 + step))
+                x = _to_device(xb, device)
+                y = train_y[idx].to(device, non_blocking=True)
+                loss, stat = objective(regime, encoder, head, x, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+                sq = torch.zeros(len(names), device=device).index_add_(0, group_index,
+                                                                       torch.stack(torch._foreach_norm(grads)) ** 2)
+                if not (torch.isfinite(loss) and torch.isfinite(sq).all()):
+                    save_state(epoch, step, acc)
+                    _raise_diverged(regime, seed, epoch, step, loss, sq, names, acc, state_path)
+                opt.step()
+                sched.step()
+                acc["loss"] += loss.detach() * len(idx)
+                acc["stat"] += stat.detach().float()
+                acc["grad_sq"] += sq.sqrt()
+                acc["grad_max"] = torch.maximum(acc["grad_max"], sq.sqrt())
+                acc["seen"] += len(idx)
+                acc["steps"] += 1
+                bar.update(1)
+                if acc["steps"] % 20 == 0:
+                    bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+                if stopper is not None and stopper.requested:
+                    bar.close()
+                    save_state(epoch, step + 1, acc)
+                    raise TrainingInterrupted(str(state_path), stopper.requested)
+            bar.close()
+            train_seconds = time.perf_counter() - started
+            row = _epoch_row(regime, epoch, acc, names, train_seconds, opt)
+            row.update({f"val_{k}": v for k, v in evaluate(regime, encoder, head, data.val_x, data.val_y, device).items()})
+            if cfg.train.probe_every_epoch:
+                row["val_latent_probe_accuracy"] = epoch_probe(encoder, data, probe_idx, device)
+            if snapshot_images is not None and regime == "autoencoder":
+                with torch.no_grad(), eval_mode(encoder, head):
+                    recon = head(encoder(_to_device(snapshot_images, device)))
+                snapshots.append(recon.float().cpu().contiguous().numpy())
+            history.append(row)
+            epoch, step_in_epoch = epoch + 1, 0
+            acc = _fresh_accumulator(len(names), device)
+            write_csv(metrics_path, pd.DataFrame(history))
+            save_state(epoch, 0, acc)
+            _log_epoch(row, regime, seed, epochs)
     if not history:
         write_csv(metrics_path, pd.DataFrame(columns=["epoch"]))
     return TrainOutcome(history=history, snapshots=np.stack(snapshots) if snapshots else None,

@@ -1,0 +1,77 @@
+"""How many dimensions a representation uses: linear (PCA) and intrinsic (TwoNN) estimates."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .errors import ReplearnError
+
+ArrayLike = np.ndarray | torch.Tensor
+
+
+def _rows(x: ArrayLike, min_rows: int, what: str) -> torch.Tensor:
+    t = torch.as_tensor(x).double()
+    if t.ndim != 2 or t.shape[0] < min_rows or t.shape[1] < 1:
+        raise ReplearnError(f"{what} needs a 2-D array with at least {min_rows} rows, got shape {tuple(t.shape)}",
+                            "pass one row of features per sample")
+    if not torch.isfinite(t).all():
+        raise ReplearnError(f"{what} got NaN or infinite values", "check the features")
+    return t
+
+
+def pca_spectrum(x: ArrayLike) -> torch.Tensor:
+    """Variance along each principal axis, largest first."""
+    t = _rows(x, 2, "pca_spectrum")
+    t = t - t.mean(0)
+    small = t.T @ t if t.shape[1] <= t.shape[0] else t @ t.T
+    return torch.linalg.eigvalsh(small).flip(0).clamp_min(0) / (len(t) - 1)
+
+
+def pca_dimension(x: ArrayLike, variance: float = 0.9) -> int:
+    """Number of principal components needed to explain ``variance`` of the total (0 for constant data)."""
+    if not 0 < variance <= 1:
+        raise ReplearnError(f"variance must be in (0, 1], got {variance}", "use e.g. 0.9")
+    spec = pca_spectrum(x)
+    total = spec.sum()
+    if total <= 0:
+        return 0
+    return int(torch.searchsorted(torch.cumsum(spec, 0) / total, torch.tensor(variance - 1e-12,
+                                                                            dtype=torch.float64)).item()) + 1
+
+
+def participation_ratio(x: ArrayLike) -> float:
+    """(Σλ)² / Σλ² of the PCA spectrum: a soft count of the dimensions in use (0 for constant data)."""
+    spec = pca_spectrum(x)
+    denom = float((spec ** 2).sum())
+    return float(spec.sum() ** 2 / denom) if denom > 0 else 0.0
+
+
+def twonn_dimension(x: ArrayLike, discard_fraction: float = 0.1, max_points: int = 5000, seed: int = 0) -> float:
+    """Intrinsic dimension by TwoNN (Facco et al. 2017): the ratio μ = r₂/r₁ of each point's second- to
+    first-neighbour distance is Pareto(d); the maximum-likelihood d over the points with the smallest
+    (1 − ``discard_fraction``) μ. Duplicate points are ignored; fewer than 3 distinct points give 0."""
+    t = _rows(x, 3, "twonn_dimension")
+    if len(t) > max_points:
+        keep = torch.randperm(len(t), generator=torch.Generator().manual_seed(seed))[:max_points]
+        t = t[keep]
+    t = torch.unique(t, dim=0)
+    if len(t) < 3:
+        return 0.0
+    sq = (t * t).sum(1)
+    r1, r2 = [], []
+    for start in range(0, len(t), 1024):
+        block = t[start:start + 1024]
+        d2 = (sq[start:start + 1024, None] + sq[None, :] - 2 * block @ t.T).clamp_min(0)
+        rows = torch.arange(len(block))
+        d2[rows, rows + start] = float("inf")
+        two = d2.topk(2, dim=1, largest=False).values.sqrt()
+        r1.append(two[:, 0])
+        r2.append(two[:, 1])
+    r1, r2 = torch.cat(r1), torch.cat(r2)
+    ok = r1 > 0
+    mu = (r2[ok] / r1[ok]).sort().values
+    mu = mu[: max(1, int(len(mu) * (1 - discard_fraction)))]
+    logs = torch.log(mu).sum()
+    if len(mu) < 2 or logs <= 0:
+        return 0.0
+    return float(len(mu) / logs)

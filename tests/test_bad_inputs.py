@@ -1,0 +1,208 @@
+"""The catalogue of bad inputs (README, "Bad input"): each case must end with one line naming the problem and
+the fix, exit status 2, no traceback, and no file on disk created, changed or removed.
+
+Each case builds its inputs under ``tmp_path`` and returns the command line; the whole directory tree is
+fingerprinted before and after the command.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import pickle
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from replearn.cli import main
+
+from conftest import make_blob_images, tiny_config
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def write_yaml(tmp: Path, raw: object, name: str = "exp.yaml") -> str:
+    path = tmp / name
+    path.write_text(yaml.safe_dump(raw) if not isinstance(raw, str) else raw)
+    return str(path)
+
+
+def blobs_npz(tmp: Path, train_x=None, train_y=None, test_x=None, test_y=None, name="blobs.npz") -> Path:
+    x, y = make_blob_images(96, seed=1)
+    tx, ty = make_blob_images(30, seed=2)
+    arrays = {"train_x": x if train_x is None else train_x, "train_y": y if train_y is None else train_y,
+              "test_x": tx if test_x is None else test_x, "test_y": ty if test_y is None else test_y}
+    path = tmp / name
+    np.savez(path, **arrays)
+    return path
+
+
+def tiny(tmp: Path, **sections) -> dict:
+    raw = tiny_config(blobs_npz(tmp))
+    raw["analysis"]["label_counts"] = [1, 5]
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    return raw
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as fh:
+        fh.write(header + array.astype(np.uint8).tobytes())
+
+
+def idx_dir(tmp: Path, n_train=40, n_labels=None) -> Path:
+    root = tmp / "idx"
+    root.mkdir()
+    x, y = make_blob_images(n_train, classes=4)
+    write_idx(root / "train-images-idx3-ubyte.gz", x)
+    write_idx(root / "train-labels-idx1-ubyte.gz", y[:n_labels] if n_labels else y)
+    write_idx(root / "t10k-images-idx3-ubyte.gz", x[:20])
+    write_idx(root / "t10k-labels-idx1-ubyte.gz", y[:20])
+    return root
+
+
+def idx_run(tmp: Path, root: Path) -> list[str]:
+    raw = tiny(tmp, data={"name": "mnist", "root": str(root)})
+    return ["run", write_yaml(tmp, raw), "--out", str(tmp / "out")]
+
+
+def finished_run(tmp: Path) -> Path:
+    out = tmp / "done"
+    raw = tiny(tmp, train={"epochs": 1, "probe_every_epoch": False})
+    assert main(["run", write_yaml(tmp, raw, "done.yaml"), "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def checkpoint(tmp: Path, payload: dict, name="model.pt") -> Path:
+    path = tmp / name
+    torch.save(payload, path)
+    return path
+
+
+def replearn_payload(channels=(4, 8), weights_from=(4, 8), in_shape=(1, 8, 8)) -> dict:
+    from replearn.config import ModelConfig
+    from replearn.model import build_encoder
+
+    enc = build_encoder(ModelConfig(channels=list(weights_from), latent_dim=6), in_shape, 0)
+    return {"format": "replearn-checkpoint", "kind": "model", "regime": "supervised", "seed": 0,
+            "encoder": enc.state_dict(), "in_shape": list(in_shape),
+            "config": {"name": "x", "data": {"name": "digits"},
+                       "model": {"channels": list(channels), "kernel_size": 3, "latent_dim": 6}}}
+
+
+class Exploit:
+    """Unpickling this object would create a file (stands in for arbitrary code)."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.target}",))
+
+
+def case_malicious_checkpoint(tmp: Path) -> list[str]:
+    path = tmp / "evil.pt"
+    torch.save({"format": "replearn-checkpoint", "encoder": Exploit(str(tmp / "pwned"))}, path)
+    return ["probe", str(path), "--dataset", "digits"]
+
+
+def case_unwritable_out(tmp: Path) -> list[str]:
+    blocker = tmp / "a-file"
+    blocker.write_text("not a directory")
+    return ["run", write_yaml(tmp, tiny(tmp)), "--out", str(blocker / "run")]
+
+
+# (id, what is wrong, builder(tmp) -> argv, fragment the one-line message must contain)
+CASES = [
+    ("B01", "malformed YAML", lambda t: ["run", write_yaml(t, "train:\n  epochs: 3\n   lr: 1\n")], "not valid YAML at line 3"),
+    ("B02", "config file that is a list, not a mapping", lambda t: ["run", write_yaml(t, "- 1\n- 2\n")], "must hold a mapping"),
+    ("B03", "config file missing", lambda t: ["run", str(t / "nope.yaml")], "does not exist"),
+    ("B04", "unknown key (nearest valid one suggested)", lambda t: ["run", write_yaml(t, {"train": {"epoch": 2}})], "did you mean 'train.epochs'"),
+    ("B05", "unknown section", lambda t: ["run", write_yaml(t, {"trian": {"epochs": 2}})], "unknown config key 'trian'"),
+    ("B06", "unknown --set key", lambda t: ["run", "--set", "model.latent=3"], "did you mean 'model.latent_dim'"),
+    ("B07", "wrong type", lambda t: ["run", "--set", "train.epochs=three"], "must be of type int"),
+    ("B08", "wrong type inside a list", lambda t: ["run", "--set", "model.channels=[8, wide]"], "must be of type int"),
+    ("B09", "negative epochs", lambda t: ["run", "--set", "train.epochs=-1"], "must be >= 0"),
+    ("B10", "zero batch size", lambda t: ["run", "--set", "train.batch_size=0"], "must be >= 1"),
+    ("B11", "learning rate <= 0", lambda t: ["run", "--set", "train.lr=0"], "must be > 0.0"),
+    ("B12", "NaN learning rate", lambda t: ["run", "--set", "train.lr=.nan"], "must be finite"),
+    ("B13", "unknown choice", lambda t: ["run", "--set", "train.optimizer=adagrad"], "choose one of"),
+    ("B14", "even kernel size", lambda t: ["run", "--set", "model.kernel_size=4"], "must be odd"),
+    ("B15", "latent dimension larger than the input", lambda t: ["run", "--set", "model.latent_dim=65", "--out", str(t / "o")], "larger than the input"),
+    ("B16", "more stages than the image size allows", lambda t: ["run", "--set", "model.channels=[4,4,4,4]", "--out", str(t / "o")], "too many for 8×8"),
+    ("B17", "unknown dataset", lambda t: ["run", "--set", "data.name=cifar"], "unknown dataset 'cifar'"),
+    ("B18", "missing IDX files", lambda t: ["run", "--set", "data.name=mnist", "--data-root", str(t / "empty")], "IDX files not found; looked in"),
+    ("B19", "some IDX files missing", lambda t: (lambda r: ((r / "t10k-labels-idx1-ubyte.gz").unlink(), idx_run(t, r))[1])(idx_dir(t)), "missing t10k-labels"),
+    ("B20", "truncated IDX file", lambda t: (lambda r: ((r / "train-images-idx3-ubyte.gz").write_bytes((r / "train-images-idx3-ubyte.gz").read_bytes()[:60]), idx_run(t, r))[1])(idx_dir(t)), "truncated"),
+    ("B21", "corrupted (non-gzip) IDX file", lambda t: (lambda r: ((r / "train-labels-idx1-ubyte.gz").write_bytes(b"garbage" * 10), idx_run(t, r))[1])(idx_dir(t)), "not a readable"),
+    ("B22", "IDX file with a bad magic number", lambda t: (lambda r: ((r / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x01\x02\x08\x01" + b"\0" * 8)), idx_run(t, r))[1])(idx_dir(t)), "bad magic"),
+    ("B23", "image/label count mismatch", lambda t: idx_run(t, idx_dir(t, n_labels=39)), "40 images but"),
+    ("B24", "images of the wrong rank", lambda t: ["run", "--set", "data.name=npz", "--set", f"data.root={blobs_npz(t, train_x=np.zeros((96, 1, 1, 8, 8)))}"], "rank 5"),
+    ("B25", "images too small for the encoder", lambda t: ["run", write_yaml(t, tiny(t, data={"root": str(blobs_npz(t, train_x=np.zeros((96, 1, 1)), test_x=np.zeros((30, 1, 1)), name="small.npz"))}))], "too small"),
+    ("B26", "single-class dataset", lambda t: ["run", "--set", "data.name=npz", "--set", f"data.root={blobs_npz(t, train_y=np.zeros(96, int))}"], "single class"),
+    ("B27", "empty dataset", lambda t: ["run", "--set", "data.name=npz", "--set", f"data.root={blobs_npz(t, train_x=np.zeros((0, 8, 8)), train_y=np.zeros(0, int))}"], "empty"),
+    ("B28", "NaN pixels", lambda t: ["run", "--set", "data.name=npz", "--set", f"data.root={blobs_npz(t, train_x=np.full((96, 8, 8), np.nan))}"], "NaN"),
+    ("B29", "train and test images of different sizes", lambda t: ["run", "--set", "data.name=npz", "--set", f"data.root={blobs_npz(t, test_x=np.zeros((30, 9, 9)))}"], "same shape"),
+    ("B30", "npz file without the expected arrays", lambda t: (np.savez(t / "x.npz", a=np.zeros(3)), ["run", "--set", "data.name=npz", "--set", f"data.root={t / 'x.npz'}"])[1], "lacks the arrays"),
+    ("B31", "dataset smaller than the label-efficiency settings need", lambda t: ["run", write_yaml(t, tiny(t, analysis={"label_counts": [1, 500]}))], "label_counts asks for 500"),
+    ("B32", "checkpoint from another architecture", lambda t: ["probe", str(checkpoint(t, replearn_payload(channels=(4, 8), weights_from=(8, 16)))), "--dataset", "digits"], "shape differs for stages.stage1"),
+    ("B33", "checkpoint that is not replearn's", lambda t: ["probe", str(checkpoint(t, {"weights": torch.zeros(3)})), "--dataset", "digits"], "not a replearn checkpoint"),
+    ("B34", "checkpoint whose unpickling would run code", case_malicious_checkpoint, "was refused"),
+    ("B35", "truncated checkpoint", lambda t: (lambda p: (p.write_bytes(p.read_bytes()[:100]), ["probe", str(p), "--dataset", "digits"])[1])(checkpoint(t, replearn_payload())), "not a readable PyTorch file"),
+    ("B36", "checkpoint probed on images of another size", lambda t: ["probe", str(checkpoint(t, replearn_payload(in_shape=(1, 16, 16), channels=(4, 8), weights_from=(4, 8)))), "--dataset", "digits"], "expects 1×16×16 images"),
+    ("B37", "probe of an unknown layer", lambda t: ["probe", str(checkpoint(t, replearn_payload())), "--dataset", "digits", "--layer", "stage7"], "unknown layer 'stage7'"),
+    ("B38", "nonexistent run directory given to report", lambda t: ["report", str(t / "missing")], "does not exist"),
+    ("B39", "foreign directory given to report", lambda t: ((t / "foreign").mkdir(), (t / "foreign" / "notes.txt").write_text("x"), ["report", str(t / "foreign")])[2], "not a replearn run directory"),
+    ("B40", "nonexistent run directory given to --resume", lambda t: ["run", "--resume", str(t / "missing")], "does not exist"),
+    ("B41", "foreign directory given to --resume", lambda t: ((t / "foreign").mkdir(), ["run", "--resume", str(t / "foreign")])[1], "not a replearn run directory"),
+    ("B42", "--resume of a finished run", lambda t: ["run", "--resume", str(finished_run(t))], "already complete"),
+    ("B43", "--resume combined with other options", lambda t: ["run", "--resume", str(t), "--set", "train.epochs=1"], "cannot be combined"),
+    ("B44", "output directory that exists (needs --force)", lambda t: ((t / "taken").mkdir(), (t / "taken" / "keep.txt").write_text("x"), ["run", "--out", str(t / "taken")])[2], "pass --force"),
+    ("B45", "--force on a directory that is not a replearn run", lambda t: ((t / "taken").mkdir(), (t / "taken" / "keep.txt").write_text("x"), ["run", "--out", str(t / "taken"), "--force"])[2], "will not delete it"),
+    ("B46", "unwritable output directory", case_unwritable_out, "not a writable directory"),
+    ("B47", "--seeds 0", lambda t: ["run", "--seeds", "0"], "--seeds must be at least 1"),
+    ("B48", "duplicated seeds", lambda t: ["run", "--set", "train.seeds=[1, 1]"], "lists a seed twice"),
+]
+
+
+def fingerprint(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir")
+            for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("case_id, what, build, fragment", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_answers_in_one_line(case_id, what, build, fragment, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("replearn.data.DEBIAN_DATASET_DIR", tmp_path / "no-debian")
+    argv = build(tmp_path)
+    capsys.readouterr()
+    before = fingerprint(tmp_path)
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, f"{case_id} {what}: exit {code}, stderr {err!r}"
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("replearn: error: ") and " — fix: " in err, err
+    assert fragment in err, f"{case_id}: {fragment!r} not in {err!r}"
+    assert fingerprint(tmp_path) == before, f"{case_id}: files on disk changed"
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_catalogue_is_documented_in_readme():
+    text = README.read_text(encoding="utf-8")
+    for case_id, what, _, _ in CASES:
+        assert f"| {case_id} | {what} |" in text, f"README lacks the row for {case_id}"
+    assert len(CASES) >= 30
+
+
+def test_cli_error_has_no_traceback_in_a_real_process(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "replearn.cli", "run", "--set", "train.epoch=3"],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
