@@ -13,13 +13,15 @@ import pickle
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from .errors import CheckpointError, RunDirError
+
+if TYPE_CHECKING:
+    import torch
 
 RUN_MARKER = "replearn-run.json"
 RUN_FORMAT = 1
@@ -58,7 +60,7 @@ def _json_default(obj: Any) -> Any:
         return int(obj)
     if isinstance(obj, (np.floating,)):
         return float(obj)
-    if isinstance(obj, (np.ndarray, torch.Tensor)):
+    if isinstance(obj, np.ndarray) or type(obj).__name__ == "Tensor":
         return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
@@ -85,6 +87,8 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    import torch
+
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     return atomic_write_bytes(path, buffer.getvalue())
@@ -92,6 +96,8 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True``; refuse anything that needs arbitrary unpickling."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist", "pass the path of a .pt file written by replearn")
@@ -110,7 +116,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def load_state_dict_checked(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+def load_state_dict_checked(module: "torch.nn.Module", state: dict[str, "torch.Tensor"], what: str) -> None:
     """Load weights, naming every tensor whose presence or shape differs from the module's."""
     own = module.state_dict()
     missing = [k for k in own if k not in state]

@@ -76,7 +76,7 @@ class AnalysisConfig:
     probe_l2_grid: list[float] = _f([1e-6, 1e-5, 1e-4, 1e-3, 1e-2],
                                     "L2 penalties tried by the linear probe; chosen on validation",
                                     min=0.0, list_default=True)
-    probe_max_iter: int = _f(200, "L-BFGS iterations per linear-probe fit", min=1)
+    probe_max_iter: int = _f(100, "L-BFGS iterations per linear-probe fit", min=1)
     knn_k_grid: list[int] = _f([10, 20], "neighbour counts tried by the kNN probe; chosen on validation",
                                min=1, list_default=True)
     knn_temperature: float = _f(0.07, "temperature of the kNN vote weights exp(sim / T)", gt=0.0)

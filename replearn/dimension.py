@@ -48,8 +48,9 @@ def participation_ratio(x: ArrayLike) -> float:
 
 def twonn_dimension(x: ArrayLike, discard_fraction: float = 0.1, max_points: int = 5000, seed: int = 0) -> float:
     """Intrinsic dimension by TwoNN (Facco et al. 2017): the ratio μ = r₂/r₁ of each point's second- to
-    first-neighbour distance is Pareto(d); the maximum-likelihood d over the points with the smallest
-    (1 − ``discard_fraction``) μ. Duplicate points are ignored; fewer than 3 distinct points give 0."""
+    first-neighbour distance is Pareto(d), so d is the slope of −log(1 − F(μ)) against log μ, fitted
+    through the origin on the smallest (1 − ``discard_fraction``) of the μ. Duplicate points are ignored;
+    fewer than 3 distinct points give 0."""
     t = _rows(x, 3, "twonn_dimension")
     if len(t) > max_points:
         keep = torch.randperm(len(t), generator=torch.Generator().manual_seed(seed))[:max_points]
@@ -70,8 +71,14 @@ def twonn_dimension(x: ArrayLike, discard_fraction: float = 0.1, max_points: int
     r1, r2 = torch.cat(r1), torch.cat(r2)
     ok = r1 > 0
     mu = (r2[ok] / r1[ok]).sort().values
-    mu = mu[: max(1, int(len(mu) * (1 - discard_fraction)))]
-    logs = torch.log(mu).sum()
-    if len(mu) < 2 or logs <= 0:
+    n = len(mu)
+    if n < 3:
         return 0.0
-    return float(len(mu) / logs)
+    # Facco et al.: the empirical CDF F of μ satisfies -log(1 - F) = d · log μ; fit d through the origin
+    # on the points with the smallest (1 - discard_fraction) μ (the largest are the noisiest)
+    cdf = torch.arange(1, n + 1, dtype=torch.float64) / n
+    keep = max(2, int(n * (1 - discard_fraction)))
+    x = torch.log(mu[:keep])
+    y = -torch.log1p(-cdf[:keep].clamp(max=1 - 1e-12))
+    denom = float((x * x).sum())
+    return float((x * y).sum() / denom) if denom > 0 else 0.0

@@ -20,7 +20,7 @@ MODEL_LABELS = {"pixels": "raw pixels", "pca": "PCA of pixels", "random": "rando
 def to_data_uri(fig: plt.Figure, dpi: int = 110) -> str:
     """PNG of the figure as a data: URI (the report embeds every image, so it opens offline)."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.05)
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 

@@ -153,12 +153,12 @@ def run_experiment(cfg: Config, run_dir: Path, *, resume: bool = False, progress
                     encoders[regime] = encoder
                     model_rows.append(row)
                 log(f"seed {seed}: extracting features of {', '.join(['pixels', 'pca', *encoders])}")
-                started = time.perf_counter()
+                extraction_started = time.perf_counter()
                 features = {"pixels": pixel_features(splits)}
                 features["pca"] = pca_baseline(features["pixels"]["input"], cfg.model.latent_dim)
                 for name, encoder in encoders.items():
                     features[name] = extract_splits(encoder, splits, cfg.analysis.max_stage_features, device)
-                extraction_seconds += time.perf_counter() - started
+                extraction_seconds += time.perf_counter() - extraction_started
                 tables, kept[seed] = analyze_seed(features, labels, data, cfg, seed, run_dir, encoders, progress)
                 for key, frame in tables.items():
                     results.setdefault(key, []).append(frame)
@@ -176,10 +176,10 @@ def run_experiment(cfg: Config, run_dir: Path, *, resume: bool = False, progress
             _render(run_dir)
         raise
     _write_tables(run_dir, results, model_rows)
+    set_status(run_dir, "complete", wall_seconds=round(time.perf_counter() - started, 1))
     summary = summarize(run_dir, cfg, time.perf_counter() - started)
     summary["feature_extraction_seconds"] = round(extraction_seconds, 1)
     write_json(run_dir / "metrics" / "summary.json", summary)
-    set_status(run_dir, "complete", wall_seconds=round(time.perf_counter() - started, 1))
     report = _render(run_dir) if render else run_dir / "report.html"
     log(f"done in {time.perf_counter() - started:.1f}s; report: {report}")
     return report
@@ -289,5 +289,5 @@ def prepare_resume(run_dir: Path) -> Config:
 
 def fail_cleanly(run_dir: Path, exc: ReplearnError) -> None:
     """Record a user-input failure in a run directory that has already been started."""
-    if (run_dir / RUN_MARKER).is_file():
+    if (run_dir / RUN_MARKER).is_file() and not isinstance(exc, TrainingDiverged):
         set_status(run_dir, "failed", exc.one_line())

@@ -60,7 +60,8 @@ def _batches(n: int, batch_size: int, seed: int) -> list[torch.Tensor]:
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     parts = [order[i:i + batch_size] for i in range(0, n, batch_size)]
     if len(parts) > 1 and len(parts[-1]) < 4:
-        parts[-2] = torch.cat([parts[-2], parts.pop()])
+        last = parts.pop()
+        parts[-1] = torch.cat([parts[-1], last])
     if len(parts[0]) < 4:
         raise ReplearnError(f"minibatch CKA needs at least 4 samples, got {n}", "pass more samples")
     return parts

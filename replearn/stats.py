@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats as sps
 
 
 def mean_ci(values: np.ndarray | list[float], level: float = 0.95) -> tuple[float, float, float]:
@@ -16,6 +15,8 @@ def mean_ci(values: np.ndarray | list[float], level: float = 0.95) -> tuple[floa
     m = float(v.mean())
     if len(v) == 1:
         return m, m, m
+    from scipy import stats as sps
+
     half = float(sps.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
     return m, m - half, m + half
 
@@ -61,5 +62,7 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, float]:
     only_a = int((a & ~b).sum())
     only_b = int((~a & b).sum())
     n = only_a + only_b
+    from scipy import stats as sps
+
     p = 1.0 if n == 0 else float(min(1.0, 2 * sps.binom.cdf(min(only_a, only_b), n, 0.5)))
     return {"only_a_correct": only_a, "only_b_correct": only_b, "p_value": p}

@@ -1,0 +1,98 @@
+"""Training throughput: replearn's trainer vs a minimal hand-written loop over the same model and batches.
+
+Both train the Fashion-MNIST experiment's encoder for the same number of optimizer steps from the same
+initial weights; the minimal loop gets pre-made batches. Ratio = minimal time / trainer time (1.0 = no
+overhead). Also prints achieved GFLOP/s as a fraction of this machine's float32 matmul peak.
+
+    python benchmarks/bench_training.py [--images 12800]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from common import fashion_mnist_or_none, machine, matmul_peak_gflops, report
+from replearn.config import load_config
+from replearn.data import Dataset
+from replearn.model import build_encoder, build_head
+from replearn.train import train_regime
+
+
+def minimal_loop(regime: str, encoder, head, batches) -> float:
+    params = list(encoder.parameters()) + list(head.parameters())
+    opt = torch.optim.Adam(params, lr=2e-3)
+    encoder.train(), head.train()
+    started = time.perf_counter()
+    for x, y in batches:
+        out = head(encoder(x))
+        loss = F.cross_entropy(out, y) if regime == "supervised" else F.mse_loss(out, x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - started
+
+
+def step_flops(regime: str, encoder, head, x, y) -> int:
+    with FlopCounterMode(display=False) as counter:
+        out = head(encoder(x))
+        loss = F.cross_entropy(out, y) if regime == "supervised" else F.mse_loss(out, x)
+        loss.backward()
+    return counter.get_total_flops()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=12800, help="training images per timed epoch")
+    args = parser.parse_args()
+    cfg = load_config(Path(__file__).resolve().parents[1] / "experiments" / "fashion_mnist.yaml",
+                      ["train.epochs=1", "train.autoencoder_epochs=1", "train.probe_every_epoch=false"])
+    data = fashion_mnist_or_none(train_subset=args.images + args.images // 9, val_fraction=0.1)
+    source = "Fashion-MNIST"
+    if data is None:
+        g = torch.Generator().manual_seed(0)
+        n = args.images
+        data = Dataset("synthetic", torch.randn(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g),
+                       torch.randn(n // 10, 1, 28, 28, generator=g), torch.randint(0, 10, (n // 10,), generator=g),
+                       torch.randn(10, 1, 28, 28), torch.zeros(10, dtype=torch.long), [str(i) for i in range(10)],
+                       0.0, 1.0, "synthetic")
+        source = "synthetic 28×28"
+    peak = matmul_peak_gflops()
+    bs = cfg.train.batch_size
+    n = len(data.train_x)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    batches = [(data.train_x[order[i:i + bs]].contiguous(memory_format=torch.channels_last), data.train_y[order[i:i + bs]])
+               for i in range(0, n, bs)]
+    results = {}
+    for regime in ("supervised", "autoencoder"):
+        init = build_encoder(cfg.model, data.image_shape, 0).to(memory_format=torch.channels_last)
+        head0 = build_head(regime, init, data.num_classes, 0).to(memory_format=torch.channels_last)
+        # warm-up both paths once (allocator, oneDNN kernels)
+        minimal_loop(regime, copy.deepcopy(init), copy.deepcopy(head0), batches[:5])
+        minimal, trainer = [], []
+        for _ in range(2):
+            minimal.append(minimal_loop(regime, copy.deepcopy(init), copy.deepcopy(head0), batches))
+            with tempfile.TemporaryDirectory() as tmp:
+                enc, head = copy.deepcopy(init), copy.deepcopy(head0)
+                started = time.perf_counter()
+                train_regime(regime, enc, head, data, cfg, 0, torch.device("cpu"), Path(tmp) / "s.pt",
+                             Path(tmp) / "m.csv", progress=False)
+                trainer.append(time.perf_counter() - started)
+        flops = step_flops(regime, copy.deepcopy(init), copy.deepcopy(head0), *batches[0]) * len(batches)
+        results[regime] = {"minimal_s": min(minimal), "trainer_s": min(trainer), "ratio": min(minimal) / min(trainer),
+                           "gflops": flops / min(trainer) / 1e9}
+    summary = ", ".join(f"{r} ratio {v['ratio']:.3f} ({v['gflops']:.1f} GFLOP/s = {v['gflops'] / peak:.0%} of "
+                        f"{peak:.0f} GFLOP/s matmul peak)" for r, v in results.items())
+    report("training", {"summary": f"trainer vs minimal loop, {n} {source} images/epoch: {summary}",
+                        "results": results, "peak_gflops": peak, "machine": machine(),
+                        "target": "ratio >= 0.95 for both regimes"})
+
+
+if __name__ == "__main__":
+    main()

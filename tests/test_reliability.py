@@ -1,0 +1,199 @@
+"""Interrupt/resume with real signals, kill -9 atomicity, safe checkpoint loading and safe reports."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from replearn.artifacts import RUN_MARKER, load_checkpoint, load_npz, read_json, save_checkpoint
+from replearn.errors import CheckpointError
+
+from conftest import make_blob_images, tiny_config
+
+TIMING = ("train_seconds", "train_images_per_s")
+
+
+def blob_config(tmp: Path, epochs: int = 4, n_train: int = 600) -> Path:
+    import numpy as np
+
+    x, y = make_blob_images(n_train, seed=1)
+    tx, ty = make_blob_images(60, seed=2)
+    np.savez(tmp / "blobs.npz", train_x=x, train_y=y, test_x=tx, test_y=ty)
+    raw = tiny_config(tmp / "blobs.npz", epochs=epochs, batch_size=8)
+    raw["analysis"]["label_counts"] = [1, 5]
+    raw["analysis"]["projection_points"] = 30
+    path = tmp / "exp.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def start(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "replearn.cli", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def wait_for(predicate, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError
+        time.sleep(0.05)
+
+
+def training_metrics(run_dir: Path) -> dict[str, pd.DataFrame]:
+    return {p.name: pd.read_csv(p).drop(columns=list(TIMING)) for p in sorted((run_dir / "metrics").glob("train_*.csv"))}
+
+
+@pytest.mark.slow
+def test_sigint_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
+    config = blob_config(tmp_path)
+    full = subprocess.run([sys.executable, "-m", "replearn.cli", "run", str(config), "--out", str(tmp_path / "full"),
+                           "--quiet"], cwd=tmp_path, capture_output=True, text=True)
+    assert full.returncode == 0, full.stderr
+
+    cut = tmp_path / "cut"
+    proc = start(["run", str(config), "--out", str(cut)], tmp_path)
+    # wait until the first epoch is done and the second is under way, then press Ctrl-C
+    wait_for(lambda: (cut / "metrics" / "train_supervised_seed0.csv").exists())
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert f"replearn run --resume {cut}" in err
+    assert read_json(cut / "status.json")["state"] == "interrupted"
+    state = load_checkpoint(cut / "checkpoints" / "supervised_seed0.state.pt")
+    assert state["kind"] == "train-state" and (state["epoch"], state["step_in_epoch"]) != (0, 0)
+
+    resumed = subprocess.run([sys.executable, "-m", "replearn.cli", "run", "--resume", str(cut), "--quiet"],
+                             cwd=tmp_path, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = training_metrics(tmp_path / "full"), training_metrics(cut)
+    assert a.keys() == b.keys() and len(a) == 2
+    for name in a:
+        pd.testing.assert_frame_equal(a[name], b[name], check_exact=True)
+    for name in ("models.csv", "probes.csv"):
+        fa = pd.read_csv(tmp_path / "full" / "metrics" / name).drop(columns=["train_seconds", "seconds"], errors="ignore")
+        fb = pd.read_csv(cut / "metrics" / name).drop(columns=["train_seconds", "seconds"], errors="ignore")
+        pd.testing.assert_frame_equal(fa, fb, check_exact=True)
+
+
+def test_same_seed_gives_identical_metrics_files(tmp_path):
+    config = blob_config(tmp_path, epochs=2, n_train=120)
+    for name in ("a", "b"):
+        done = subprocess.run([sys.executable, "-m", "replearn.cli", "run", str(config), "--out", str(tmp_path / name),
+                               "--quiet"], cwd=tmp_path, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    for csv in sorted((tmp_path / "a" / "metrics").glob("*.csv")):
+        fa = pd.read_csv(csv).drop(columns=[c for c in ("train_seconds", "train_images_per_s", "seconds")
+                                            if c in pd.read_csv(csv)])
+        fb = pd.read_csv(tmp_path / "b" / "metrics" / csv.name)[fa.columns]
+        pd.testing.assert_frame_equal(fa, fb, check_exact=True)
+    env = read_json(tmp_path / "a" / "environment.json")
+    assert {"torch", "numpy", "python", "device", "seeds"} <= env.keys()
+    assert yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())["train"]["seeds"] == [0]
+
+
+def _check_complete(path: Path) -> None:
+    """Raise if an artifact is partial: every kind of file must parse completely."""
+    if path.suffix == ".json":
+        json.loads(path.read_text())
+    elif path.suffix == ".csv":
+        pd.read_csv(path)
+    elif path.suffix == ".pt":
+        load_checkpoint(path)
+    elif path.suffix == ".npz":
+        load_npz(path)
+    elif path.suffix == ".html":
+        assert path.read_text().rstrip().endswith("</html>")
+    elif path.suffix == ".yaml":
+        yaml.safe_load(path.read_text())
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_leaves_no_partial_artifact(tmp_path):
+    config = blob_config(tmp_path, epochs=3)
+    rng = random.Random(0)
+    for attempt in range(5):
+        out = tmp_path / f"k{attempt}"
+        proc = start(["run", str(config), "--out", str(out), "--quiet"], tmp_path)
+        time.sleep(rng.uniform(2.0, 9.0))
+        proc.kill()
+        proc.wait()
+        files = [p for p in out.rglob("*") if p.is_file()]
+        for path in files:
+            if path.name.startswith(".") and path.name.endswith(".tmp"):
+                continue  # an unfinished temporary file: never read as an artifact
+            _check_complete(path)
+        if (out / RUN_MARKER).exists() and (out / "status.json").exists():
+            assert read_json(out / "status.json")["state"] in ("running", "complete")
+
+
+def test_crafted_checkpoint_does_not_run_code(tmp_path):
+    target = tmp_path / "code-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {target}",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "replearn-checkpoint", "kind": "model", "encoder": Payload()}, path)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(path)
+    assert not target.exists()
+    # the same file loaded unsafely would have run the code: the test's payload is real
+    torch.load(path, weights_only=False)
+    assert target.exists()
+
+
+def test_checkpoint_round_trip_and_atomic_write(tmp_path):
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"format": "replearn-checkpoint", "w": torch.arange(3)})
+    assert torch.equal(load_checkpoint(path)["w"], torch.arange(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_report_escapes_user_strings_and_has_csp(tmp_path):
+    from replearn.cli import main
+
+    config = blob_config(tmp_path, epochs=1, n_train=120)
+    raw = yaml.safe_load(config.read_text())
+    raw["name"] = "<b onmouseover=alert(1)>x<b>"
+    raw["train"]["probe_every_epoch"] = False
+    config.write_text(yaml.safe_dump(raw))
+    import numpy as np
+
+    arrays = dict(np.load(tmp_path / "blobs.npz"))
+    arrays["class_names"] = np.array(["<img src=x onerror=alert(2)>", "b&b", "\"quoted\""])
+    np.savez(tmp_path / "blobs.npz", **arrays)
+    out = tmp_path / "<b>run</b>"
+    assert main(["run", str(config), "--out", str(out), "--quiet"]) == 0
+    html = (out / "report.html").read_text()
+    assert "<b onmouseover" not in html and "<img src=x" not in html and "<b>run</b>" not in html
+    assert "&lt;b onmouseover=alert(1)&gt;x&lt;b&gt;" in html and "&lt;img src=x onerror=alert(2)&gt;" in html
+    assert "default-src 'none'" in html and "http://" not in html and "https://" not in html
+
+
+def test_diverged_run_keeps_state_and_report_marks_it_incomplete(tmp_path):
+    from replearn.cli import main
+
+    config = blob_config(tmp_path, epochs=2, n_train=120)
+    out = tmp_path / "div"
+    code = main(["run", str(config), "--out", str(out), "--quiet", "--set", "train.lr=10", "--set",
+                 "train.optimizer=sgd", "--set", "train.schedule=constant"])
+    assert code == 2
+    status = read_json(out / "status.json")
+    assert status["state"] == "diverged" and "diverged at epoch" in status["message"]
+    assert (out / "checkpoints" / "supervised_seed0.state.pt").exists()
+    assert main(["report", str(out)]) == 0
+    assert "Incomplete run (diverged)" in (out / "report.html").read_text()
