@@ -128,7 +128,10 @@ def run_experiment(cfg: Config, run_dir: Path, *, resume: bool = False, progress
         data = load_checked_dataset(cfg)
     log(f"dataset {data.name}: {len(data.train_y)} train / {len(data.val_y)} val / {len(data.test_y)} test, "
         f"images {'×'.join(map(str, data.image_shape))}, device {device}")
-    if not resume:
+    if resume:
+        for stale in run_dir.rglob(".*.tmp"):
+            stale.unlink(missing_ok=True)  # temporaries of writes cut short by a crash; never artifacts
+    else:
         atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
         write_json(run_dir / "environment.json", environment_record(cfg, device))
         mark_run_dir(run_dir, {"name": cfg.name, "created": dt.datetime.now().isoformat(timespec="seconds")})
