@@ -55,7 +55,7 @@ def training_curves(histories: dict[str, pd.DataFrame]) -> plt.Figure:
 
 def accuracy_by_depth(probes: pd.DataFrame, layer_order: list[str]) -> plt.Figure:
     """Probe test accuracy against depth, one line per model (linear solid, kNN dashed), mean ± range over seeds."""
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    fig, ax = plt.subplots(figsize=(9.5, 4.2))
     x_of = {name: i for i, name in enumerate(layer_order)}
     for (model, probe), group in probes.groupby(["model", "probe"], sort=False):
         stats = group.groupby("layer").test_accuracy.agg(["mean", "min", "max"])
@@ -77,7 +77,7 @@ def accuracy_by_depth(probes: pd.DataFrame, layer_order: list[str]) -> plt.Figur
     ax.set_xticks(range(len(layer_order)), layer_order)
     ax.set(xlabel="layer (input → latent)", ylabel="test accuracy", title="probe accuracy by depth")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     return fig
 

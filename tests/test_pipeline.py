@@ -47,7 +47,7 @@ def test_run_writes_every_artifact(tiny_run):
 
 def test_probe_table_has_models_layers_and_baselines(tiny_run):
     probes = pd.read_csv(tiny_run / "metrics" / "probes.csv")
-    assert set(probes.model) == {"pixels", "random", "supervised", "autoencoder"}
+    assert set(probes.model) == {"pixels", "pca", "random", "supervised", "autoencoder"}
     assert set(probes.probe) == {"linear", "knn"}
     sup = probes[(probes.model == "supervised")]
     assert set(sup.layer) == {"stage1", "stage2", "latent"}
