@@ -264,7 +264,7 @@ def compare_regimes(run_dir: Path, seeds: list[int], a: str = "supervised", b: s
     return {"a": a, "b": b, "layer": "latent", "seeds": len(ca), "n_test": int(ca.shape[1]),
             "accuracy_a": float(ca.mean()), "accuracy_b": float(cb.mean()),
             "difference": boot["difference"], "bootstrap_ci": [boot["ci_low"], boot["ci_high"]],
-            "bootstrap_p": boot["p_value"], "per_seed_difference": per_seed,
+            "bootstrap_p": boot["p_value"], "bootstrap_n": n_boot, "per_seed_difference": per_seed,
             "seed_mean_ci": [low, high] if len(per_seed) > 1 else None,
             "mcnemar_p_per_seed": [mcnemar(x, y)["p_value"] for x, y in zip(ca, cb)]}
 

@@ -276,7 +276,8 @@ def comparison_sentence(c: dict[str, Any]) -> str:
     text = (f"Supervised minus autoencoder, linear probe on the latent: {100 * c['difference']:+.2f} percentage points "
             f"({100 * c['accuracy_a']:.2f}% vs {100 * c['accuracy_b']:.2f}%, {seeds}, {c['n_test']} test images); "
             f"paired bootstrap 95% CI [{100 * c['bootstrap_ci'][0]:+.2f}, {100 * c['bootstrap_ci'][1]:+.2f}] pp, "
-            f"p = {c['bootstrap_p']:.2g}")
+            + (f"p < {1 / c.get('bootstrap_n', 10_000):.0g}" if c['bootstrap_p'] <= 1 / c.get('bootstrap_n', 10_000) + 1e-12
+               else f"p = {c['bootstrap_p']:.2g}"))
     if c.get("seed_mean_ci"):
         text += f"; across seeds 95% t-interval [{100 * c['seed_mean_ci'][0]:+.2f}, {100 * c['seed_mean_ci'][1]:+.2f}] pp"
     mc = c.get("mcnemar_p_per_seed") or []
