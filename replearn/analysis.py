@@ -203,7 +203,7 @@ def analyze_seed(features: dict[str, Features], labels: dict[str, torch.Tensor],
     test-subset features kept for cross-seed CKA."""
     started = time.perf_counter()
     test_y = labels["test"].numpy()
-    points = stratified_subset(test_y, cfg.analysis.analysis_points, seed)
+    points = stratified_subset(test_y, cfg.analysis.analysis_points, cfg.data.split_seed)  # same images every seed
     log(f"seed {seed}: probing {sum(len(v) for v in features.values())} layers")
     probes, predictions = probe_table(features, labels, cfg, seed, progress)
     save_npz(run_dir / "artifacts" / f"predictions_seed{seed}.npz", labels=test_y, **predictions)

@@ -105,3 +105,22 @@ def test_fashion_mnist_subset_end_to_end(tmp_path):
     assert 0.7 < pixels < 0.9
     ae = probes.query("model == 'autoencoder' and layer == 'latent'").test_accuracy.iloc[0]
     assert ae > 0.6
+
+
+def test_several_seeds_give_intervals_noise_floor_and_paired_test(tmp_path):
+    from conftest import make_blob_images
+    import numpy as np
+
+    x, y = make_blob_images(120, seed=1)
+    tx, ty = make_blob_images(60, seed=2)
+    np.savez(tmp_path / "b.npz", train_x=x, train_y=y, test_x=tx, test_y=ty)
+    raw = tiny_config(tmp_path / "b.npz", epochs=2, probe_every_epoch=False)
+    out = tmp_path / "seeds"
+    assert main(["run", str(write_config(tmp_path, raw)), "--out", str(out), "--seeds", "2", "--quiet"]) == 0
+    cka = pd.read_csv(out / "metrics" / "cka.csv")
+    floor = cka[cka.pair == "supervised seed 0 vs seed 1"]
+    assert len(floor) and floor[floor.layer_a == floor.layer_b].cka.min() > 0.3  # same images, different seeds
+    comparison = json.loads((out / "metrics" / "comparison.json").read_text())
+    assert comparison["seeds"] == 2 and len(comparison["mcnemar_p_per_seed"]) == 2
+    html = (out / "report.html").read_text()
+    assert "Supervised minus autoencoder" in html and "±" in html

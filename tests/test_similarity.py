@@ -68,3 +68,14 @@ def test_errors_and_constant_input():
         linear_cka(np.full((5, 2), np.nan), np.ones((5, 2)))
     assert linear_cka(np.ones((50, 3)), x[:50]) == 0.0
     assert minibatch_cka(np.ones((50, 3)), x[:50], 25) == 0.0
+
+
+def test_seed_similarity_compares_the_same_images_across_seeds():
+    from replearn.analysis import seed_similarity
+
+    x = random_features(n=300, d=12)
+    q, _ = np.linalg.qr(np.random.RandomState(5).randn(12, 12))
+    kept = {0: {"supervised": {"latent": torch.from_numpy(x)}}, 1: {"supervised": {"latent": torch.from_numpy(x @ q)}}}
+    table = seed_similarity(kept, batch_size=100)
+    assert list(table.pair) == ["supervised seed 0 vs seed 1"]
+    assert table.cka.iloc[0] == pytest.approx(1.0)
