@@ -55,6 +55,9 @@ def extract_features(encoder: ConvEncoder, x: torch.Tensor, layers: list[str] | 
     infos = {i.name: i for i in encoder.feature_info}
     grids = {name: pooled_grid(infos[name], max_stage_features) for name in layers if name != "latent"}
     chunks: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    # one memory format for every encoder, trained here or loaded from a checkpoint: convolution kernels
+    # differ between formats in the last bits, and a probe must see the same features either way
+    encoder.to(device=device, memory_format=torch.channels_last)
     with eval_mode(encoder):
         for start in range(0, len(x), batch_size):
             xb = x[start:start + batch_size].to(device).contiguous(memory_format=torch.channels_last)
