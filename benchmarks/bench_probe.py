@@ -14,7 +14,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from common import fashion_mnist_or_none, machine, report
 from replearn.config import load_config

@@ -9,7 +9,6 @@ Fashion-MNIST is absent). Ratio = umap-learn time / replearn time.
 """
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import tempfile

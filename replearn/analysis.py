@@ -24,12 +24,11 @@ from .features import Features
 from .log import log
 from .model import ConvEncoder
 from .probes import cosine_topk, knn_probe, label_efficiency, linear_probe
-from .projection import pca_reduce, trustworthiness, umap_embed
+from .projection import trustworthiness, umap_embed
 from .similarity import cka_matrix
 from .stats import mcnemar, mean_ci, paired_bootstrap
 from .structure import cluster_scores, knn_overlap
 
-MODEL_ORDER = ["pixels", "pca", "random", "supervised", "autoencoder"]
 ENCODERS = ("random", "supervised", "autoencoder")
 
 

@@ -54,9 +54,6 @@ class Dataset:
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        return getattr(self, f"{name}_x"), getattr(self, f"{name}_y")
-
     def to_unit_range(self, x: torch.Tensor) -> torch.Tensor:
         """Undo the normalisation, for showing images."""
         return (x * self.std + self.mean).clamp(0.0, 1.0)

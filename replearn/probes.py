@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -234,10 +235,6 @@ class ProbeResult:
     val_by_setting: dict[float, float] = field(default_factory=dict)
     test_predictions: torch.Tensor | None = None
 
-    def as_dict(self) -> dict:
-        return {"kind": self.kind, "test_accuracy": self.test_accuracy, "val_accuracy": self.val_accuracy,
-                "chosen": self.chosen, "val_by_setting": {str(k): v for k, v in self.val_by_setting.items()}}
-
 
 def linear_probe(train: tuple[ArrayLike, ArrayLike], val: tuple[ArrayLike, ArrayLike],
                  test: tuple[ArrayLike, ArrayLike], l2_grid: list[float], max_iter: int = 200) -> ProbeResult:
@@ -282,15 +279,13 @@ def knn_probe(train: tuple[ArrayLike, ArrayLike], val: tuple[ArrayLike, ArrayLik
 
 def label_efficiency(train: tuple[ArrayLike, ArrayLike], val: tuple[ArrayLike, ArrayLike],
                      test: tuple[ArrayLike, ArrayLike], per_class: list[int], draws: int, l2_grid: list[float],
-                     seed: int = 0, max_iter: int = 200) -> "pd.DataFrame":
+                     seed: int = 0, max_iter: int = 200) -> pd.DataFrame:
     """Linear-probe test accuracy when only ``n`` labelled training images per class are available.
 
     For each n in ``per_class`` and each of ``draws`` seeded draws, a class-balanced labelled subset is
     taken from the training split, the probe penalty is chosen on the (full) validation split, and test
     accuracy is reported. Raises if a class has fewer than max(per_class) training images.
     """
-    import pandas as pd
-
     x = _as_tensor(train[0])
     y = torch.as_tensor(train[1]).long()
     _check_features(x, y)

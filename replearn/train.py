@@ -12,7 +12,7 @@ import math
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -178,7 +178,6 @@ class TrainOutcome:
     history: list[dict[str, float]]
     snapshots: np.ndarray | None = None
     resumed_from: dict[str, int] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def train_regime(regime: str, encoder: ConvEncoder, head: nn.Module, data: Dataset, cfg: Config, seed: int,

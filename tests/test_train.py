@@ -1,5 +1,3 @@
-import copy
-
 import pandas as pd
 import pytest
 import torch
@@ -69,7 +67,7 @@ def test_training_learns_and_records_gradients(blob_npz, tmp_path):
     cfg = config_from_dict(tiny_config(blob_npz, epochs=6))
     data, enc, head = setup(cfg, "supervised")
     before = evaluate("supervised", enc, head, data.val_x, data.val_y, torch.device("cpu"))
-    out = train_regime("supervised", enc, head, data, cfg, 0, torch.device("cpu"), tmp_path / "s.pt",
+    train_regime("supervised", enc, head, data, cfg, 0, torch.device("cpu"), tmp_path / "s.pt",
                        tmp_path / "m.csv", progress=False)
     after = evaluate("supervised", enc, head, data.val_x, data.val_y, torch.device("cpu"))
     assert after["loss"] < before["loss"] and after["accuracy"] >= 0.9
