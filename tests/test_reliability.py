@@ -57,22 +57,23 @@ def training_metrics(run_dir: Path) -> dict[str, pd.DataFrame]:
 
 @pytest.mark.slow
 def test_sigint_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
-    config = blob_config(tmp_path)
+    config = blob_config(tmp_path, n_train=1500)
     full = subprocess.run([sys.executable, "-m", "replearn.cli", "run", str(config), "--out", str(tmp_path / "full"),
                            "--quiet"], cwd=tmp_path, capture_output=True, text=True)
     assert full.returncode == 0, full.stderr
 
     cut = tmp_path / "cut"
     proc = start(["run", str(config), "--out", str(cut)], tmp_path)
-    # wait until the first epoch is done and the second is under way, then press Ctrl-C
-    wait_for(lambda: (cut / "metrics" / "train_supervised_seed0.csv").exists())
-    time.sleep(0.3)
+    # press Ctrl-C as soon as the first epoch is done: the second is under way
+    wait_for(lambda: (cut / "metrics" / "train_supervised_seed0.csv").exists(), timeout=300)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert f"replearn run --resume {cut}" in err
     assert read_json(cut / "status.json")["state"] == "interrupted"
-    state = load_checkpoint(cut / "checkpoints" / "supervised_seed0.state.pt")
+    states = list((cut / "checkpoints").glob("*.state.pt"))
+    assert len(states) == 1, "exactly the interrupted regime has a resumable state"
+    state = load_checkpoint(states[0])
     assert state["kind"] == "train-state" and (state["epoch"], state["step_in_epoch"]) != (0, 0)
 
     resumed = subprocess.run([sys.executable, "-m", "replearn.cli", "run", "--resume", str(cut), "--quiet"],
