@@ -35,13 +35,16 @@ def run(config: str | None, out: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--skip-fashion", action="store_true")
+    parser.add_argument("--skip-fashion", action="store_true", help="run only the digits comparison")
+    parser.add_argument("--keep", metavar="DIR", help="write the two run directories under DIR (a new directory) "
+                        "and keep them, e.g. for `replearn probe` or `benchmarks/bench_extraction.py --run-dir`")
     args = parser.parse_args()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        results["digits"] = run(None, Path(tmp) / "digits")
+        base = Path(args.keep) if args.keep else Path(tmp)
+        results["digits"] = run(None, base / "digits")
         if not args.skip_fashion and fashion_mnist_or_none(train_subset=100) is not None:
-            results["fashion-mnist"] = run(str(ROOT / "experiments" / "fashion_mnist.yaml"), Path(tmp) / "fm")
+            results["fashion-mnist"] = run(str(ROOT / "experiments" / "fashion_mnist.yaml"), base / "fashion-mnist")
     parts = []
     for name, r in results.items():
         parts.append(f"{name} {r['wall_s']:.0f}s, peak {r['peak_rss_mb']:.0f} MB, supervised {r['supervised_test_accuracy']:.4f}, "

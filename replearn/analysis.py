@@ -68,7 +68,8 @@ def probe_table(features: dict[str, Features], labels: dict[str, torch.Tensor], 
         f = features[model][layer]
         train, val, test = ((f[s], labels[s]) for s in ("train", "val", "test"))
         started = time.perf_counter()
-        lin = linear_probe(train, val, test, cfg.analysis.probe_l2_grid, cfg.analysis.probe_max_iter)
+        lin = linear_probe(train, val, test, cfg.analysis.probe_l2_grid, cfg.analysis.probe_max_iter,
+                           cfg.analysis.probe_tol)
         lin_seconds = time.perf_counter() - started
         started = time.perf_counter()
         knn = knn_probe(train, val, test, cfg.analysis.knn_k_grid, cfg.analysis.knn_temperature)
@@ -115,7 +116,7 @@ def label_efficiency_table(features: dict[str, Features], labels: dict[str, torc
         f = layers[layer]
         frame = label_efficiency((f["train"], labels["train"]), (f["val"], labels["val"]), (f["test"], labels["test"]),
                                  cfg.analysis.label_counts, cfg.analysis.label_draws, cfg.analysis.probe_l2_grid,
-                                 seed, min(100, cfg.analysis.probe_max_iter))
+                                 seed, min(100, cfg.analysis.probe_max_iter), cfg.analysis.probe_tol)
         full = probes[(probes.model == model) & (probes.layer == layer) & (probes.probe == "linear")]
         frame = pd.concat([frame, pd.DataFrame([{"per_class": -1, "labels": len(labels["train"]), "draw": 0,
                                                  "test_accuracy": float(full.test_accuracy.iloc[0]),

@@ -73,10 +73,13 @@ class TrainConfig:
 @dataclass
 class AnalysisConfig:
     max_stage_features: int = _f(1024, "stage outputs are average-pooled to at most this many features", min=1)
-    probe_l2_grid: list[float] = _f([1e-6, 1e-5, 1e-4, 1e-3, 1e-2],
+    probe_l2_grid: list[float] = _f([1e-5, 1e-4, 1e-3, 1e-2],
                                     "L2 penalties tried by the linear probe; chosen on validation",
                                     min=0.0, list_default=True)
-    probe_max_iter: int = _f(100, "L-BFGS iterations per linear-probe fit", min=1)
+    probe_max_iter: int = _f(500, "L-BFGS iteration cap per linear-probe fit", min=1)
+    probe_tol: float = _f(3e-4, "a linear probe has converged when no gradient entry exceeds this "
+                          "(scikit-learn's default is 1e-4: 3e-4 moves Fashion-MNIST probe accuracies < 0.1 pp "
+                          "at 60% of the cost)", gt=0.0)
     knn_k_grid: list[int] = _f([10, 20], "neighbour counts tried by the kNN probe; chosen on validation",
                                min=1, list_default=True)
     knn_temperature: float = _f(0.07, "temperature of the kNN vote weights exp(sim / T)", gt=0.0)

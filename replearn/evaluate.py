@@ -69,7 +69,8 @@ def probe_checkpoint(checkpoint: str | Path, dataset: str, layers: list[str] | N
         f = features[layer]
         train, val, test = ((f[s], labels[s]) for s in ("train", "val", "test"))
         started = time.perf_counter()
-        lin = linear_probe(train, val, test, cfg.analysis.probe_l2_grid, cfg.analysis.probe_max_iter)
+        lin = linear_probe(train, val, test, cfg.analysis.probe_l2_grid, cfg.analysis.probe_max_iter,
+                           cfg.analysis.probe_tol)
         row = {"layer": layer, "dim": int(f["train"].shape[1]), "linear_test_accuracy": round(lin.test_accuracy, 4),
                "linear_val_accuracy": round(lin.val_accuracy, 4), "l2": lin.chosen,
                "seconds": round(time.perf_counter() - started, 2)}

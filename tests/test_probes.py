@@ -5,7 +5,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from replearn.errors import ReplearnError
-from replearn.probes import LinearProbe, fit_softmax_regression, knn_classifier, knn_probe, linear_probe
+from replearn.probes import (LinearProbe, TallSkinnyProducts, fit_softmax_regression, knn_classifier, knn_probe,
+                             linear_probe)
 
 
 def gaussian_classes(n=600, d=20, k=4, sep=1.5, seed=0):
@@ -37,7 +38,58 @@ def test_joint_fit_equals_separate_fits():
         w, b, _ = fit_softmax_regression(z, target, 4, [l2], max_iter=500, tol=1e-10)
         joint = (z @ w_all[i] + b_all[i]).softmax(1)
         alone = (z @ w[0] + b[0]).softmax(1)
-        assert torch.allclose(joint, alone, atol=5e-3)
+        assert torch.allclose(joint, alone, atol=1e-4)
+
+
+def objective_gradient(z, target, w, b, l2):
+    """Gradient of mean cross-entropy + l2/2 |W|^2 at (w, b), by autograd: independent of the solver's own."""
+    w = w.clone().requires_grad_(True)
+    b = b.clone().requires_grad_(True)
+    loss = torch.nn.functional.cross_entropy(z @ w + b, target) + 0.5 * l2 * (w * w).sum()
+    loss.backward()
+    return torch.cat([w.grad.flatten(), b.grad.flatten()])
+
+
+def standardized(n=400, d=12, k=4, seed=0):
+    x, y = gaussian_classes(n=n, d=d, k=k, seed=seed)
+    z = torch.from_numpy(x)
+    return (z - z.mean(0)) / z.std(0), torch.from_numpy(y)
+
+
+def test_fit_stops_once_every_gradient_entry_is_below_tol():
+    z, target = standardized()
+    for tol in (1e-3, 1e-5):
+        w, b, iterations = fit_softmax_regression(z, target, 4, [1e-3], max_iter=1000, tol=tol)
+        assert iterations < 1000
+        assert objective_gradient(z, target, w[0], b[0], 1e-3).abs().max() <= tol
+
+
+def test_a_weak_penalty_does_not_slow_a_strong_one():
+    """Each penalty keeps its own line search: a strong penalty converges in as many iterations alone as
+    beside a nearly unregularised problem (one shared step would hold it back)."""
+    z, target = standardized()
+    _, _, alone = fit_softmax_regression(z, target, 4, [1e-1], max_iter=1000, tol=1e-6)
+    w, b, _ = fit_softmax_regression(z, target, 4, [1e-1, 1e-7], max_iter=alone, tol=1e-6)
+    assert objective_gradient(z, target, w[0], b[0], 1e-1).abs().max() <= 1e-6
+    assert objective_gradient(z, target, w[1], b[1], 1e-7).abs().max() > 1e-6  # the weak one is still running
+
+
+def test_warm_start_from_the_solution_needs_no_iterations():
+    z, target = standardized()
+    w, b, _ = fit_softmax_regression(z, target, 4, [1e-2], tol=1e-6)
+    w2, b2, iterations = fit_softmax_regression(z, target, 4, [1e-2], tol=1e-6, init=(w, b))
+    assert iterations == 0 and torch.equal(w2, w) and torch.equal(b2, b)
+
+
+def test_tall_skinny_products_match_torch_and_restore_threads():
+    z = torch.randn(500, 7)
+    products = TallSkinnyProducts(z)
+    w, g = torch.randn(3, 7), torch.randn(3, 500)
+    threads = torch.get_num_threads()
+    with products.threads():
+        assert torch.allclose(products.logits(w), w @ z.T, atol=1e-5)
+        assert torch.allclose(products.gradient(g), g @ z, atol=1e-4)
+    assert torch.get_num_threads() == threads
 
 
 def test_probe_keeps_original_labels_and_sklearn_conventions():
