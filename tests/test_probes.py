@@ -74,13 +74,6 @@ def test_a_weak_penalty_does_not_slow_a_strong_one():
     assert objective_gradient(z, target, w[1], b[1], 1e-7).abs().max() > 1e-6  # the weak one is still running
 
 
-def test_warm_start_from_the_solution_needs_no_iterations():
-    z, target = standardized()
-    w, b, _ = fit_softmax_regression(z, target, 4, [1e-2], tol=1e-6)
-    w2, b2, iterations = fit_softmax_regression(z, target, 4, [1e-2], tol=1e-6, init=(w, b))
-    assert iterations == 0 and torch.equal(w2, w) and torch.equal(b2, b)
-
-
 def test_tall_skinny_products_match_torch_and_restore_threads():
     z = torch.randn(500, 7)
     products = TallSkinnyProducts(z)
