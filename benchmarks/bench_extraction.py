@@ -18,7 +18,7 @@ from common import ROOT, fashion_mnist_or_none, machine, report
 from replearn.artifacts import read_json
 from replearn.config import load_config
 from replearn.features import extract_features, pooled_grid
-from replearn.model import build_encoder
+from replearn.encoders import build_encoder
 
 
 def plain_loop(encoder, x: torch.Tensor, max_features: int) -> dict[str, torch.Tensor]:

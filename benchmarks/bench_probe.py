@@ -19,7 +19,7 @@ import numpy as np
 from common import fashion_mnist_or_none, machine, report
 from replearn.config import load_config
 from replearn.features import extract_features
-from replearn.model import build_encoder
+from replearn.encoders import build_encoder
 from replearn.probes import LinearProbe, Standardizer
 
 L2 = 1e-4  # the penalty the run's validation search picks most often on these features

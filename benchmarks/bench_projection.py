@@ -41,7 +41,7 @@ def vectors() -> tuple[np.ndarray, str]:
         return (rng.randn(10, 256)[y] * 3 + rng.randn(10000, 256)).astype(np.float32), "synthetic clusters"
     from replearn.config import load_config
     from replearn.features import extract_features
-    from replearn.model import build_encoder
+    from replearn.encoders import build_encoder
 
     cfg = load_config(ROOT / "experiments" / "fashion_mnist.yaml")
     encoder = build_encoder(cfg.model, data.image_shape, 0)

@@ -23,7 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from common import fashion_mnist_or_none, machine, matmul_peak_gflops, report
 from replearn.config import load_config
 from replearn.data import Dataset
-from replearn.model import build_encoder, build_head
+from replearn.encoders import build_encoder, build_head
 from replearn.train import train_regime
 
 

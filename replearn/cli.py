@@ -21,6 +21,21 @@ examples:
 """
 
 
+THREADS_HELP = ("threads for the phases that run in parallel (default: auto, or $REPLEARN_THREADS): auto puts "
+                "large convolutions and products on every available core and keeps small or memory-bound work "
+                "on one thread per task, which stays fast when other programs share the CPU; a number fixes "
+                "it, e.g. for bit-for-bit reproducible training (recorded in environment.json)")
+
+
+def _apply_threads(value: str | None) -> None:
+    from . import parallel
+
+    if value is not None:
+        parallel.set_threads(parallel.parse_threads(value, "--threads"))
+    parallel.thread_setting()  # a malformed $REPLEARN_THREADS fails here, before any work
+    parallel.quiet_native_pools()
+
+
 def _config_keys_help() -> str:
     from .config import field_docs
 
@@ -56,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="replace --out if it is an existing replearn run")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     run.add_argument("--quiet", action="store_true", help="print only the report path")
+    run.add_argument("--threads", metavar="N", help=THREADS_HELP)
 
     report = sub.add_parser("report", help="re-render a run's HTML report from its saved artifacts",
                             description="Re-render the HTML report of a run directory from its saved metrics and "
@@ -80,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a data.* or analysis.* setting, e.g. --set data.train_subset=0")
     probe.add_argument("--json", metavar="PATH", help="where to write the results (default: next to the checkpoint)")
+    probe.add_argument("--threads", metavar="N", help=THREADS_HELP)
 
     datasets = sub.add_parser("datasets", help="list the datasets and whether their files are available",
                               description="List known datasets, what they are, and where their files were found.")
@@ -96,10 +113,12 @@ def _version() -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     from .config import load_config
     from .log import log, set_quiet
+    from . import parallel
     from .run import (check_run_dir_free, default_run_dir, fail_cleanly, load_checked_dataset, prepare_resume,
-                      prepare_run_dir, run_experiment)
+                      prepare_run_dir, recorded_thread_setting, run_experiment)
 
     set_quiet(args.quiet)
+    _apply_threads(args.threads)
     overrides = list(args.overrides)
     if args.data_root:
         overrides.append(f"data.root={args.data_root}")
@@ -108,12 +127,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise ReplearnError(f"--seeds must be at least 1, got {args.seeds}", "pass --seeds 1 or more")
         overrides.append(f"train.seeds=[{', '.join(str(s) for s in range(args.seeds))}]")
     if args.resume:
-        if args.config or overrides or args.out:
-            raise ReplearnError("--resume continues a run with its saved config; CONFIG, --set, --seeds, "
-                                "--data-root and --out cannot be combined with it",
+        if args.config or overrides or args.out or args.threads:
+            raise ReplearnError("--resume continues a run with its saved config and thread setting; CONFIG, --set, "
+                                "--seeds, --data-root, --out and --threads cannot be combined with it",
                                 "drop those options, or start a new run without --resume")
         run_dir = Path(args.resume)
         cfg = prepare_resume(run_dir)
+        if parallel.thread_setting() is None:
+            parallel.set_threads(recorded_thread_setting(run_dir))
         data = load_checked_dataset(cfg)
         resume = True
     else:
@@ -147,6 +168,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_probe(args: argparse.Namespace) -> int:
     from .evaluate import probe_checkpoint
 
+    _apply_threads(args.threads)
     overrides = list(args.overrides)
     if args.data_root:
         overrides.append(f"data.root={args.data_root}")

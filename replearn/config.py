@@ -17,19 +17,22 @@ import yaml
 
 from .errors import ConfigError
 
-REGIMES = ("supervised", "autoencoder")
+DEFAULT_REGIMES = ("supervised", "autoencoder")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 
 
-def _f(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-       gt: float | None = None, choices: tuple | None = None, list_default: bool = False) -> Any:
-    """A dataclass field with its help text and bounds kept in the metadata."""
+def opt(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+        gt: float | None = None, choices: tuple | None = None, list_default: bool = False) -> Any:
+    """A config field with its help text and bounds kept in the metadata (also for plug-in options)."""
     meta = {"help": help, "min": min, "max": max, "gt": gt, "choices": choices}
-    if list_default:
-        return field(default_factory=lambda: list(default), metadata=meta)
+    if list_default or isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+_f = opt
 
 
 @dataclass
@@ -45,6 +48,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    name: str = _f("conv", "encoder: a registered name (conv) or an import path package.module:Name")
+    kwargs: dict[str, Any] = _f({}, "extra keyword arguments for the encoder (model.channels and model.kernel_size "
+                                    "go to encoders whose signature takes them)")
     channels: list[int] = _f([16, 32, 64], "output channels of each conv stage (one stage per entry)",
                              min=1, list_default=True)
     kernel_size: int = _f(3, "convolution kernel size (odd)", min=1, max=9)
@@ -53,9 +59,10 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    regimes: list[str] = _f(list(REGIMES), "which regimes to train", choices=REGIMES, list_default=True)
-    epochs: int = _f(20, "training epochs per regime", min=0)
-    autoencoder_epochs: int | None = _f(None, "epochs for the autoencoder if different from `epochs`", min=0)
+    regimes: list[str] = _f(list(DEFAULT_REGIMES), "regimes to train from the same initial encoder: registered names "
+                            "(supervised, autoencoder, denoising, vae, contrastive, joint) or import paths "
+                            "package.module:Name; options under regimes.<name>.<key>", list_default=True)
+    epochs: int = _f(20, "training epochs per regime (regimes.<name>.epochs overrides it for one regime)", min=0)
     batch_size: int = _f(64, "minibatch size", min=1)
     optimizer: str = _f("adam", "optimizer", choices=OPTIMIZERS)
     lr: float = _f(3e-3, "peak learning rate", gt=0.0, max=10.0)
@@ -100,33 +107,57 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    regimes: dict[str, dict[str, Any]] = field(default_factory=dict, metadata={
+        "help": "options of each regime, by regime name (see `replearn run --help`)"})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def epochs_for(self, regime: str) -> int:
-        if regime == "autoencoder" and self.train.autoencoder_epochs is not None:
-            return self.train.autoencoder_epochs
-        return self.train.epochs
+    def regime_objects(self) -> list[Any]:
+        """The configured regimes, each with its validated options."""
+        from .regimes import make_regime, regime_name
+
+        return [make_regime(spec, self.regimes.get(regime_name(spec))) for spec in self.train.regimes]
+
+    def epochs_for(self, regime: Any) -> int:
+        """Epochs of a regime (object or name): its own ``epochs`` option, else ``train.epochs``."""
+        if isinstance(regime, str):
+            regime = next(r for r in self.regime_objects() if r.name == regime)
+        epochs = getattr(regime.options, "epochs", None)
+        return self.train.epochs if epochs is None else epochs
 
 
 def _section_classes() -> dict[str, type]:
     return {f.name: f.default_factory for f in dataclasses.fields(Config)
-            if f.default_factory is not dataclasses.MISSING}
+            if f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(f.default_factory)}
+
+
+# keys that were renamed: old key -> the text of the fix
+RENAMED = {"train.autoencoder_epochs": "use regimes.autoencoder.epochs (every regime has its own epochs option)"}
 
 
 def field_docs() -> list[tuple[str, str, Any, str]]:
     """(key, type, default, help) for every config key, for --help and the docs."""
     rows = []
+    sections = _section_classes()
     for f in dataclasses.fields(Config):
-        if f.default_factory is not dataclasses.MISSING:
-            cls = f.default_factory
-            hints = typing.get_type_hints(cls)
-            for sub in dataclasses.fields(cls):
-                default = sub.default if sub.default is not dataclasses.MISSING else sub.default_factory()
-                rows.append((f"{f.name}.{sub.name}", _type_name(hints[sub.name]), default, sub.metadata["help"]))
-        else:
+        if f.name in sections:
+            rows += _class_docs(sections[f.name], f.name)
+        elif f.name == "name":
             rows.append((f.name, "str", f.default, f.metadata["help"]))
+    from .regimes import REGIMES
+
+    for name, cls in REGIMES.items():
+        rows += _class_docs(cls.Options, f"regimes.{name}")
+    return rows
+
+
+def _class_docs(cls: type, prefix: str) -> list[tuple[str, str, Any, str]]:
+    hints = typing.get_type_hints(cls)
+    rows = []
+    for sub in dataclasses.fields(cls):
+        default = sub.default if sub.default is not dataclasses.MISSING else sub.default_factory()
+        rows.append((f"{prefix}.{sub.name}", _type_name(hints[sub.name]), default, sub.metadata["help"]))
     return rows
 
 
@@ -139,6 +170,8 @@ def _all_keys() -> list[str]:
 
 
 def _unknown_key(key: str) -> ConfigError:
+    if key in RENAMED:
+        return ConfigError(f"config key '{key}' no longer exists", RENAMED[key])
     close = difflib.get_close_matches(key, _all_keys(), n=1, cutoff=0.5)
     hint = f"did you mean '{close[0]}'?" if close else "see `replearn run --help` for the valid keys"
     return ConfigError(f"unknown config key '{key}'", hint)
@@ -157,6 +190,11 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         if not isinstance(value, (list, tuple)):
             value = [value]
         return [_coerce(key, v, args[0]) for v in value]
+    if origin is dict:
+        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            return dict(value)
+        raise ConfigError(f"config key '{key}' must be a mapping of names to values, got {_excerpt(value)}",
+                          f"write {key} as 'name: value' lines or {{name: value}}")
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -185,8 +223,17 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
-    raise ConfigError(f"config key '{key}' must be of type {_type_name(tp)}, got {value!r}",
-                      f"set {key} to a {_type_name(tp)} value")
+    raise ConfigError(f"config key '{key}' must be of type {_type_name(tp)}, got {_excerpt(value)}",
+                      f"set {key} to a{'n' if _type_name(tp)[0] in 'aeiou' else ''} {_type_name(tp)} value"
+                      + (f", or a list as [a, b]" if isinstance(value, str) and "," in value else ""))
+
+
+def _excerpt(value: Any, limit: int = 60) -> str:
+    """A bounded repr for messages: a value built from YAML aliases can be huge."""
+    if isinstance(value, (list, tuple, dict)):
+        return f"a {type(value).__name__} of {len(value)} items"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _check_range(key: str, value: Any, meta: dict) -> None:
@@ -214,7 +261,8 @@ def _check_range(key: str, value: Any, meta: dict) -> None:
                               f"set {key} to at most {meta['max']}")
 
 
-def _build_section(cls: type, section: str, values: dict[str, Any]) -> Any:
+def build_section(cls: type, section: str, values: dict[str, Any]) -> Any:
+    """An instance of the dataclass ``cls`` from ``values``, with every key's type and range checked."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -239,6 +287,23 @@ def _validate_whole(cfg: Config) -> Config:
     if not cfg.name or any(c in cfg.name for c in "/\\\0") or cfg.name in (".", ".."):
         raise ConfigError(f"config key 'name' must be a plain name, got {cfg.name!r}",
                           "use letters, digits, '-' and '_'")
+    from .encoders import ENCODERS
+
+    ENCODERS.get(cfg.model.name)
+    regimes = cfg.regime_objects()
+    names = [r.name for r in regimes]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"config key 'train.regimes' names two regimes called {names}",
+                          "list each regime once (give a plug-in regime its own `name`)")
+    unused = sorted(set(cfg.regimes) - set(names))
+    if unused:
+        from .regimes import REGIMES
+
+        known = [n for n in unused if n in REGIMES]
+        hint = (f"add {known[0]} to train.regimes, or drop its options" if known
+                else f"options are keyed by regime name: {', '.join(names)}")
+        raise ConfigError(f"config section 'regimes' has options for '{unused[0]}', which train.regimes does not "
+                          "train", hint)
     return cfg
 
 
@@ -256,12 +321,24 @@ def config_from_dict(raw: dict[str, Any] | None) -> Config:
             if not isinstance(value, dict):
                 raise ConfigError(f"config section '{name}' must be a mapping, got {value!r}",
                                   f"write '{name}:' followed by indented 'key: value' lines")
-            kwargs[name] = _build_section(sections[name], name, value)
+            kwargs[name] = build_section(sections[name], name, value)
         elif name == "name":
             kwargs["name"] = _coerce("name", value, str)
+        elif name == "regimes":
+            kwargs["regimes"] = _regime_options(value)
         else:
             raise _unknown_key(str(name))
     return _validate_whole(Config(**kwargs))
+
+
+def _regime_options(value: Any) -> dict[str, dict[str, Any]]:
+    """The raw ``regimes:`` section: a mapping of regime names to option mappings (validated per regime)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, dict) or v is None for v in value.values()):
+        raise ConfigError("config section 'regimes' must map regime names to their options",
+                          "write e.g. 'regimes:' then '  vae: {beta: 4.0}'")
+    return {str(k): dict(v or {}) for k, v in value.items()}
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -290,6 +367,12 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             section = merged.setdefault(path[0], {}) or {}
             merged[path[0]] = section
             section[path[1]] = value
+        elif len(path) == 3 and (path[0] == "regimes" or path[:2] == ["model", "kwargs"]):
+            outer = merged.setdefault(path[0], {}) or {}
+            merged[path[0]] = outer = dict(outer)
+            inner = dict(outer.get(path[1]) or {})
+            inner[path[2]] = value
+            outer[path[1]] = inner
         else:
             raise _unknown_key(dotted)
     return merged

@@ -11,23 +11,28 @@ from pathlib import Path
 import pandas as pd
 
 from .artifacts import load_checkpoint, load_state_dict_checked, write_json
-from .config import apply_overrides, config_from_dict
+from .config import ModelConfig, apply_overrides, build_section, config_from_dict
 from .data import load_dataset
 from .errors import CheckpointError, ConfigError, DataError
 from .features import extract_splits
-from .model import ConvEncoder
+from .encoders import Encoder, encoder_from_spec, encoder_spec
 from .probes import knn_probe, linear_probe
 
 
-def encoder_from_checkpoint(payload: dict) -> ConvEncoder:
-    """Rebuild the encoder a checkpoint was saved from and load its weights (shapes checked)."""
+def encoder_from_checkpoint(payload: dict) -> Encoder:
+    """Rebuild the encoder a checkpoint was saved from (its registered name and arguments, or for older
+    checkpoints the model section of its config) and load its weights (shapes checked)."""
+    spec = payload.get("encoder_spec")
     try:
-        model_cfg = payload["config"]["model"]
-        encoder = ConvEncoder(tuple(payload["in_shape"]), model_cfg["channels"], model_cfg["kernel_size"],
-                              model_cfg["latent_dim"])
-    except (KeyError, TypeError) as exc:
-        raise CheckpointError(f"checkpoint lacks the model description ({exc})",
-                              "use a checkpoint written by `replearn run`") from None
+        if not isinstance(spec, dict):
+            model_cfg = build_section(ModelConfig, "model", dict(payload["config"]["model"]))
+            spec = encoder_spec(model_cfg, tuple(payload["in_shape"]))
+        if not isinstance(spec.get("name"), str) or not isinstance(spec.get("kwargs"), dict):
+            raise TypeError("encoder_spec needs a name and kwargs")
+        encoder = encoder_from_spec(spec)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint lacks a usable model description ({type(exc).__name__}: "
+                              f"{str(exc)[:100]})", "use a checkpoint written by `replearn run`") from None
     load_state_dict_checked(encoder, payload["encoder"], "checkpoint encoder")
     return encoder
 

@@ -13,7 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .model import ConvEncoder, StageInfo
+from . import parallel
+from .encoders import Encoder, StageInfo
 
 Features = dict[str, dict[str, torch.Tensor]]
 
@@ -37,7 +38,7 @@ def pooled_grid(info: StageInfo, max_features: int) -> tuple[int, int]:
     return min(g, info.height), min(g, info.width)
 
 
-def pooled_dims(encoder: ConvEncoder, max_features: int) -> dict[str, int]:
+def pooled_dims(encoder: Encoder, max_features: int) -> dict[str, int]:
     """Feature dimension that ``extract_features`` returns for each layer."""
     dims = {}
     for info in encoder.feature_info:
@@ -47,7 +48,7 @@ def pooled_dims(encoder: ConvEncoder, max_features: int) -> dict[str, int]:
 
 
 @torch.inference_mode()
-def extract_features(encoder: ConvEncoder, x: torch.Tensor, layers: list[str] | None = None,
+def extract_features(encoder: Encoder, x: torch.Tensor, layers: list[str] | None = None,
                      max_stage_features: int = 1024, batch_size: int = 1000,
                      device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
     """Flattened (N × D) features of each requested layer for images ``x``, as float32 on the CPU."""
@@ -58,7 +59,7 @@ def extract_features(encoder: ConvEncoder, x: torch.Tensor, layers: list[str] | 
     # one memory format for every encoder, trained here or loaded from a checkpoint: convolution kernels
     # differ between formats in the last bits, and a probe must see the same features either way
     encoder.to(device=device, memory_format=torch.channels_last)
-    with eval_mode(encoder):
+    with eval_mode(encoder), parallel.use_threads(extraction_threads(encoder, x, batch_size, device)):
         for start in range(0, len(x), batch_size):
             xb = x[start:start + batch_size].to(device).contiguous(memory_format=torch.channels_last)
             outs = encoder.forward_features(xb, layers)
@@ -69,7 +70,16 @@ def extract_features(encoder: ConvEncoder, x: torch.Tensor, layers: list[str] | 
     return {name: torch.cat(parts) for name, parts in chunks.items()}
 
 
-def extract_splits(encoder: ConvEncoder, splits: dict[str, torch.Tensor], max_stage_features: int,
+def extraction_threads(encoder: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device | str) -> int:
+    """Threads for extracting features of ``x``: from the FLOPs of one batch (``parallel.threads_for``)."""
+    if len(x) == 0:
+        return 1
+    with eval_mode(encoder):
+        per_image = parallel.forward_flops(encoder, x[:1].to(device).contiguous(memory_format=torch.channels_last))
+    return parallel.threads_for(per_image * min(batch_size, len(x)), phase="extraction")
+
+
+def extract_splits(encoder: Encoder, splits: dict[str, torch.Tensor], max_stage_features: int,
                    device: torch.device | str = "cpu", layers: list[str] | None = None) -> Features:
     """``{layer: {split: features}}`` for every split, extracted once."""
     out: Features = {}
@@ -77,6 +87,17 @@ def extract_splits(encoder: ConvEncoder, splits: dict[str, torch.Tensor], max_st
         for layer, feats in extract_features(encoder, x, layers, max_stage_features, device=device).items():
             out.setdefault(layer, {})[split] = feats
     return out
+
+
+def pca_baseline(pixels: dict[str, torch.Tensor], dims: int) -> Features:
+    """Raw pixels projected on their top ``dims`` principal components (fitted on train): the PCA baseline
+    of the same dimension as the latent, under the layer name 'latent'."""
+    train = pixels["train"].double()
+    mean = train.mean(0)
+    dims = min(dims, train.shape[1])
+    _, vecs = torch.linalg.eigh((train - mean).T @ (train - mean))
+    basis = vecs[:, -dims:].flip(1)
+    return {"latent": {split: ((x.double() - mean) @ basis).float() for split, x in pixels.items()}}
 
 
 def pixel_features(splits: dict[str, torch.Tensor]) -> Features:

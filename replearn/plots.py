@@ -11,10 +11,27 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-MODEL_COLORS = {"pixels": "#7f7f7f", "pca": "#bcbd22", "random": "#8c564b",
-                "supervised": "#1f77b4", "autoencoder": "#d62728"}
-MODEL_LABELS = {"pixels": "raw pixels", "pca": "PCA of pixels", "random": "random-init encoder",
-                "supervised": "supervised", "autoencoder": "autoencoder"}
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+Styles = dict[str, tuple[str, str]]  # model name -> (label, colour)
+
+
+def _label(styles: Styles, model: str) -> str:
+    return styles.get(model, (model, "#7f7f7f"))[0]
+
+
+def _color(styles: Styles, model: str) -> str:
+    return styles.get(model, (model, "#7f7f7f"))[1]
+
+
+def _grid(n: int, width: float, height: float, columns: int = 3) -> tuple[plt.Figure, list[plt.Axes]]:
+    cols = min(columns, max(1, n))
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
 
 
 def to_data_uri(fig: plt.Figure, dpi: int = 110) -> str:
@@ -25,35 +42,33 @@ def to_data_uri(fig: plt.Figure, dpi: int = 110) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def training_curves(histories: dict[str, pd.DataFrame]) -> plt.Figure:
-    """Per regime: training loss, the validation metric and the per-epoch latent probe, mean over seeds."""
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+def training_curves(histories: dict[str, pd.DataFrame], styles: Styles) -> plt.Figure:
+    """Per regime, mean over seeds: training loss relative to its first epoch, and the validation
+    accuracy of the per-epoch latent linear probe."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
     for regime, frame in histories.items():
         mean = frame.groupby("epoch").mean(numeric_only=True)
-        color = MODEL_COLORS.get(regime)
-        axes[0].plot(mean.index, mean["train_loss"], "-o", ms=3, color=color, label=regime)
-        if "val_accuracy" in mean:
-            axes[1].plot(mean.index, mean["val_accuracy"], "-o", ms=3, color=color, label=f"{regime}: val accuracy")
-        if "val_recon_mse" in mean:
-            twin = axes[1].twinx() if "val_accuracy" in pd.concat(histories.values()) else axes[1]
-            twin.plot(mean.index, mean["val_recon_mse"], "-s", ms=3, color=color, label=f"{regime}: val recon MSE")
-            twin.set_ylabel("reconstruction MSE")
-            twin.legend(loc="center right", fontsize=8)
+        color = _color(styles, regime)
+        first = mean["train_loss"].iloc[0]
+        if first and np.isfinite(first) and first > 0:
+            axes[0].plot(mean.index, mean["train_loss"] / first, "-o", ms=3, color=color, label=_label(styles, regime))
         if "val_latent_probe_accuracy" in mean:
-            axes[2].plot(mean.index, mean["val_latent_probe_accuracy"], "-o", ms=3, color=color, label=regime)
-    axes[0].set(title="training loss", xlabel="epoch", yscale="log")
-    axes[1].set(title="validation metric", xlabel="epoch", ylabel="accuracy")
-    axes[2].set(title="latent linear probe (validation)", xlabel="epoch", ylabel="accuracy")
-    for ax in (axes[0], axes[2]):
-        if ax.lines:
-            ax.legend(fontsize=8)
+            axes[1].plot(mean.index, mean["val_latent_probe_accuracy"], "-o", ms=3, color=color,
+                         label=_label(styles, regime))
+    axes[0].set(title="training loss ÷ its first-epoch value", xlabel="epoch", yscale="log")
+    axes[1].set(title="latent linear probe (validation)", xlabel="epoch", ylabel="accuracy")
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
     if axes[1].lines:
-        axes[1].legend(loc="center left", fontsize=8)
+        axes[1].legend(fontsize=8, loc="lower right")
+    elif axes[0].lines:
+        axes[0].legend(fontsize=8)
     fig.tight_layout()
     return fig
 
 
-def accuracy_by_depth(probes: pd.DataFrame, layer_order: list[str]) -> plt.Figure:
+def accuracy_by_depth(probes: pd.DataFrame, layer_order: list[str], styles: Styles) -> plt.Figure:
     """Probe test accuracy against depth, one line per model (linear solid, kNN dashed), mean ± range over seeds."""
     fig, ax = plt.subplots(figsize=(9.5, 4.2))
     x_of = {name: i for i, name in enumerate(layer_order)}
@@ -62,8 +77,8 @@ def accuracy_by_depth(probes: pd.DataFrame, layer_order: list[str]) -> plt.Figur
         stats = stats.loc[[l for l in layer_order if l in stats.index]]
         xs = [x_of[l] for l in stats.index]
         style = "-" if probe == "linear" else "--"
-        color = MODEL_COLORS.get(model)
-        label = f"{MODEL_LABELS.get(model, model)} ({probe})"
+        color = _color(styles, model)
+        label = f"{_label(styles, model)} ({probe})"
         if len(xs) == 1 and model == "pixels":
             ax.axhline(stats["mean"].iloc[0], color=color, ls=style, lw=1, label=label)
             continue
@@ -85,18 +100,18 @@ def accuracy_by_depth(probes: pd.DataFrame, layer_order: list[str]) -> plt.Figur
 def projection_panels(coords: dict[str, np.ndarray], labels: np.ndarray, class_names: list[str],
                       titles: dict[str, str]) -> plt.Figure:
     """One 2-D scatter per model, coloured by class, side by side with a shared legend."""
-    n = len(coords)
-    fig, axes = plt.subplots(1, n, figsize=(3.4 * n, 3.6), squeeze=False)
+    fig, axes = _grid(len(coords), 3.4, 3.6, columns=4)
     cmap = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
-    for ax, (model, xy) in zip(axes[0], coords.items()):
+    for ax, (model, xy) in zip(axes, coords.items()):
         ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap=cmap, vmin=-0.5, vmax=cmap.N - 0.5, s=2, alpha=0.7,
                    linewidths=0, rasterized=True)
         ax.set_title(titles.get(model, model), fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
     handles = [plt.Line2D([], [], ls="", marker="o", color=cmap(i), label=name) for i, name in enumerate(class_names)]
+    rows = (len(coords) + 3) // 4
     fig.legend(handles=handles, loc="lower center", ncol=min(10, len(class_names)), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.tight_layout(rect=(0, 0.08 / rows, 1, 1))
     return fig
 
 
@@ -125,27 +140,27 @@ def image_grid(rows: list[np.ndarray], row_labels: list[str], cell: float = 0.55
     return fig
 
 
-def _by_depth_lines(ax: plt.Axes, frame: pd.DataFrame, column: str, layer_order: list[str]) -> None:
+def _by_depth_lines(ax: plt.Axes, frame: pd.DataFrame, column: str, layer_order: list[str], styles: Styles) -> None:
     x_of = {name: i for i, name in enumerate(layer_order)}
     for model, group in frame.groupby("model", sort=False):
         stats = group.groupby("layer")[column].agg(["mean", "min", "max"])
         stats = stats.loc[[l for l in layer_order if l in stats.index]]
         xs = [x_of[l] for l in stats.index]
-        ax.plot(xs, stats["mean"], "-o" if len(xs) > 1 else "D", ms=4, color=MODEL_COLORS.get(model),
-                label=MODEL_LABELS.get(model, model))
+        ax.plot(xs, stats["mean"], "-o" if len(xs) > 1 else "D", ms=4, color=_color(styles, model),
+                label=_label(styles, model))
         if (stats["max"] > stats["min"]).any():
-            ax.fill_between(xs, stats["min"], stats["max"], color=MODEL_COLORS.get(model), alpha=0.12)
+            ax.fill_between(xs, stats["min"], stats["max"], color=_color(styles, model), alpha=0.12)
     ax.set_xticks(range(len(layer_order)), layer_order, fontsize=8)
     ax.grid(alpha=0.3)
 
 
-def dimension_by_depth(dims: pd.DataFrame, layer_order: list[str]) -> plt.Figure:
+def dimension_by_depth(dims: pd.DataFrame, layer_order: list[str], styles: Styles) -> plt.Figure:
     """PCA-90% dimension, participation ratio and TwoNN intrinsic dimension against depth, per model."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     titles = {"pca90": "components for 90% variance", "participation_ratio": "participation ratio",
               "twonn": "intrinsic dimension (TwoNN)"}
     for ax, (column, title) in zip(axes, titles.items()):
-        _by_depth_lines(ax, dims, column, layer_order)
+        _by_depth_lines(ax, dims, column, layer_order, styles)
         ax.set(title=title, xlabel="layer (input → latent)", yscale="log")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
@@ -155,9 +170,9 @@ def dimension_by_depth(dims: pd.DataFrame, layer_order: list[str]) -> plt.Figure
 def cka_heatmaps(cka: pd.DataFrame, layer_order: list[str]) -> plt.Figure:
     """One layer × layer heatmap of CKA (mean over seeds) per pair of models."""
     pairs = list(dict.fromkeys(cka.pair))
-    fig, axes = plt.subplots(1, len(pairs), figsize=(4.0 * len(pairs), 3.6), squeeze=False)
-    fig.subplots_adjust(wspace=0.45)
-    for ax, pair in zip(axes[0], pairs):
+    fig, axes = _grid(len(pairs), 4.0, 3.6, columns=4)
+    fig.subplots_adjust(wspace=0.5, hspace=0.6)
+    for ax, pair in zip(axes, pairs):
         mean = cka[cka.pair == pair].groupby(["layer_a", "layer_b"]).cka.mean().unstack()
         rows = [l for l in layer_order if l in mean.index]
         cols = [l for l in layer_order if l in mean.columns]
@@ -172,11 +187,11 @@ def cka_heatmaps(cka: pd.DataFrame, layer_order: list[str]) -> plt.Figure:
         ax.set_yticks(range(len(rows)), rows, fontsize=7)
         ax.set(xlabel=b, ylabel=a)
         ax.set_title(pair, fontsize=9)
-    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="linear CKA")
+    fig.colorbar(im, ax=axes, shrink=0.8, label="linear CKA")
     return fig
 
 
-def label_efficiency_curves(frame: pd.DataFrame) -> plt.Figure:
+def label_efficiency_curves(frame: pd.DataFrame, styles: Styles) -> plt.Figure:
     """Final-layer probe accuracy against labels per class (log scale), mean with min–max band over draws
     and seeds; the rightmost point is all labels."""
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
@@ -185,8 +200,8 @@ def label_efficiency_curves(frame: pd.DataFrame) -> plt.Figure:
     for model, group in frame.groupby("model", sort=False):
         g = group.assign(x=group.per_class.where(group.per_class > 0, all_x))
         stats = g.groupby("x").test_accuracy.agg(["mean", "min", "max"]).sort_index()
-        color = MODEL_COLORS.get(model)
-        ax.plot(stats.index, stats["mean"], "-o", ms=4, color=color, label=MODEL_LABELS.get(model, model))
+        color = _color(styles, model)
+        ax.plot(stats.index, stats["mean"], "-o", ms=4, color=color, label=_label(styles, model))
         ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.15)
     ax.set_xscale("log")
     ticks = counts + [all_x]
@@ -199,15 +214,15 @@ def label_efficiency_curves(frame: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def structure_bars(frame: pd.DataFrame) -> plt.Figure:
+def structure_bars(frame: pd.DataFrame, styles: Styles) -> plt.Figure:
     """k-means NMI and ARI, class silhouette and UMAP trustworthiness per model (mean over seeds)."""
     columns = [c for c in ("kmeans_nmi", "kmeans_ari", "silhouette", "umap_trustworthiness") if c in frame]
     mean = frame.groupby("model", sort=False)[columns].mean()
     fig, axes = plt.subplots(1, len(columns), figsize=(3.2 * len(columns), 3.0), squeeze=False)
     for ax, column in zip(axes[0], columns):
         values = mean[column]
-        ax.bar(range(len(values)), values.values, color=[MODEL_COLORS.get(m, "#999") for m in values.index])
-        ax.set_xticks(range(len(values)), [MODEL_LABELS.get(m, m) for m in values.index], rotation=40, ha="right",
+        ax.bar(range(len(values)), values.values, color=[_color(styles, m) for m in values.index])
+        ax.set_xticks(range(len(values)), [_label(styles, m) for m in values.index], rotation=40, ha="right",
                       fontsize=7)
         ax.set_title(column.replace("_", " "), fontsize=9)
         ax.grid(alpha=0.3, axis="y")
@@ -215,25 +230,25 @@ def structure_bars(frame: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def gradient_norms(histories: dict[str, pd.DataFrame]) -> plt.Figure:
+def gradient_norms(histories: dict[str, pd.DataFrame], styles: Styles) -> plt.Figure:
     """Mean per-step gradient norm of each layer per epoch, one panel per regime (log scale)."""
-    fig, axes = plt.subplots(1, len(histories), figsize=(6.2 * len(histories), 3.6), squeeze=False)
-    for ax, (regime, frame) in zip(axes[0], histories.items()):
+    fig, axes = _grid(len(histories), 5.0, 3.6)
+    for ax, (regime, frame) in zip(axes, histories.items()):
         mean = frame.groupby("epoch").mean(numeric_only=True)
         columns = [c for c in mean if c.startswith("grad_norm_") and not c.startswith("grad_norm_max_")]
         cmap = plt.get_cmap("viridis")
         for i, column in enumerate(columns):
             ax.plot(mean.index, mean[column], "-o", ms=3, color=cmap(i / max(1, len(columns) - 1)),
                     label=column.removeprefix("grad_norm_"))
-        ax.set(title=f"{regime}: gradient norm by layer", xlabel="epoch", ylabel="‖∂loss/∂θ‖ (mean per step)",
-               yscale="log")
+        ax.set(title=f"{_label(styles, regime)}", xlabel="epoch", ylabel="‖∂loss/∂θ‖ (mean per step)", yscale="log")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     fig.tight_layout()
     return fig
 
 
-def filter_grid(filters: dict[str, np.ndarray]) -> plt.Figure:
+def filter_grid(filters: dict[str, np.ndarray], styles: Styles) -> plt.Figure:
     """First-layer convolution filters (first input channel), one row per model, each scaled to its own range."""
     rows = []
     for weights in filters.values():
@@ -241,4 +256,16 @@ def filter_grid(filters: dict[str, np.ndarray]) -> plt.Figure:
         lo = w.min(axis=(1, 2), keepdims=True)
         hi = w.max(axis=(1, 2), keepdims=True)
         rows.append(((w - lo) / np.where(hi > lo, hi - lo, 1))[:, None])
-    return image_grid(rows, [MODEL_LABELS.get(m, m) for m in filters])
+    return image_grid(rows, [_label(styles, m) for m in filters])
+
+
+def sorted_bars(values: dict[str, np.ndarray], ylabel: str, title: str) -> plt.Figure:
+    """Each series' values sorted from largest to smallest, as bars side by side (one panel per series)."""
+    fig, axes = _grid(len(values), 5.0, 3.2)
+    for ax, (name, v) in zip(axes, values.items()):
+        v = np.sort(np.asarray(v, dtype=float))[::-1]
+        ax.bar(np.arange(1, len(v) + 1), v, color="#9467bd", width=1.0)
+        ax.set(title=f"{title}: {name}", xlabel="latent dimension (sorted)", ylabel=ylabel)
+        ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return fig

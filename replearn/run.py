@@ -21,17 +21,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import __version__
-from .analysis import analyze_seed, pca_baseline, seed_similarity, summarize
+from . import __version__, parallel
+from .analyses import ANALYSES, RunContext, SeedContext
+from .analyses.base import Features, ModelInfo, baseline_models, write_models
+from .analyses.summary import summarize
 from .artifacts import (RUN_MARKER, check_run_dir, load_checkpoint, load_state_dict_checked, mark_run_dir,
                         read_json, save_checkpoint, save_npz, write_csv, write_json, atomic_write_text)
 from .config import Config, dump_yaml, load_config
-from .data import Dataset, load_dataset
+from .data import Dataset, load_dataset, stratified_subset
 from .errors import ConfigError, ReplearnError, RunDirError, TrainingDiverged, TrainingInterrupted
-from .features import extract_splits, pixel_features
+from .encoders import Encoder, build_encoder, encoder_spec
+from .features import eval_mode, extract_splits, pca_baseline, pixel_features
 from .log import log
-from .model import ConvEncoder, build_encoder, build_head
-from .train import Stopper, evaluate, resolve_device, train_regime
+from .regimes import DataInfo, Regime
+from .train import Stopper, eval_batch_size, evaluate, resolve_device, train_regime
 
 
 def default_run_dir(cfg: Config, base: str | Path = "reports") -> Path:
@@ -84,7 +87,7 @@ def environment_record(cfg: Config, device: torch.device) -> dict[str, Any]:
         "replearn": __version__, "python": platform.python_version(), "torch": torch.__version__,
         "numpy": np.__version__, "scikit-learn": sklearn.__version__, "pandas": pd.__version__,
         "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": str(device),
+        "cpu_count": os.cpu_count(), "threads": parallel.record(), "device": str(device),
         "cuda": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
         "seeds": cfg.train.seeds, "command": " ".join(sys.argv),
     }
@@ -95,13 +98,14 @@ def set_status(run_dir: Path, state: str, message: str = "", **extra: Any) -> No
                                          "updated": dt.datetime.now().isoformat(timespec="seconds"), **extra})
 
 
-def checkpoint_payload(regime: str, seed: int, encoder: ConvEncoder, head: torch.nn.Module, cfg: Config,
+def checkpoint_payload(regime: Regime, seed: int, encoder: Encoder, head: torch.nn.Module, cfg: Config,
                        data: Dataset, history: list[dict]) -> dict[str, Any]:
     """A final checkpoint: enough to rebuild the encoder and reproduce its features without the run."""
-    return {"format": "replearn-checkpoint", "kind": "model", "regime": regime, "seed": seed,
-            "encoder": encoder.state_dict(), "head": head.state_dict(), "config": cfg.to_dict(),
-            "in_shape": list(encoder.in_shape), "num_classes": data.num_classes,
-            "dataset": data.summary(), "epochs_trained": len(history), "replearn": __version__}
+    return {"format": "replearn-checkpoint", "kind": "model", "regime": regime.name, "regime_spec": regime.spec,
+            "seed": seed, "encoder": encoder.state_dict(), "encoder_spec": encoder_spec(cfg.model, data.image_shape),
+            "head": head.state_dict(), "config": cfg.to_dict(), "in_shape": list(encoder.in_shape),
+            "num_classes": data.num_classes, "dataset": data.summary(), "epochs_trained": len(history),
+            "replearn": __version__}
 
 
 def paths(run_dir: Path, regime: str, seed: int) -> dict[str, Path]:
@@ -112,11 +116,51 @@ def paths(run_dir: Path, regime: str, seed: int) -> dict[str, Path]:
 
 
 def load_checked_dataset(cfg: Config) -> Dataset:
-    """Load the config's dataset and check that the model and analyses fit it, before anything is written."""
-    resolve_device(cfg.train.device)
+    """Load the config's dataset and check that the model, the regimes and the analyses fit it, before
+    anything is written."""
+    device = resolve_device(cfg.train.device)
     data = load_dataset(cfg.data)
     check_data_fits(cfg, data)
+    preflight(cfg, data, device)
     return data
+
+
+def preflight(cfg: Config, data: Dataset, device: torch.device) -> None:
+    """One training step of every regime on throwaway copies, so that a regime that fails or whose loss is
+    not finite is reported in one line before a run directory exists (the RNG is left untouched)."""
+    n = min(len(data.train_x), cfg.train.batch_size, 64)
+    info = DataInfo(data.image_shape, data.num_classes)
+    with torch.random.fork_rng(devices=[]):
+        encoder0 = build_encoder(cfg.model, data.image_shape, 0)
+        for regime in cfg.regime_objects():
+            encoder = copy.deepcopy(encoder0).to(device)
+            where = f"regime '{regime.spec}'"
+            try:
+                head = regime.build_head(encoder, info).to(device)
+                x = data.train_x[:n].to(device).contiguous(memory_format=torch.channels_last)
+                y = data.train_y[:n].to(device) if regime.needs_labels else None
+                loss, stats = regime.loss(encoder, head, x, y, torch.Generator(device=device).manual_seed(0))
+                finite = bool(torch.isfinite(loss).all()) if isinstance(loss, torch.Tensor) else False
+                if finite:
+                    loss.backward()
+            except ReplearnError:
+                raise
+            except Exception as exc:  # a plug-in may fail in any way: report it in one line
+                detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+                raise ConfigError(f"{where} failed on a first training batch ({type(exc).__name__}"
+                                  f"{': ' + detail if detail else ''})",
+                                  "fix the regime's build_head/loss, or remove it from train.regimes") from None
+            if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
+                raise ConfigError(f"{where} returned a loss that is not a scalar tensor", "return loss.mean() or a sum")
+            if not finite:
+                raise ConfigError(f"{where} gives a non-finite loss ({float(loss)}) on the first training batch",
+                                  "check its loss for a division by zero or log of 0, or lower its weights")
+
+
+def model_infos(regimes: list[Regime]) -> list[ModelInfo]:
+    """The analysed models: the baselines, the untrained encoder, then every regime."""
+    return baseline_models() + [ModelInfo(r.name, r.label or r.name, r.color, "regime", r.needs_labels,
+                                          type(r).reconstruct is not Regime.reconstruct) for r in regimes]
 
 
 def run_experiment(cfg: Config, run_dir: Path, *, resume: bool = False, progress: bool = True,
@@ -126,8 +170,9 @@ def run_experiment(cfg: Config, run_dir: Path, *, resume: bool = False, progress
     device = resolve_device(cfg.train.device)
     if data is None:
         data = load_checked_dataset(cfg)
+    regimes = cfg.regime_objects()
     log(f"dataset {data.name}: {len(data.train_y)} train / {len(data.val_y)} val / {len(data.test_y)} test, "
-        f"images {'×'.join(map(str, data.image_shape))}, device {device}")
+        f"images {'×'.join(map(str, data.image_shape))}, device {device}; regimes {', '.join(r.name for r in regimes)}")
     if resume:
         for stale in run_dir.rglob(".*.tmp"):
             stale.unlink(missing_ok=True)  # temporaries of writes cut short by a crash; never artifacts
@@ -136,39 +181,43 @@ def run_experiment(cfg: Config, run_dir: Path, *, resume: bool = False, progress
         write_json(run_dir / "environment.json", environment_record(cfg, device))
         mark_run_dir(run_dir, {"name": cfg.name, "created": dt.datetime.now().isoformat(timespec="seconds")})
     write_json(run_dir / "dataset.json", data.summary())
+    run = RunContext(cfg, run_dir, model_infos(regimes), progress)
+    write_models(run_dir, run.models)
     set_status(run_dir, "running")
 
-    splits = {"train": data.train_x, "val": data.val_x, "test": data.test_x}
-    labels = {"train": data.train_y, "val": data.val_y, "test": data.test_y}
+    analyses = [cls() for _, cls in ANALYSES.items()]
     snapshot_images = data.test_x[:cfg.analysis.reconstructions] if cfg.analysis.reconstructions else None
     results: dict[str, list] = {}
-    kept: dict[int, dict] = {}
-    extraction_seconds = 0.0
     model_rows: list[dict[str, Any]] = []
+    extraction_seconds = 0.0
+    baselines: dict[str, Any] = {}
     try:
         with Stopper() as stopper:
             for seed in cfg.train.seeds:
                 init = _initial_encoder(cfg, data, seed, run_dir)
-                encoders: dict[str, ConvEncoder] = {"random": init}
-                for regime in cfg.train.regimes:
-                    encoder, head, row = _train_or_load(regime, seed, init, data, cfg, device, run_dir, stopper,
-                                                        snapshot_images, progress)
-                    encoders[regime] = encoder
+                encoders: dict[str, Encoder] = {"random": init}
+                for regime in regimes:
+                    encoders[regime.name], row = _train_or_load(regime, seed, init, data, cfg, device, run_dir,
+                                                                stopper, snapshot_images, progress)
                     model_rows.append(row)
-                log(f"seed {seed}: extracting features of {', '.join(['pixels', 'pca', *encoders])}")
                 extraction_started = time.perf_counter()
-                features = {"pixels": pixel_features(splits)}
-                features["pca"] = pca_baseline(features["pixels"]["input"], cfg.model.latent_dim)
-                for name, encoder in encoders.items():
-                    features[name] = extract_splits(encoder, splits, cfg.analysis.max_stage_features, device)
+                features = extract_all(encoders, data, cfg, device, baselines)
                 extraction_seconds += time.perf_counter() - extraction_started
-                tables, kept[seed] = analyze_seed(features, labels, data, cfg, seed, run_dir, encoders, progress)
-                for key, frame in tables.items():
+                fresh = [m for m in features if m not in baselines.get("analysed", ())]
+                baselines["analysed"] = ["pixels", "pca"]
+                ctx = SeedContext(run, seed, data, features, encoders, fresh,
+                                  stratified_subset(data.test_y.numpy(), cfg.analysis.analysis_points,
+                                                    cfg.data.split_seed))
+                analysis_started = time.perf_counter()
+                for analysis in analyses:
+                    for key, frame in analysis.compute(ctx).items():
+                        ctx.tables[key] = frame
+                        results.setdefault(key, []).append(frame)
+                log(f"seed {seed}: analyses done in {time.perf_counter() - analysis_started:.1f}s")
+                del features, ctx
+            for analysis in analyses:
+                for key, frame in analysis.finish(run).items():
                     results.setdefault(key, []).append(frame)
-                del features
-            floor = seed_similarity(kept, cfg.analysis.cka_batch_size)
-            if floor is not None:
-                results.setdefault("cka", []).append(floor)
     except TrainingInterrupted as stop:
         set_status(run_dir, "interrupted", f"stopped by {stop.signal_name}; state saved in {stop.run_dir}")
         raise
@@ -179,6 +228,7 @@ def run_experiment(cfg: Config, run_dir: Path, *, resume: bool = False, progress
             _render(run_dir)
         raise
     _write_tables(run_dir, results, model_rows)
+    _record_thread_choices(run_dir)
     set_status(run_dir, "complete", wall_seconds=round(time.perf_counter() - started, 1))
     summary = summarize(run_dir, cfg, time.perf_counter() - started)
     summary["feature_extraction_seconds"] = round(extraction_seconds, 1)
@@ -186,6 +236,42 @@ def run_experiment(cfg: Config, run_dir: Path, *, resume: bool = False, progress
     report = _render(run_dir) if render else run_dir / "report.html"
     log(f"done in {time.perf_counter() - started:.1f}s; report: {report}")
     return report
+
+
+def extract_all(encoders: dict[str, Encoder], data: Dataset, cfg: Config, device: torch.device,
+                baselines: dict[str, Any]) -> dict[str, Features]:
+    """Features of every model for every split, each extracted once: the seed-independent baselines (raw
+    pixels, PCA of pixels) once per run, the encoders once per seed."""
+    splits = {"train": data.train_x, "val": data.val_x, "test": data.test_x}
+    if "pixels" not in baselines:
+        log("extracting baseline features: raw pixels, PCA of pixels")
+        baselines["pixels"] = pixel_features(splits)
+        baselines["pca"] = pca_baseline(baselines["pixels"]["input"], cfg.model.latent_dim)
+    log(f"extracting features of {', '.join(encoders)}")
+    features = {"pixels": baselines["pixels"], "pca": baselines["pca"]}
+    for name, encoder in encoders.items():
+        features[name] = extract_splits(encoder, splits, cfg.analysis.max_stage_features, device)
+    return features
+
+
+def _record_thread_choices(run_dir: Path) -> None:
+    """Add the threads each phase used to environment.json (the setting itself was recorded at the start)."""
+    path = run_dir / "environment.json"
+    if path.is_file():
+        env = read_json(path)
+        threads = env.get("threads") if isinstance(env.get("threads"), dict) else {}
+        env["threads"] = {**threads, "phases": {**threads.get("phases", {}), **parallel.decisions()}}
+        write_json(path, env)
+
+
+def recorded_thread_setting(run_dir: Path) -> int | None:
+    """The --threads setting a run was started with (None for automatic), so that a resume repeats it."""
+    path = run_dir / "environment.json"
+    try:
+        setting = read_json(path).get("threads", {}).get("setting")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return setting if isinstance(setting, int) and not isinstance(setting, bool) and setting >= 1 else None
 
 
 def check_data_fits(cfg: Config, data: Dataset) -> None:
@@ -216,7 +302,7 @@ def _write_tables(run_dir: Path, results: dict[str, list], model_rows: list[dict
         write_csv(run_dir / "metrics" / "models.csv", pd.DataFrame(model_rows))
 
 
-def _initial_encoder(cfg: Config, data: Dataset, seed: int, run_dir: Path) -> ConvEncoder:
+def _initial_encoder(cfg: Config, data: Dataset, seed: int, run_dir: Path) -> Encoder:
     """The seed's initial encoder, saved once so that every regime (and a resumed run) starts from it."""
     encoder = build_encoder(cfg.model, data.image_shape, seed)
     init_path = paths(run_dir, "init", seed)["init"]
@@ -224,48 +310,52 @@ def _initial_encoder(cfg: Config, data: Dataset, seed: int, run_dir: Path) -> Co
         load_state_dict_checked(encoder, load_checkpoint(init_path)["encoder"], f"initial weights {init_path}")
     else:
         save_checkpoint(init_path, {"format": "replearn-checkpoint", "kind": "init", "seed": seed,
-                                    "encoder": encoder.state_dict(), "config": cfg.to_dict(),
-                                    "in_shape": list(encoder.in_shape), "num_classes": data.num_classes,
-                                    "dataset": data.summary(), "regime": "random", "replearn": __version__})
+                                    "encoder": encoder.state_dict(), "encoder_spec": encoder_spec(cfg.model, data.image_shape),
+                                    "config": cfg.to_dict(), "in_shape": list(encoder.in_shape),
+                                    "num_classes": data.num_classes, "dataset": data.summary(), "regime": "random",
+                                    "replearn": __version__})
     return encoder
 
 
-def _train_or_load(regime: str, seed: int, init: ConvEncoder, data: Dataset, cfg: Config, device: torch.device,
+def build_head(regime: Regime, encoder: Encoder, data: Dataset, seed: int) -> torch.nn.Module:
+    """The regime's head, seeded (the same seed always gives the same head)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 1_000_003)
+        return regime.build_head(encoder, DataInfo(data.image_shape, data.num_classes))
+
+
+def _train_or_load(regime: Regime, seed: int, init: Encoder, data: Dataset, cfg: Config, device: torch.device,
                    run_dir: Path, stopper: Stopper, snapshot_images: torch.Tensor | None, progress: bool
-                   ) -> tuple[ConvEncoder, torch.nn.Module, dict[str, Any]]:
-    p = paths(run_dir, regime, seed)
+                   ) -> tuple[Encoder, dict[str, Any]]:
+    p = paths(run_dir, regime.name, seed)
     encoder = copy.deepcopy(init)
-    head = build_head(regime, encoder, data.num_classes, seed)
+    head = build_head(regime, encoder, data, seed)
     if p["final"].exists():
         ckpt = load_checkpoint(p["final"])
         load_state_dict_checked(encoder, ckpt["encoder"], f"checkpoint {p['final']}")
         load_state_dict_checked(head, ckpt["head"], f"checkpoint {p['final']}")
         encoder.to(device), head.to(device)
-        log(f"{regime} seed {seed}: loaded finished checkpoint {p['final']}")
-        row = read_json(p["final"].with_suffix(".json"))
-        return encoder, head, row
+        log(f"{regime.name} seed {seed}: loaded finished checkpoint {p['final']}")
+        return encoder, read_json(p["final"].with_suffix(".json"))
     if p["state"].exists():
-        log(f"{regime} seed {seed}: resuming from {p['state']}")
+        log(f"{regime.name} seed {seed}: resuming from {p['state']}")
     outcome = train_regime(regime, encoder, head, data, cfg, seed, device, p["state"], p["metrics"], stopper,
                            snapshot_images, progress)
-    test = evaluate(regime, encoder, head, data.test_x, data.test_y, device)
-    row: dict[str, Any] = {"model": regime, "seed": seed, "epochs": len(outcome.history),
-                           "test_loss": test["loss"]}
-    if regime == "supervised":
-        row["test_accuracy"] = test["accuracy"]
-        log(f"supervised seed {seed}: classifier test accuracy {test['accuracy']:.4f}")
-    else:
-        row["test_recon_mse"] = test["recon_mse"]
-        log(f"autoencoder seed {seed}: test reconstruction MSE {test['recon_mse']:.4f}")
+    test = evaluate(regime, encoder, head, data.test_x, data.test_y, device, eval_batch_size(regime, cfg))
+    row: dict[str, Any] = {"model": regime.name, "seed": seed, "epochs": len(outcome.history),
+                           **{f"test_{k}": v for k, v in test.items()}}
+    with torch.no_grad(), eval_mode(encoder, head):
+        scalars, arrays = regime.test_report(encoder, head, data.test_x, 1000)
+        recon = (regime.reconstruct(encoder, head, snapshot_images.to(device).contiguous(memory_format=torch.channels_last))
+                 if snapshot_images is not None else None)
+    row.update({f"test_{k}": v for k, v in scalars.items()})
     if outcome.history:
         row["train_seconds"] = float(sum(h["train_seconds"] for h in outcome.history))
-    if regime == "autoencoder" and snapshot_images is not None:
-        with torch.no_grad():
-            from .features import eval_mode
-
-            with eval_mode(encoder, head):
-                recon = head(encoder(snapshot_images.to(device).contiguous(memory_format=torch.channels_last)))
-        save_npz(run_dir / "artifacts" / f"reconstructions_seed{seed}.npz",
+    log(f"{regime.name} seed {seed}: test " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()))
+    if arrays:
+        save_npz(run_dir / "artifacts" / f"test_{regime.name}_seed{seed}.npz", **arrays)
+    if recon is not None:
+        save_npz(run_dir / "artifacts" / f"reconstructions_{regime.name}_seed{seed}.npz",
                  inputs=data.to_unit_range(snapshot_images).numpy(),
                  final=data.to_unit_range(recon.float().cpu()).numpy(),
                  over_epochs=(data.to_unit_range(torch.from_numpy(outcome.snapshots)).numpy()
@@ -273,7 +363,7 @@ def _train_or_load(regime: str, seed: int, init: ConvEncoder, data: Dataset, cfg
     save_checkpoint(p["final"], checkpoint_payload(regime, seed, encoder, head, cfg, data, outcome.history))
     write_json(p["final"].with_suffix(".json"), row)
     p["state"].unlink(missing_ok=True)
-    return encoder, head, row
+    return encoder, row
 
 
 def load_run_config(run_dir: Path) -> Config:

@@ -40,26 +40,35 @@ def linear_cka(x: ArrayLike, y: ArrayLike) -> float:
     return float(cross / norm) if norm > 0 else 0.0
 
 
-def _unbiased_hsic(k: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
+class _Gram:
+    """A minibatch Gram matrix with its diagonal zeroed and the sums the unbiased HSIC needs, computed once
+    and shared by every pair it appears in."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        k = x @ x.T
+        k.fill_diagonal_(0)
+        self.k = k
+        self.rows = k.sum(1)
+        self.total = self.rows.sum()
+        self.n = k.shape[0]
+
+
+def _unbiased_hsic(a: _Gram, b: _Gram) -> torch.Tensor:
     """Unbiased HSIC estimator (Song et al. 2012) of two n×n Gram matrices, n ≥ 4."""
-    n = k.shape[0]
-    k = k.clone()
-    l = l.clone()
-    k.fill_diagonal_(0)
-    l.fill_diagonal_(0)
-    ones_k = k.sum(1)
-    ones_l = l.sum(1)
-    term = (k * l).sum() + ones_k.sum() * ones_l.sum() / ((n - 1) * (n - 2)) - 2.0 * (ones_k @ ones_l) / (n - 2)
+    n = a.n
+    term = (a.k * b.k).sum() + a.total * b.total / ((n - 1) * (n - 2)) - 2.0 * (a.rows @ b.rows) / (n - 2)
     return term / (n * (n - 3))
 
 
 def _batches(n: int, batch_size: int, seed: int) -> list[torch.Tensor]:
+    """A seeded partition of n samples into minibatches; a last batch of less than half the size is
+    folded into the one before, so no batch is much smaller than the rest."""
     if batch_size < 4:
         raise ReplearnError(f"minibatch CKA needs batches of at least 4 samples, got {batch_size}",
                             "use batch_size >= 4 (e.g. 1000)")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     parts = [order[i:i + batch_size] for i in range(0, n, batch_size)]
-    if len(parts) > 1 and len(parts[-1]) < 4:
+    if len(parts) > 1 and (len(parts[-1]) < batch_size / 2 or len(parts[-1]) < 4):
         last = parts.pop()
         parts[-1] = torch.cat([parts[-1], last])
     if len(parts[0]) < 4:
@@ -78,25 +87,36 @@ def cka_matrix(a: dict[str, ArrayLike], b: dict[str, ArrayLike], batch_size: int
 
     Both dicts map layer names to features of the same samples in the same order.
     """
-    fa = {k: _features(v, f"layer {k}") for k, v in a.items()}
-    fb = {k: _features(v, f"layer {k}") for k, v in b.items()}
-    sizes = {len(v) for v in [*fa.values(), *fb.values()]}
+    return cka_pairs({"a": a, "b": b}, [("a", "b")], batch_size, seed)[("a", "b")]
+
+
+def cka_pairs(models: dict[str, dict[str, ArrayLike]], pairs: list[tuple[str, str]], batch_size: int = 1000,
+              seed: int = 0) -> dict[tuple[str, str], pd.DataFrame]:
+    """Layer × layer minibatch CKA for each pair of models, with every model's Gram matrices computed once
+    per minibatch. Each batch's HSIC is weighted by its size. ``models`` maps a model to its layers'
+    features, all of the same samples in the same order."""
+    used = sorted({m for pair in pairs for m in pair}, key=list(models).index)
+    feats = {m: {k: _features(v, f"layer {k} of {m}") for k, v in models[m].items()} for m in used}
+    sizes = {len(v) for layers in feats.values() for v in layers.values()}
     if len(sizes) != 1:
         raise ReplearnError(f"CKA needs the same samples in every layer, got row counts {sorted(sizes)}",
                             "pass features of the same images, in the same order")
     n = sizes.pop()
-    cross = torch.zeros(len(fa), len(fb), dtype=torch.float64)
-    self_a = torch.zeros(len(fa), dtype=torch.float64)
-    self_b = torch.zeros(len(fb), dtype=torch.float64)
+    cross = {pair: torch.zeros(len(feats[pair[0]]), len(feats[pair[1]]), dtype=torch.float64) for pair in pairs}
+    own = {m: torch.zeros(len(feats[m]), dtype=torch.float64) for m in used}
     for idx in _batches(n, batch_size, seed):
-        grams_a = [v[idx] @ v[idx].T for v in fa.values()]
-        grams_b = [v[idx] @ v[idx].T for v in fb.values()]
-        for i, ka in enumerate(grams_a):
-            self_a[i] += _unbiased_hsic(ka, ka)
-            for j, kb in enumerate(grams_b):
-                cross[i, j] += _unbiased_hsic(ka, kb)
-        for j, kb in enumerate(grams_b):
-            self_b[j] += _unbiased_hsic(kb, kb)
-    denom = torch.sqrt(self_a.clamp_min(0)[:, None] * self_b.clamp_min(0)[None, :])
-    cka = torch.where(denom > 0, cross / denom.clamp_min(1e-300), torch.zeros_like(cross))
-    return pd.DataFrame(cka.numpy(), index=list(fa), columns=list(fb))
+        grams = {m: [_Gram(v[idx]) for v in layers.values()] for m, layers in feats.items()}
+        weight = len(idx)
+        for m, gs in grams.items():
+            for i, g in enumerate(gs):
+                own[m][i] += weight * _unbiased_hsic(g, g)
+        for a, b in pairs:
+            for i, ga in enumerate(grams[a]):
+                for j, gb in enumerate(grams[b]):
+                    cross[(a, b)][i, j] += weight * _unbiased_hsic(ga, gb)
+    out = {}
+    for (a, b), values in cross.items():
+        denom = torch.sqrt(own[a].clamp_min(0)[:, None] * own[b].clamp_min(0)[None, :])
+        cka = torch.where(denom > 0, values / denom.clamp_min(1e-300), torch.zeros_like(values))
+        out[(a, b)] = pd.DataFrame(cka.numpy(), index=list(feats[a]), columns=list(feats[b]))
+    return out

@@ -47,18 +47,37 @@ def cluster_scores(features: ArrayLike, labels: ArrayLike, seed: int = 0, silhou
             "kmeans_ari": float(adjusted_rand_score(y, pred)), "silhouette": sil}
 
 
+def neighbour_sets(x: ArrayLike, k: int = 10) -> torch.Tensor:
+    """Indices (n × k) of each sample's k nearest other samples by cosine similarity."""
+    t = torch.as_tensor(_array(x)).float()
+    k = min(k, len(t) - 1)
+    if k < 1:
+        raise ReplearnError("neighbour sets need at least 2 samples", "pass more samples")
+    _, idx = cosine_topk(t, t, k + 1)
+    own = torch.arange(len(t))[:, None]
+    is_self = idx == own
+    # drop each row's own index, or its farthest candidate when a duplicate pushed itself out of the top k + 1
+    drop = torch.where(is_self.any(1), is_self.float().argmax(1), torch.full((len(t),), k))
+    keep = torch.ones_like(idx, dtype=torch.bool)
+    keep[torch.arange(len(t)), drop] = False
+    return idx[keep].view(len(t), k)
+
+
+def set_overlap(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean fraction of each row's neighbour set that two neighbour-set tables share."""
+    if a.shape != b.shape:
+        raise ReplearnError(f"neighbour sets of different shapes {tuple(a.shape)} and {tuple(b.shape)}",
+                            "find both with the same samples and k")
+    shared = (a[:, :, None] == b[:, None, :]).any(2).sum(1)
+    return float((shared.float() / a.shape[1]).mean())
+
+
 def knn_overlap(a: ArrayLike, b: ArrayLike, k: int = 10) -> float:
     """Mean fraction of each sample's k nearest neighbours (cosine) shared by two feature spaces."""
-    ta, tb = torch.as_tensor(_array(a)).float(), torch.as_tensor(_array(b)).float()
+    ta, tb = _array(a), _array(b)
     if len(ta) != len(tb):
         raise ReplearnError(f"knn_overlap needs the same samples in both spaces ({len(ta)} vs {len(tb)})",
                             "pass features of the same images, in the same order")
-    k = min(k, len(ta) - 1)
-    if k < 1:
+    if len(ta) < 2:
         raise ReplearnError("knn_overlap needs at least 2 samples", "pass more samples")
-    _, ia = cosine_topk(ta, ta, k + 1)
-    _, ib = cosine_topk(tb, tb, k + 1)
-    own = torch.arange(len(ta))[:, None]
-    na = [set(r) - {i} for i, r in zip(own[:, 0].tolist(), ia.tolist())]
-    nb = [set(r) - {i} for i, r in zip(own[:, 0].tolist(), ib.tolist())]
-    return float(np.mean([len(x & y) / max(1, min(len(x), len(y), k)) for x, y in zip(na, nb)]))
+    return set_overlap(neighbour_sets(ta, k), neighbour_sets(tb, k))

@@ -1,4 +1,4 @@
-"""The training loop shared by both regimes: supervised (cross-entropy) and autoencoder (reconstruction MSE).
+"""The training loop shared by every regime: the regime supplies the head and the loss, the loop the rest.
 
 Data stay in memory as tensors and are batched by index (no per-sample DataLoader). Each epoch's order
 comes from a generator seeded by (seed, epoch), so a run interrupted mid-epoch resumes at the exact step
@@ -23,12 +23,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import parallel
 from .artifacts import load_checkpoint, load_state_dict_checked, save_checkpoint, write_csv
 from .config import Config
 from .data import Dataset
 from .errors import TrainingDiverged, TrainingInterrupted
 from .features import eval_mode, extract_features
-from .model import ConvEncoder
+from .encoders import Encoder
+from .regimes import Regime
 from .probes import LinearProbe
 
 EPOCH_PROBE_L2 = 1e-3
@@ -81,46 +83,47 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def layer_groups(encoder: ConvEncoder, head: nn.Module, regime: str) -> tuple[list[str], list[nn.Parameter], list[int]]:
-    """Named layers for gradient norms: each encoder stage, the latent map, and the head or decoder."""
-    names = encoder.layer_names + ["head" if regime == "supervised" else "decoder"]
+def layer_groups(encoder: Encoder, head: nn.Module, head_name: str
+                 ) -> tuple[list[str], list[nn.Parameter], list[int]]:
+    """Named layers for gradient norms: each named layer of the encoder (by the module ``feature_info``
+    gives it; parameters outside those modules form 'other'), then the regime's head."""
+    names = list(encoder.layer_names)
+    prefixes = [(s.name, s.module + ".") for s in encoder.feature_info if s.module]
     params, index = [], []
     for pname, p in encoder.named_parameters():
+        layer = next((name for name, prefix in prefixes if pname.startswith(prefix)), "other")
+        if layer not in names:
+            names.append(layer)
         params.append(p)
-        index.append(names.index(pname.split(".")[1] if pname.startswith("stages.") else "latent"))
+        index.append(names.index(layer))
+    names.append(head_name)
     for p in head.parameters():
         params.append(p)
         index.append(len(names) - 1)
     return names, params, index
 
 
-def objective(regime: str, encoder: nn.Module, head: nn.Module, x: torch.Tensor, y: torch.Tensor
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(loss, per-batch statistic): correct predictions (supervised) or summed squared error (autoencoder)."""
-    out = head(encoder(x))
-    if regime == "supervised":
-        loss = F.cross_entropy(out, y)
-        return loss, (out.argmax(1) == y).sum()
-    loss = F.mse_loss(out, x)
-    return loss, loss.detach() * x.numel()
+def step_generator(seed: int, epoch: int, step: int, device: torch.device) -> torch.Generator:
+    """The random source of one training step (augmentation, noise, sampling): a pure function of
+    (seed, epoch, step), so that a resumed run draws exactly what an uninterrupted one would."""
+    return torch.Generator(device=device).manual_seed(((seed * 1_000_003 + epoch) * 100_003 + step) * 7 + 1)
 
 
 @torch.no_grad()
-def evaluate(regime: str, encoder: nn.Module, head: nn.Module, x: torch.Tensor, y: torch.Tensor,
+def evaluate(regime: Regime, encoder: Encoder, head: nn.Module, x: torch.Tensor, y: torch.Tensor,
              device: torch.device, batch_size: int = 1000) -> dict[str, float]:
-    """Loss and accuracy (supervised) or reconstruction MSE (autoencoder) over a whole split, in eval mode."""
-    total_loss, total_stat = 0.0, 0.0
+    """The regime's loss and metrics over a whole split, in eval mode, with fixed randomness."""
+    total_loss, sums = 0.0, {}
     with eval_mode(encoder, head):
         for start in range(0, len(x), batch_size):
             xb = _to_device(x[start:start + batch_size], device)
-            yb = y[start:start + batch_size].to(device)
-            loss, stat = objective(regime, encoder, head, xb, yb)
+            yb = y[start:start + batch_size].to(device) if regime.needs_labels else None
+            loss, batch_sums = regime.loss(encoder, head, xb, yb, torch.Generator(device=device).manual_seed(start))
             total_loss += float(loss) * len(xb)
-            total_stat += float(stat)
-    n = len(x)
-    if regime == "supervised":
-        return {"loss": total_loss / n, "accuracy": total_stat / n}
-    return {"loss": total_loss / n, "recon_mse": total_stat / (n * x[0].numel())}
+            for key, value in batch_sums.items():
+                sums[key] = sums.get(key, 0.0) + float(value)
+    n = max(1, len(x))
+    return {"loss": total_loss / n, **regime.metrics(sums, n, x[0].numel() if len(x) else 1)}
 
 
 def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -171,6 +174,16 @@ def make_optimizer(params: list[nn.Parameter], cfg: Config, total_steps: int
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+def training_threads(regime: Regime, encoder: Encoder, head: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                     batch_size: int) -> int:
+    """Threads for the training loop, from the FLOPs of one step: one evaluation of the regime's loss on
+    a small batch (eval mode, no autograd), scaled to the batch, times 3 for the backward pass."""
+    with eval_mode(encoder, head):
+        flops = parallel.count_flops([encoder, head], lambda: regime.loss(
+            encoder, head, x, y if regime.needs_labels else None, torch.Generator(device=x.device).manual_seed(0)))
+    return parallel.threads_for(3 * flops / len(x) * batch_size, phase=f"training {regime.name}")
+
+
 @dataclass
 class TrainOutcome:
     """What a finished regime leaves behind besides its weights."""
@@ -180,7 +193,55 @@ class TrainOutcome:
     resumed_from: dict[str, int] | None = None
 
 
-def train_regime(regime: str, encoder: ConvEncoder, head: nn.Module, data: Dataset, cfg: Config, seed: int,
+class _TrainState:
+    """Everything a resumed run needs: model, optimiser and schedule, position, the epoch's running sums,
+    the finished epochs' rows and reconstruction snapshots."""
+
+    def __init__(self, n_layers: int, device: torch.device) -> None:
+        self.epoch, self.step = 0, 0
+        self.history: list[dict[str, float]] = []
+        self.snapshots: list[np.ndarray] = []
+        self.device = device
+        self.n_layers = n_layers
+        self.reset_sums()
+
+    def reset_sums(self) -> None:
+        zeros = torch.zeros(self.n_layers, device=self.device)
+        self.sums: dict[str, Any] = {"loss": torch.zeros((), device=self.device), "stats": {},
+                                     "grad_sq": zeros, "grad_max": zeros.clone(), "seen": 0, "steps": 0}
+
+    def add(self, loss: torch.Tensor, stats: dict[str, torch.Tensor], norms: torch.Tensor, images: int) -> None:
+        acc = self.sums
+        acc["loss"] += loss.detach() * images
+        for key, value in stats.items():
+            acc["stats"][key] = acc["stats"].get(key, 0.0) + value.detach().float()
+        acc["grad_sq"] += norms
+        acc["grad_max"] = torch.maximum(acc["grad_max"], norms)
+        acc["seen"] += images
+        acc["steps"] += 1
+
+    def payload(self, modules: dict[str, Any]) -> dict[str, Any]:
+        cpu = {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in self.sums.items() if k != "stats"}
+        cpu["stats"] = {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in self.sums["stats"].items()}
+        return {"format": "replearn-checkpoint", "kind": "train-state", "epoch": self.epoch, "step_in_epoch": self.step,
+                **{k: m.state_dict() for k, m in modules.items()}, "rng_torch": torch.get_rng_state(),
+                "accumulator": cpu, "history": self.history, "snapshots": [torch.from_numpy(s) for s in self.snapshots]}
+
+    def restore(self, state: dict[str, Any], modules: dict[str, Any], where: Path) -> None:
+        for key in ("encoder", "head"):
+            load_state_dict_checked(modules[key], state[key], f"resume state {where} ({key})")
+        modules["optimizer"].load_state_dict(state["optimizer"])
+        modules["scheduler"].load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng_torch"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step_in_epoch"])
+        acc = state["accumulator"]
+        self.sums = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in acc.items() if k != "stats"}
+        self.sums["stats"] = {k: v.to(self.device) for k, v in acc["stats"].items()}
+        self.history = list(state["history"])
+        self.snapshots = [s.numpy() for s in state.get("snapshots", [])]
+
+
+def train_regime(regime: Regime, encoder: Encoder, head: nn.Module, data: Dataset, cfg: Config, seed: int,
                  device: torch.device, state_path: Path, metrics_path: Path, stopper: Stopper | None = None,
                  snapshot_images: torch.Tensor | None = None, progress: bool = True) -> TrainOutcome:
     """Train ``encoder`` + ``head`` for the regime's epochs, resuming from ``state_path`` if it exists.
@@ -189,119 +250,96 @@ def train_regime(regime: str, encoder: ConvEncoder, head: nn.Module, data: Datas
     ``TrainingInterrupted`` after checkpointing on SIGINT/SIGTERM, and ``TrainingDiverged`` on a
     non-finite loss or gradient.
     """
-    epochs = cfg.epochs_for(regime)
-    bs = cfg.train.batch_size
-    train_x, train_y = data.train_x, data.train_y
-    n = len(train_x)
+    epochs, bs, n = cfg.epochs_for(regime), cfg.train.batch_size, len(data.train_x)
     steps_per_epoch = math.ceil(n / bs)
     encoder.to(device).to(memory_format=torch.channels_last)
     head.to(device).to(memory_format=torch.channels_last)
-    names, params, index = layer_groups(encoder, head, regime)
+    names, params, index = layer_groups(encoder, head, regime.head_name)
     group_index = torch.tensor(index, device=device)
     opt, sched = make_optimizer(params, cfg, epochs * steps_per_epoch)
+    modules = {"encoder": encoder, "head": head, "optimizer": opt, "scheduler": sched}
     probe_idx = torch.from_numpy(np.sort(np.random.RandomState(seed).permutation(n)[:cfg.train.probe_train_images]))
-
-    history: list[dict[str, float]] = []
-    snapshots: list[np.ndarray] = []
-    epoch, step_in_epoch = 0, 0
-    acc = _fresh_accumulator(len(names), device)
+    state = _TrainState(len(names), device)
     resumed_from = None
     if state_path.exists():
-        state = load_checkpoint(state_path)
-        load_state_dict_checked(encoder, state["encoder"], f"resume state {state_path} (encoder)")
-        load_state_dict_checked(head, state["head"], f"resume state {state_path} (head)")
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng_torch"])
-        epoch, step_in_epoch = int(state["epoch"]), int(state["step_in_epoch"])
-        acc = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in state["accumulator"].items()}
-        history = list(state["history"])
-        snapshots = [s.numpy() for s in state.get("snapshots", [])]
-        resumed_from = {"epoch": epoch, "step": step_in_epoch}
+        state.restore(load_checkpoint(state_path), modules, state_path)
+        resumed_from = {"epoch": state.epoch, "step": state.step}
 
-    def save_state(ep: int, step: int, accumulator: dict[str, Any]) -> None:
-        save_checkpoint(state_path, {
-            "format": "replearn-checkpoint", "kind": "train-state", "regime": regime, "seed": seed,
-            "epoch": ep, "step_in_epoch": step, "encoder": encoder.state_dict(), "head": head.state_dict(),
-            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng_torch": torch.get_rng_state(),
-            "accumulator": {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in accumulator.items()},
-            "history": history, "snapshots": [torch.from_numpy(s) for s in snapshots],
-        })
+    def save() -> None:
+        save_checkpoint(state_path, {**state.payload(modules), "regime": regime.name, "seed": seed})
 
-    with stopper.deferring() if stopper is not None else contextlib.nullcontext():
-        while epoch < epochs:
-            encoder.train()
-            head.train()
-            order = epoch_order(n, seed, epoch)
-            started = time.perf_counter()
-            bar = tqdm(total=steps_per_epoch, initial=step_in_epoch, desc=f"{regime} seed {seed} epoch {epoch + 1}/{epochs}",
-                       leave=False, disable=not progress or None, unit="batch")
-            for step in range(step_in_epoch, steps_per_epoch):
+    threads = training_threads(regime, encoder, head, _to_device(data.train_x[:2], device),
+                               data.train_y[:2].to(device), bs)
+    with stopper.deferring() if stopper is not None else contextlib.nullcontext(), parallel.use_threads(threads):
+        while state.epoch < epochs:
+            encoder.train(), head.train()
+            order, started = epoch_order(n, seed, state.epoch), time.perf_counter()
+            bar = tqdm(total=steps_per_epoch, initial=state.step, leave=False, disable=not progress or None,
+                       unit="batch", desc=f"{regime.name} seed {seed} epoch {state.epoch + 1}/{epochs}")
+            for step in range(state.step, steps_per_epoch):
                 idx = order[step * bs:(step + 1) * bs]
-                xb = train_x[idx]
+                xb = data.train_x[idx]
                 if cfg.train.augment:
-                    xb = augment_batch(xb, torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 100_003 + step))
-                x = _to_device(xb, device)
-                y = train_y[idx].to(device, non_blocking=True)
-                loss, stat = objective(regime, encoder, head, x, y)
+                    xb = augment_batch(xb, torch.Generator().manual_seed((seed * 1_000_003 + state.epoch) * 100_003 + step))
+                y = data.train_y[idx].to(device, non_blocking=True) if regime.needs_labels else None
+                loss, stats = regime.loss(encoder, head, _to_device(xb, device), y,
+                                          step_generator(seed, state.epoch, step, device))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
                 sq = torch.zeros(len(names), device=device).index_add_(0, group_index,
                                                                        torch.stack(torch._foreach_norm(grads)) ** 2)
                 if not (torch.isfinite(loss) and torch.isfinite(sq).all()):
-                    save_state(epoch, step, acc)
-                    _raise_diverged(regime, seed, epoch, step, loss, sq, names, acc, state_path)
+                    state.step = step
+                    save()
+                    _raise_diverged(regime.name, seed, state.epoch, step, loss, sq, names, state_path)
                 opt.step()
                 sched.step()
-                acc["loss"] += loss.detach() * len(idx)
-                acc["stat"] += stat.detach().float()
-                acc["grad_sq"] += sq.sqrt()
-                acc["grad_max"] = torch.maximum(acc["grad_max"], sq.sqrt())
-                acc["seen"] += len(idx)
-                acc["steps"] += 1
+                state.add(loss, stats, sq.sqrt(), len(idx))
                 bar.update(1)
-                if acc["steps"] % 20 == 0:
+                if state.sums["steps"] % 20 == 0:
                     bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
                 if stopper is not None and stopper.requested:
                     bar.close()
-                    save_state(epoch, step + 1, acc)
+                    state.step = step + 1
+                    save()
                     raise TrainingInterrupted(str(state_path), stopper.requested)
             bar.close()
-            train_seconds = time.perf_counter() - started
-            row = _epoch_row(regime, epoch, acc, names, train_seconds, opt)
-            row.update({f"val_{k}": v for k, v in evaluate(regime, encoder, head, data.val_x, data.val_y, device).items()})
+            row = _epoch_row(regime, state, names, time.perf_counter() - started, opt, data.train_x[0].numel())
+            row["threads"] = threads
+            val = evaluate(regime, encoder, head, data.val_x, data.val_y, device, eval_batch_size(regime, cfg))
+            row.update({f"val_{k}": v for k, v in val.items()})
             if cfg.train.probe_every_epoch:
                 row["val_latent_probe_accuracy"] = epoch_probe(encoder, data, probe_idx, device)
-            if snapshot_images is not None and regime == "autoencoder":
-                with torch.no_grad(), eval_mode(encoder, head):
-                    recon = head(encoder(_to_device(snapshot_images, device)))
-                snapshots.append(recon.float().cpu().contiguous().numpy())
-            history.append(row)
-            epoch, step_in_epoch = epoch + 1, 0
-            acc = _fresh_accumulator(len(names), device)
-            write_csv(metrics_path, pd.DataFrame(history))
-            save_state(epoch, 0, acc)
-            _log_epoch(row, regime, seed, epochs)
-    if not history:
+            if snapshot_images is not None:
+                with eval_mode(encoder, head):
+                    recon = regime.reconstruct(encoder, head, _to_device(snapshot_images, device))
+                if recon is not None:
+                    state.snapshots.append(recon.float().cpu().contiguous().numpy())
+            state.history.append(row)
+            state.epoch, state.step = state.epoch + 1, 0
+            state.reset_sums()
+            write_csv(metrics_path, pd.DataFrame(state.history))
+            save()
+            _log_epoch(row, regime, seed, epochs, val)
+    if not state.history:
         write_csv(metrics_path, pd.DataFrame(columns=["epoch"]))
-    return TrainOutcome(history=history, snapshots=np.stack(snapshots) if snapshots else None,
+    return TrainOutcome(history=state.history, snapshots=np.stack(state.snapshots) if state.snapshots else None,
                         resumed_from=resumed_from)
 
 
-def _fresh_accumulator(n_layers: int, device: torch.device | str = "cpu") -> dict[str, Any]:
-    return {"loss": torch.zeros((), device=device), "stat": torch.zeros((), device=device),
-            "grad_sq": torch.zeros(n_layers, device=device), "grad_max": torch.zeros(n_layers, device=device),
-            "seen": 0, "steps": 0}
+def eval_batch_size(regime: Regime, cfg: Config) -> int:
+    """Batches for evaluation: large, unless the regime's loss depends on what else is in the batch."""
+    return cfg.train.batch_size if regime.batch_dependent_loss else 1000
 
 
-def _epoch_row(regime: str, epoch: int, acc: dict[str, Any], names: list[str], seconds: float,
-               opt: torch.optim.Optimizer) -> dict[str, float]:
-    seen = max(1, acc["seen"])
-    steps = max(1, acc["steps"])
-    row: dict[str, float] = {"epoch": epoch + 1, "train_loss": float(acc["loss"]) / seen}
-    if regime == "supervised":
-        row["train_accuracy"] = float(acc["stat"]) / seen
+def _epoch_row(regime: Regime, state: _TrainState, names: list[str], seconds: float,
+               opt: torch.optim.Optimizer, pixels: int) -> dict[str, float]:
+    acc = state.sums
+    seen, steps = max(1, acc["seen"]), max(1, acc["steps"])
+    stats = {k: float(v) for k, v in acc["stats"].items()}
+    row: dict[str, float] = {"epoch": state.epoch + 1, "train_loss": float(acc["loss"]) / seen}
+    row.update({f"train_{k}": v for k, v in regime.metrics(stats, seen, pixels).items()} if stats else {})
     row["lr_end"] = float(opt.param_groups[0]["lr"])
     row["train_seconds"] = seconds
     row["train_images_per_s"] = acc["seen"] / seconds if seconds > 0 else float("nan")
@@ -312,7 +350,7 @@ def _epoch_row(regime: str, epoch: int, acc: dict[str, Any], names: list[str], s
 
 
 def _raise_diverged(regime: str, seed: int, epoch: int, step: int, loss: torch.Tensor, sq: torch.Tensor,
-                    names: list[str], acc: dict[str, Any], state_path: Path) -> None:
+                    names: list[str], state_path: Path) -> None:
     bad = [names[i] for i in range(len(names)) if not torch.isfinite(sq[i])]
     if not torch.isfinite(loss):
         what = f"the loss became {float(loss)}"
@@ -328,20 +366,16 @@ def _raise_diverged(regime: str, seed: int, epoch: int, step: int, loss: torch.T
 
 
 @torch.no_grad()
-def epoch_probe(encoder: ConvEncoder, data: Dataset, probe_idx: torch.Tensor, device: torch.device) -> float:
+def epoch_probe(encoder: Encoder, data: Dataset, probe_idx: torch.Tensor, device: torch.device) -> float:
     """Validation accuracy of a linear probe (fixed L2) on the latent, fitted on a fixed training subset."""
     train = extract_features(encoder, data.train_x[probe_idx], layers=["latent"], device=device)["latent"]
     val = extract_features(encoder, data.val_x, layers=["latent"], device=device)["latent"]
     return LinearProbe(l2=EPOCH_PROBE_L2, max_iter=100).fit(train, data.train_y[probe_idx]).score(val, data.val_y)
 
 
-def _log_epoch(row: dict[str, float], regime: str, seed: int, epochs: int) -> None:
+def _log_epoch(row: dict[str, float], regime: Regime, seed: int, epochs: int, val: dict[str, float]) -> None:
     from .log import log
 
-    if regime == "supervised":
-        detail = f"val acc {row['val_accuracy']:.4f}"
-    else:
-        detail = f"val recon MSE {row['val_recon_mse']:.4f}"
     probe = f", latent probe (val) {row['val_latent_probe_accuracy']:.4f}" if "val_latent_probe_accuracy" in row else ""
-    log(f"{regime} seed {seed} epoch {int(row['epoch'])}/{epochs}: train loss {row['train_loss']:.4f}, {detail}{probe} "
-        f"({row['train_seconds']:.1f}s, {row['train_images_per_s']:.0f} img/s)")
+    log(f"{regime.name} seed {seed} epoch {int(row['epoch'])}/{epochs}: train loss {row['train_loss']:.4f}, "
+        f"{regime.headline(val)}{probe} ({row['train_seconds']:.1f}s, {row['train_images_per_s']:.0f} img/s)")

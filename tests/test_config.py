@@ -14,7 +14,8 @@ def test_defaults_are_the_digits_experiment():
 
 def test_fashion_mnist_config_loads():
     cfg = load_config(ROOT / "experiments" / "fashion_mnist.yaml")
-    assert cfg.data.name == "fashion-mnist" and cfg.epochs_for("autoencoder") == cfg.train.autoencoder_epochs
+    assert cfg.data.name == "fashion-mnist" and cfg.epochs_for("autoencoder") == 3
+    assert cfg.epochs_for("supervised") == cfg.train.epochs == 8
 
 
 def test_yaml_round_trip():

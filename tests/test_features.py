@@ -2,7 +2,7 @@ import torch
 
 from replearn.config import ModelConfig
 from replearn.features import eval_mode, extract_features, extract_splits, pooled_dims, pixel_features
-from replearn.model import build_encoder
+from replearn.encoders import build_encoder
 
 
 def trained_bn_encoder():

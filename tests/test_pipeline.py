@@ -39,7 +39,7 @@ def test_run_writes_every_artifact(tiny_run):
                 "metrics/probes.csv", "metrics/models.csv", "metrics/summary.json", "metrics/projection.csv",
                 "metrics/train_supervised_seed0.csv", "metrics/train_autoencoder_seed0.csv",
                 "checkpoints/supervised_seed0.pt", "checkpoints/autoencoder_seed0.pt", "checkpoints/init_seed0.pt",
-                "artifacts/reconstructions_seed0.npz", "artifacts/projection_seed0.npz"]:
+                "artifacts/reconstructions_autoencoder_seed0.npz", "models.json", "artifacts/projection_seed0.npz"]:
         assert (tiny_run / rel).is_file(), rel
     assert json.loads((tiny_run / "status.json").read_text())["state"] == "complete"
     assert not list(tiny_run.rglob("*.state.pt")), "resume state is removed once a regime finishes"
@@ -120,7 +120,8 @@ def test_several_seeds_give_intervals_noise_floor_and_paired_test(tmp_path):
     cka = pd.read_csv(out / "metrics" / "cka.csv")
     floor = cka[cka.pair == "supervised seed 0 vs seed 1"]
     assert len(floor) and floor[floor.layer_a == floor.layer_b].cka.min() > 0.3  # same images, different seeds
-    comparison = json.loads((out / "metrics" / "comparison.json").read_text())
+    comparisons = json.loads((out / "metrics" / "comparison.json").read_text())
+    comparison = next(c for c in comparisons if (c["a"], c["b"]) == ("supervised", "autoencoder"))
     assert comparison["seeds"] == 2 and len(comparison["mcnemar_p_per_seed"]) == 2
     html = (out / "report.html").read_text()
     assert "Supervised minus autoencoder" in html and "±" in html

@@ -70,12 +70,47 @@ def test_errors_and_constant_input():
     assert minibatch_cka(np.ones((50, 3)), x[:50], 25) == 0.0
 
 
-def test_seed_similarity_compares_the_same_images_across_seeds():
-    from replearn.analysis import seed_similarity
+def test_seed_similarity_compares_the_same_images_across_seeds(tmp_path):
+    from replearn.analyses import RunContext
+    from replearn.analyses.similarity import Similarity
+    from replearn.config import config_from_dict
 
     x = random_features(n=300, d=12)
     q, _ = np.linalg.qr(np.random.RandomState(5).randn(12, 12))
-    kept = {0: {"supervised": {"latent": torch.from_numpy(x)}}, 1: {"supervised": {"latent": torch.from_numpy(x @ q)}}}
-    table = seed_similarity(kept, batch_size=100)
+    run = RunContext(config_from_dict({"analysis": {"cka_batch_size": 100}}), tmp_path, [])
+    run.memory["similarity"] = {0: {"supervised": {"latent": torch.from_numpy(x)}},
+                                1: {"supervised": {"latent": torch.from_numpy(x @ q)}}}
+    table = Similarity().finish(run)["cka"]
     assert list(table.pair) == ["supervised seed 0 vs seed 1"]
     assert table.cka.iloc[0] == pytest.approx(1.0)
+
+
+def test_cka_pairs_share_grams_and_match_pairwise_matrices():
+    from replearn.similarity import cka_pairs
+
+    rng = np.random.RandomState(3)
+    a, b, c = ({"l1": rng.randn(250, 6), "l2": rng.randn(250, 3)} for _ in range(3))
+    b["l1"] = a["l1"] @ rng.randn(6, 6)
+    together = cka_pairs({"a": a, "b": b, "c": c}, [("a", "b"), ("a", "c"), ("b", "c")], batch_size=100)
+    for (x, y), matrix in together.items():
+        alone = cka_matrix({"a": a, "b": b, "c": c}[x], {"a": a, "b": b, "c": c}[y], batch_size=100)
+        np.testing.assert_allclose(matrix.values, alone.values, atol=1e-12)
+    assert together[("a", "b")].loc["l1", "l1"] > 0.5 > abs(together[("a", "c")].loc["l1", "l1"])
+
+
+def test_minibatch_cka_spread_does_not_jump_when_n_crosses_a_batch_boundary():
+    """A short last minibatch must not carry the weight of a full one (issue 10): the estimate's spread
+    over random subsets just past a boundary stays close to its spread just before it."""
+    rng = np.random.RandomState(0)
+    pool = rng.randn(3000, 20)
+    w = rng.randn(20, 20)
+    relu = lambda m: np.maximum(m @ w, 0)  # noqa: E731
+
+    def spread(n):
+        values = []
+        for s in range(25):
+            idx = np.random.RandomState(100 + s).choice(len(pool), n, replace=False)
+            values.append(minibatch_cka(pool[idx], relu(pool[idx]), batch_size=500, seed=s))
+        return float(np.std(values))
+
+    assert spread(1010) < 1.5 * spread(990) + 0.002

@@ -5,7 +5,9 @@ import torch
 from replearn.config import config_from_dict
 from replearn.data import load_dataset
 from replearn.errors import TrainingDiverged, TrainingInterrupted
-from replearn.model import build_encoder, build_head
+from replearn.encoders import build_encoder
+from replearn.regimes import make_regime
+from replearn.run import build_head
 from replearn.train import Stopper, epoch_order, evaluate, make_optimizer, train_regime
 
 from conftest import tiny_config
@@ -33,10 +35,12 @@ class StopAfter(Stopper):
 def setup(cfg, regime, seed=0):
     data = load_dataset(cfg.data)
     enc = build_encoder(cfg.model, data.image_shape, seed)
-    return data, enc, build_head(regime, enc, data.num_classes, seed)
+    regime = make_regime(regime) if isinstance(regime, str) else regime
+    return data, enc, build_head(regime, enc, data, seed)
 
 
 def run(cfg, regime, tmp_path, tag, stopper=None):
+    regime = make_regime(regime)
     data, enc, head = setup(cfg, regime)
     out = train_regime(regime, enc, head, data, cfg, 0, torch.device("cpu"), tmp_path / f"{tag}.state.pt",
                        tmp_path / f"{tag}.csv", stopper, data.test_x[:3], progress=False)
@@ -65,11 +69,12 @@ def test_interrupted_then_resumed_equals_uninterrupted(blob_npz, tmp_path, regim
 
 def test_training_learns_and_records_gradients(blob_npz, tmp_path):
     cfg = config_from_dict(tiny_config(blob_npz, epochs=6))
-    data, enc, head = setup(cfg, "supervised")
-    before = evaluate("supervised", enc, head, data.val_x, data.val_y, torch.device("cpu"))
-    train_regime("supervised", enc, head, data, cfg, 0, torch.device("cpu"), tmp_path / "s.pt",
-                       tmp_path / "m.csv", progress=False)
-    after = evaluate("supervised", enc, head, data.val_x, data.val_y, torch.device("cpu"))
+    sup = make_regime("supervised")
+    data, enc, head = setup(cfg, sup)
+    before = evaluate(sup, enc, head, data.val_x, data.val_y, torch.device("cpu"))
+    train_regime(sup, enc, head, data, cfg, 0, torch.device("cpu"), tmp_path / "s.pt", tmp_path / "m.csv",
+                 progress=False)
+    after = evaluate(sup, enc, head, data.val_x, data.val_y, torch.device("cpu"))
     assert after["loss"] < before["loss"] and after["accuracy"] >= 0.9
     frame = pd.read_csv(tmp_path / "m.csv")
     grads = [c for c in frame if c.startswith("grad_norm_") and not c.startswith("grad_norm_max")]
@@ -87,10 +92,11 @@ def test_same_seed_same_metrics(blob_npz, tmp_path):
 
 def test_divergence_names_epoch_step_and_layer(blob_npz, tmp_path):
     cfg = config_from_dict(tiny_config(blob_npz, optimizer="sgd", lr=9.0, schedule="constant"))
-    data, enc, head = setup(cfg, "supervised")
+    sup = make_regime("supervised")
+    data, enc, head = setup(cfg, sup)
     with pytest.raises(TrainingDiverged) as info:
         for _ in range(20):  # the huge learning rate blows up within a few steps
-            train_regime("supervised", enc, head, data, cfg, 0, torch.device("cpu"), tmp_path / "d.pt",
+            train_regime(sup, enc, head, data, cfg, 0, torch.device("cpu"), tmp_path / "d.pt",
                          tmp_path / "d.csv", progress=False)
     line = info.value.one_line()
     assert "diverged at epoch" in line and "step" in line and "lower train.lr" in line

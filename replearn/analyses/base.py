@@ -1,0 +1,250 @@
+"""What an analysis is to replearn: it computes tables and arrays from the features extracted once per
+model, and renders its own report sections from the saved files alone.
+
+``compute`` runs once per seed on a ``SeedContext`` and returns tables (appended across seeds to
+``metrics/<table>.csv``); arrays it saves go to ``artifacts/``. ``finish`` runs once after every seed
+(e.g. seed-vs-seed similarity). ``sections`` reads a finished (or interrupted) run through
+``RunArtifacts`` and returns report sections; it never recomputes. Adding an analysis is one module with
+an ``Analysis`` subclass under ``@register_analysis("name")``; the report orders sections by ``order``.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..artifacts import load_npz, read_json, save_npz
+from ..config import Config
+from ..registry import Registry
+
+Features = dict[str, dict[str, torch.Tensor]]  # layer -> split -> (N × D) features
+
+BASELINE_STYLES = {"pixels": ("raw pixels", "#7f7f7f"), "pca": ("PCA of pixels", "#bcbd22"),
+                   "random": ("random-init encoder", "#8c564b")}
+
+
+@dataclass
+class ModelInfo:
+    """A model whose features are analysed: a baseline, the untrained encoder, or a trained regime."""
+
+    name: str
+    label: str
+    color: str
+    kind: str  # "baseline" (seed-independent), "random" or "regime"
+    trained_with_labels: bool = False
+    reconstructs: bool = False
+
+
+def baseline_models() -> list[ModelInfo]:
+    return [ModelInfo("pixels", *BASELINE_STYLES["pixels"], "baseline"),
+            ModelInfo("pca", *BASELINE_STYLES["pca"], "baseline"),
+            ModelInfo("random", *BASELINE_STYLES["random"], "random")]
+
+
+@dataclass
+class Section:
+    """One block of the report: a title, a reading guide, and any of bullets, figures, a table, code."""
+
+    id: str
+    title: str
+    guide: str = ""
+    bullets: list[str] = field(default_factory=list)
+    references: list[str] = field(default_factory=list)
+    figures: list[str] = field(default_factory=list)
+    table: dict[str, Any] | None = None
+    code: str | None = None
+    caption: str = ""
+
+
+def final_layer(layers: dict[str, Any]) -> str:
+    """The layer that stands for a model's representation: its latent, or the input for raw pixels."""
+    return "latent" if "latent" in layers else "input"
+
+
+@dataclass
+class RunContext:
+    """What all seeds of one run share: the config, the models and each analysis's memory across seeds."""
+
+    cfg: Config
+    run_dir: Path
+    models: list[ModelInfo]
+    progress: bool = True
+    memory: dict[str, dict[Any, Any]] = field(default_factory=dict)
+
+    def seeds(self) -> list[int]:
+        return list(self.cfg.train.seeds)
+
+
+@dataclass
+class SeedContext:
+    """Everything an analysis of one seed may use. ``fresh`` lists the models to analyse one by one this
+    seed: the seed-independent baselines only in the first seed."""
+
+    run: RunContext
+    seed: int
+    data: Any
+    features: dict[str, Features]
+    encoders: dict[str, torch.nn.Module]
+    fresh: list[str]
+    points: np.ndarray
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    @property
+    def cfg(self) -> Config:
+        return self.run.cfg
+
+    @property
+    def first_seed(self) -> bool:
+        return self.seed == self.run.cfg.train.seeds[0]
+
+    @property
+    def labels(self) -> dict[str, torch.Tensor]:
+        return {"train": self.data.train_y, "val": self.data.val_y, "test": self.data.test_y}
+
+    def regimes(self) -> list[str]:
+        return [m.name for m in self.run.models if m.kind == "regime" and m.name in self.features]
+
+    def memory(self, analysis: str) -> dict[Any, Any]:
+        return self.run.memory.setdefault(analysis, {})
+
+    def save(self, name: str, **arrays: np.ndarray) -> Path:
+        return save_npz(self.run.run_dir / "artifacts" / f"{name}_seed{self.seed}.npz", **arrays)
+
+
+class Analysis:
+    """Base class of analyses; every method has a do-nothing default."""
+
+    name: ClassVar[str] = ""
+    order: ClassVar[int] = 50
+
+    def compute(self, ctx: SeedContext) -> dict[str, pd.DataFrame]:
+        return {}
+
+    def finish(self, run: RunContext) -> dict[str, pd.DataFrame]:
+        return {}
+
+    def sections(self, run: "RunArtifacts") -> list[Section]:
+        return []
+
+
+ANALYSES: Registry[type[Analysis]] = Registry("analysis")
+
+
+def register_analysis(name: str) -> Callable[[type[Analysis]], type[Analysis]]:
+    def add(cls: type[Analysis]) -> type[Analysis]:
+        cls.name = name
+        return ANALYSES.register(name)(cls)
+
+    return add
+
+
+class RunArtifacts:
+    """Read-only view of a run directory for the report: tables, JSON and arrays, each read once; a file
+    that is missing or unreadable reads as None and is named in ``unreadable``."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.unreadable: list[str] = []
+        self.dataset = self.json_file("dataset.json") or {}
+        self.environment = self.json_file("environment.json") or {}
+        self.status = self.json_file("status.json") or {"state": "unknown"}
+        self.summary = self.metrics_json("summary.json") or {}
+        raw_models = self.json_file("models.json") or []
+        self.models = [ModelInfo(**m) for m in raw_models if isinstance(m, dict)] or baseline_models()
+
+    def _note(self, path: Path, reason: str) -> None:
+        self.unreadable.append(f"{path.relative_to(self.run_dir)} ({reason})")
+
+    def json_file(self, rel: str) -> Any:
+        path = self.run_dir / rel
+        if not path.is_file():
+            return None
+        try:
+            return read_json(path)
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            self._note(path, type(exc).__name__)
+            return None
+
+    def metrics_json(self, name: str) -> Any:
+        return self.json_file(f"metrics/{name}")
+
+    @functools.lru_cache(maxsize=None)
+    def csv(self, name: str) -> pd.DataFrame | None:
+        """``metrics/<name>.csv`` as a DataFrame, or None when absent, empty or unreadable."""
+        path = self.run_dir / "metrics" / f"{name}.csv"
+        if not path.is_file() or path.stat().st_size == 0:
+            return None
+        try:
+            frame = pd.read_csv(path)
+        except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+            self._note(path, type(exc).__name__)
+            return None
+        return frame if len(frame) else None
+
+    def csvs(self, pattern: str) -> list[tuple[str, pd.DataFrame]]:
+        """Every ``metrics/<pattern>`` CSV that reads, with its file stem."""
+        out = []
+        for path in sorted((self.run_dir / "metrics").glob(pattern)):
+            frame = self.csv(path.stem)
+            if frame is not None:
+                out.append((path.stem, frame))
+        return out
+
+    def arrays(self, name: str) -> list[tuple[int, dict[str, np.ndarray]]]:
+        """``artifacts/<name>_seed<S>.npz`` of every seed that reads, by seed."""
+        out = []
+        for path in (self.run_dir / "artifacts").glob(f"{name}_seed*.npz"):
+            match = re.fullmatch(rf"{re.escape(name)}_seed(\d+)\.npz", path.name)
+            if not match:
+                continue
+            try:
+                out.append((int(match.group(1)), load_npz(path)))
+            except Exception as exc:  # a truncated or foreign file: skip it and say so
+                self._note(path, type(exc).__name__)
+        return sorted(out, key=lambda item: item[0])
+
+    def first_arrays(self, name: str) -> dict[str, np.ndarray] | None:
+        found = self.arrays(name)
+        return found[0][1] if found else None
+
+    def info(self, model: str) -> ModelInfo:
+        for m in self.models:
+            if m.name == model:
+                return m
+        return ModelInfo(model, model, "#7f7f7f", "regime")
+
+    def style(self, model: str) -> tuple[str, str]:
+        info = self.info(model)
+        return info.label, info.color
+
+    def styles(self) -> dict[str, tuple[str, str]]:
+        return {m.name: (m.label, m.color) for m in self.models}
+
+    def order(self, names: list[str]) -> list[str]:
+        """``names`` in the run's model order (baselines, random, then regimes as configured)."""
+        rank = {m.name: i for i, m in enumerate(self.models)}
+        return sorted(dict.fromkeys(names), key=lambda n: (rank.get(n, len(rank)), n))
+
+    def regimes(self) -> list[str]:
+        return [m.name for m in self.models if m.kind == "regime"]
+
+    def layer_order(self) -> list[str]:
+        """Layer names by depth: input, the stages, latent (from the probe or dimension table)."""
+        for table in ("probes", "dimensions"):
+            frame = self.csv(table)
+            if frame is not None and {"layer", "depth"} <= set(frame.columns):
+                return list(frame.drop_duplicates("layer").sort_values("depth").layer)
+        return []
+
+
+def write_models(run_dir: Path, models: list[ModelInfo]) -> None:
+    from ..artifacts import atomic_write_text
+
+    atomic_write_text(run_dir / "models.json", json.dumps([asdict(m) for m in models], indent=2) + "\n")

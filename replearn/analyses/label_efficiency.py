@@ -1,0 +1,64 @@
+"""Label efficiency: final-layer linear-probe accuracy when only a few labelled images per class are
+available, per model (class-balanced draws; the penalty chosen on the validation split)."""
+from __future__ import annotations
+
+import pandas as pd
+
+from .. import plots
+from ..parallel import map_tasks, task_workers
+from ..probes import label_efficiency
+from ..stats import format_mean_ci
+from .base import Analysis, RunArtifacts, Section, SeedContext, final_layer, register_analysis
+from .render import figure, table
+
+GUIDE = ("Test accuracy of a linear probe on each model's final layer when only a few labelled images per class "
+         "are available (class-balanced random draws; the band spans draws and seeds). Representations that "
+         "organise images by class need fewer labels.")
+
+
+def label_efficiency_table(ctx: SeedContext) -> pd.DataFrame:
+    cfg, labels, probes = ctx.cfg, ctx.labels, ctx.tables["probes"]
+
+    def model_frame(model: str) -> pd.DataFrame:
+        layer = final_layer(ctx.features[model])
+        f = ctx.features[model][layer]
+        frame = label_efficiency((f["train"], labels["train"]), (f["val"], labels["val"]), (f["test"], labels["test"]),
+                                 cfg.analysis.label_counts, cfg.analysis.label_draws, cfg.analysis.probe_l2_grid,
+                                 ctx.seed, min(100, cfg.analysis.probe_max_iter), cfg.analysis.probe_tol)
+        full = probes[(probes.model == model) & (probes.layer == layer) & (probes.probe == "linear")]
+        frame = pd.concat([frame, pd.DataFrame([{"per_class": -1, "labels": len(labels["train"]), "draw": 0,
+                                                 "test_accuracy": float(full.test_accuracy.iloc[0]),
+                                                 "val_accuracy": float(full.val_accuracy.iloc[0]),
+                                                 "chosen": float(full.chosen.iloc[0])}])], ignore_index=True)
+        frame.insert(0, "model", model)
+        frame.insert(1, "seed", ctx.seed)
+        frame.insert(2, "layer", layer)
+        return frame
+
+    frames = map_tasks(model_frame, ctx.fresh, task_workers(len(ctx.fresh), phase="label efficiency"))
+    return pd.concat(frames, ignore_index=True)
+
+
+@register_analysis("label_efficiency")
+class LabelEfficiency(Analysis):
+    order = 60
+
+    def compute(self, ctx: SeedContext) -> dict[str, pd.DataFrame]:
+        return {"label_efficiency": label_efficiency_table(ctx)}
+
+    def sections(self, run: RunArtifacts) -> list[Section]:
+        eff = run.csv("label_efficiency")
+        if eff is None:
+            return []
+        shown = eff.assign(labels_per_class=eff.per_class.map(lambda c: "all" if c < 0 else str(c)))
+        shown = shown.groupby(["model", "labels_per_class"], sort=False).test_accuracy.apply(format_mean_ci).unstack()
+        shown = shown[sorted(shown.columns, key=lambda c: 10**9 if c == "all" else int(c))]
+        shown = shown.reindex(run.order(list(shown.index)))
+        shown.index = [run.style(m)[0] for m in shown.index]
+        with_labels = [run.style(m.name)[0] for m in run.models if m.trained_with_labels]
+        caveat = (f" Models trained with every label ({', '.join(with_labels)}) saw all labels while training, so "
+                  "their few-label points measure how well their features transfer, not label efficiency."
+                  if with_labels else "")
+        return [Section("labels", "Label efficiency", GUIDE + caveat,
+                        figures=[figure(plots.label_efficiency_curves(eff, run.styles()))],
+                        table=table(shown.rename_axis("model").reset_index()))]

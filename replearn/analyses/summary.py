@@ -1,0 +1,145 @@
+"""The run's headline: each classifier's test accuracy, the linear probe on every model's final layer,
+and the paired comparison of a reference regime (supervised when trained) with every other regime on
+the same test images: paired bootstrap, McNemar per seed, and the t-interval of per-seed differences."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..artifacts import load_npz, write_json
+from ..stats import format_mean_ci, mcnemar, mean_ci, paired_bootstrap
+from .base import Analysis, RunArtifacts, RunContext, Section, register_analysis
+from .render import table
+
+GUIDE = ("Headline numbers of this run. A classifier's accuracy is its own head on the test set; the probe "
+         "accuracies are linear classifiers trained on frozen features, with the penalty chosen on the validation "
+         "split. ± is the half-width of a 95% t-interval over seeds.")
+REFERENCES = {
+    "fashion-mnist": [("logistic regression on raw pixels", 0.842, "Xiao, Rasul & Vollgraf 2017, arXiv:1708.07747, "
+                                                                   "Table 3")],
+    "mnist": [("logistic regression on raw pixels", 0.917, "Xiao, Rasul & Vollgraf 2017, Table 3")],
+}
+
+
+def compare_regimes(run_dir: Path, seeds: list[int], a: str, b: str, n_boot: int = 10_000) -> dict[str, Any] | None:
+    """Paired comparison of two models' final-layer linear probes on the same test images: the accuracy
+    difference (mean over seeds) with a paired-bootstrap 95% interval and p-value, McNemar per seed,
+    and the mean ± 95% t-interval of the per-seed differences."""
+    correct_a, correct_b = [], []
+    for seed in seeds:
+        path = run_dir / "artifacts" / f"predictions_seed{seed}.npz"
+        if not path.is_file():
+            continue
+        arrays = load_npz(path)
+        if a in arrays and b in arrays:
+            correct_a.append(arrays[a] == arrays["labels"])
+            correct_b.append(arrays[b] == arrays["labels"])
+    if not correct_a:
+        return None
+    ca, cb = np.stack(correct_a), np.stack(correct_b)
+    boot = paired_bootstrap(ca, cb, n_boot=n_boot)
+    per_seed = (ca.mean(1) - cb.mean(1)).tolist()
+    _, low, high = mean_ci(per_seed)
+    return {"a": a, "b": b, "layer": "latent", "seeds": len(ca), "n_test": int(ca.shape[1]),
+            "accuracy_a": float(ca.mean()), "accuracy_b": float(cb.mean()),
+            "difference": boot["difference"], "bootstrap_ci": [boot["ci_low"], boot["ci_high"]],
+            "bootstrap_p": boot["p_value"], "bootstrap_n": n_boot, "per_seed_difference": per_seed,
+            "seed_mean_ci": [low, high] if len(per_seed) > 1 else None,
+            "mcnemar_p_per_seed": [mcnemar(x, y)["p_value"] for x, y in zip(ca, cb)]}
+
+
+def reference_regime(regimes: list[str]) -> str | None:
+    """The regime every other is compared with: supervised if trained, else the first one."""
+    return "supervised" if "supervised" in regimes else (regimes[0] if regimes else None)
+
+
+def comparison_sentence(c: dict[str, Any], label_a: str, label_b: str) -> str:
+    """One sentence stating a latent-probe gap with its interval and p-values."""
+    seeds = f"{c['seeds']} seed{'s' if c['seeds'] != 1 else ''}"
+    floor = 1 / c.get("bootstrap_n", 10_000)
+    p = f"p < {floor:.0g}" if c["bootstrap_p"] <= floor + 1e-12 else f"p = {c['bootstrap_p']:.2g}"
+    text = (f"{label_a[:1].upper() + label_a[1:]} minus {label_b}, linear probe on the latent: "
+            f"{100 * c['difference']:+.2f} percentage points ({100 * c['accuracy_a']:.2f}% vs "
+            f"{100 * c['accuracy_b']:.2f}%, {seeds}, {c['n_test']} test images); paired bootstrap 95% CI "
+            f"[{100 * c['bootstrap_ci'][0]:+.2f}, {100 * c['bootstrap_ci'][1]:+.2f}] pp, {p}")
+    if c.get("seed_mean_ci"):
+        text += f"; across seeds 95% t-interval [{100 * c['seed_mean_ci'][0]:+.2f}, {100 * c['seed_mean_ci'][1]:+.2f}] pp"
+    mc = c.get("mcnemar_p_per_seed") or []
+    if mc:
+        text += "; McNemar p per seed: " + ", ".join(f"{p:.2g}" for p in mc)
+    return text + "."
+
+
+@register_analysis("summary")
+class Summary(Analysis):
+    order = 0
+
+    def finish(self, run: RunContext) -> dict[str, pd.DataFrame]:
+        regimes = [m.name for m in run.models if m.kind == "regime"]
+        ref = reference_regime(regimes)
+        comparisons = [c for other in regimes if other != ref
+                       if (c := compare_regimes(run.run_dir, run.seeds(), ref, other)) is not None]
+        if comparisons:
+            write_json(run.run_dir / "metrics" / "comparison.json", comparisons)
+        return {}
+
+    def sections(self, run: RunArtifacts) -> list[Section]:
+        bullets: list[str] = []
+        models, probes = run.csv("models"), run.csv("probes")
+        if models is not None and "test_accuracy" in models:
+            for regime in run.order(list(models.model.unique())):
+                values = models[models.model == regime].test_accuracy.dropna()
+                if len(values):
+                    bullets.append(f"{run.style(regime)[0]} classifier test accuracy: {format_mean_ci(values)}")
+        ranking = None
+        if probes is not None:
+            final = probes[(probes.probe == "linear") & probes.layer.isin(["latent", "input"])]
+            rows = []
+            for model in run.order(list(final.model.unique())):
+                values = final[final.model == model].test_accuracy
+                rows.append({"model": run.style(model)[0], "layer": final[final.model == model].layer.iloc[0],
+                             "linear probe test accuracy": format_mean_ci(values), "_mean": float(values.mean()),
+                             "trained with labels": "yes" if run.info(model).trained_with_labels else "no",
+                             "seeds": int(values.size)})
+            if rows:
+                ranking = pd.DataFrame(rows).sort_values("_mean", ascending=False).drop(columns="_mean")
+        comparisons = run.metrics_json("comparison.json")
+        if isinstance(comparisons, dict):
+            comparisons = [comparisons]
+        for c in comparisons if isinstance(comparisons, list) else []:
+            if isinstance(c, dict) and {"a", "b", "difference", "bootstrap_ci"} <= set(c):
+                bullets.append(comparison_sentence(c, run.style(c["a"])[0], run.style(c["b"])[0]))
+        references = [f"Published reference — {what}: {acc:.3f} ({src})"
+                      for what, acc, src in REFERENCES.get(run.dataset.get("name", ""), [])]
+        if not bullets and ranking is None:
+            return []
+        return [Section("summary", "Summary", GUIDE, bullets=bullets, references=references,
+                        table=table(ranking) if ranking is not None else None,
+                        caption="Every model's final layer, best first (linear probe, test split).")]
+
+
+def summarize(run_dir: Path, cfg: Any, wall_seconds: float) -> dict[str, Any]:
+    """Headline numbers of a finished run for metrics/summary.json."""
+    from ..artifacts import read_json
+
+    out: dict[str, Any] = {"name": cfg.name, "dataset": cfg.data.name, "wall_seconds": round(wall_seconds, 1),
+                           "seeds": cfg.train.seeds}
+    run = RunArtifacts(run_dir)
+    models = run.csv("models")
+    if models is not None and "test_accuracy" in models:
+        out["classifier_test_accuracy"] = {m: float(v) for m, v in
+                                           models.dropna(subset=["test_accuracy"]).groupby("model").test_accuracy.mean().items()}
+    probes = run.csv("probes")
+    if probes is not None:
+        latent = probes[probes.layer.isin(["latent", "input"])]
+        means = latent.groupby(["model", "probe"]).test_accuracy.mean()
+        out["final_layer_probe_test_accuracy"] = {f"{m}/{p}": float(v) for (m, p), v in means.items()}
+    comparisons = run.metrics_json("comparison.json") or []
+    out["latent_probe_differences"] = {f"{c['a']} - {c['b']}": c["difference"] for c in comparisons}
+    status = run_dir / "status.json"
+    if status.is_file():
+        out["state"] = read_json(status).get("state")
+    return out

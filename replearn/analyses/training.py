@@ -1,0 +1,47 @@
+"""Training dynamics, read from the per-epoch training CSVs: loss and the latent probe on validation
+after every epoch, gradient norms by layer, and each trained model's test metrics."""
+from __future__ import annotations
+
+import pandas as pd
+
+from .. import plots
+from .base import Analysis, RunArtifacts, Section, register_analysis
+from .render import figure, table
+
+GUIDE_CURVES = ("Training loss (relative to the first epoch, so that every regime's loss fits one axis) and the "
+                "validation accuracy of a linear probe on the latent after each epoch (same probe settings every "
+                "epoch). A probe curve that keeps rising while the loss flattens means the representation is still "
+                "reorganising. The table gives each trained model's test metrics.")
+GUIDE_GRADIENTS = ("The mean gradient norm of each layer's parameters per training step, by epoch. Norms that shrink "
+                   "by orders of magnitude towards the input signal vanishing gradients; a sudden jump signals an "
+                   "exploding one (replearn stops and names the layer if a norm becomes non-finite).")
+
+
+def histories(run: RunArtifacts) -> dict[str, pd.DataFrame]:
+    out = {}
+    for regime in run.regimes():
+        frames = [frame for _, frame in run.csvs(f"train_{regime}_seed*.csv") if "epoch" in frame]
+        if frames:
+            out[regime] = pd.concat(frames, ignore_index=True)
+    return out
+
+
+@register_analysis("training")
+class Training(Analysis):
+    order = 10
+
+    def sections(self, run: RunArtifacts) -> list[Section]:
+        found = histories(run)
+        if not found:
+            return []
+        models = run.csv("models")
+        shown = None
+        if models is not None:
+            shown = models.copy()
+            shown["model"] = shown.model.map(lambda m: run.style(m)[0])
+            shown = shown.round(4)
+        return [Section("training", "Training curves", GUIDE_CURVES,
+                        figures=[figure(plots.training_curves(found, run.styles()))],
+                        table=table(shown) if shown is not None else None),
+                Section("gradients", "Gradient norms by layer", GUIDE_GRADIENTS,
+                        figures=[figure(plots.gradient_norms(found, run.styles()))])]

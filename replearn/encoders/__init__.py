@@ -1,0 +1,7 @@
+"""Encoders: the base class, the registry and the built-in encoders (importing registers them)."""
+from .base import (ENCODERS, Encoder, StageInfo, build_encoder, create_encoder, encoder_from_spec, encoder_kwargs,
+                   encoder_spec)
+from .conv import ConvEncoder
+
+__all__ = ["ENCODERS", "ConvEncoder", "Encoder", "StageInfo", "build_encoder", "create_encoder", "encoder_from_spec",
+           "encoder_kwargs", "encoder_spec"]

@@ -1,0 +1,6 @@
+"""Training objectives ("regimes"): the base class, the registry and the built-in regimes (importing
+registers them)."""
+from .base import REGIMES, DataInfo, Regime, RegimeOptions, make_regime, regime_name, register_regime
+from . import supervised, autoencoder, denoising, vae, contrastive, joint  # noqa: E402,F401  (registration)
+
+__all__ = ["REGIMES", "DataInfo", "Regime", "RegimeOptions", "make_regime", "regime_name", "register_regime"]

@@ -1,0 +1,100 @@
+"""Variational autoencoder (Kingma & Welling 2014) with a β weight on the KL term (Higgins et al. 2017).
+
+The encoder's ``latent`` layer is the posterior mean μ, so probes read the mean; the head adds the
+log-variance (a linear map of the same input the latent layer reads: the flattened last stage) and the
+decoder. Gaussian decoder of unit variance on standardised pixels: loss per image
+½‖x − x̂‖² + β·KL(q(z|x) ‖ N(0, I)). On the test set it reports the KL per latent dimension and the
+active units, Cov_x(E[z|x]) > 0.01 (Burda et al. 2016).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..config import opt
+from ..encoders import Encoder
+from .autoencoder import Reconstructing
+from .base import DataInfo, RegimeOptions, register_regime
+from .heads import ConvDecoder
+
+ACTIVE_UNIT_THRESHOLD = 0.01
+
+
+@dataclass
+class VAEOptions(RegimeOptions):
+    beta: float = opt(1.0, "weight of the KL term (1 = the VAE's evidence lower bound; > 1 = β-VAE)", gt=0.0,
+                      max=1000.0)
+
+
+class VAEHead(nn.Module):
+    """Log-variance layer plus decoder."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        super().__init__()
+        spatial = [s for s in encoder.feature_info if s.spatial]
+        self.source = spatial[-1].name if spatial else "latent"
+        self.logvar = nn.Linear(spatial[-1].numel if spatial else encoder.latent_dim, encoder.latent_dim)
+        self.decoder = ConvDecoder(encoder)
+
+    def posterior(self, encoder: Encoder, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(μ, log σ²) of q(z|x)."""
+        feats = encoder.forward_features(x, [self.source, "latent"] if self.source != "latent" else ["latent"])
+        return feats["latent"], self.logvar(torch.flatten(feats[self.source], 1)).clamp(-12.0, 12.0)
+
+
+def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(μ, σ²) ‖ N(0, 1)) of every latent dimension of every image."""
+    return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar)
+
+
+@register_regime("vae")
+class VAE(Reconstructing):
+    label = "VAE"
+    color = "#9467bd"
+    loss_text = "½‖x − x̂‖² + β·KL(q(z|x) ‖ N(0, I)), one sample of z per image"
+    reads = "the posterior mean μ (the encoder's latent)"
+    reference = "Kingma & Welling 2014; β: Higgins et al. 2017"
+    Options = VAEOptions
+
+    def build_head(self, encoder: Encoder, data: DataInfo) -> nn.Module:
+        return VAEHead(encoder)
+
+    def loss(self, encoder: Encoder, head: nn.Module, x: torch.Tensor, y: torch.Tensor | None,
+             generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        mu, logvar = head.posterior(encoder, x)
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        recon = head.decoder(mu + (0.5 * logvar).exp() * eps)
+        sq = (recon - x).square().flatten(1).sum(1)
+        kl = kl_per_dim(mu, logvar).sum(1)
+        loss = (0.5 * sq + self.options.beta * kl).mean()
+        return loss, {"sq_error": sq.detach().sum(), "kl": kl.detach().sum()}
+
+    def metrics(self, sums: dict[str, float], images: int, pixels: int) -> dict[str, float]:
+        return {**super().metrics(sums, images, pixels), "kl": sums["kl"] / images}
+
+    def headline(self, metrics: dict[str, float]) -> str:
+        return f"val recon MSE {metrics['recon_mse']:.4f}, KL {metrics['kl']:.1f}"
+
+    @torch.no_grad()
+    def reconstruct(self, encoder: Encoder, head: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return head.decoder(head.posterior(encoder, x)[0])
+
+    @torch.no_grad()
+    def test_report(self, encoder: Encoder, head: nn.Module, x: torch.Tensor, batch_size: int
+                    ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+        mus, kls = [], []
+        device = next(head.parameters()).device
+        for start in range(0, len(x), batch_size):
+            xb = x[start:start + batch_size].to(device).contiguous(memory_format=torch.channels_last)
+            mu, logvar = head.posterior(encoder, xb)
+            mus.append(mu.double().cpu())
+            kls.append(kl_per_dim(mu, logvar).double().sum(0).cpu())
+        mu = torch.cat(mus)
+        kl = (torch.stack(kls).sum(0) / len(x)).numpy()
+        variance = mu.var(0, correction=1).numpy() if len(mu) > 1 else np.zeros(mu.shape[1])
+        active = int((variance > ACTIVE_UNIT_THRESHOLD).sum())
+        return ({"active_units": active, "kl": float(kl.sum())},
+                {"kl_per_dim": kl.astype(np.float32), "mean_variance_per_dim": variance.astype(np.float32)})
