@@ -7,11 +7,13 @@ bounded, comparable number of features at every depth.
 from __future__ import annotations
 
 import contextlib
+import copy
 from typing import Iterator
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from . import parallel
 from .encoders import Encoder, StageInfo
@@ -59,15 +61,33 @@ def extract_features(encoder: Encoder, x: torch.Tensor, layers: list[str] | None
     # one memory format for every encoder, trained here or loaded from a checkpoint: convolution kernels
     # differ between formats in the last bits, and a probe must see the same features either way
     encoder.to(device=device, memory_format=torch.channels_last)
-    with eval_mode(encoder), parallel.use_threads(extraction_threads(encoder, x, batch_size, device)):
+    with eval_mode(encoder):
+        fused = fuse_batchnorm(encoder)
+    with parallel.use_threads(extraction_threads(fused, x, batch_size, device)):
         for start in range(0, len(x), batch_size):
             xb = x[start:start + batch_size].to(device).contiguous(memory_format=torch.channels_last)
-            outs = encoder.forward_features(xb, layers)
+            outs = fused.forward_features(xb, layers)
             for name, out in outs.items():
-                if name != "latent":
+                if name != "latent" and out.ndim == 4:  # feature maps are pooled; vectors are kept as they are
                     out = F.adaptive_avg_pool2d(out, grids[name])
                 chunks[name].append(out.flatten(1).float().cpu())
     return {name: torch.cat(parts) for name, parts in chunks.items()}
+
+
+def fuse_batchnorm(module: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``module`` in which every batch norm that directly follows a convolution inside an
+    ``nn.Sequential`` is folded into that convolution's weights: the same function (to float rounding) at
+    about two thirds of the cost, since eval-mode batch norm is a memory-bound pass of its own."""
+    fused = copy.deepcopy(module).eval()
+    for seq in [m for m in fused.modules() if isinstance(m, nn.Sequential)]:
+        names = list(seq._modules)
+        for first, second in zip(names, names[1:]):
+            conv, bn = seq._modules[first], seq._modules[second]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats \
+                    and bn.running_mean is not None:
+                seq._modules[first] = fuse_conv_bn_eval(conv, bn)
+                seq._modules[second] = nn.Identity()
+    return fused
 
 
 def extraction_threads(encoder: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device | str) -> int:

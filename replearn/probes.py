@@ -280,7 +280,7 @@ def _bf16_matmul_is_fast() -> bool:
 
 
 @torch.no_grad()
-def cosine_topk(train: torch.Tensor, query: torch.Tensor, k: int, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def cosine_topk(train: torch.Tensor, query: torch.Tensor, k: int, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """(similarities, indices) of each query row's ``k`` most cosine-similar training rows, exact in float32.
 
     On CPUs with native bfloat16 matrix multiply, candidates (2k per query) are found with a bfloat16
@@ -372,18 +372,23 @@ def linear_probe(train: tuple[ArrayLike, ArrayLike], val: tuple[ArrayLike, Array
 
 def knn_probe(train: tuple[ArrayLike, ArrayLike], val: tuple[ArrayLike, ArrayLike],
               test: tuple[ArrayLike, ArrayLike], k_grid: list[int], T: float = 0.07) -> ProbeResult:
-    """kNN with k chosen on validation, then evaluated on test; one neighbour search serves every k."""
+    """kNN with k chosen on validation, then evaluated on test; one neighbour search serves every k. With a
+    single k there is nothing to choose, and the validation images are not searched (val accuracy NaN)."""
     train_x, val_x, test_x = (_as_tensor(s[0]) for s in (train, val, test))
     train_y, val_y, test_y = (torch.as_tensor(s[1]).long() for s in (train, val, test))
     num_classes = int(max(train_y.max(), val_y.max(), test_y.max())) + 1
     k_max = min(max(k_grid), len(train_x))
-    sims, idx = cosine_topk(train_x, torch.cat([val_x, test_x]), k_max)
-    n_val = len(val_x)
+    choose = len(set(k_grid)) > 1
+    sims, idx = cosine_topk(train_x, torch.cat([val_x, test_x]) if choose else test_x, k_max)
+    n_val = len(val_x) if choose else 0
     scores = {}
     for k in k_grid:
-        preds = _knn_vote(sims[:n_val], idx[:n_val], train_y, k, T, num_classes)
-        scores[k] = float((preds == val_y).float().mean())
-    k = max(scores, key=lambda kk: (scores[kk], -kk))
+        if choose:
+            preds = _knn_vote(sims[:n_val], idx[:n_val], train_y, k, T, num_classes)
+            scores[k] = float((preds == val_y).float().mean())
+        else:
+            scores[k] = float("nan")
+    k = max(scores, key=lambda kk: (scores[kk], -kk)) if choose else k_grid[0]
     preds = _knn_vote(sims[n_val:], idx[n_val:], train_y, k, T, num_classes)
     acc = float((preds == test_y).float().mean())
     return ProbeResult("knn", acc, scores[k], float(k), {float(kk): v for kk, v in scores.items()}, preds)

@@ -153,7 +153,7 @@ def preflight(cfg: Config, data: Dataset, device: torch.device) -> None:
             if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
                 raise ConfigError(f"{where} returned a loss that is not a scalar tensor", "return loss.mean() or a sum")
             if not finite:
-                raise ConfigError(f"{where} gives a non-finite loss ({float(loss)}) on the first training batch",
+                raise ConfigError(f"{where} gives a non-finite loss ({float(loss.detach())}) on the first training batch",
                                   "check its loss for a division by zero or log of 0, or lower its weights")
 
 
@@ -210,9 +210,12 @@ def run_experiment(cfg: Config, run_dir: Path, *, resume: bool = False, progress
                                                     cfg.data.split_seed))
                 analysis_started = time.perf_counter()
                 for analysis in analyses:
+                    one_started = time.perf_counter()
                     for key, frame in analysis.compute(ctx).items():
                         ctx.tables[key] = frame
                         results.setdefault(key, []).append(frame)
+                    if time.perf_counter() - one_started > 0.5:
+                        log(f"seed {seed}: {analysis.name} done ({time.perf_counter() - one_started:.1f}s)")
                 log(f"seed {seed}: analyses done in {time.perf_counter() - analysis_started:.1f}s")
                 del features, ctx
             for analysis in analyses:

@@ -118,6 +118,31 @@ def case_unwritable_out(tmp: Path) -> list[str]:
     return ["run", write_yaml(tmp, tiny(tmp)), "--out", str(blocker / "run")]
 
 
+def plugin_module(tmp: Path, name: str, body: str) -> str:
+    """A user's module in the (test's) working directory, importable by ``name:Attr``."""
+    (tmp / f"{name}.py").write_text(body)
+    return name
+
+
+NAN_REGIME = """
+import torch
+from replearn.regimes import Regime
+
+class NanLoss(Regime):
+    name = "nanloss"
+    def build_head(self, encoder, data):
+        return torch.nn.Identity()
+    def loss(self, encoder, head, x, y, generator):
+        return encoder(x).mean() * float("nan"), {}
+"""
+NOT_AN_ENCODER = """
+import torch.nn as nn
+
+def linear(in_shape, latent_dim):
+    return nn.Linear(3, latent_dim)
+"""
+
+
 # (id, what is wrong, builder(tmp) -> argv, fragment the one-line message must contain)
 CASES = [
     ("B01", "malformed YAML", lambda t: ["run", write_yaml(t, "train:\n  epochs: 3\n   lr: 1\n")], "not valid YAML at line 3"),
@@ -168,6 +193,14 @@ CASES = [
     ("B46", "unwritable output directory", case_unwritable_out, "not a writable directory"),
     ("B47", "--seeds 0", lambda t: ["run", "--seeds", "0"], "--seeds must be at least 1"),
     ("B48", "duplicated seeds", lambda t: ["run", "--set", "train.seeds=[1, 1]"], "lists a seed twice"),
+    ("B49", "unknown regime", lambda t: ["run", "--set", "train.regimes=[supervised, autoencodr]"], "unknown regime 'autoencodr'"),
+    ("B50", "unknown encoder", lambda t: ["run", "--set", "model.name=resnet9000"], "unknown encoder 'resnet9000'"),
+    ("B51", "import path that does not import", lambda t: ["run", "--set", "train.regimes=[no_such_module_b51:Thing]"], "could not be imported"),
+    ("B52", "import path that names something that is not a Regime", lambda t: ["run", "--set", f"train.regimes=[{plugin_module(t, 'plug_b52', 'THING = 3')}:THING]"], "not a Regime"),
+    ("B53", "import path that names something that is not an Encoder", lambda t: ["run", "--set", f"model.name={plugin_module(t, 'plug_b53', NOT_AN_ENCODER)}:linear", "--out", str(t / "o")], "not an Encoder"),
+    ("B54", "a regime whose loss becomes NaN", lambda t: ["run", write_yaml(t, tiny(t, train={"regimes": [f"{plugin_module(t, 'plug_b54', NAN_REGIME)}:NanLoss"]})), "--out", str(t / "o")], "non-finite loss"),
+    ("B55", "VAE beta <= 0", lambda t: ["run", "--set", "train.regimes=[vae]", "--set", "regimes.vae.beta=0"], "regimes.vae.beta' must be > 0"),
+    ("B56", "contrastive temperature <= 0", lambda t: ["run", "--set", "train.regimes=[contrastive]", "--set", "regimes.contrastive.temperature=-1"], "regimes.contrastive.temperature' must be > 0"),
 ]
 
 
@@ -179,6 +212,7 @@ def fingerprint(root: Path) -> dict[str, str]:
 @pytest.mark.parametrize("case_id, what, build, fragment", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_answers_in_one_line(case_id, what, build, fragment, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # importing a user's module must not add a cache file
     monkeypatch.setattr("replearn.data.DEBIAN_DATASET_DIR", tmp_path / "no-debian")
     argv = build(tmp_path)
     capsys.readouterr()

@@ -41,8 +41,9 @@ def random_views(x: torch.Tensor, generator: torch.Generator, crop_min_scale: fl
 
     area = uniform(crop_min_scale, 1.0)
     ratio = torch.exp(uniform(math.log(3 / 4), math.log(4 / 3)))
-    width = torch.sqrt(area * ratio).clamp(max=1.0)
-    height = torch.sqrt(area / ratio).clamp(max=1.0)
+    width, height = torch.sqrt(area * ratio), torch.sqrt(area / ratio)
+    whole = (width > 1) | (height > 1)  # a crop that does not fit is the whole image, as in torchvision
+    width, height = torch.where(whole, 1.0, width), torch.where(whole, 1.0, height)
     cx = uniform(-1.0, 1.0) * (1 - width)
     cy = uniform(-1.0, 1.0) * (1 - height)
     sign = torch.where(uniform(0.0, 1.0) < 0.5, -1.0, 1.0) if flip else torch.ones(n, device=x.device)

@@ -2,9 +2,12 @@
 
 The encoder's ``latent`` layer is the posterior mean μ, so probes read the mean; the head adds the
 log-variance (a linear map of the same input the latent layer reads: the flattened last stage) and the
-decoder. Gaussian decoder of unit variance on standardised pixels: loss per image
-½‖x − x̂‖² + β·KL(q(z|x) ‖ N(0, I)). On the test set it reports the KL per latent dimension and the
-active units, Cov_x(E[z|x]) > 0.01 (Burda et al. 2016).
+decoder. The decoder is Gaussian with one standard deviation σ for every pixel: loss per image
+D/2·log σ² + ‖x − x̂‖²/(2σ²) + β·KL(q(z|x) ‖ N(0, I)). By default σ is calibrated (Rybkin et al. 2021):
+set each batch to the root mean squared error, its maximum-likelihood value; a fixed σ = 1 on
+standardised pixels weighs reconstruction so lightly that the posterior collapses to the prior. On the
+test set it reports the KL per latent dimension and the active units, Cov_x(E[z|x]) > 0.01
+(Burda et al. 2016).
 """
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ ACTIVE_UNIT_THRESHOLD = 0.01
 class VAEOptions(RegimeOptions):
     beta: float = opt(1.0, "weight of the KL term (1 = the VAE's evidence lower bound; > 1 = β-VAE)", gt=0.0,
                       max=1000.0)
+    decoder_std: float = opt(0.0, "σ of the Gaussian decoder in standardised pixel units; 0 = calibrated to the "
+                             "batch's root mean squared error (Rybkin et al. 2021)", min=0.0, max=100.0)
 
 
 class VAEHead(nn.Module):
@@ -54,9 +59,9 @@ def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 class VAE(Reconstructing):
     label = "VAE"
     color = "#9467bd"
-    loss_text = "½‖x − x̂‖² + β·KL(q(z|x) ‖ N(0, I)), one sample of z per image"
+    loss_text = "Gaussian negative log-likelihood (σ calibrated per batch) + β·KL(q(z|x) ‖ N(0, I)), one sample of z"
     reads = "the posterior mean μ (the encoder's latent)"
-    reference = "Kingma & Welling 2014; β: Higgins et al. 2017"
+    reference = "Kingma & Welling 2014; β: Higgins et al. 2017; calibrated σ: Rybkin et al. 2021"
     Options = VAEOptions
 
     def build_head(self, encoder: Encoder, data: DataInfo) -> nn.Module:
@@ -69,7 +74,11 @@ class VAE(Reconstructing):
         recon = head.decoder(mu + (0.5 * logvar).exp() * eps)
         sq = (recon - x).square().flatten(1).sum(1)
         kl = kl_per_dim(mu, logvar).sum(1)
-        loss = (0.5 * sq + self.options.beta * kl).mean()
+        pixels = x[0].numel()
+        variance = (torch.tensor(self.options.decoder_std ** 2, device=x.device) if self.options.decoder_std > 0
+                    else (sq.detach().mean() / pixels).clamp_min(1e-4))
+        nll = 0.5 * pixels * torch.log(variance) + 0.5 * sq / variance
+        loss = (nll + self.options.beta * kl).mean()
         return loss, {"sq_error": sq.detach().sum(), "kl": kl.detach().sum()}
 
     def metrics(self, sums: dict[str, float], images: int, pixels: int) -> dict[str, float]:

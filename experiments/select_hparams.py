@@ -1,0 +1,94 @@
+"""Choose regime hyperparameters on the validation split, never on test.
+
+Trains each setting of a grid from the same initial encoder as the experiment's own runs (seed 0, the
+experiment's budget) and records, after the last epoch, the validation criteria: the regime's own
+validation loss and reconstruction error (no labels) and the validation accuracy of the per-epoch
+latent linear probe (which uses validation labels, and is marked as such wherever it chose a value).
+
+    python experiments/select_hparams.py experiments/objectives.yaml --grid denoising.noise_std=0,0.25,0.5 \\
+        --grid denoising.mask_fraction=0,0.25,0.5 --out selection.csv [--set train.epochs=4] [--device cuda]
+
+Every combination of the values given for one regime is trained (the other regimes are not).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import itertools
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from replearn.config import apply_overrides, config_from_dict, load_yaml  # noqa: E402
+from replearn.data import load_dataset  # noqa: E402
+from replearn.encoders import build_encoder  # noqa: E402
+from replearn.regimes import make_regime  # noqa: E402
+from replearn.run import build_head  # noqa: E402
+from replearn.train import resolve_device, train_regime  # noqa: E402
+
+
+def parse_grid(items: list[str]) -> tuple[str, dict[str, list[str]]]:
+    regime, grid = None, {}
+    for item in items:
+        key, _, values = item.partition("=")
+        name, _, option = key.partition(".")
+        if regime not in (None, name) or not option or not values:
+            raise SystemExit(f"--grid takes regime.option=v1,v2,… for one regime, got {item!r}")
+        regime = name
+        grid[option] = values.split(",")
+    if regime is None:
+        raise SystemExit("give at least one --grid regime.option=v1,v2,…")
+    return regime, grid
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config")
+    parser.add_argument("--grid", action="append", default=[], metavar="REGIME.OPTION=V1,V2")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--device", default=None, help="override train.device")
+    parser.add_argument("--out", required=True, help="CSV of the results (appended to)")
+    args = parser.parse_args()
+    regime_name, grid = parse_grid(args.grid)
+    raw = load_yaml(args.config)
+    raw["regimes"] = {k: v for k, v in (raw.get("regimes") or {}).items() if k == regime_name}
+
+    def load_config(_path: str, overrides: list[str]):  # the experiment with only this regime and its options
+        return config_from_dict(apply_overrides(raw, overrides))
+
+    base = load_config(args.config, args.overrides + [f"train.regimes=[{regime_name}]"])
+    device = resolve_device(args.device or base.train.device)
+    data = load_dataset(base.data)
+    init = build_encoder(base.model, data.image_shape, 0)
+    rows = []
+    for values in itertools.product(*grid.values()):
+        setting = dict(zip(grid, values))
+        cfg = load_config(args.config, args.overrides + [f"train.regimes=[{regime_name}]"]
+                          + [f"regimes.{regime_name}.{k}={v}" for k, v in setting.items()])
+        regime = make_regime(regime_name, cfg.regimes.get(regime_name))
+        encoder = copy.deepcopy(init)
+        head = build_head(regime, encoder, data, 0)
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp:
+            outcome = train_regime(regime, encoder, head, data, cfg, 0, device, Path(tmp) / "s.pt",
+                                   Path(tmp) / "m.csv", progress=False)
+        last = outcome.history[-1]
+        row = {"regime": regime_name, **setting, "epochs": len(outcome.history),
+               "val_loss": last.get("val_loss"), "val_recon_mse": last.get("val_recon_mse"),
+               "val_latent_probe_accuracy (uses val labels)": last.get("val_latent_probe_accuracy"),
+               "seconds": round(time.perf_counter() - started, 1), "device": str(device)}
+        rows.append(row)
+        print(", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+    frame = pd.DataFrame(rows)
+    out = Path(args.out)
+    frame.to_csv(out, mode="a", header=not out.exists(), index=False)
+
+
+if __name__ == "__main__":
+    main()
