@@ -87,13 +87,13 @@ def test_supervised_and_joint_losses():
     x, y = torch.randn(10, 1, 8, 8), torch.randint(0, 3, (10,))
     loss, sums = regime.loss(enc, head, x, y, torch.Generator())
     logits = head(enc(x))
-    assert float(loss.detach()) == pytest.approx(float(F.cross_entropy(logits, y)), rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(float(F.cross_entropy(logits, y).detach()), rel=1e-5)
     assert int(sums["correct"]) == int((logits.argmax(1) == y).sum())
     joint, enc, head = setup("joint", weight=2.5)
     loss, _ = joint.loss(enc, head, x, y, torch.Generator())
     z = enc(x)
     expected = F.cross_entropy(head.classifier(z), y) + 2.5 * F.mse_loss(head.decoder(z), x)
-    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
 
 
 def test_corruption_has_the_configured_noise_and_mask():
@@ -113,7 +113,7 @@ def test_denoising_rebuilds_the_clean_input():
     enc.eval(), head.eval()
     loss, _ = regime.loss(enc, head, x, None, torch.Generator().manual_seed(1))
     noisy = corrupt(x, torch.Generator().manual_seed(1), 1.0, 0.0)
-    assert float(loss.detach()) == pytest.approx(float(F.mse_loss(head(enc(noisy)), x)), rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(float(F.mse_loss(head(enc(noisy)), x).detach()), rel=1e-5)
 
 
 def test_vae_kl_matches_torch_distributions():
@@ -143,7 +143,7 @@ def test_vae_beta_and_fixed_decoder_std():
     g = torch.Generator().manual_seed(2)
     loss, sums = regime.loss(enc, head, x, None, g)
     expected = (0.5 * sums["sq_error"] + 3.0 * sums["kl"]) / 6  # log σ² = 0 for σ = 1
-    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-4)
+    assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-4)
     with pytest.raises(ConfigError, match="regimes.vae.beta.*must be > 0"):
         make_regime("vae", {"beta": 0.0})
 
