@@ -1,11 +1,13 @@
-"""End to end: the default digits comparison and the full Fashion-MNIST comparison, each as a fresh
-`replearn run` process, with wall time, peak memory (max RSS) and the headline accuracies.
+"""End to end: the default digits comparison, the full Fashion-MNIST comparison and (with --objectives) the
+five-objective Fashion-MNIST comparison, each as a fresh `replearn run` process, with wall time, peak
+memory (max RSS) and the headline accuracies.
 
-    python benchmarks/bench_end_to_end.py [--skip-fashion]
+    python benchmarks/bench_end_to_end.py [--skip-fashion] [--objectives] [--only-objectives]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import subprocess
 import sys
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from common import ROOT, fashion_mnist_or_none, machine, report
+from common import ROOT, fashion_mnist_or_none, machine, matmul_peak_gflops, report
 
 
 def run(config: str | None, out: Path) -> dict:
@@ -30,28 +32,45 @@ def run(config: str | None, out: Path) -> dict:
     final = probes[probes.layer.isin(["latent", "input"])].set_index("model").test_accuracy
     return {"wall_s": wall, "peak_rss_mb": max(peak, before) / 1024,
             "supervised_test_accuracy": float(models.query("model == 'supervised'").test_accuracy.iloc[0]),
-            "latent_probe": {m: float(v) for m, v in final.items()}}
+            "latent_probe": {m: float(v) for m, v in final.items()},
+            "threads": json.loads((out / "environment.json").read_text()).get("threads", {})}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip-fashion", action="store_true", help="run only the digits comparison")
+    parser.add_argument("--objectives", action="store_true", help="also run experiments/objectives.yaml (all regimes)")
+    parser.add_argument("--only-objectives", action="store_true", help="run only experiments/objectives.yaml")
     parser.add_argument("--keep", metavar="DIR", help="write the two run directories under DIR (a new directory) "
                         "and keep them, e.g. for `replearn probe` or `benchmarks/bench_extraction.py --run-dir`")
     args = parser.parse_args()
     results = {}
+    peak_gflops = matmul_peak_gflops(2048, 5)
+    have_fashion = fashion_mnist_or_none(train_subset=100) is not None
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(args.keep) if args.keep else Path(tmp)
-        results["digits"] = run(None, base / "digits")
-        if not args.skip_fashion and fashion_mnist_or_none(train_subset=100) is not None:
-            results["fashion-mnist"] = run(str(ROOT / "experiments" / "fashion_mnist.yaml"), base / "fashion-mnist")
+        if not args.only_objectives:
+            results["digits"] = run(None, base / "digits")
+            if not args.skip_fashion and have_fashion:
+                results["fashion-mnist"] = run(str(ROOT / "experiments" / "fashion_mnist.yaml"), base / "fashion-mnist")
+        if (args.objectives or args.only_objectives) and have_fashion:
+            results["objectives"] = run(str(ROOT / "experiments" / "objectives.yaml"), base / "objectives")
     parts = []
     for name, r in results.items():
+        probes = r["latent_probe"]
+        if name == "objectives":
+            regimes = ", ".join(f"{m} {probes[m]:.4f}" for m in ("supervised", "autoencoder", "denoising", "vae",
+                                                                  "contrastive") if m in probes)
+            parts.append(f"objectives {r['wall_s']:.0f}s ({r['wall_s'] / 60:.1f} min), peak {r['peak_rss_mb']:.0f} MB, "
+                         f"latent probes: {regimes}")
+            continue
         parts.append(f"{name} {r['wall_s']:.0f}s, peak {r['peak_rss_mb']:.0f} MB, supervised {r['supervised_test_accuracy']:.4f}, "
-                     f"AE latent probe {r['latent_probe'].get('autoencoder', float('nan')):.4f}, "
-                     f"pixels {r['latent_probe'].get('pixels', float('nan')):.4f}")
-    report("end_to_end", {"summary": "; ".join(parts), "results": results, "machine": machine(),
-                          "target": "fashion-mnist < 360 s with supervised >= 0.915 and AE probe >= 0.86; digits < 30 s"})
+                     f"AE latent probe {probes.get('autoencoder', float('nan')):.4f}, "
+                     f"pixels {probes.get('pixels', float('nan')):.4f}")
+    report("end_to_end", {"summary": "; ".join(parts) + f" [matmul {peak_gflops:.0f} GFLOP/s]", "results": results,
+                          "machine": machine(), "matmul_gflops": peak_gflops,
+                          "target": "fashion-mnist < 360 s with supervised >= 0.915 and AE probe >= 0.86; digits < 30 s; "
+                                    "objectives < 15 min"})
 
 
 if __name__ == "__main__":
