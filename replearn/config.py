@@ -187,6 +187,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _coerce(key, value, inner[0])
     if origin is list:
+        if isinstance(value, str) and "," in value:  # --set key=1e-3,1e-2 means the list [1e-3, 1e-2]
+            value = [yaml.safe_load(part) if part.strip() else part for part in value.split(",")]
         if not isinstance(value, (list, tuple)):
             value = [value]
         return [_coerce(key, v, args[0]) for v in value]

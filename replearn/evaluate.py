@@ -5,6 +5,7 @@ the run's probe accuracy is reproduced. Separate from training, like DINO's eval
 """
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -35,6 +36,13 @@ def encoder_from_checkpoint(payload: dict) -> Encoder:
                               f"{str(exc)[:100]})", "use a checkpoint written by `replearn run`") from None
     load_state_dict_checked(encoder, payload["encoder"], "checkpoint encoder")
     return encoder
+
+
+def default_result_name(checkpoint: Path, dataset: str, layers: list[str] | None, with_knn: bool) -> str:
+    """``<checkpoint>.probe-<dataset>[-<layers>][-knn].json``: one file per distinct evaluation, so that probing
+    other layers or adding kNN does not overwrite an earlier result."""
+    parts = [dataset, *(layers or []), *(["knn"] if with_knn else [])]
+    return f"{checkpoint.stem}.probe-" + "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", p) for p in parts) + ".json"
 
 
 def probe_checkpoint(checkpoint: str | Path, dataset: str, layers: list[str] | None, overrides: list[str],
@@ -84,7 +92,7 @@ def probe_checkpoint(checkpoint: str | Path, dataset: str, layers: list[str] | N
             row.update({"knn_test_accuracy": round(knn.test_accuracy, 4), "k": int(knn.chosen)})
         rows.append(row)
     table = pd.DataFrame(rows)
-    out = Path(json_path) if json_path else checkpoint.with_name(f"{checkpoint.stem}.probe-{dataset}.json")
+    out = Path(json_path) if json_path else checkpoint.with_name(default_result_name(checkpoint, dataset, layers, with_knn))
     write_json(out, {"checkpoint": str(checkpoint), "regime": payload.get("regime"), "seed": payload.get("seed"),
                      "dataset": data.summary(), "results": rows})
     header = (f"{payload.get('regime', '?')} encoder (seed {payload.get('seed', '?')}) from {checkpoint}, "

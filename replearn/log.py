@@ -1,9 +1,9 @@
-"""Progress messages on stderr, one line each, silenced with ``set_quiet``."""
+"""Progress messages on stderr, one line each, written above the progress bars; silenced with ``set_quiet``."""
 from __future__ import annotations
 
 import sys
-from typing import Any
 import time
+from typing import Any
 
 _quiet = False
 _start = time.perf_counter()
@@ -15,8 +15,11 @@ def set_quiet(quiet: bool) -> None:
 
 
 def log(message: str) -> None:
+    """One timestamped line on stderr, written above any progress bar (never into it)."""
     if not _quiet:
-        print(f"[{time.perf_counter() - _start:6.1f}s] {message}", file=sys.stderr, flush=True)
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"[{time.perf_counter() - _start:6.1f}s] {message}", file=sys.stderr)
 
 
 def progress_bar(total: int, desc: str, enabled: bool = True) -> Any:

@@ -63,18 +63,18 @@ def available_cores() -> int:
     return max(1, cores)
 
 
-def _cgroup_cpu_quota() -> float | None:
+def _cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
     """CPUs allowed by the cgroup (v2 ``cpu.max`` or v1 CFS quota), or None when unlimited or unknown."""
     try:
-        text = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        text = (root / "cpu.max").read_text().split()
         if len(text) == 2 and text[0] != "max":
             return int(text[0]) / int(text[1])
         return None
     except (OSError, ValueError):
         pass
     try:
-        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
-        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
         return quota / period if quota > 0 and period > 0 else None
     except (OSError, ValueError):
         return None

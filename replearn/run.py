@@ -349,8 +349,12 @@ def _train_or_load(regime: Regime, seed: int, init: Encoder, data: Dataset, cfg:
                            **{f"test_{k}": v for k, v in test.items()}}
     with torch.no_grad(), eval_mode(encoder, head):
         scalars, arrays = regime.test_report(encoder, head, data.test_x, 1000)
-        recon = (regime.reconstruct(encoder, head, snapshot_images.to(device).contiguous(memory_format=torch.channels_last))
-                 if snapshot_images is not None else None)
+        if outcome.snapshots is not None and len(outcome.history) == cfg.epochs_for(regime):
+            recon = torch.from_numpy(outcome.snapshots[-1])  # the last epoch's snapshot is the final model's
+        elif snapshot_images is not None:
+            recon = regime.reconstruct(encoder, head, snapshot_images.to(device).contiguous(memory_format=torch.channels_last))
+        else:
+            recon = None
     row.update({f"test_{k}": v for k, v in scalars.items()})
     if outcome.history:
         row["train_seconds"] = float(sum(h["train_seconds"] for h in outcome.history))

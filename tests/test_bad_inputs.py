@@ -200,6 +200,8 @@ CASES = [
     ("B53", "import path that names something that is not an Encoder", lambda t: ["run", "--set", f"model.name={plugin_module(t, 'plug_b53', NOT_AN_ENCODER)}:linear", "--out", str(t / "o")], "not an Encoder"),
     ("B54", "a regime whose loss becomes NaN", lambda t: ["run", write_yaml(t, tiny(t, train={"regimes": [f"{plugin_module(t, 'plug_b54', NAN_REGIME)}:NanLoss"]})), "--out", str(t / "o")], "non-finite loss"),
     ("B55", "VAE beta <= 0", lambda t: ["run", "--set", "train.regimes=[vae]", "--set", "regimes.vae.beta=0"], "regimes.vae.beta' must be > 0"),
+    ("B57", "--threads 0", lambda t: ["run", "--threads", "0"], "--threads must be at least 1"),
+    ("B58", "--threads that is not a number", lambda t: ["run", "--threads", "many"], "--threads must be a whole number"),
     ("B56", "contrastive temperature <= 0", lambda t: ["run", "--set", "train.regimes=[contrastive]", "--set", "regimes.contrastive.temperature=-1"], "regimes.contrastive.temperature' must be > 0"),
 ]
 

@@ -89,11 +89,13 @@ def test_sigint_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
         pd.testing.assert_frame_equal(fa, fb, check_exact=True)
 
 
-def test_same_seed_gives_identical_metrics_files(tmp_path):
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_same_seed_gives_identical_metrics_files(tmp_path, threads):
+    """Bit-for-bit reproducible at a fixed thread setting (each setting checked on its own)."""
     config = blob_config(tmp_path, epochs=2, n_train=120)
     for name in ("a", "b"):
         done = subprocess.run([sys.executable, "-m", "replearn.cli", "run", str(config), "--out", str(tmp_path / name),
-                               "--quiet"], cwd=tmp_path, capture_output=True, text=True)
+                               "--quiet", "--threads", threads], cwd=tmp_path, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
     for csv in sorted((tmp_path / "a" / "metrics").glob("*.csv")):
         fa = pd.read_csv(csv).drop(columns=[c for c in ("train_seconds", "train_images_per_s", "seconds")
@@ -102,6 +104,7 @@ def test_same_seed_gives_identical_metrics_files(tmp_path):
         pd.testing.assert_frame_equal(fa, fb, check_exact=True)
     env = read_json(tmp_path / "a" / "environment.json")
     assert {"torch", "numpy", "python", "device", "seeds"} <= env.keys()
+    assert env["threads"]["setting"] == int(threads) and set(env["threads"]["phases"].values()) <= {1, int(threads)}
     assert yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())["train"]["seeds"] == [0]
 
 
