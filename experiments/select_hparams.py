@@ -80,7 +80,7 @@ def main() -> None:
                                    Path(tmp) / "m.csv", progress=False)
         last = outcome.history[-1]
         row = {"regime": regime_name, **setting, "epochs": len(outcome.history),
-               "val_loss": last.get("val_loss"), "val_recon_mse": last.get("val_recon_mse"),
+               **{k: v for k, v in last.items() if k.startswith("val_") and k != "val_latent_probe_accuracy"},
                "val_latent_probe_accuracy (uses val labels)": last.get("val_latent_probe_accuracy"),
                "seconds": round(time.perf_counter() - started, 1), "device": str(device)}
         rows.append(row)

@@ -21,6 +21,7 @@ DEFAULT_REGIMES = ("supervised", "autoencoder")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
+BUDGETS = ("equal-steps", "per-regime")
 
 
 def opt(default: Any, help: str, *, min: float | None = None, max: float | None = None,
@@ -62,7 +63,9 @@ class TrainConfig:
     regimes: list[str] = _f(list(DEFAULT_REGIMES), "regimes to train from the same initial encoder: registered names "
                             "(supervised, autoencoder, denoising, vae, contrastive, joint) or import paths "
                             "package.module:Name; options under regimes.<name>.<key>", list_default=True)
-    epochs: int = _f(20, "training epochs per regime (regimes.<name>.epochs overrides it for one regime)", min=0)
+    epochs: int = _f(20, "training epochs of every regime (the same number of optimisation steps for each)", min=0)
+    budget: str = _f("equal-steps", "equal-steps: every regime trains train.epochs; per-regime: regimes.<name>.epochs "
+                     "may give a regime another budget (the report states it)", choices=BUDGETS)
     batch_size: int = _f(64, "minibatch size", min=1)
     optimizer: str = _f("adam", "optimizer", choices=OPTIMIZERS)
     lr: float = _f(3e-3, "peak learning rate", gt=0.0, max=10.0)
@@ -297,6 +300,13 @@ def _validate_whole(cfg: Config) -> Config:
     if len(set(names)) != len(names):
         raise ConfigError(f"config key 'train.regimes' names two regimes called {names}",
                           "list each regime once (give a plug-in regime its own `name`)")
+    if cfg.train.budget == "equal-steps":
+        for regime in regimes:
+            epochs = getattr(regime.options, "epochs", None)
+            if epochs is not None and epochs != cfg.train.epochs:
+                raise ConfigError(f"regimes.{regime.name}.epochs={epochs} gives {regime.name} another budget than "
+                                  f"train.epochs={cfg.train.epochs}, but train.budget is equal-steps",
+                                  "drop it so that every regime trains as long, or set train.budget=per-regime")
     unused = sorted(set(cfg.regimes) - set(names))
     if unused:
         from .regimes import REGIMES

@@ -37,6 +37,7 @@ def build_context(run_dir: Path) -> dict[str, Any]:
         "dataset_name": run.dataset.get("name", "?"), "state": state,
         "state_message": run.status.get("message", ""), "complete": state == "complete",
         "wall_seconds": run.summary.get("wall_seconds"), "sections": sections, "unreadable": run.unreadable,
+        "not_written": run.not_written,
         "version": __version__, "rendered": dt.datetime.now().isoformat(timespec="seconds"),
     }
 

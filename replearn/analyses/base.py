@@ -152,6 +152,7 @@ class RunArtifacts:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = Path(run_dir)
         self.unreadable: list[str] = []
+        self.not_written: list[str] = []
         self.dataset = self.json_file("dataset.json") or {}
         self.environment = self.json_file("environment.json") or {}
         self.status = self.json_file("status.json") or {"state": "unknown"}
@@ -171,6 +172,18 @@ class RunArtifacts:
         except (OSError, ValueError, UnicodeDecodeError) as exc:
             self._note(path, type(exc).__name__)
             return None
+
+    def export(self, rel: str, data: bytes) -> None:
+        """Write a file for papers (figures/, tables/) into the run directory; if that is not possible the
+        report says so instead of failing."""
+        from ..artifacts import atomic_write_bytes
+
+        try:
+            atomic_write_bytes(self.run_dir / rel, data)
+        except OSError as exc:
+            note = f"{rel.split('/')[0]}/ could not be written ({exc.strerror or type(exc).__name__})"
+            if note not in self.not_written:
+                self.not_written.append(note)
 
     def metrics_json(self, name: str) -> Any:
         return self.json_file(f"metrics/{name}")

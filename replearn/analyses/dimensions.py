@@ -44,8 +44,10 @@ class Dimensions(Analysis):
         if dims is None:
             return []
         means = (dims.groupby(["model", "layer"], sort=False)[["features", "pca90", "participation_ratio", "twonn"]]
-                 .mean().round(1).reset_index())
+                 .mean().reset_index())
         means["model"] = means.model.map(lambda m: run.style(m)[0])
         return [Section("dimensions", "Dimension by depth", GUIDE,
-                        figures=[figure(plots.dimension_by_depth(dims, run.layer_order(), run.styles()))],
-                        table=table(means))]
+                        figures=[figure(plots.dimension_by_depth(dims, run.layer_order(), run.styles()),
+                                        "dimension_by_depth", run)],
+                        table=table(means, "dimensions", run, decimals=1),
+                        caption="Means over seeds, on the same test images for every model and seed.")]

@@ -76,7 +76,7 @@ class Inspection(Analysis):
         inputs = next(iter(decoded.values()))["inputs"]
         rows = [inputs] + [a["final"] for a in decoded.values()]
         sections = [Section("reconstructions", "Reconstructions", GUIDES["reconstructions"], figures=[figure(
-            plots.image_grid(rows, ["input"] + [run.style(r)[0] for r in decoded]))])]
+            plots.image_grid(rows, ["input"] + [run.style(r)[0] for r in decoded]), "reconstructions", run)])]
         for regime, arrays in decoded.items():
             over = arrays.get("over_epochs")
             if over is None or over.ndim != 5 or not len(over):
@@ -85,7 +85,7 @@ class Inspection(Analysis):
             fig = plots.image_grid([arrays["inputs"]] + [over[e] for e in epochs],
                                    ["input"] + [f"epoch {e + 1}" for e in epochs])
             sections.append(Section(f"recon-epochs-{regime}", f"Reconstructions over epochs: {run.style(regime)[0]}",
-                                    GUIDES["recon-epochs"], figures=[figure(fig)]))
+                                    GUIDES["recon-epochs"], figures=[figure(fig, f"reconstructions_{regime}", run)]))
         return sections
 
     def _filters(self, run: RunArtifacts) -> list[Section]:
@@ -103,8 +103,8 @@ class Inspection(Analysis):
                     rows.append({"model": run.style(model)[0], "median correlation with initial filter":
                                  round(float(np.median(corr)), 3), "lowest": round(float(np.min(corr)), 3)})
         return [Section("filters", "First-layer filters", GUIDES["filters"],
-                        figures=[figure(plots.filter_grid(shown, run.styles()))],
-                        table=table(pd.DataFrame(rows)) if rows else None)]
+                        figures=[figure(plots.filter_grid(shown, run.styles()), "filters", run)],
+                        table=table(pd.DataFrame(rows), "filters", run) if rows else None)]
 
     def _neighbours(self, run: RunArtifacts) -> list[Section]:
         nn_arrays = run.first_arrays("neighbours")
@@ -112,17 +112,18 @@ class Inspection(Analysis):
             return []
         names = run.dataset.get("class_names", [])
         models = run.order([k[:-7] for k in nn_arrays if k.endswith("_images") and k != "query_images"])
-        rows, labels = [], []
+        panels = []
         for q in range(len(nn_arrays["query_labels"])):
-            rows.append(nn_arrays["query_images"][q:q + 1])
-            labels.append(f"query: {_class_name(names, nn_arrays['query_labels'][q])}")
+            rows = []
             for m in models:
                 found = nn_arrays[f"{m}_labels"][q]
                 same = sum(int(label) == int(nn_arrays["query_labels"][q]) for label in found)
-                rows.append(nn_arrays[f"{m}_images"][q])
-                labels.append(f"{run.style(m)[0]} ({same}/{len(found)} same class)")
-        return [Section("neighbours", "Nearest neighbours", GUIDES["neighbours"],
-                        figures=[figure(plots.image_grid(rows, labels, cell=0.5))])]
+                rows.append((f"{run.style(m)[0]} ({same}/{len(found)})", nn_arrays[f"{m}_images"][q]))
+            panels.append((nn_arrays["query_images"][q], f"test image: {_class_name(names, nn_arrays['query_labels'][q])}",
+                           rows))
+        guide = GUIDES["neighbours"] + " In brackets: how many of the neighbours share the test image's class."
+        return [Section("neighbours", "Nearest neighbours", guide,
+                        figures=[figure(plots.neighbours_figure(panels), "neighbours", run)])]
 
     def _latent_usage(self, run: RunArtifacts) -> list[Section]:
         usage = {r: a for r in run.regimes() if (a := run.first_arrays(f"test_{r}")) is not None and "kl_per_dim" in a}
@@ -134,4 +135,4 @@ class Inspection(Analysis):
                  "active units (variance of μ > 0.01)": int((a["mean_variance_per_dim"] > 0.01).sum()),
                  "total KL (nats)": round(float(a["kl_per_dim"].sum()), 2)} for r, a in usage.items()]
         return [Section("latent-usage", "Latent usage (variational models)", GUIDES["latent-usage"],
-                        figures=[figure(fig)], table=table(pd.DataFrame(rows)))]
+                        figures=[figure(fig, "latent_usage", run)], table=table(pd.DataFrame(rows), "latent_usage", run))]

@@ -9,7 +9,7 @@ from ..parallel import map_tasks, task_workers
 from ..probes import label_efficiency
 from ..stats import format_mean_ci
 from .base import Analysis, RunArtifacts, Section, SeedContext, final_layer, register_analysis
-from .render import figure, table
+from .render import PLUS_MINUS, figure, table
 
 GUIDE = ("Test accuracy of a linear probe on each model's final layer when only a few labelled images per class "
          "are available (class-balanced random draws; the band spans draws and seeds). Representations that "
@@ -55,10 +55,13 @@ class LabelEfficiency(Analysis):
         shown = shown[sorted(shown.columns, key=lambda c: 10**9 if c == "all" else int(c))]
         shown = shown.reindex(run.order(list(shown.index)))
         shown.index = [run.style(m)[0] for m in shown.index]
-        with_labels = [run.style(m.name)[0] for m in run.models if m.trained_with_labels]
-        caveat = (f" Models trained with every label ({', '.join(with_labels)}) saw all labels while training, so "
-                  "their few-label points measure how well their features transfer, not label efficiency."
-                  if with_labels else "")
+        marked = {m.name for m in run.models if m.trained_with_labels}
+        with_labels = [run.style(m)[0] for m in run.order(list(marked))]
+        caveat = (f" Models trained with every label ({', '.join(with_labels)}; dashed) saw all labels while "
+                  "training, so their few-label points measure how well their features transfer, not label "
+                  "efficiency." if with_labels else "")
         return [Section("labels", "Label efficiency", GUIDE + caveat,
-                        figures=[figure(plots.label_efficiency_curves(eff, run.styles()))],
-                        table=table(shown.rename_axis("model").reset_index()))]
+                        figures=[figure(plots.label_efficiency_curves(eff, run.styles(), marked), "label_efficiency",
+                                        run)],
+                        table=table(shown.rename_axis("model").reset_index(), "label_efficiency", run),
+                        caption="Test accuracy by labelled images per class. " + PLUS_MINUS)]

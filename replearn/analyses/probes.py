@@ -13,7 +13,7 @@ from ..parallel import map_tasks, task_workers
 from ..probes import knn_probe, linear_probe
 from ..stats import format_mean_ci
 from .base import Analysis, RunArtifacts, Section, SeedContext, final_layer, register_analysis
-from .render import figure, table
+from .render import PLUS_MINUS, figure, table
 
 GUIDE_TABLE = ("Test accuracy of a linear probe (standardised features, multinomial logistic regression) and a "
                "weighted kNN probe (cosine, k chosen on validation) at every layer. Raw pixels and the untrained "
@@ -100,6 +100,8 @@ class Probes(Analysis):
         probes = run.csv("probes")
         if probes is None:
             return []
-        return [Section("probes", "Probe accuracy by model and layer", GUIDE_TABLE, table=table(probe_matrix(probes, run))),
+        return [Section("probes", "Probe accuracy by model and layer", GUIDE_TABLE,
+                        table=table(probe_matrix(probes, run), "probes", run), caption=PLUS_MINUS),
                 Section("depth", "Accuracy by depth", GUIDE_DEPTH,
-                        figures=[figure(plots.accuracy_by_depth(probes, run.layer_order(), run.styles()))])]
+                        figures=[figure(plots.accuracy_by_depth(probes, run.layer_order(), run.styles()),
+                                        "accuracy_by_depth", run)])]

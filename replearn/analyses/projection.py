@@ -58,5 +58,6 @@ class Projection(Analysis):
         titles = {m: f"{run.style(m)[0]}\ntrustworthiness {tw.get(m, float('nan')):.3f}" for m in shown}
         fig = plots.projection_panels({m: arrays[m] for m in shown}, arrays["labels"],
                                       run.dataset.get("class_names", []), titles)
-        return [Section("projection", "UMAP of the latent space", GUIDE, figures=[figure(fig)],
-                        table=table(projection.round(4)))]
+        shown = projection.assign(model=projection.model.map(lambda m: run.style(m)[0]))
+        return [Section("projection", "UMAP of the latent space", GUIDE, figures=[figure(fig, "umap", run)],
+                        table=table(shown, "projection", run, decimals={"trustworthiness": 4, "seconds": 1}))]

@@ -1,19 +1,99 @@
-"""Small helpers the analyses' report sections share: tables and figures in the template's form."""
+"""How the analyses' report sections show numbers and figures, the same way everywhere.
+
+Tables get readable headers and one number format per column (whole numbers without decimals, the
+same decimals down a column); every figure is embedded in the report as PNG and also written as
+``figures/<name>.{png,svg,pdf}``, and every main table as ``tables/<name>.{csv,tex}`` (LaTeX booktabs),
+under stable names in the run directory, ready for a paper.
+"""
 from __future__ import annotations
 
-from typing import Any
+import base64
+import math
+import re
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from .. import plots
 
+if TYPE_CHECKING:
+    from .base import RunArtifacts
 
-def table(frame: pd.DataFrame) -> dict[str, Any]:
-    """A DataFrame as the template's table (missing values shown as '–')."""
-    return {"columns": [str(c) for c in frame.columns],
-            "rows": frame.astype(object).where(frame.notna(), "–").values.tolist()}
+PLUS_MINUS = "± is the half-width of a 95% t-interval over seeds (no ± when there is one seed)."
+HEADERS = {
+    "model": "model", "seed": "seed", "epochs": "epochs", "layer": "layer", "dim": "features",
+    "test_loss": "test loss", "test_accuracy": "test accuracy", "test_recon_mse": "test reconstruction MSE",
+    "test_kl": "test KL (nats)", "test_active_units": "active units", "test_partner_top1": "test partner top-1",
+    "train_seconds": "training time (s)", "features": "features", "pca90": "PCA dims for 90% variance",
+    "participation_ratio": "participation ratio", "twonn": "TwoNN dimension", "points": "points",
+    "trustworthiness": "trustworthiness", "seconds": "time (s)", "kmeans_nmi": "k-means NMI",
+    "kmeans_ari": "k-means ARI", "silhouette": "class silhouette", "umap_trustworthiness": "UMAP trustworthiness",
+}
 
 
-def figure(fig: Any) -> str:
-    """A matplotlib figure as an embedded PNG (the report loads nothing from the network)."""
-    return plots.to_data_uri(fig)
+def header(column: str) -> str:
+    """A readable column header for a metrics column name."""
+    if column in HEADERS:
+        return HEADERS[column]
+    return column.replace("_", " ")
+
+
+def format_column(values: pd.Series, decimals: int) -> pd.Series:
+    """Whole numbers without decimals; other numbers with ``decimals`` places; text as it is; '–' if missing."""
+    numeric = pd.to_numeric(values, errors="coerce")
+    if values.dtype == object and numeric.isna().sum() > values.isna().sum():
+        return values.fillna("–").astype(str)
+    finite = numeric.dropna()
+    whole = len(finite) and all(float(v).is_integer() for v in finite)
+    return numeric.map(lambda v: "–" if v is None or (isinstance(v, float) and math.isnan(v))
+                       else (f"{int(v)}" if whole else f"{v:.{decimals}f}"))
+
+
+def format_frame(frame: pd.DataFrame, decimals: int | dict[str, int] = 3) -> pd.DataFrame:
+    """Every column formatted (``format_column``) and given a readable header."""
+    out = pd.DataFrame(index=frame.index)
+    for column in frame.columns:
+        places = decimals.get(column, 3) if isinstance(decimals, dict) else decimals
+        out[header(str(column))] = format_column(frame[column], places)
+    return out
+
+
+def table(frame: pd.DataFrame, name: str | None = None, run: "RunArtifacts | None" = None,
+          decimals: int | dict[str, int] = 3) -> dict[str, Any]:
+    """A table for the template; with ``name`` and ``run`` also written as tables/<name>.csv and .tex."""
+    shown = format_frame(frame, decimals)
+    if name and run is not None:
+        run.export(f"tables/{name}.csv", shown.to_csv(index=False).encode("utf-8"))
+        run.export(f"tables/{name}.tex", to_latex(shown).encode("utf-8"))
+    return {"columns": list(shown.columns), "rows": shown.values.tolist()}
+
+
+def figure(fig: Any, name: str | None = None, run: "RunArtifacts | None" = None) -> str:
+    """A figure as an embedded PNG; with ``name`` and ``run`` also written as figures/<name>.png, .svg and .pdf."""
+    png = plots.to_bytes(fig, "png")
+    if name and run is not None:
+        run.export(f"figures/{name}.png", png)
+        run.export(f"figures/{name}.svg", plots.to_bytes(fig, "svg"))
+        run.export(f"figures/{name}.pdf", plots.to_bytes(fig, "pdf"))
+    plots.plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+_LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+                  "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}
+
+
+def latex_escape(text: str) -> str:
+    escaped = re.sub(r"[&%$#_{}~^\\]", lambda m: _LATEX_SPECIAL[m.group()], str(text))
+    return escaped.replace("±", r"$\pm$").replace("×", r"$\times$").replace("–", "--")
+
+
+def to_latex(frame: pd.DataFrame) -> str:
+    """A booktabs tabular of the (already formatted) table."""
+    align = "".join("l" if i == 0 else "r" for i in range(len(frame.columns)))
+    lines = [r"\begin{tabular}{" + align + "}", r"\toprule",
+             " & ".join(latex_escape(c) for c in frame.columns) + r" \\", r"\midrule"]
+    lines += [" & ".join(latex_escape(v) for v in row) + r" \\" for row in frame.astype(str).values.tolist()]
+    lines += [r"\bottomrule", r"\end{tabular}", ""]
+    return "\n".join(lines)
+

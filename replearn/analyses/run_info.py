@@ -21,7 +21,7 @@ class RunInfo(Analysis):
         if d:
             splits = pd.DataFrame([{"split": s, "images": d.get(s)} for s in ("train", "val", "test")])
             names = ", ".join(map(str, d.get("class_names", [])))
-            sections.append(Section("dataset", "Dataset", GUIDE_DATASET, table=table(splits), bullets=[
+            sections.append(Section("dataset", "Dataset", GUIDE_DATASET, table=table(splits, "dataset", run), bullets=[
                 f"{d.get('name')}: images {'×'.join(map(str, d.get('image_shape', [])))}, {d.get('num_classes')} "
                 f"classes ({names})", f"source: {d.get('source')}"]))
         config_path = run.run_dir / "config.yaml"

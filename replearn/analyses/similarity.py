@@ -60,7 +60,8 @@ class Similarity(Analysis):
             return []
         order = run.layer_order()
         diag = cka[cka.layer_a == cka.layer_b].groupby(["pair", "layer_a"], sort=False).cka.mean().unstack()
-        diag = diag[[layer for layer in order if layer in diag.columns]].round(3).reset_index()
+        diag = diag[[layer for layer in order if layer in diag.columns]].reset_index()
         return [Section("similarity", "Representation similarity (CKA)", GUIDE,
-                        figures=[figure(plots.cka_heatmaps(cka, order))],
-                        table=table(diag.rename(columns={"pair": "pair (same layer)"})))]
+                        figures=[figure(plots.cka_heatmaps(cka, order), "cka", run)],
+                        table=table(diag.rename(columns={"pair": "pair (same layer)"}), "cka_same_layer", run),
+                        caption="CKA of each layer with the same layer of the other model, mean over seeds.")]

@@ -57,12 +57,13 @@ class Structure(Analysis):
             tw = projection.groupby("model").trustworthiness.mean()
             structure = structure.assign(umap_trustworthiness=structure.model.map(tw))
         columns = [c for c in structure.columns if c != "seed"]
-        means = structure[columns].groupby("model", sort=False).mean(numeric_only=True).round(3)
+        means = structure[columns].groupby("model", sort=False).mean(numeric_only=True)
         means = means.reindex(run.order(list(means.index)))
         overlap = [c for c in means.columns if c.startswith("knn_overlap_")]
         means = means.rename(columns={c: f"10-NN overlap with {run.style(c.removeprefix('knn_overlap_'))[0]}"
                                       for c in overlap})
         means.index = [run.style(m)[0] for m in means.index]
         return [Section("structure", "Structure without labels", GUIDE,
-                        figures=[figure(plots.structure_bars(structure, run.styles()))],
-                        table=table(means.rename_axis("model").reset_index()))]
+                        figures=[figure(plots.structure_bars(structure, run.styles()), "structure", run)],
+                        table=table(means.rename_axis("model").reset_index(), "structure", run),
+                        caption="Final layer of each model on the analysis subset of test images; means over seeds.")]

@@ -12,7 +12,7 @@ import pandas as pd
 from ..artifacts import load_npz, write_json
 from ..stats import format_mean_ci, mcnemar, mean_ci, paired_bootstrap
 from .base import Analysis, RunArtifacts, RunContext, Section, register_analysis
-from .render import table
+from .render import PLUS_MINUS, table
 
 GUIDE = ("Headline numbers of this run. A classifier's accuracy is its own head on the test set; the probe "
          "accuracies are linear classifiers trained on frozen features, with the penalty chosen on the validation "
@@ -117,8 +117,8 @@ class Summary(Analysis):
         if not bullets and ranking is None:
             return []
         return [Section("summary", "Summary", GUIDE, bullets=bullets, references=references,
-                        table=table(ranking) if ranking is not None else None,
-                        caption="Every model's final layer, best first (linear probe, test split).")]
+                        table=table(ranking, "summary", run) if ranking is not None else None,
+                        caption="Every model's final layer, best first (linear probe, test split). " + PLUS_MINUS)]
 
 
 def summarize(run_dir: Path, cfg: Any, wall_seconds: float) -> dict[str, Any]:

@@ -39,9 +39,9 @@ class Training(Analysis):
         if models is not None:
             shown = models.copy()
             shown["model"] = shown.model.map(lambda m: run.style(m)[0])
-            shown = shown.round(4)
         return [Section("training", "Training curves", GUIDE_CURVES,
-                        figures=[figure(plots.training_curves(found, run.styles()))],
-                        table=table(shown) if shown is not None else None),
+                        figures=[figure(plots.training_curves(found, run.styles()), "training_curves", run)],
+                        table=table(shown, "models", run, decimals=4) if shown is not None else None,
+                        caption="Test metrics of every trained model, one row per seed."),
                 Section("gradients", "Gradient norms by layer", GUIDE_GRADIENTS,
-                        figures=[figure(plots.gradient_norms(found, run.styles()))])]
+                        figures=[figure(plots.gradient_norms(found, run.styles()), "gradient_norms", run)])]

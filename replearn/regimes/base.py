@@ -38,7 +38,8 @@ class DataInfo:
 class RegimeOptions:
     """Options every regime has; a regime's own ``Options`` subclass adds its hyperparameters."""
 
-    epochs: int | None = opt(None, "training epochs of this regime (default: train.epochs)", min=0)
+    epochs: int | None = opt(None, "training epochs of this regime (default: train.epochs; another value needs "
+                             "train.budget=per-regime)", min=0)
 
 
 class Regime:

@@ -1,0 +1,78 @@
+"""The report's first section: what each model was given (budget, labels), how every hyperparameter was
+chosen, and the caveats a reader needs before comparing numbers."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from .base import Analysis, RunArtifacts, Section, register_analysis
+from .render import PLUS_MINUS, table
+
+GUIDE = ("Every regime started from the same initial encoder of its seed. The table gives each one's training "
+         "budget; the notes say how each hyperparameter was chosen and what to keep in mind when comparing.")
+
+
+def read_config(run: RunArtifacts) -> dict[str, Any]:
+    """The run's resolved config as plain data (no plug-in is imported to read it)."""
+    try:
+        raw = yaml.safe_load((run.run_dir / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}
+    return raw if isinstance(raw, dict) else {}
+
+
+@register_analysis("protocol")
+class Protocol(Analysis):
+    order = -10
+
+    def sections(self, run: RunArtifacts) -> list[Section]:
+        cfg = read_config(run)
+        train, analysis = cfg.get("train") or {}, cfg.get("analysis") or {}
+        options = cfg.get("regimes") or {}
+        regimes = [m for m in run.models if m.kind == "regime"]
+        if not train or not regimes:
+            return []
+        images = run.dataset.get("train")
+        batch = train.get("batch_size")
+        steps_per_epoch = math.ceil(images / batch) if isinstance(images, int) and isinstance(batch, int) and batch else None
+        rows = []
+        for m in regimes:
+            own = options.get(m.name) or {}
+            epochs = own.get("epochs") if own.get("epochs") is not None else train.get("epochs")
+            settings = ", ".join(f"{k} {v}" for k, v in own.items() if k != "epochs")
+            rows.append({"model": m.label, "epochs": epochs,
+                         "optimisation steps": epochs * steps_per_epoch if steps_per_epoch and epochs is not None else None,
+                         "labels in training": "yes" if m.trained_with_labels else "no",
+                         "settings": settings or "defaults"})
+        frame = pd.DataFrame(rows)
+        equal = frame["optimisation steps"].nunique(dropna=False) == 1
+        budget = (f"Equal budgets: every regime trained {frame['epochs'].iloc[0]} epochs of {steps_per_epoch} batches of "
+                  f"{batch} images ({train.get('optimizer')}, learning rate {train.get('lr')}, "
+                  f"{train.get('schedule')} schedule)." if equal else
+                  "Budgets differ between regimes (train.budget = per-regime): compare them with that in mind.")
+        seeds = train.get("seeds") or [0]
+        bullets = [budget,
+                   "Linear probes: standardised features, multinomial logistic regression fitted to convergence "
+                   f"(largest gradient entry ≤ {analysis.get('probe_tol')}); the L2 penalty is chosen per layer on the "
+                   f"validation split from {analysis.get('probe_l2_grid')}. kNN probes: cosine, temperature "
+                   f"{analysis.get('knn_temperature')}, k " + (f"chosen on validation from {analysis.get('knn_k_grid')}"
+                                                               if len(analysis.get("knn_k_grid") or []) > 1 else
+                                                               f"= {(analysis.get('knn_k_grid') or ['?'])[0]} (fixed)")
+                   + ". Nothing is chosen on the test split.",
+                   "Regime hyperparameters are those in the table, as configured; the experiment files in experiments/ "
+                   "record how theirs were chosen on the validation split.",
+                   "Baselines: raw pixels; PCA of the pixels fitted on the training split, as many components as the "
+                   "latent has, probed like every other layer (so its components are standardised); the untrained "
+                   "encoder of each seed.",
+                   PLUS_MINUS + (f" This run has {len(seeds)} seeds." if len(seeds) > 1 else
+                                 " This run has one seed: differences of a few tenths of a point between regimes are "
+                                 "within the variation between seeds (repeat with --seeds 3).")]
+        with_labels = [m.label for m in regimes if m.trained_with_labels]
+        if with_labels:
+            bullets.append(f"{', '.join(with_labels)} saw every training label; their label-efficiency points measure "
+                           "transfer of features learned with all labels, not learning from few labels.")
+        return [Section("protocol", "Protocol", GUIDE, bullets=bullets, table=table(frame, "protocol", run),
+                        caption="Training budget of every regime.")]
