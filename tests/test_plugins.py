@@ -120,6 +120,9 @@ def test_plugin_options_are_validated_like_config_keys(plugin_dir, blob_npz):
 
     raw = tiny_config(blob_npz, regimes=["my_plugins:Brightness"])
     raw["regimes"] = {"brightness": {"epochs": 1}}
+    with pytest.raises(ConfigError, match="another budget.*train.budget=per-regime"):
+        config_from_dict(raw)
+    raw["train"]["budget"] = "per-regime"
     assert config_from_dict(raw).epochs_for("brightness") == 1
     raw["regimes"] = {"brightness": {"epoch": 1}}
     with pytest.raises(ConfigError, match="unknown config key 'regimes.brightness.epoch'.*did you mean"):
