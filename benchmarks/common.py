@@ -51,10 +51,19 @@ def fashion_mnist_or_none(**overrides):
         return None
 
 
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
 def report(name: str, result: dict) -> None:
-    """Print the benchmark's one-line result and append it as JSON to $BENCH_RESULTS if set."""
-    result = {"benchmark": name, **result}
+    """Print the benchmark's one-line result, save it as ``benchmarks/results/<name>.json`` (the source of
+    the tables in benchmarks/README.md and of README's timings, see ``update_readmes.py``) and append it to
+    $BENCH_RESULTS if set."""
+    import datetime as dt
+
+    result = {"benchmark": name, "date": dt.date.today().isoformat(), "machine": machine(), **result}
     print(f"{name}: {result['summary']}")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     path = os.environ.get("BENCH_RESULTS")
     if path:
         with open(path, "a", encoding="utf-8") as fh:

@@ -61,6 +61,19 @@ def _finish(fig: plt.Figure, legend_rows: int = 0) -> plt.Figure:
     return fig
 
 
+def _plain_number(value: float, _position: object = None) -> str:
+    return f"{value:g}"
+
+
+def _plain_log_ticks(axis: "matplotlib.axis.Axis") -> None:
+    """Log-scale ticks written as plain numbers (6, 10, 40) instead of 4×10¹."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(_plain_number))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def to_data_uri(fig: plt.Figure) -> str:
     """PNG of the figure as a data: URI (the report embeds every image, so it opens offline)."""
     return "data:image/png;base64," + base64.b64encode(to_bytes(fig, "png")).decode("ascii")
@@ -71,6 +84,44 @@ def to_bytes(fig: plt.Figure, fmt: str) -> bytes:
     fig.savefig(buffer, format=fmt, dpi=DPI, bbox_inches="tight", pad_inches=0.05,
                 metadata={"Date": None} if fmt == "svg" else ({"CreationDate": None} if fmt == "pdf" else None))
     return buffer.getvalue()
+
+
+def write_vector_copies(pickled_figure: bytes, run_dir: str, name: str) -> list[str]:
+    """Write ``figures/<name>.svg`` and ``.pdf`` from a pickled figure (run in the report's export worker);
+    returns a note per file that could not be written."""
+    import pickle
+
+    return write_figure_vectors(pickle.loads(pickled_figure), run_dir, name, close=True)
+
+
+def write_figure_vectors(fig: plt.Figure, run_dir: str, name: str, close: bool = False) -> list[str]:
+    """Write ``figures/<name>.svg`` and ``.pdf``; a note per file that could not be written."""
+    from .artifacts import atomic_write_bytes
+
+    notes = []
+    for fmt in ("svg", "pdf"):
+        try:
+            atomic_write_bytes(f"{run_dir}/figures/{name}.{fmt}", to_bytes(fig, fmt))
+        except OSError as exc:
+            notes.append(f"figures/ could not be written ({exc.strerror or type(exc).__name__})")
+    if close:
+        plt.close(fig)
+    return notes
+
+
+def vector_worker() -> None:
+    """Read length-prefixed pickles ``(run_dir, name, pickled figure)`` from stdin until it closes, write
+    each figure's SVG and PDF, and print the notes of files that could not be written as JSON."""
+    import json
+    import pickle
+    import sys
+
+    notes: list[str] = []
+    stream = sys.stdin.buffer
+    while len(header := stream.read(8)) == 8:
+        run_dir, name, figure = pickle.loads(stream.read(int.from_bytes(header, "little")))
+        notes += write_vector_copies(figure, run_dir, name)
+    sys.stdout.write(json.dumps(list(dict.fromkeys(notes))))
 
 
 def training_curves(histories: dict[str, pd.DataFrame], styles: Styles) -> plt.Figure:
@@ -207,7 +258,11 @@ def dimension_by_depth(dims: pd.DataFrame, layer_order: list[str], styles: Style
               "twonn": "intrinsic dimension (TwoNN)"}
     for ax, (column, title) in zip(axes, titles.items()):
         _by_depth_lines(ax, dims, column, layer_order, styles)
-        ax.set(title=title, yscale="log")
+        values = dims[column][dims[column] > 0]
+        if len(values) and values.max() > 8 * values.min():  # log only where the values span a decade
+            ax.set_yscale("log")
+            _plain_log_ticks(ax.yaxis)
+        ax.set_title(title)
     _legend_below(fig, list(axes), columns=4)
     return _finish(fig, legend_rows=(dims.model.nunique() + 3) // 4)
 

@@ -29,7 +29,10 @@ def build_context(run_dir: Path) -> dict[str, Any]:
     """Everything the template shows, read from the run directory."""
     run = RunArtifacts(run_dir)
     analyses = sorted((cls() for _, cls in ANALYSES.items()), key=lambda a: a.order)
-    sections = [dataclasses.asdict(s) for analysis in analyses for s in analysis.sections(run)]
+    try:
+        sections = [dataclasses.asdict(s) for analysis in analyses for s in analysis.sections(run)]
+    finally:
+        run.finish_exports()
     marker = run.json_file("replearn-run.json") or {}
     state = run.status.get("state", "unknown")
     return {

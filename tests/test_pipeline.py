@@ -69,6 +69,38 @@ def test_report_is_self_contained_and_rerenders_identically(tiny_run, tmp_path):
     assert strip(out.read_text()) == strip(html)
 
 
+def test_every_report_figure_and_table_is_written_for_papers(tiny_run):
+    html = (tiny_run / "report.html").read_text()
+    pngs = sorted(p.stem for p in (tiny_run / "figures").glob("*.png"))
+    assert len(pngs) == html.count("data:image/png;base64,") >= 8
+    for stem in pngs:
+        svg = (tiny_run / "figures" / f"{stem}.svg").read_text()
+        assert svg.lstrip().startswith("<?xml") and "</svg>" in svg, stem
+        pdf = (tiny_run / "figures" / f"{stem}.pdf").read_bytes()
+        assert pdf.startswith(b"%PDF") and b"%%EOF" in pdf[-64:], stem
+        assert b"/FontFile2" in pdf or b"/Font" not in pdf, f"{stem}.pdf: fonts are embedded TrueType"
+    for csv in (tiny_run / "tables").glob("*.csv"):
+        frame = pd.read_csv(csv)
+        tex = csv.with_suffix(".tex").read_text()
+        assert tex.count(r"\\") == len(frame) + 1, csv.name  # header + one line per row
+        assert "_" not in frame.columns[0] or r"\_" in tex
+    assert {p.stem for p in (tiny_run / "tables").glob("*.csv")} >= {"probes", "models"}
+
+
+def test_unwritable_figure_folder_is_named_and_the_report_still_renders(tiny_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(tiny_run, run)
+    shutil.rmtree(run / "figures")
+    (run / "figures").write_text("a file where the folder should be")
+    assert main(["report", str(run)]) == 0
+    html = (run / "report.html").read_text()
+    assert "Files for papers were not written" in html and "figures/ could not be written" in html
+    assert html.count("data:image/png;base64,") >= 8
+    assert (run / "figures").read_text() == "a file where the folder should be"
+
+
 def test_probe_cli_reproduces_run(tiny_run, capsys):
     ckpt = tiny_run / "checkpoints" / "autoencoder_seed0.pt"
     out = tiny_run / "probe.json"

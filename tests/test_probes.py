@@ -139,3 +139,11 @@ def test_knn_nearest_neighbour_is_exact():
     labels = torch.tensor([0, 1, 2])
     test = torch.tensor([[0.9, 0.1], [0.1, 0.8], [-2.0, 0.3]])
     assert knn_classifier(train, labels, test, k=1).tolist() == [0, 1, 2]
+
+
+def test_layer_depths_put_a_baselines_latent_at_the_encoders_latent():
+    from replearn.analyses.probes import layer_depths
+
+    features = {"pca": {"latent": None}, "enc": {"input": None, "stage1": None, "stage2": None, "latent": None}}
+    depths = layer_depths(features)
+    assert depths == {"input": 0, "stage1": 1, "stage2": 2, "latent": 3}

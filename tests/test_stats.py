@@ -34,3 +34,21 @@ def test_paired_bootstrap_detects_real_gap_and_not_noise():
     assert strong["ci_low"] > 0 and strong["p_value"] < 0.01
     same = paired_bootstrap(a, a.copy(), n_boot=2000)
     assert same["difference"] == 0 and same["p_value"] == 1.0
+
+
+def test_table_columns_keep_text_and_one_number_format_per_column():
+    import pandas as pd
+
+    from replearn.analyses.render import format_frame
+
+    frame = pd.DataFrame({"model": pd.Series(["supervised", "autoencoder", None], dtype="str"),
+                          "seeds": [3, 3, 1], "test_accuracy": [0.98, 0.9573, float("nan")],
+                          "dim": [256.0, 64.0, 32.0], "train_seconds": [1.75761, 4.2, 10.0],
+                          "trained_with_labels": [True, False, True]})
+    shown = format_frame(frame)
+    assert list(shown["model"]) == ["supervised", "autoencoder", "–"]
+    assert list(shown["seeds"]) == ["3", "3", "1"]
+    assert list(shown["test accuracy"]) == ["0.980", "0.957", "–"]
+    assert list(shown["features"]) == ["256", "64", "32"]
+    assert list(shown["training time (s)"]) == ["1.8", "4.2", "10.0"]
+    assert list(shown["trained with labels"]) == ["yes", "no", "yes"]

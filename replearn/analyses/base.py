@@ -153,6 +153,9 @@ class RunArtifacts:
         self.run_dir = Path(run_dir)
         self.unreadable: list[str] = []
         self.not_written: list[str] = []
+        from .render import VectorExports
+
+        self.vector_exports = VectorExports()
         self.dataset = self.json_file("dataset.json") or {}
         self.environment = self.json_file("environment.json") or {}
         self.status = self.json_file("status.json") or {"state": "unknown"}
@@ -182,6 +185,13 @@ class RunArtifacts:
             atomic_write_bytes(self.run_dir / rel, data)
         except OSError as exc:
             note = f"{rel.split('/')[0]}/ could not be written ({exc.strerror or type(exc).__name__})"
+            if note not in self.not_written:
+                self.not_written.append(note)
+
+    def finish_exports(self) -> None:
+        """Wait for the figures' SVG and PDF copies; files that could not be written are named in
+        ``not_written``."""
+        for note in self.vector_exports.finish():
             if note not in self.not_written:
                 self.not_written.append(note)
 
@@ -253,7 +263,8 @@ class RunArtifacts:
         for table in ("probes", "dimensions"):
             frame = self.csv(table)
             if frame is not None and {"layer", "depth"} <= set(frame.columns):
-                return list(frame.drop_duplicates("layer").sort_values("depth").layer)
+                # a baseline's single layer (PCA's "latent") has its own depth: the deepest use of a name wins
+                return list(frame.groupby("layer").depth.max().sort_values(kind="stable").index)
         return []
 
 

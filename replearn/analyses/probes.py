@@ -24,11 +24,12 @@ GUIDE_DEPTH = ("The same probe accuracies plotted against depth. Supervised feat
 
 
 def layer_depths(features: dict[str, dict[str, Any]]) -> dict[str, int]:
-    """Depth index of each layer name: input 0, then the encoder's layers in order, latent last."""
+    """Depth index of each layer name: input 0, then the encoder's layers in order, latent last (a baseline's
+    single layer, such as PCA's "latent", takes the depth the encoders give that name)."""
     depths = {"input": 0}
     for layers in features.values():
         for i, name in enumerate(n for n in layers if n != "input"):
-            depths.setdefault(name, i + 1)
+            depths[name] = max(depths.get(name, 0), i + 1)
     return depths
 
 

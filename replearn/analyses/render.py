@@ -8,7 +8,11 @@ under stable names in the run directory, ready for a paper.
 from __future__ import annotations
 
 import base64
+import json
 import math
+import pickle
+import subprocess
+import sys
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -39,21 +43,29 @@ def header(column: str) -> str:
 
 
 def format_column(values: pd.Series, decimals: int) -> pd.Series:
-    """Whole numbers without decimals; other numbers with ``decimals`` places; text as it is; '–' if missing."""
-    numeric = pd.to_numeric(values, errors="coerce")
-    if values.dtype == object and numeric.isna().sum() > values.isna().sum():
-        return values.fillna("–").astype(str)
+    """Whole numbers without decimals; other numbers with ``decimals`` places; booleans as yes/no; text as it
+    is; '–' if missing."""
+    missing = values.isna()
+    if pd.api.types.is_bool_dtype(values):
+        return values.map({True: "yes", False: "no"}).astype(object).where(~missing, "–")
+    numeric = values
+    if not pd.api.types.is_numeric_dtype(values):  # text (already formatted, or a mix): shown as written
+        return pd.Series([("–" if m else str(v)) for v, m in zip(values, missing)], index=values.index, dtype=object)
     finite = numeric.dropna()
-    whole = len(finite) and all(float(v).is_integer() for v in finite)
-    return numeric.map(lambda v: "–" if v is None or (isinstance(v, float) and math.isnan(v))
-                       else (f"{int(v)}" if whole else f"{v:.{decimals}f}"))
+    whole = len(finite) > 0 and all(float(v).is_integer() for v in finite)
+    return pd.Series([("–" if math.isnan(float(v)) else (f"{int(v)}" if whole else f"{float(v):.{decimals}f}"))
+                      for v in numeric], index=values.index, dtype=object)
+
+
+DECIMALS = {"train_seconds": 1, "seconds": 1, "pca90": 0, "participation_ratio": 1, "twonn": 1}
 
 
 def format_frame(frame: pd.DataFrame, decimals: int | dict[str, int] = 3) -> pd.DataFrame:
     """Every column formatted (``format_column``) and given a readable header."""
     out = pd.DataFrame(index=frame.index)
     for column in frame.columns:
-        places = decimals.get(column, 3) if isinstance(decimals, dict) else decimals
+        places = decimals.get(column, DECIMALS.get(str(column), 3)) if isinstance(decimals, dict) else \
+            DECIMALS.get(str(column), decimals)
         out[header(str(column))] = format_column(frame[column], places)
     return out
 
@@ -73,10 +85,60 @@ def figure(fig: Any, name: str | None = None, run: "RunArtifacts | None" = None)
     png = plots.to_bytes(fig, "png")
     if name and run is not None:
         run.export(f"figures/{name}.png", png)
-        run.export(f"figures/{name}.svg", plots.to_bytes(fig, "svg"))
-        run.export(f"figures/{name}.pdf", plots.to_bytes(fig, "pdf"))
+        run.vector_exports.submit(fig, run.run_dir, name)
     plots.plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+class VectorExports:
+    """SVG and PDF copies of the report's figures, written by one worker process (``plots.vector_worker``) so
+    that the slow vector formats (PDF font subsetting costs a quarter of a second per figure) overlap with the
+    rest of the report; written inline where the worker cannot start or dies. The worker is a plain
+    subprocess, not multiprocessing, so that a user's unguarded script or notebook is never re-imported."""
+
+    def __init__(self) -> None:
+        self._worker: subprocess.Popen | None = None
+        self._inline = False
+        self._notes: list[str] = []
+
+    def _start(self) -> subprocess.Popen | None:
+        if self._worker is None and not self._inline:
+            try:
+                self._worker = subprocess.Popen(
+                    [sys.executable, "-c", "from replearn.plots import vector_worker; vector_worker()"],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            except OSError:
+                self._inline = True
+        return self._worker
+
+    def submit(self, fig: Any, run_dir: Any, name: str) -> None:
+        try:
+            blob = pickle.dumps((str(run_dir), name, pickle.dumps(fig)))
+        except (pickle.PicklingError, AttributeError, TypeError):  # e.g. a plug-in's figure with a lambda
+            self._notes += plots.write_figure_vectors(fig, str(run_dir), name)
+            return
+        worker = self._start()
+        if worker is not None:
+            try:
+                worker.stdin.write(len(blob).to_bytes(8, "little") + blob)
+                worker.stdin.flush()
+                return
+            except OSError:  # the worker died: this and later figures are written here
+                self._inline = True
+        self._notes += plots.write_figure_vectors(fig, str(run_dir), name)
+
+    def finish(self) -> list[str]:
+        """Wait for every queued figure; the notes of files that could not be written, each once."""
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            try:
+                out, _ = worker.communicate(timeout=600)
+                self._notes += json.loads(out.decode() or "[]") if worker.returncode == 0 else [
+                    f"figures/ SVG and PDF copies failed (worker exit {worker.returncode})"]
+            except (OSError, ValueError, subprocess.TimeoutExpired):
+                worker.kill()
+                self._notes.append("figures/ SVG and PDF copies failed (worker did not finish)")
+        return list(dict.fromkeys(self._notes))
 
 
 _LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
