@@ -2,8 +2,14 @@
 
 Trains each setting of a grid from the same initial encoder as the experiment's own runs (seed 0, the
 experiment's budget) and records, after the last epoch, the validation criteria: the regime's own
-validation loss and reconstruction error (no labels) and the validation accuracy of the per-epoch
-latent linear probe (which uses validation labels, and is marked as such wherever it chose a value).
+validation loss and reconstruction error, RankMe of the validation latents (Garrido et al. 2023) — none of
+them uses labels — and the validation accuracy of the per-epoch latent linear probe (which uses validation
+labels, and is marked as such wherever it chose a value). It then names the best setting by ``--criterion``:
+
+    label-free (default): RankMe of the validation latents (higher is better). The regime's own validation
+                          loss is not comparable across settings that change the loss itself (more noise
+                          or a larger β always costs reconstruction), so it is recorded but not used;
+    probe:                the validation latent probe — uses labels, so say so when you report it.
 
     python experiments/select_hparams.py experiments/objectives.yaml --grid denoising.noise_std=0,0.25,0.5 \\
         --grid denoising.mask_fraction=0,0.25,0.5 --out selection.csv [--set train.epochs=4] [--device cuda]
@@ -27,7 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from replearn.config import apply_overrides, config_from_dict, load_yaml  # noqa: E402
 from replearn.data import load_dataset  # noqa: E402
+from replearn.dimension import rankme  # noqa: E402
 from replearn.encoders import build_encoder  # noqa: E402
+from replearn.features import extract_features  # noqa: E402
 from replearn.regimes import make_regime  # noqa: E402
 from replearn.run import build_head  # noqa: E402
 from replearn.train import resolve_device, train_regime  # noqa: E402
@@ -47,6 +55,16 @@ def parse_grid(items: list[str]) -> tuple[str, dict[str, list[str]]]:
     return regime, grid
 
 
+PROBE = "val_latent_probe_accuracy (uses val labels)"
+
+
+def choose(frame: pd.DataFrame, criterion: str) -> tuple[str, int]:
+    """The criterion column and the index of the best row under it."""
+    if criterion == "probe":
+        return PROBE + " — uses labels", int(frame[PROBE].idxmax())
+    return "val_rankme (label-free, higher is better)", int(frame["val_rankme"].idxmax())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config")
@@ -54,6 +72,8 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--device", default=None, help="override train.device")
     parser.add_argument("--out", required=True, help="CSV of the results (appended to)")
+    parser.add_argument("--criterion", choices=("label-free", "probe"), default="label-free",
+                        help="how the best setting is named (default: label-free; probe uses validation labels)")
     args = parser.parse_args()
     regime_name, grid = parse_grid(args.grid)
     raw = load_yaml(args.config)
@@ -79,13 +99,17 @@ def main() -> None:
             outcome = train_regime(regime, encoder, head, data, cfg, 0, device, Path(tmp) / "s.pt",
                                    Path(tmp) / "m.csv", progress=False)
         last = outcome.history[-1]
+        latents = extract_features(encoder, data.val_x, layers=["latent"], device=device)["latent"]
         row = {"regime": regime_name, **setting, "epochs": len(outcome.history),
                **{k: v for k, v in last.items() if k.startswith("val_") and k != "val_latent_probe_accuracy"},
-               "val_latent_probe_accuracy (uses val labels)": last.get("val_latent_probe_accuracy"),
+               "val_rankme": rankme(latents),
+               PROBE: last.get("val_latent_probe_accuracy"),
                "seconds": round(time.perf_counter() - started, 1), "device": str(device)}
         rows.append(row)
         print(", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
     frame = pd.DataFrame(rows)
+    column, best = choose(frame, args.criterion)
+    print(f"best by {column}: " + ", ".join(f"{k}={frame.loc[best, k]}" for k in grid))
     out = Path(args.out)
     frame.to_csv(out, mode="a", header=not out.exists(), index=False)
 

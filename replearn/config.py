@@ -100,6 +100,9 @@ class AnalysisConfig:
     cka_batch_size: int = _f(1000, "minibatch size of the unbiased-HSIC CKA estimator", min=4)
     projection_points: int = _f(5000, "test images embedded in 2-D with UMAP", min=0)
     projection_neighbors: int = _f(15, "UMAP neighbourhood size", min=2)
+    umap_backend: str = _f("replearn", "replearn: the built-in torch UMAP (fast, no numba); umap-learn: the reference "
+                           "implementation (pip install 'replearn[umap]'; ~25 s of import and compilation)",
+                           choices=("replearn", "umap-learn"))
     reconstructions: int = _f(10, "test images shown with their autoencoder reconstructions", min=0)
 
 
@@ -112,6 +115,9 @@ class Config:
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     regimes: dict[str, dict[str, Any]] = field(default_factory=dict, metadata={
         "help": "options of each regime, by regime name (see `replearn run --help`)"})
+    selection: dict[str, str] = field(default_factory=dict, metadata={
+        "help": "how each regime's options were chosen, by regime name (free text, e.g. 'RankMe on validation, "
+                "label-free'); shown in the report's Protocol section"})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -292,6 +298,16 @@ def _validate_whole(cfg: Config) -> Config:
     if not cfg.name or any(c in cfg.name for c in "/\\\0") or cfg.name in (".", ".."):
         raise ConfigError(f"config key 'name' must be a plain name, got {cfg.name!r}",
                           "use letters, digits, '-' and '_'")
+    if cfg.analysis.umap_backend == "umap-learn":
+        import importlib.util
+
+        try:
+            missing = importlib.util.find_spec("umap") is None
+        except ValueError:  # a module entry set to None (blocked)
+            missing = True
+        if missing:
+            raise ConfigError("config key 'analysis.umap_backend' is umap-learn, but umap-learn is not installed",
+                              "pip install 'replearn[umap]', or set analysis.umap_backend=replearn")
     from .encoders import ENCODERS
 
     ENCODERS.get(cfg.model.name)
@@ -307,6 +323,10 @@ def _validate_whole(cfg: Config) -> Config:
                 raise ConfigError(f"regimes.{regime.name}.epochs={epochs} gives {regime.name} another budget than "
                                   f"train.epochs={cfg.train.epochs}, but train.budget is equal-steps",
                                   "drop it so that every regime trains as long, or set train.budget=per-regime")
+    stray = sorted(set(cfg.selection) - set(names))
+    if stray:
+        raise ConfigError(f"config section 'selection' describes '{stray[0]}', which train.regimes does not train",
+                          f"describe only trained regimes ({', '.join(names)})")
     unused = sorted(set(cfg.regimes) - set(names))
     if unused:
         from .regimes import REGIMES
@@ -338,6 +358,11 @@ def config_from_dict(raw: dict[str, Any] | None) -> Config:
             kwargs["name"] = _coerce("name", value, str)
         elif name == "regimes":
             kwargs["regimes"] = _regime_options(value)
+        elif name == "selection":
+            if value is not None and not (isinstance(value, dict) and all(isinstance(v, str) for v in value.values())):
+                raise ConfigError("config section 'selection' must map regime names to a sentence each",
+                                  "write e.g. 'selection:' then '  vae: RankMe on the validation split (label-free)'")
+            kwargs["selection"] = {str(k): v for k, v in (value or {}).items()}
         else:
             raise _unknown_key(str(name))
     return _validate_whole(Config(**kwargs))
@@ -375,6 +400,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         dotted = ".".join(path)
         if len(path) == 1 and path[0] == "name":
             merged["name"] = value
+        elif len(path) == 2 and path[0] == "selection":
+            merged["selection"] = {**(merged.get("selection") or {}), path[1]: str(value)}
         elif len(path) == 2 and path[0] in sections:
             section = merged.setdefault(path[0], {}) or {}
             merged[path[0]] = section
@@ -390,12 +417,30 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return merged
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file into a nested dict, with one-line errors for missing or malformed files."""
+def bundled_experiments() -> dict[str, Path]:
+    """The experiment files installed with replearn, by name (``replearn run fashion_mnist``)."""
+    folder = Path(__file__).resolve().parent / "experiments"
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))} if folder.is_dir() else {}
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A config file as given, or a bundled experiment's name (``fashion_mnist``, with or without .yaml)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file '{path}' does not exist",
-                          "give a path to a YAML file, e.g. experiments/digits.yaml")
+    if path.is_file():
+        return path
+    bundled = bundled_experiments()
+    name = path.name[:-5] if path.name.endswith(".yaml") else path.name
+    if name in bundled and (len(path.parts) == 1 or path.parent.name == "experiments"):
+        return bundled[name]
+    known = ", ".join(bundled) or "none installed"
+    raise ConfigError(f"config file '{path}' does not exist",
+                      f"give a path to a YAML file or the name of a bundled experiment ({known})")
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file (or a bundled experiment by name) into a nested dict, with one-line errors for
+    missing or malformed files."""
+    path = resolve_config_path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

@@ -46,6 +46,18 @@ def participation_ratio(x: ArrayLike) -> float:
     return float(spec.sum() ** 2 / denom) if denom > 0 else 0.0
 
 
+def rankme(x: ArrayLike, eps: float = 1e-7) -> float:
+    """RankMe (Garrido et al. 2023): exp of the entropy of the normalised singular values of the (uncentred)
+    embeddings, a label-free score that tracks downstream accuracy of self-supervised encoders; between 1 and
+    min(n, d)."""
+    t = _rows(x, 2, "rankme")
+    sigma = torch.linalg.svdvals(t)
+    if float(sigma.sum()) <= 0:
+        return 0.0
+    p = sigma / sigma.sum() + eps
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
 def twonn_dimension(x: ArrayLike, discard_fraction: float = 0.1, max_points: int = 5000, seed: int = 0) -> float:
     """Intrinsic dimension by TwoNN (Facco et al. 2017): the ratio μ = r₂/r₁ of each point's second- to
     first-neighbour distance is Pareto(d), so d is the slope of −log(1 − F(μ)) against log μ, fitted

@@ -351,6 +351,7 @@ def gradient_norms(histories: dict[str, pd.DataFrame], styles: Styles) -> plt.Fi
             if f"grad_norm_{layer}" in mean:
                 ax.plot(mean.index, mean[f"grad_norm_{layer}"], "-o", ms=3, color=colors[layer], label=layer)
         ax.set(title=_label(styles, regime), xlabel="epoch", yscale="log")
+        _plain_log_ticks(ax.yaxis)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("‖∂loss/∂θ‖ per step")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import math
 import os
 import platform
 import shutil
@@ -24,7 +25,7 @@ import torch
 from . import __version__, parallel
 from .analyses import ANALYSES, RunContext, SeedContext
 from .analyses.base import Features, ModelInfo, baseline_models, write_models
-from .analyses.summary import summarize
+from .analyses.summary import closing_summary, summarize
 from .artifacts import (RUN_MARKER, check_run_dir, load_checkpoint, load_state_dict_checked, mark_run_dir,
                         read_json, save_checkpoint, save_npz, write_csv, write_json, atomic_write_text)
 from .config import Config, dump_yaml, load_config
@@ -32,7 +33,7 @@ from .data import Dataset, load_dataset, stratified_subset
 from .errors import ConfigError, ReplearnError, RunDirError, TrainingDiverged, TrainingInterrupted
 from .encoders import Encoder, build_encoder, encoder_spec
 from .features import eval_mode, extract_splits, pca_baseline, pixel_features
-from .log import log
+from .log import RunClock, format_duration, log, start_clock
 from .regimes import DataInfo, Regime
 from .train import Stopper, eval_batch_size, evaluate, resolve_device, train_regime
 
@@ -191,12 +192,22 @@ def run_experiment(cfg: Config, run_dir: Path, *, resume: bool = False, progress
     model_rows: list[dict[str, Any]] = []
     extraction_seconds = 0.0
     baselines: dict[str, Any] = {}
+    steps_per_epoch = math.ceil(len(data.train_y) / cfg.train.batch_size)
+    clock = RunClock(len(cfg.train.seeds))
+    for regime in regimes:
+        steps = steps_per_epoch * cfg.epochs_for(regime)
+        clock.plan(regime.name, steps * len(cfg.train.seeds), step_flops(regime, cfg, data, device))
+        for seed in cfg.train.seeds:
+            if paths(run_dir, regime.name, seed)["final"].exists():
+                clock.skip(regime.name, steps)
+    start_clock(clock)
     try:
         with Stopper() as stopper:
             for seed in cfg.train.seeds:
                 init = _initial_encoder(cfg, data, seed, run_dir)
                 encoders: dict[str, Encoder] = {"random": init}
                 for regime in regimes:
+                    clock.begin(regime.name)
                     encoders[regime.name], row = _train_or_load(regime, seed, init, data, cfg, device, run_dir,
                                                                 stopper, snapshot_images, progress)
                     model_rows.append(row)
@@ -216,7 +227,8 @@ def run_experiment(cfg: Config, run_dir: Path, *, resume: bool = False, progress
                         results.setdefault(key, []).append(frame)
                     if time.perf_counter() - one_started > 0.5:
                         log(f"seed {seed}: {analysis.name} done ({time.perf_counter() - one_started:.1f}s)")
-                log(f"seed {seed}: analyses done in {time.perf_counter() - analysis_started:.1f}s")
+                clock.analysed(time.perf_counter() - extraction_started)
+                log(f"seed {seed}: analyses done in {time.perf_counter() - analysis_started:.1f}s{clock.suffix()}")
                 del features, ctx
             for analysis in analyses:
                 for key, frame in analysis.finish(run).items():
@@ -225,11 +237,13 @@ def run_experiment(cfg: Config, run_dir: Path, *, resume: bool = False, progress
         set_status(run_dir, "interrupted", f"stopped by {stop.signal_name}; state saved in {stop.run_dir}")
         raise
     except TrainingDiverged as exc:
+        start_clock(None)
         set_status(run_dir, "diverged", exc.one_line())
         _write_tables(run_dir, results, model_rows)
         if render:
             _render(run_dir)
         raise
+    start_clock(None)
     _write_tables(run_dir, results, model_rows)
     _record_thread_choices(run_dir)
     set_status(run_dir, "complete", wall_seconds=round(time.perf_counter() - started, 1))
@@ -237,7 +251,8 @@ def run_experiment(cfg: Config, run_dir: Path, *, resume: bool = False, progress
     summary["feature_extraction_seconds"] = round(extraction_seconds, 1)
     write_json(run_dir / "metrics" / "summary.json", summary)
     report = _render(run_dir) if render else run_dir / "report.html"
-    log(f"done in {time.perf_counter() - started:.1f}s; report: {report}")
+    for line in closing_summary(run_dir, time.perf_counter() - started, report):
+        log(line)
     return report
 
 
@@ -318,6 +333,19 @@ def _initial_encoder(cfg: Config, data: Dataset, seed: int, run_dir: Path) -> En
                                     "num_classes": data.num_classes, "dataset": data.summary(), "regime": "random",
                                     "replearn": __version__})
     return encoder
+
+
+def step_flops(regime: Regime, cfg: Config, data: Dataset, device: torch.device) -> float:
+    """FLOPs of one training step of the regime (forward on two images, scaled to the batch, ×3 for the
+    backward pass), from a throwaway encoder; used only to weigh the run's ETA."""
+    encoder = build_encoder(cfg.model, data.image_shape, 0).to(device)
+    head = build_head(regime, encoder, data, 0).to(device)
+    x = data.train_x[:2].to(device)
+    y = data.train_y[:2].to(device) if regime.needs_labels else None
+    with eval_mode(encoder, head):
+        flops = parallel.count_flops([encoder, head], lambda: regime.loss(
+            encoder, head, x, y, torch.Generator(device=device).manual_seed(0)))
+    return 3 * flops / max(1, len(x)) * cfg.train.batch_size
 
 
 def build_head(regime: Regime, encoder: Encoder, data: Dataset, seed: int) -> torch.nn.Module:

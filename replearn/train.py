@@ -29,6 +29,7 @@ from .config import Config
 from .data import Dataset
 from .errors import TrainingDiverged, TrainingInterrupted
 from .features import eval_mode, extract_features
+from .log import run_clock
 from .encoders import Encoder
 from .regimes import Regime
 from .probes import LinearProbe
@@ -270,10 +271,12 @@ def train_regime(regime: Regime, encoder: Encoder, head: nn.Module, data: Datase
 
     threads = training_threads(regime, encoder, head, _to_device(data.train_x[:2], device),
                                data.train_y[:2].to(device), bs)
-    with stopper.deferring() if stopper is not None else contextlib.nullcontext(), parallel.use_threads(threads):
+    with stopper.deferring() if stopper is not None else contextlib.nullcontext(), parallel.use_threads(threads), \
+            flush_denormals():
         while state.epoch < epochs:
             encoder.train(), head.train()
             order, started = epoch_order(n, seed, state.epoch), time.perf_counter()
+            epoch_first_step = state.step
             bar = tqdm(total=steps_per_epoch, initial=state.step, leave=False, disable=not progress or None,
                        unit="batch", desc=f"{regime.name} seed {seed} epoch {state.epoch + 1}/{epochs}")
             for step in range(state.step, steps_per_epoch):
@@ -321,11 +324,26 @@ def train_regime(regime: Regime, encoder: Encoder, head: nn.Module, data: Datase
             state.reset_sums()
             write_csv(metrics_path, pd.DataFrame(state.history))
             save()
+            if (clock := run_clock()) is not None:  # the whole epoch: steps, validation, probe, checkpoint
+                clock.trained(steps_per_epoch - epoch_first_step, time.perf_counter() - started)
             _log_epoch(row, regime, seed, epochs, val)
     if not state.history:
         write_csv(metrics_path, pd.DataFrame(columns=["epoch"]))
     return TrainOutcome(history=state.history, snapshots=np.stack(state.snapshots) if state.snapshots else None,
                         resumed_from=resumed_from)
+
+
+@contextlib.contextmanager
+def flush_denormals() -> Iterator[None]:
+    """Treat subnormal floats as zero on the CPU while training. Adam's second-moment estimates of small
+    gradients underflow into the subnormal range late in training, where each operation on them costs ~100×;
+    without this an autoencoder epoch on Fashion-MNIST slowed from 26 s to 47 s over six epochs."""
+    before = torch.set_flush_denormal(True)  # False where the CPU cannot (then nothing changes)
+    try:
+        yield
+    finally:
+        if before:
+            torch.set_flush_denormal(False)
 
 
 def eval_batch_size(regime: Regime, cfg: Config) -> int:
@@ -374,8 +392,9 @@ def epoch_probe(encoder: Encoder, data: Dataset, probe_idx: torch.Tensor, device
 
 
 def _log_epoch(row: dict[str, float], regime: Regime, seed: int, epochs: int, val: dict[str, float]) -> None:
-    from .log import log
+    from .log import eta_suffix, log
 
     probe = f", latent probe (val) {row['val_latent_probe_accuracy']:.4f}" if "val_latent_probe_accuracy" in row else ""
     log(f"{regime.name} seed {seed} epoch {int(row['epoch'])}/{epochs}: train loss {row['train_loss']:.4f}, "
-        f"{regime.headline(val)}{probe} ({row['train_seconds']:.1f}s, {row['train_images_per_s']:.0f} img/s)")
+        f"{regime.headline(val)}{probe} ({row['train_seconds']:.1f}s, {row['train_images_per_s']:.0f} img/s)"
+        f"{eta_suffix()}")

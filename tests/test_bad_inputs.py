@@ -202,6 +202,7 @@ CASES = [
     ("B55", "VAE beta <= 0", lambda t: ["run", "--set", "train.regimes=[vae]", "--set", "regimes.vae.beta=0"], "regimes.vae.beta' must be > 0"),
     ("B57", "--threads 0", lambda t: ["run", "--threads", "0"], "--threads must be at least 1"),
     ("B58", "--threads that is not a number", lambda t: ["run", "--threads", "many"], "--threads must be a whole number"),
+    ("B60", "selection notes for a regime that is not trained", lambda t: ["run", "--set", "selection.vae=by hand"], "describes 'vae', which train.regimes does not train"),
     ("B56", "contrastive temperature <= 0", lambda t: ["run", "--set", "train.regimes=[contrastive]", "--set", "regimes.contrastive.temperature=-1"], "regimes.contrastive.temperature' must be > 0"),
 ]
 
@@ -241,3 +242,12 @@ def test_cli_error_has_no_traceback_in_a_real_process(tmp_path):
                             capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+
+
+def test_umap_learn_backend_without_umap_learn_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "umap", None)  # as if umap-learn were not installed
+    before = fingerprint(tmp_path)
+    assert main(["run", "--set", "analysis.umap_backend=umap-learn", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "umap-learn is not installed" in err and "replearn[umap]" in err
+    assert fingerprint(tmp_path) == before

@@ -12,10 +12,12 @@ def test_defaults_are_the_digits_experiment():
     assert load_config(ROOT / "experiments" / "digits.yaml") == Config()
 
 
-def test_fashion_mnist_config_loads():
-    cfg = load_config(ROOT / "experiments" / "fashion_mnist.yaml")
-    assert cfg.data.name == "fashion-mnist" and cfg.epochs_for("autoencoder") == 3
-    assert cfg.epochs_for("supervised") == cfg.train.epochs == 8
+def test_bundled_experiments_give_every_regime_the_same_budget():
+    for name in ("digits", "fashion_mnist", "objectives"):
+        cfg = load_config(ROOT / "experiments" / f"{name}.yaml")
+        assert cfg.train.budget == "equal-steps", name
+        assert {cfg.epochs_for(r) for r in cfg.regime_objects()} == {cfg.train.epochs}, name
+    assert load_config(ROOT / "experiments" / "fashion_mnist.yaml").data.name == "fashion-mnist"
 
 
 def test_yaml_round_trip():
@@ -68,3 +70,27 @@ def test_apply_overrides_does_not_mutate_input():
     raw = {"train": {"epochs": 1}}
     merged = apply_overrides(raw, ["train.epochs=5"])
     assert raw["train"]["epochs"] == 1 and merged["train"]["epochs"] == 5
+
+
+def test_bundled_experiments_load_by_name_from_any_directory(tmp_path, monkeypatch):
+    from replearn.config import bundled_experiments, load_config
+
+    monkeypatch.chdir(tmp_path)
+    assert {"digits", "fashion_mnist", "objectives"} <= set(bundled_experiments())
+    assert load_config("fashion_mnist").data.name == "fashion-mnist"
+    assert load_config("experiments/objectives.yaml").train.regimes[-1] == "contrastive"
+    (tmp_path / "fashion_mnist.yaml").write_text("name: mine\n")
+    assert load_config("fashion_mnist.yaml").name == "mine", "a file in the working directory comes first"
+    with pytest.raises(ConfigError, match="bundled experiment \\(digits, fashion_mnist, objectives\\)"):
+        load_config("fashion_mnsit")
+
+
+def test_selection_notes_are_checked_against_trained_regimes():
+    from replearn.config import apply_overrides, config_from_dict
+
+    raw = apply_overrides({}, ["selection.autoencoder=RankMe on validation (label-free)"])
+    assert config_from_dict(raw).selection == {"autoencoder": "RankMe on validation (label-free)"}
+    with pytest.raises(ConfigError, match="describes 'vae', which train.regimes does not train"):
+        config_from_dict({"selection": {"vae": "by hand"}})
+    with pytest.raises(ConfigError, match="must map regime names to a sentence each"):
+        config_from_dict({"selection": ["vae"]})

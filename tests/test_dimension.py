@@ -42,3 +42,19 @@ def test_duplicates_and_tiny_inputs_do_not_crash():
     d = twonn_dimension(x)
     assert np.isfinite(d) and d == pytest.approx(2, rel=0.35)
     assert twonn_dimension(np.ones((5, 3))) == 0.0
+
+
+def test_rankme_counts_equal_singular_directions_and_ignores_scale():
+    import torch
+
+    from replearn.dimension import rankme
+
+    basis = torch.linalg.qr(torch.randn(64, 64, generator=torch.Generator().manual_seed(0)))[0]
+    three = torch.zeros(64, 64)
+    three[:3, :3] = torch.eye(3)
+    x = basis @ three  # three equal singular values
+    assert abs(rankme(x) - 3.0) < 1e-3
+    assert abs(rankme(100 * x) - rankme(x)) < 1e-6
+    spread = torch.randn(500, 32, generator=torch.Generator().manual_seed(1))
+    assert 25 < rankme(spread) <= 32
+    assert rankme(spread[:, :1] @ torch.ones(1, 32)) < 1.01  # rank one

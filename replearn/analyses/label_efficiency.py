@@ -9,7 +9,7 @@ from ..parallel import map_tasks, task_workers
 from ..probes import label_efficiency
 from ..stats import format_mean_ci
 from .base import Analysis, RunArtifacts, Section, SeedContext, final_layer, register_analysis
-from .render import PLUS_MINUS, figure, table
+from .render import figure, table
 
 GUIDE = ("Test accuracy of a linear probe on each model's final layer when only a few labelled images per class "
          "are available (class-balanced random draws; the band spans draws and seeds). Representations that "
@@ -64,4 +64,6 @@ class LabelEfficiency(Analysis):
                         figures=[figure(plots.label_efficiency_curves(eff, run.styles(), marked), "label_efficiency",
                                         run)],
                         table=table(shown.rename_axis("model").reset_index(), "label_efficiency", run),
-                        caption="Test accuracy by labelled images per class. " + PLUS_MINUS)]
+                        caption="Test accuracy by labelled images per class (column 'all': every training "
+                                "label). Here ± is the half-width of a 95% t-interval over the random draws of "
+                                "labelled images and the seeds together.")]

@@ -9,6 +9,7 @@ import pandas as pd
 
 from .. import plots
 from ..data import stratified_subset
+from ..errors import ConfigError
 from ..log import log
 from ..parallel import map_tasks, task_workers
 from ..projection import trustworthiness, umap_embed
@@ -18,6 +19,19 @@ from .render import figure, table
 GUIDE = ("2-D UMAP embeddings of test-set latent vectors, coloured by class, one panel per model. Trustworthiness "
          "(1 = every embedded neighbourhood is a true one) says how far to trust local structure; distances between "
          "far-apart clusters mean little in UMAP.")
+
+
+def umap_learn_embed(x: np.ndarray, n_neighbors: int = 15, seed: int = 0) -> np.ndarray:
+    """2-D embedding by umap-learn (the reference implementation), imported only when chosen."""
+    try:
+        import umap
+    except ImportError as exc:
+        raise ConfigError("analysis.umap_backend is umap-learn, but umap-learn is not installed",
+                          "pip install 'replearn[umap]', or set analysis.umap_backend=replearn") from exc
+    return umap.UMAP(n_neighbors=n_neighbors, random_state=seed).fit_transform(x).astype(np.float32)
+
+
+EMBEDDERS = {"replearn": umap_embed, "umap-learn": umap_learn_embed}
 
 
 @register_analysis("projection")
@@ -31,12 +45,13 @@ class Projection(Analysis):
         test_y = ctx.data.test_y.numpy()
         keep = stratified_subset(test_y, n, ctx.seed)
         models = list(ctx.features)
+        embed = EMBEDDERS[ctx.cfg.analysis.umap_backend]
 
         def project(model: str) -> tuple[np.ndarray, dict[str, Any]]:
             layer = final_layer(ctx.features[model])
             x = ctx.features[model][layer]["test"][keep]
             started = time.perf_counter()
-            coords = umap_embed(x, n_neighbors=ctx.cfg.analysis.projection_neighbors, seed=ctx.seed)
+            coords = embed(x, n_neighbors=ctx.cfg.analysis.projection_neighbors, seed=ctx.seed)
             seconds = time.perf_counter() - started
             tw = trustworthiness(x, coords, n_neighbors=min(5, max(1, len(keep) // 2 - 1)))
             log(f"  projection {model}: {len(keep)} points, trustworthiness {tw:.3f} ({seconds:.1f}s)")

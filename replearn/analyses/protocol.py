@@ -32,6 +32,7 @@ class Protocol(Analysis):
         cfg = read_config(run)
         train, analysis = cfg.get("train") or {}, cfg.get("analysis") or {}
         options = cfg.get("regimes") or {}
+        chosen_by = cfg.get("selection") or {}
         regimes = [m for m in run.models if m.kind == "regime"]
         if not train or not regimes:
             return []
@@ -46,7 +47,9 @@ class Protocol(Analysis):
             rows.append({"model": m.label, "epochs": epochs,
                          "optimisation steps": epochs * steps_per_epoch if steps_per_epoch and epochs is not None else None,
                          "labels in training": "yes" if m.trained_with_labels else "no",
-                         "settings": settings or "defaults"})
+                         "settings": settings or "defaults",
+                         "how the settings were chosen": chosen_by.get(m.name) or (
+                             "replearn's defaults (not tuned here)" if not settings else "as configured (not recorded)")})
         frame = pd.DataFrame(rows)
         equal = frame["optimisation steps"].nunique(dropna=False) == 1
         budget = (f"Equal budgets: every regime trained {frame['epochs'].iloc[0]} epochs of {steps_per_epoch} batches of "
@@ -62,8 +65,9 @@ class Protocol(Analysis):
                                                                if len(analysis.get("knn_k_grid") or []) > 1 else
                                                                f"= {(analysis.get('knn_k_grid') or ['?'])[0]} (fixed)")
                    + ". Nothing is chosen on the test split.",
-                   "Regime hyperparameters are those in the table, as configured; the experiment files in experiments/ "
-                   "record how theirs were chosen on the validation split.",
+                   "Regime hyperparameters are those in the table; the last column says how each was chosen "
+                   "(config key selection). Label-free criteria (RankMe, Garrido et al. 2023) are the default in "
+                   "experiments/select_hparams.py; a criterion that used validation labels is named as such.",
                    "Baselines: raw pixels; PCA of the pixels fitted on the training split, as many components as the "
                    "latent has, probed like every other layer (so its components are standardised); the untrained "
                    "encoder of each seed.",

@@ -143,3 +143,36 @@ def summarize(run_dir: Path, cfg: Any, wall_seconds: float) -> dict[str, Any]:
     if status.is_file():
         out["state"] = read_json(status).get("state")
     return out
+
+
+def closing_summary(run_dir: Path, wall_seconds: float, report: Path) -> list[str]:
+    """The lines a finished run ends with: headline accuracies, each regime's gap to the reference with its
+    interval, and where the report is."""
+    from ..log import format_duration
+
+    run = RunArtifacts(run_dir)
+    summary = run.metrics_json("summary.json") or {}
+    lines = []
+    classifier = summary.get("classifier_test_accuracy") or {}
+    if classifier:
+        lines.append("classifier test accuracy: " + ", ".join(f"{run.style(m)[0]} {v:.4f}" for m, v in classifier.items()))
+    probes = {k.split("/")[0]: v for k, v in (summary.get("final_layer_probe_test_accuracy") or {}).items()
+              if k.endswith("/linear")}
+    if probes:
+        ranked = sorted(probes.items(), key=lambda kv: -kv[1])
+        lines.append("final-layer linear probe (test): " + ", ".join(f"{run.style(m)[0]} {v:.4f}" for m, v in ranked))
+    seeds = len(summary.get("seeds") or [])
+    for c in run.metrics_json("comparison.json") or []:
+        if c.get("seed_mean_ci"):
+            low, high = c["seed_mean_ci"]
+            how = f"95% t-interval over {c['seeds']} seeds"
+        else:
+            low, high = c["bootstrap_ci"]
+            how = f"paired bootstrap over {c['n_test']} test images, 1 seed"
+        lines.append(f"{run.style(c['a'])[0]} − {run.style(c['b'])[0]} ({c['layer']} probe): "
+                     f"{100 * c['difference']:+.2f} pp, 95% CI [{100 * low:+.2f}, {100 * high:+.2f}] ({how})")
+    if seeds == 1 and run.metrics_json("comparison.json"):
+        lines.append("one seed: the intervals above cover test-set sampling only; repeat with --seeds 3 before "
+                     "claiming a difference between regimes")
+    lines.append(f"done in {format_duration(wall_seconds)}; report: {report} (figures/ and tables/ beside it)")
+    return lines

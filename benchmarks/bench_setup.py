@@ -1,0 +1,56 @@
+"""Set-up: README's two commands, each run exactly as written in a fresh clone of this repository.
+
+Command 1 installs replearn and runs the default digits comparison; command 2 installs it with the test
+extras and runs the test suite (what CI runs). Both are read from README's set-up block, so the timing is
+of the command a new user types. pip's download cache is whatever this machine has (no network anyway).
+
+    python benchmarks/bench_setup.py [--only run|test]
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from common import ROOT, machine, matmul_peak_gflops, report
+
+
+def readme_commands() -> dict[str, str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    found = dict(re.findall(r"^# (\d)\. .*\n(python3 -m venv .*)$", text, flags=re.M))
+    if set(found) != {"1", "2"}:
+        raise SystemExit("README's set-up block must hold commands '# 1.' and '# 2.'")
+    return {"run": found["1"], "test": found["2"]}
+
+
+def timed_in_fresh_clone(command: str) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        clone = Path(tmp) / "replearn"
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+        started = time.perf_counter()
+        done = subprocess.run(["bash", "-c", command], cwd=clone, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+        wall = time.perf_counter() - started
+    tail = done.stdout.strip().splitlines()[-1:] or [""]
+    return {"wall_s": wall, "exit_code": done.returncode, "last_line": tail[0][-200:]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=("run", "test"), help="time one of the two commands")
+    args = parser.parse_args()
+    peak = matmul_peak_gflops(2048, 5)
+    results = {name: timed_in_fresh_clone(cmd) for name, cmd in readme_commands().items()
+               if args.only in (None, name)}
+    parts = [f"command {'1' if name == 'run' else '2'} ({name}): {r['wall_s']:.0f}s, exit {r['exit_code']} "
+             f"({r['last_line']})" for name, r in results.items()]
+    report("setup", {"summary": "; ".join(parts) + f" [matmul {peak:.0f} GFLOP/s]", "results": results,
+                     "matmul_gflops": peak, "machine": machine(),
+                     "target": "both exit 0; CI (command 2) < 15 min"})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Write the measured figures of ``benchmarks/results/*.json`` into benchmarks/README.md and README.md.
+
+Every timing that README quotes comes from here, never typed by hand; ``tests/test_readme_claims.py``
+checks that both files hold exactly what this script writes from the saved results.
+
+    python benchmarks/update_readmes.py          # rewrite the two blocks
+    python benchmarks/update_readmes.py --check  # exit 1 if either is out of date
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results"
+ORDER = ["setup", "end_to_end", "objectives", "contention", "training", "probe", "projection", "extraction"]
+BENCH_START, BENCH_END = "<!-- results:start -->", "<!-- results:end -->"
+README_START, README_END = "<!-- timings:start -->", "<!-- timings:end -->"
+
+
+def load_results(folder: Path = RESULTS) -> dict[str, dict]:
+    found = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in folder.glob("*.json")}
+    return {name: found[name] for name in sorted(found, key=lambda n: (ORDER.index(n) if n in ORDER else 99, n))}
+
+
+def duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds} s" if seconds < 60 else f"{seconds // 60} min {seconds % 60:02d} s"
+
+
+def where(result: dict) -> str:
+    gflops = result.get("matmul_gflops")
+    peak = f", matmul {gflops:.0f} GFLOP/s" if gflops else ""
+    return f"{result.get('date', '?')}, {result.get('machine', '?')}{peak}"
+
+
+def benchmarks_block(results: dict[str, dict]) -> str:
+    lines = ["| benchmark | result | target | measured |", "|---|---|---|---|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['summary']} | {r.get('target', '')} | {where(r)} |")
+    return "\n".join(lines)
+
+
+def _probes(probes: dict[str, float]) -> str:
+    names = {"supervised": "supervised", "autoencoder": "autoencoder", "denoising": "denoising", "vae": "VAE",
+             "contrastive": "contrastive", "random": "random-init", "pca": "PCA", "pixels": "raw pixels"}
+    return ", ".join(f"{names.get(m, m)} {v:.4f}" for m, v in sorted(probes.items(), key=lambda kv: -kv[1]))
+
+
+def readme_block(results: dict[str, dict]) -> str:
+    """The Results table of README: one measured wall time per command, with its machine."""
+    rows = ["| command | wall time | peak memory | supervised classifier (test) | linear probe on the latent (test) | measured |",
+            "|---|---|---|---|---|---|"]
+    setup = results.get("setup")
+    if setup:
+        for key, label in (("run", "README command 1 on a fresh clone (venv, install, digits run)"),
+                           ("test", "README command 2 on a fresh clone (venv, install, tests)")):
+            if key in setup["results"]:
+                rows.append(f"| {label} | {duration(setup['results'][key]['wall_s'])} | | | | {where(setup)}, quiet |")
+    e2e = results.get("end_to_end", {}).get("results", {})
+    commands = {"digits": "`replearn run` (digits)", "fashion-mnist": "`replearn run fashion_mnist`"}
+    for name, r in e2e.items():
+        rows.append(f"| {commands.get(name, name)} | {duration(r['wall_s'])} | {r['peak_rss_mb'] / 1024:.1f} GB | "
+                    f"{r['supervised_test_accuracy']:.4f} | {_probes(r['latent_probe'])} | "
+                    f"{where(results['end_to_end'])}, quiet |")
+    objectives = results.get("objectives", {}).get("results", {}).get("objectives")
+    if objectives:
+        rows.append(f"| `replearn run objectives` (5 regimes) | {duration(objectives['wall_s'])} | "
+                    f"{objectives['peak_rss_mb'] / 1024:.1f} GB | {objectives['supervised_test_accuracy']:.4f} | "
+                    f"{_probes(objectives['latent_probe'])} | {where(results['objectives'])}, quiet |")
+    contention = results.get("contention")
+    if contention:
+        competitor = "a busy loop" if contention.get("competitor") == "loop" else "the same run"
+        for name, r in contention["results"].items():
+            new, old = r["new"], r["library"]
+            rows.append(f"| `replearn run` ({name}) beside {competitor} | {duration(new['busy_s'])} "
+                        f"({new['slowdown']:.2f}× its quiet {duration(new['quiet_s'])}; library thread defaults: "
+                        f"{old['slowdown']:.2f}×) | | | | {where(contention)}, busy |")
+    return "\n".join(rows)
+
+
+def replace_block(text: str, start: str, end: str, block: str) -> str:
+    if start not in text or end not in text:
+        raise SystemExit(f"markers {start} … {end} are missing")
+    return text[:text.index(start)] + start + "\n" + block + "\n" + end + text[text.index(end) + len(end):]
+
+
+def expected_files(results: dict[str, dict] | None = None) -> dict[Path, str]:
+    results = load_results() if results is None else results
+    bench, readme = HERE / "README.md", ROOT / "README.md"
+    return {bench: replace_block(bench.read_text(encoding="utf-8"), BENCH_START, BENCH_END, benchmarks_block(results)),
+            readme: replace_block(readme.read_text(encoding="utf-8"), README_START, README_END, readme_block(results))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="only check; exit 1 if a file is out of date")
+    args = parser.parse_args()
+    stale = []
+    for path, text in expected_files().items():
+        if path.read_text(encoding="utf-8") != text:
+            stale.append(path)
+            if not args.check:
+                path.write_text(text, encoding="utf-8")
+    if args.check and stale:
+        print("out of date: " + ", ".join(str(p.relative_to(ROOT)) for p in stale) +
+              " — run python benchmarks/update_readmes.py", file=sys.stderr)
+        sys.exit(1)
+    print("up to date" if not stale else "rewrote " + ", ".join(str(p.relative_to(ROOT)) for p in stale))
+
+
+if __name__ == "__main__":
+    main()
