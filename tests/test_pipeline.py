@@ -157,3 +157,34 @@ def test_several_seeds_give_intervals_noise_floor_and_paired_test(tmp_path):
     assert comparison["seeds"] == 2 and len(comparison["mcnemar_p_per_seed"]) == 2
     html = (out / "report.html").read_text()
     assert "Supervised minus autoencoder" in html and "±" in html
+
+
+def test_every_declared_dependency_is_imported_by_a_default_run(tmp_path):
+    """`pip install replearn` pulls nothing that a run does not use (optional extras aside)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    from conftest import make_blob_images
+    import numpy as np
+
+    root = Path(__file__).resolve().parents[1]
+    declared = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.split(r"[<>=!~ \[]", d, maxsplit=1)[0].lower() for d in declared}
+    import_name = {"scikit-learn": "sklearn", "pyyaml": "yaml"}
+    train_x, train_y = make_blob_images(120, seed=1)
+    test_x, test_y = make_blob_images(60, seed=2)
+    npz = tmp_path / "blobs.npz"
+    np.savez(npz, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y)
+    config = write_config(tmp_path, tiny_config(npz))
+    script = ("import sys; from replearn.cli import main; "
+              f"code = main(['run', {str(config)!r}, '--out', {str(tmp_path / 'out')!r}, '--quiet']); "
+              "print(' '.join(sorted({m.split('.')[0] for m in sys.modules}))); sys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = set(done.stdout.split())
+    unused = sorted(n for n in names if import_name.get(n, n) not in loaded)
+    assert not unused, f"declared but never imported by a run: {unused}"
+    assert "umap" not in loaded and "seaborn" not in loaded
