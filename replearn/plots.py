@@ -6,7 +6,6 @@ the same figure is also written as SVG and PDF for a paper (``analyses/render.py
 """
 from __future__ import annotations
 
-import base64
 import io
 
 import matplotlib
@@ -72,11 +71,6 @@ def _plain_log_ticks(axis: "matplotlib.axis.Axis") -> None:
     axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     axis.set_major_formatter(FuncFormatter(_plain_number))
     axis.set_minor_formatter(NullFormatter())
-
-
-def to_data_uri(fig: plt.Figure) -> str:
-    """PNG of the figure as a data: URI (the report embeds every image, so it opens offline)."""
-    return "data:image/png;base64," + base64.b64encode(to_bytes(fig, "png")).decode("ascii")
 
 
 def to_bytes(fig: plt.Figure, fmt: str) -> bytes:

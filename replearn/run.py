@@ -33,9 +33,9 @@ from .data import Dataset, load_dataset, stratified_subset
 from .errors import ConfigError, ReplearnError, RunDirError, TrainingDiverged, TrainingInterrupted
 from .encoders import Encoder, build_encoder, encoder_spec
 from .features import eval_mode, extract_splits, pca_baseline, pixel_features
-from .log import RunClock, format_duration, log, start_clock
+from .log import RunClock, log, start_clock
 from .regimes import DataInfo, Regime
-from .train import Stopper, eval_batch_size, evaluate, resolve_device, train_regime
+from .train import Stopper, eval_batch_size, evaluate, resolve_device, train_regime, training_step_flops
 
 
 def default_run_dir(cfg: Config, base: str | Path = "reports") -> Path:
@@ -237,13 +237,13 @@ def run_experiment(cfg: Config, run_dir: Path, *, resume: bool = False, progress
         set_status(run_dir, "interrupted", f"stopped by {stop.signal_name}; state saved in {stop.run_dir}")
         raise
     except TrainingDiverged as exc:
-        start_clock(None)
         set_status(run_dir, "diverged", exc.one_line())
         _write_tables(run_dir, results, model_rows)
         if render:
             _render(run_dir)
         raise
-    start_clock(None)
+    finally:
+        start_clock(None)  # never left behind for a later run in the same process
     _write_tables(run_dir, results, model_rows)
     _record_thread_choices(run_dir)
     set_status(run_dir, "complete", wall_seconds=round(time.perf_counter() - started, 1))
@@ -336,16 +336,11 @@ def _initial_encoder(cfg: Config, data: Dataset, seed: int, run_dir: Path) -> En
 
 
 def step_flops(regime: Regime, cfg: Config, data: Dataset, device: torch.device) -> float:
-    """FLOPs of one training step of the regime (forward on two images, scaled to the batch, ×3 for the
-    backward pass), from a throwaway encoder; used only to weigh the run's ETA."""
+    """FLOPs of one training step of the regime, from a throwaway encoder; used only to weigh the run's ETA."""
     encoder = build_encoder(cfg.model, data.image_shape, 0).to(device)
     head = build_head(regime, encoder, data, 0).to(device)
-    x = data.train_x[:2].to(device)
-    y = data.train_y[:2].to(device) if regime.needs_labels else None
-    with eval_mode(encoder, head):
-        flops = parallel.count_flops([encoder, head], lambda: regime.loss(
-            encoder, head, x, y, torch.Generator(device=device).manual_seed(0)))
-    return 3 * flops / max(1, len(x)) * cfg.train.batch_size
+    return training_step_flops(regime, encoder, head, data.train_x[:2].to(device), data.train_y[:2].to(device),
+                               cfg.train.batch_size)
 
 
 def build_head(regime: Regime, encoder: Encoder, data: Dataset, seed: int) -> torch.nn.Module:

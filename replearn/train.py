@@ -175,14 +175,21 @@ def make_optimizer(params: list[nn.Parameter], cfg: Config, total_steps: int
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def training_threads(regime: Regime, encoder: Encoder, head: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                     batch_size: int) -> int:
-    """Threads for the training loop, from the FLOPs of one step: one evaluation of the regime's loss on
-    a small batch (eval mode, no autograd), scaled to the batch, times 3 for the backward pass."""
+def training_step_flops(regime: Regime, encoder: Encoder, head: nn.Module, x: torch.Tensor, y: torch.Tensor | None,
+                        batch_size: int) -> float:
+    """FLOPs of one training step: one evaluation of the regime's loss on a small batch (eval mode, no
+    autograd), scaled to the batch, times 3 for the backward pass."""
     with eval_mode(encoder, head):
         flops = parallel.count_flops([encoder, head], lambda: regime.loss(
             encoder, head, x, y if regime.needs_labels else None, torch.Generator(device=x.device).manual_seed(0)))
-    return parallel.threads_for(3 * flops / len(x) * batch_size, phase=f"training {regime.name}")
+    return 3 * flops / len(x) * batch_size
+
+
+def training_threads(regime: Regime, encoder: Encoder, head: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                     batch_size: int) -> int:
+    """Threads for the training loop, from the FLOPs of one step (``training_step_flops``)."""
+    return parallel.threads_for(training_step_flops(regime, encoder, head, x, y, batch_size),
+                                phase=f"training {regime.name}")
 
 
 @dataclass

@@ -52,3 +52,23 @@ def test_table_columns_keep_text_and_one_number_format_per_column():
     assert list(shown["features"]) == ["256", "64", "32"]
     assert list(shown["training time (s)"]) == ["1.8", "4.2", "10.0"]
     assert list(shown["trained with labels"]) == ["yes", "no", "yes"]
+
+
+def test_run_clock_weighs_regimes_by_step_cost_and_then_uses_measured_analysis_time():
+    from replearn.log import RunClock
+
+    clock = RunClock(seeds=2)
+    clock.plan("cheap", steps=200, step_cost=1.0)   # 100 steps per seed
+    clock.plan("dear", steps=200, step_cost=3.0)
+    assert clock.eta() is None
+    clock.begin("cheap")
+    clock.trained(100, 10.0)                         # 0.1 s per unit of cost
+    training_left = (100 * 1 + 200 * 3) * 0.1
+    analysis_guess = RunClock.ANALYSIS_SHARE * 0.1 * 800 / 2
+    assert abs(clock.eta() - (training_left + 2 * analysis_guess)) < 1e-9
+    clock.begin("dear")
+    clock.trained(100, 30.0)
+    clock.analysed(7.0)                              # the first seed's analyses, measured
+    assert abs(clock.eta() - ((100 + 300) * 0.1 + 7.0)) < 1e-9
+    clock.skip("dear", 100)                          # loaded from a finished checkpoint
+    assert abs(clock.eta() - (100 * 0.1 + 7.0)) < 1e-9

@@ -11,9 +11,9 @@ import base64
 import json
 import math
 import pickle
+import re
 import subprocess
 import sys
-import re
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -24,22 +24,18 @@ if TYPE_CHECKING:
     from .base import RunArtifacts
 
 PLUS_MINUS = "± is the half-width of a 95% t-interval over seeds (no ± when there is one seed)."
-HEADERS = {
-    "model": "model", "seed": "seed", "epochs": "epochs", "layer": "layer", "dim": "features",
-    "test_loss": "test loss", "test_accuracy": "test accuracy", "test_recon_mse": "test reconstruction MSE",
-    "test_kl": "test KL (nats)", "test_active_units": "active units", "test_partner_top1": "test partner top-1",
-    "train_seconds": "training time (s)", "features": "features", "pca90": "PCA dims for 90% variance",
-    "participation_ratio": "participation ratio", "twonn": "TwoNN dimension", "points": "points",
-    "trustworthiness": "trustworthiness", "seconds": "time (s)", "kmeans_nmi": "k-means NMI",
-    "kmeans_ari": "k-means ARI", "silhouette": "class silhouette", "umap_trustworthiness": "UMAP trustworthiness",
+HEADERS = {  # metrics column names whose readable form is more than the name with spaces
+    "dim": "features", "test_recon_mse": "test reconstruction MSE", "test_kl": "test KL (nats)",
+    "test_active_units": "active units", "test_partner_top1": "test partner top-1",
+    "train_seconds": "training time (s)", "pca90": "PCA dims for 90% variance", "twonn": "TwoNN dimension",
+    "seconds": "time (s)", "kmeans_nmi": "k-means NMI", "kmeans_ari": "k-means ARI",
+    "silhouette": "class silhouette", "umap_trustworthiness": "UMAP trustworthiness",
 }
 
 
 def header(column: str) -> str:
     """A readable column header for a metrics column name."""
-    if column in HEADERS:
-        return HEADERS[column]
-    return column.replace("_", " ")
+    return HEADERS.get(column, column.replace("_", " "))
 
 
 def format_column(values: pd.Series, decimals: int) -> pd.Series:
