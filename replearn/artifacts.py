@@ -47,6 +47,27 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return path
 
 
+def check_output_file(path: str | Path, option: str) -> None:
+    """Refuse, before any work, an output file that is a directory or lies in a place that cannot be written."""
+    path = Path(path)
+    if path.is_dir():
+        raise RunDirError(f"{option} '{path}' is a directory", f"give {option} a file name, e.g. {path / 'out'}")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise RunDirError(f"{option} '{path}': folder '{parent}' does not exist", f"create it or choose another {option}")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise RunDirError(f"{option} '{path}' is not writable", f"choose a writable place for {option}")
+
+
+def write_output(path: str | Path, option: str, write: Any) -> Any:
+    """Run ``write()``; a failure of the file system (disk full, permissions) becomes a one-line error."""
+    try:
+        return write()
+    except OSError as exc:
+        raise RunDirError(f"could not write {option} '{path}' ({exc.strerror or type(exc).__name__})",
+                          "free disk space or choose another place, then run the command again") from None
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 

@@ -5,6 +5,7 @@ Errors in the user's input print one line (problem and fix) and exit with status
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import textwrap
 from pathlib import Path
@@ -114,7 +115,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .config import load_config
     from .log import log, set_quiet
     from . import parallel
-    from .run import (check_run_dir_free, default_run_dir, fail_cleanly, load_checked_dataset, prepare_resume,
+    from .run import (check_resumed_data, check_run_dir_free, default_run_dir, fail_cleanly, load_checked_dataset, prepare_resume,
                       prepare_run_dir, recorded_thread_setting, run_experiment)
 
     set_quiet(args.quiet)
@@ -136,6 +137,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if parallel.thread_setting() is None:
             parallel.set_threads(recorded_thread_setting(run_dir))
         data = load_checked_dataset(cfg)
+        check_resumed_data(run_dir, data)
         resume = True
     else:
         cfg = load_config(args.config, overrides)
@@ -148,8 +150,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         report = run_experiment(cfg, run_dir, resume=resume, progress=not args.quiet, data=data)
     except TrainingInterrupted as stop:
-        print(f"interrupted by {stop.signal_name}; the last completed step is saved. "
-              f"Resume with: replearn run --resume {run_dir}", file=sys.stderr)
+        print(f"interrupted by {stop.signal_name}; the work done so far is saved. "
+              f"Resume with: replearn run --resume {shlex.quote(str(run_dir))}", file=sys.stderr)
         return 130
     except ReplearnError as exc:
         fail_cleanly(run_dir, exc)

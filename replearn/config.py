@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,10 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 BUDGETS = ("equal-steps", "per-regime")
+LAYOUTS = ("auto", "channels-first", "channels-last")
+MAX_SEED = 2**31 - 1  # numpy's and scikit-learn's seeds must fit in 32 bits; derived seeds add to them
+RUN_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,79}")
+MAX_YAML_NODES = 100_000  # a config expands to a few hundred; aliases can make 400 bytes expand to billions
 
 
 def opt(default: Any, help: str, *, min: float | None = None, max: float | None = None,
@@ -44,7 +49,10 @@ class DataConfig:
     val_fraction: float = _f(0.1, "fraction of the training split held out for validation", gt=0.0, max=0.5)
     train_subset: int = _f(0, "use only this many training+validation images (0 = all)", min=0)
     test_subset: int = _f(0, "use only this many test images (0 = all)", min=0)
-    split_seed: int = _f(0, "seed of the train/validation split and of subsets", min=0)
+    split_seed: int = _f(0, "seed of the train/validation split and of subsets", min=0, max=MAX_SEED)
+    layout: str = _f("auto", "axis order of 4-D image arrays (npz): channels-first N×C×H×W, channels-last N×H×W×C, "
+                     "or auto (decided from which axis has 1, 3 or 4 entries; ambiguous shapes are refused)",
+                     choices=LAYOUTS)
 
 
 @dataclass
@@ -72,7 +80,7 @@ class TrainConfig:
     weight_decay: float = _f(0.0, "weight decay (L2)", min=0.0)
     schedule: str = _f("cosine", "learning-rate schedule over all steps", choices=SCHEDULES)
     seeds: list[int] = _f([0], "model seeds; every regime of one seed starts from the same initial weights",
-                          min=0, list_default=True)
+                          min=0, max=MAX_SEED, list_default=True)
     device: str = _f("auto", "auto picks CUDA when present, else CPU", choices=DEVICES)
     augment: bool = _f(False, "random horizontal flips and shifts of up to 2 pixels while training (only for "
                               "classes that a mirror image keeps, e.g. clothing; not digits)")
@@ -181,9 +189,9 @@ def _all_keys() -> list[str]:
 def _unknown_key(key: str) -> ConfigError:
     if key in RENAMED:
         return ConfigError(f"config key '{key}' no longer exists", RENAMED[key])
-    close = difflib.get_close_matches(key, _all_keys(), n=1, cutoff=0.5)
+    close = difflib.get_close_matches(key, _all_keys(), n=1, cutoff=0.5) if len(key) <= 100 else []
     hint = f"did you mean '{close[0]}'?" if close else "see `replearn run --help` for the valid keys"
-    return ConfigError(f"unknown config key '{key}'", hint)
+    return ConfigError(f"unknown config key '{_excerpt(key)[1:-1]}'", hint)
 
 
 def _coerce(key: str, value: Any, tp: Any) -> Any:
@@ -243,6 +251,10 @@ def _excerpt(value: Any, limit: int = 60) -> str:
     """A bounded repr for messages: a value built from YAML aliases can be huge."""
     if isinstance(value, (list, tuple, dict)):
         return f"a {type(value).__name__} of {len(value)} items"
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return f"an integer of {len(str(value)) if value.bit_length() < 10_000 else 'thousands of'} digits"
+    if isinstance(value, str) and len(value) > limit:
+        return repr(value[:limit]) + "…"
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "…"
 
@@ -256,19 +268,20 @@ def _check_range(key: str, value: Any, meta: dict) -> None:
             continue
         if isinstance(v, float) and not math.isfinite(v):
             raise ConfigError(f"config key '{key}' must be finite, got {v}", f"set {key} to a finite number")
+        shown = _excerpt(v)
         if meta["choices"] is not None and v not in meta["choices"]:
-            close = difflib.get_close_matches(str(v), [str(c) for c in meta["choices"]], n=1, cutoff=0.5)
+            close = difflib.get_close_matches(str(v)[:100], [str(c) for c in meta["choices"]], n=1, cutoff=0.5)
             hint = f"did you mean '{close[0]}'? " if close else ""
-            raise ConfigError(f"config key '{key}' has invalid value {v!r}",
+            raise ConfigError(f"config key '{key}' has invalid value {shown}",
                               f"{hint}choose one of: {', '.join(meta['choices'])}")
         if meta["min"] is not None and v < meta["min"]:
-            raise ConfigError(f"config key '{key}' must be >= {meta['min']}, got {v}",
+            raise ConfigError(f"config key '{key}' must be >= {meta['min']}, got {shown}",
                               f"set {key} to at least {meta['min']}")
         if meta["gt"] is not None and v <= meta["gt"]:
-            raise ConfigError(f"config key '{key}' must be > {meta['gt']}, got {v}",
+            raise ConfigError(f"config key '{key}' must be > {meta['gt']}, got {shown}",
                               f"set {key} to a value above {meta['gt']}")
         if meta["max"] is not None and v > meta["max"]:
-            raise ConfigError(f"config key '{key}' must be <= {meta['max']}, got {v}",
+            raise ConfigError(f"config key '{key}' must be <= {meta['max']}, got {shown}",
                               f"set {key} to at most {meta['max']}")
 
 
@@ -295,9 +308,10 @@ def _validate_whole(cfg: Config) -> Config:
         raise ConfigError("config key 'train.regimes' lists a regime twice", "list each regime once")
     if len(set(cfg.train.seeds)) != len(cfg.train.seeds):
         raise ConfigError("config key 'train.seeds' lists a seed twice", "list each seed once")
-    if not cfg.name or any(c in cfg.name for c in "/\\\0") or cfg.name in (".", ".."):
-        raise ConfigError(f"config key 'name' must be a plain name, got {cfg.name!r}",
-                          "use letters, digits, '-' and '_'")
+    if not RUN_NAME_PATTERN.fullmatch(cfg.name):
+        raise ConfigError(f"config key 'name' must be a plain name of at most 80 characters, got {_excerpt(cfg.name)}",
+                          "use letters, digits, '.', '+', '-' and '_', starting with a letter or digit "
+                          "(it becomes part of a directory name and of printed commands)")
     if cfg.analysis.umap_backend == "umap-learn":
         import importlib.util
 
@@ -351,7 +365,7 @@ def config_from_dict(raw: dict[str, Any] | None) -> Config:
             if value is None:
                 value = {}
             if not isinstance(value, dict):
-                raise ConfigError(f"config section '{name}' must be a mapping, got {value!r}",
+                raise ConfigError(f"config section '{name}' must be a mapping, got {_excerpt(value)}",
                                   f"write '{name}:' followed by indented 'key: value' lines")
             kwargs[name] = build_section(sections[name], name, value)
         elif name == "name":
@@ -378,6 +392,62 @@ def _regime_options(value: Any) -> dict[str, dict[str, Any]]:
     return {str(k): dict(v or {}) for k, v in value.items()}
 
 
+def safe_load_bounded(text: str, what: str) -> Any:
+    """``yaml.safe_load`` that refuses duplicate keys and documents whose aliases expand past
+    ``MAX_YAML_NODES`` nodes (a "billion laughs" file), before anything is constructed."""
+    loader = yaml.SafeLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except RecursionError:
+            raise ConfigError(f"{what} is nested too deeply", "write the config as plain sections of key: value lines") from None
+        if node is None:
+            return None
+        _check_yaml_nodes(node, what)
+        try:
+            return loader.construct_document(node)
+        except (ValueError, OverflowError, RecursionError) as exc:
+            raise ConfigError(f"{what} holds a value YAML cannot represent ({type(exc).__name__})",
+                              "check for extremely long numbers or deep nesting") from None
+    finally:
+        loader.dispose()
+
+
+def _check_yaml_nodes(root: yaml.Node, what: str) -> None:
+    """Count the nodes of the alias-expanded document (shared subtrees counted as often as they are used,
+    computed without expanding them) and refuse a mapping that gives one key twice."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        if isinstance(node, yaml.ScalarNode):
+            sizes[id(node)] = 1
+            continue
+        children = ([c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode)
+                    else list(node.value))
+        if children_done:
+            total = 1 + sum(sizes.get(id(c), 0) for c in children)
+            sizes[id(node)] = total
+            if total > MAX_YAML_NODES:
+                raise ConfigError(f"{what} expands to more than {MAX_YAML_NODES:,} values through its YAML aliases "
+                                  f"(&anchor / *alias)", "write the values out instead of nesting aliases")
+            continue
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key, _ in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    if key.value in seen:
+                        raise ConfigError(f"{what} gives the key '{_excerpt(key.value)[1:-1]}' twice in one mapping "
+                                          f"(line {key.start_mark.line + 1})",
+                                          "keep one of them: a repeated key or section would silently replace the "
+                                          "earlier one")
+                    seen.add(key.value)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in sizes)
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Split ``a.b=value`` into (["a", "b"], parsed value); values are parsed as YAML scalars or lists."""
     if "=" not in text:
@@ -385,7 +455,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, value_text = text.split("=", 1)
     key = key.strip()
     try:
-        value = yaml.safe_load(value_text) if value_text.strip() else ""
+        value = safe_load_bounded(value_text, f"override '{_excerpt(key)[1:-1]}'") if value_text.strip() else ""
     except yaml.YAMLError:
         value = value_text
     return key.split("."), value
@@ -428,6 +498,9 @@ def resolve_config_path(path: str | Path) -> Path:
     path = Path(path)
     if path.is_file():
         return path
+    if path.is_dir():
+        raise ConfigError(f"config path '{path}' is a directory, not a YAML file",
+                          "give the path of the experiment's .yaml file inside it")
     bundled = bundled_experiments()
     name = path.name[:-5] if path.name.endswith(".yaml") else path.name
     if name in bundled and (len(path.parts) == 1 or path.parent.name == "experiments"):
@@ -442,7 +515,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     missing or malformed files."""
     path = resolve_config_path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        raw = safe_load_bounded(text, f"config file '{path}'")
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -450,6 +524,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
                           "check the indentation and the 'key: value' syntax there") from None
     except UnicodeDecodeError:
         raise ConfigError(f"config file '{path}' is not UTF-8 text", "save it as a UTF-8 YAML file") from None
+    except OSError as exc:
+        raise ConfigError(f"config file '{path}' cannot be read ({exc.strerror or type(exc).__name__})",
+                          "check the file's permissions") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):

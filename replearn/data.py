@@ -7,6 +7,7 @@ non-finite or wrongly shaped data with a one-line ``DataError``.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -45,6 +46,7 @@ class Dataset:
     mean: float
     std: float
     source: str
+    pixel_range: tuple[float, float] = (0.0, 1.0)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -62,15 +64,17 @@ class Dataset:
         counts = {s: int(getattr(self, f"{s}_y").numel()) for s in ("train", "val", "test")}
         return {"name": self.name, "source": self.source, "image_shape": list(self.image_shape),
                 "num_classes": self.num_classes, "class_names": self.class_names, **counts,
-                "pixel_mean": self.mean, "pixel_std": self.std}
+                "pixel_mean": self.mean, "pixel_std": self.std, "pixel_range": list(self.pixel_range)}
 
     @classmethod
     def from_arrays(cls, name: str, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
                     test_y: np.ndarray, class_names: list[str], cfg: DataConfig, source: str,
-                    scale: float = 1.0) -> "Dataset":
-        """Validate raw arrays (N×H×W or N×C×H×W, pixel values / ``scale`` in [0, 1]) and split them."""
-        train_x = _as_images(name, "training", train_x)
-        test_x = _as_images(name, "test", test_x)
+                    scale: float | None = None) -> "Dataset":
+        """Validate raw arrays (N×H×W, N×C×H×W or N×H×W×C) and split them. Pixel values are mapped to [0, 1]
+        by dividing by ``scale``, or, when it is None, by the range the training images span (see
+        ``pixel_range``)."""
+        train_x, layout = _as_images(name, "training", train_x, cfg.layout)
+        test_x, _ = _as_images(name, "test", test_x, layout)
         for split, x, y in (("training", train_x, train_y), ("test", test_x, test_y)):
             _check_labels(name, split, x, np.asarray(y), len(class_names))
         if train_x.shape[1:] != test_x.shape[1:]:
@@ -88,25 +92,67 @@ class Dataset:
         if len(train_idx) < 2 or len(val_idx) < 1 or len(np.unique(train_y[train_idx])) < 2:
             raise DataError(f"{name}: only {len(train_y)} training images — too few for a train/validation split",
                             "raise data.train_subset or use a larger dataset")
-        fit_x = train_x[train_idx].astype(np.float32) / scale
-        mean, std = float(fit_x.mean()), float(fit_x.std()) or 1.0
+        low, high = (0.0, float(scale)) if scale is not None else pixel_range(name, train_x[train_idx])
+        span = high - low
+        wide = train_x.dtype == np.float64 or span > 1e6 or abs(low) > 1e6
+
+        def unit(x: np.ndarray) -> np.ndarray:
+            work = x.astype(np.float64 if wide else np.float32)
+            return ((work - low) / span).astype(np.float32)
+
+        fit_x = unit(train_x[train_idx])
+        mean, std = float(fit_x.mean(dtype=np.float64)), float(fit_x.std(dtype=np.float64))
+        if not (math.isfinite(mean) and math.isfinite(std)):
+            raise DataError(f"{name}: the training pixels' mean or standard deviation is not finite "
+                            f"(values span {low:g}..{high:g})", "rescale the images to [0, 1] or 0–255 before saving them")
+        std = std or 1.0
 
         def prep(x: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy((x.astype(np.float32) / scale - mean) / std)
+            return torch.from_numpy((unit(x) - np.float32(mean)) / np.float32(std))
 
         return cls(name=name, train_x=prep(train_x[train_idx]), train_y=torch.from_numpy(train_y[train_idx]),
                    val_x=prep(train_x[val_idx]), val_y=torch.from_numpy(train_y[val_idx]),
                    test_x=prep(test_x), test_y=torch.from_numpy(test_y), class_names=list(class_names),
-                   mean=mean, std=std, source=source)
+                   mean=mean, std=std, source=source, pixel_range=(low, high))
 
 
-def _as_images(name: str, split: str, x: np.ndarray) -> np.ndarray:
+def pixel_range(name: str, x: np.ndarray) -> tuple[float, float]:
+    """The value range that maps to [0, 1]: (0, 1) for images already there, (0, 255) for 8-bit values
+    (uint8, or floats or integers within 0–255), else the range the training images span."""
+    if x.dtype == np.uint8:
+        return 0.0, 255.0
+    low, high = float(x.min()), float(x.max())
+    if not (math.isfinite(low) and math.isfinite(high)) or not math.isfinite(high - low):
+        raise DataError(f"{name}: pixel values span {low:g}..{high:g}, too wide a range to normalise",
+                        "rescale the images to [0, 1] or 0–255 before saving them")
+    if low >= 0 and high <= 1:
+        return 0.0, 1.0
+    if low >= 0 and 2 < high <= 255:
+        return 0.0, 255.0
+    return low, (high if high > low else low + 1.0)
+
+
+def _as_images(name: str, split: str, x: np.ndarray, layout: str) -> tuple[np.ndarray, str]:
+    """Images as N×C×H×W, with the layout used (decided from the training images' shape under 'auto')."""
     x = np.asarray(x)
+    if x.dtype.kind not in "biuf":
+        raise DataError(f"{name}: {split} images are of type {x.dtype}, not numbers",
+                        "store pixel values as uint8 (0–255) or floats (0–1)")
     if x.ndim == 3:
-        x = x[:, None]
+        x, layout = x[:, None], "channels-first"
     if x.ndim != 4:
-        raise DataError(f"{name}: {split} images have rank {x.ndim} (shape {x.shape}); expected N×H×W or N×C×H×W",
-                        "reshape the images to N×H×W (grey) or N×C×H×W")
+        raise DataError(f"{name}: {split} images have rank {x.ndim} (shape {x.shape}); expected N×H×W, N×C×H×W "
+                        "or N×H×W×C", "reshape the images to N×H×W (grey) or N×C×H×W")
+    if layout == "auto":
+        first, last = x.shape[1] in (1, 3, 4), x.shape[3] in (1, 3, 4)
+        if first == last:
+            dims = "×".join(map(str, x.shape[1:]))
+            raise DataError(f"{name}: cannot tell which axis of the {dims} {split} images holds the channels"
+                            f"{' (both could)' if first else ' (neither has 1, 3 or 4 entries)'}",
+                            "set data.layout=channels-first (N×C×H×W) or data.layout=channels-last (N×H×W×C)")
+        layout = "channels-first" if first else "channels-last"
+    if layout == "channels-last":
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
     if x.shape[0] == 0:
         raise DataError(f"{name}: the {split} split is empty", "give at least one image per class")
     if x.shape[2] < 2 or x.shape[3] < 2:
@@ -116,20 +162,34 @@ def _as_images(name: str, split: str, x: np.ndarray) -> np.ndarray:
         bad = int((~np.isfinite(x)).reshape(len(x), -1).any(axis=1).sum())
         raise DataError(f"{name}: {bad} {split} images contain NaN or infinite pixels",
                         "clean or drop those images before training")
-    return x
+    return x, layout
 
 
 def _check_labels(name: str, split: str, x: np.ndarray, y: np.ndarray, num_classes: int) -> None:
-    if y.ndim != 1 or len(y) != len(x):
-        raise DataError(f"{name}: {len(x)} {split} images but {y.size} labels",
-                        "re-download the dataset so that image and label files match")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise DataError(f"{name}: {split} labels are {y.dtype}, not integers", "store class indices as integers")
+    check_label_array(name, split, y, len(x))
     if y.min() < 0 or y.max() >= num_classes:
         raise DataError(f"{name}: {split} labels span {y.min()}..{y.max()} but there are {num_classes} classes",
                         "labels must be class indices 0..num_classes-1")
     if split == "training" and len(np.unique(y)) < 2:
         raise DataError(f"{name}: the training split has a single class", "a probe needs at least two classes")
+
+
+def check_label_array(name: str, split: str, y: np.ndarray, n_images: int) -> None:
+    """One integer label per image, as a 1-D array."""
+    if y.ndim == 2 and y.shape[1] == 1 and len(y) == n_images:
+        raise DataError(f"{name}: {split} labels have shape {y.shape}, a column rather than one label per image",
+                        "save them as a 1-D array (labels.ravel())")
+    if y.ndim != 1:
+        raise DataError(f"{name}: {split} labels have shape {y.shape}; expected one label per image, shape ({n_images},)",
+                        "save one integer class index per image as a 1-D array")
+    if len(y) != n_images:
+        raise DataError(f"{name}: {n_images} {split} images but {len(y)} labels",
+                        "give exactly one label per image")
+    if y.dtype.kind in "USO":
+        raise DataError(f"{name}: {split} labels are text ({y.dtype}), not class indices",
+                        "store labels as integers 0..K-1 and the names in a class_names array")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{name}: {split} labels are {y.dtype}, not integers", "store class indices as integers")
 
 
 def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -166,30 +226,37 @@ def stratified_subset(y: np.ndarray, size: int, seed: int) -> np.ndarray:
 
 # ---------------------------------------------------------------- IDX files
 
-def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (optionally gzipped), checking its header against its size."""
+def read_idx(path: Path, limit: int | None = None) -> np.ndarray:
+    """Read an IDX file (optionally gzipped), checking its header against its size and the declared size
+    against ``limit`` bytes (default: half the available memory) before reading the data."""
+    limit = available_memory() // 2 if limit is None else limit
     try:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as fh:
-            raw = fh.read()
+            magic = fh.read(4)
+            if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in IDX_DTYPES:
+                raise DataError(f"{path} is not an IDX file (bad magic number)",
+                                "delete it and download the dataset again")
+            ndim = magic[3]
+            dims_raw = fh.read(4 * ndim)
+            if ndim == 0 or len(dims_raw) < 4 * ndim:
+                raise DataError(f"{path} has a truncated IDX header", "delete it and download the dataset again")
+            dims = struct.unpack(f">{ndim}I", dims_raw)
+            dtype = np.dtype(IDX_DTYPES[magic[2]])
+            expected = math.prod(dims) * dtype.itemsize
+            if expected > limit:
+                raise DataError(f"{path} declares shape {dims} ({expected / 2**30:.1f} GiB), more than the "
+                                f"{limit / 2**30:.1f} GiB of memory available", "check the file; it may be corrupted")
+            raw = fh.read(expected + 1)
     except (OSError, EOFError, zlib.error) as exc:
         reason = "truncated" if isinstance(exc, EOFError) else "not a readable (gzip) file"
         raise DataError(f"{path} is {reason} ({type(exc).__name__})",
                         "delete it and download or reinstall the dataset") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
-        raise DataError(f"{path} is not an IDX file (bad magic number)", "delete it and download the dataset again")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(raw) < header:
-        raise DataError(f"{path} has a truncated IDX header", "delete it and download the dataset again")
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
-    dtype = np.dtype(IDX_DTYPES[raw[2]])
-    expected = int(np.prod(dims)) * dtype.itemsize
-    if len(raw) - header != expected:
-        raise DataError(f"{path} holds {len(raw) - header} data bytes but its header promises {expected} "
-                        f"(shape {dims}); the file is truncated or corrupted",
+    if len(raw) != expected:
+        raise DataError(f"{path} holds {len(raw)}{'+' if len(raw) > expected else ''} data bytes but its header "
+                        f"promises {expected} (shape {dims}); the file is truncated or corrupted",
                         "delete it and download the dataset again")
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+    return np.frombuffer(raw, dtype=dtype).reshape(dims)
 
 
 def idx_search_dirs(name: str, root: str | None) -> list[Path]:
@@ -269,22 +336,94 @@ def load_npz(cfg: DataConfig) -> Dataset:
     path = Path(cfg.root)
     if not path.is_file():
         raise DataError(f"npz dataset file '{path}' does not exist", "check data.root")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, zlib.error) as exc:
-        raise DataError(f"{path} is not a readable .npz file ({type(exc).__name__})",
-                        "save it with numpy.savez(train_x=..., train_y=..., test_x=..., test_y=...)") from None
+    arrays = read_npz_checked(path)
     missing = [k for k in IDX_FILES if k not in arrays]
     if missing:
         raise DataError(f"{path} lacks the arrays {', '.join(missing)}",
                         "save it with numpy.savez(train_x=..., train_y=..., test_x=..., test_y=...)")
-    n_classes = int(max(arrays["train_y"].max(initial=0), arrays["test_y"].max(initial=0))) + 1
-    names = [str(c) for c in arrays["class_names"]] if "class_names" in arrays else [str(c) for c in range(n_classes)]
-    x = arrays["train_x"]
-    scale = 255.0 if x.dtype == np.uint8 else 1.0
-    return Dataset.from_arrays("npz", x, arrays["train_y"], arrays["test_x"], arrays["test_y"], names, cfg,
-                               source=str(path), scale=scale)
+    for split, key in (("training", "train"), ("test", "test")):
+        check_label_array("npz", split, arrays[f"{key}_y"], len(arrays[f"{key}_x"]) if arrays[f"{key}_x"].ndim else -1)
+    labels = np.concatenate([arrays["train_y"], arrays["test_y"]])
+    if labels.size and labels.min() < 0:
+        raise DataError(f"{path}: labels include {labels.min()}", "labels must be class indices 0..K-1")
+    distinct = len(np.unique(labels))
+    n_classes = int(labels.max(initial=0)) + 1
+    if "class_names" in arrays:
+        raw_names = arrays["class_names"]
+        if raw_names.ndim != 1 or raw_names.dtype.kind not in "USiuf":
+            raise DataError(f"{path}: class_names has shape {raw_names.shape} and type {raw_names.dtype}",
+                            "save class_names as a 1-D array of strings, one per class")
+        names = [str(c) for c in raw_names]
+    elif n_classes > max(2 * distinct, distinct + 1000):
+        raise DataError(f"{path}: labels go up to {n_classes - 1} but only {distinct} distinct values occur",
+                        "relabel the classes as 0..K-1 (e.g. numpy.unique(y, return_inverse=True)), or save class_names")
+    else:
+        names = [str(c) for c in range(n_classes)]
+    return Dataset.from_arrays("npz", arrays["train_x"], arrays["train_y"], arrays["test_x"], arrays["test_y"], names,
+                               cfg, source=str(path))
+
+
+MAX_INFLATION = 200  # images compress 2–20×; a member that inflates more is refused (a "zip bomb")
+
+
+def available_memory() -> int:
+    """Bytes of memory this process could still allocate (MemAvailable, else the physical size)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def read_npz_checked(path: Path, limit: int | None = None) -> dict[str, np.ndarray]:
+    """Read an .npz file after checking every member's declared shape against its stored size and against
+    ``limit`` bytes in all (default: half the available memory), and its compression ratio; a truncated,
+    corrupted or oversized file raises a one-line DataError before anything large is allocated."""
+    import zipfile
+
+    limit = available_memory() // 2 if limit is None else limit
+    fix = "save it again with numpy.savez(train_x=..., train_y=..., test_x=..., test_y=...)"
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = [m for m in zf.infolist() if m.filename.endswith(".npy")]
+            total = 0
+            for member in members:
+                key = member.filename[:-4]
+                with zf.open(member) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                              else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = reader(fh, max_header_size=10_000)
+                if dtype.hasobject:
+                    raise DataError(f"{path}: array '{key}' holds Python objects", "store numbers (and class names as strings)")
+                declared = math.prod(shape) * dtype.itemsize
+                total += declared
+                if total > limit:
+                    raise DataError(f"{path}: array '{key}' declares shape {shape} ({declared / 2**30:.1f} GiB); "
+                                    f"the arrays would need more than the {limit / 2**30:.1f} GiB of memory available",
+                                    "use a smaller dataset or subset, or free memory")
+                if declared > member.file_size:
+                    raise DataError(f"{path}: array '{key}' declares shape {shape} but stores only "
+                                    f"{member.file_size} bytes (truncated or corrupted)", fix)
+                if member.compress_size and member.file_size > 1 << 20 and \
+                        member.file_size / member.compress_size > MAX_INFLATION:
+                    raise DataError(f"{path}: array '{key}' inflates {member.file_size // member.compress_size}× "
+                                    f"(from {member.compress_size:,} to {member.file_size:,} bytes), more than real "
+                                    "images do", "save the real arrays (numpy.savez_compressed compresses images "
+                                    "a few times at most)")
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, zlib.error, zipfile.BadZipFile, NotImplementedError) as exc:
+        raise DataError(f"{path} is not a readable .npz file ({type(exc).__name__}; truncated or corrupted?)",
+                        fix) from None
 
 
 DATASETS: dict[str, tuple[Callable[[DataConfig], Dataset], str]] = {

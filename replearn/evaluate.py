@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import torch
 
-from .artifacts import load_checkpoint, load_state_dict_checked, write_json
+from .artifacts import check_output_file, load_checkpoint, load_state_dict_checked, write_json, write_output
 from .config import ModelConfig, apply_overrides, build_section, config_from_dict
 from .data import load_dataset
 from .errors import CheckpointError, ConfigError, DataError
@@ -31,11 +32,37 @@ def encoder_from_checkpoint(payload: dict) -> Encoder:
         if not isinstance(spec.get("name"), str) or not isinstance(spec.get("kwargs"), dict):
             raise TypeError("encoder_spec needs a name and kwargs")
         encoder = encoder_from_spec(spec)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
         raise CheckpointError(f"checkpoint lacks a usable model description ({type(exc).__name__}: "
                               f"{str(exc)[:100]})", "use a checkpoint written by `replearn run`") from None
     load_state_dict_checked(encoder, payload["encoder"], "checkpoint encoder")
     return encoder
+
+
+def checked_metadata(payload: dict, path: Path) -> dict:
+    """The checkpoint's config as a dict of sections, after checking the types of the fields probing reads."""
+    def bad(field: str, what: str) -> CheckpointError:
+        return CheckpointError(f"checkpoint '{path}' has a malformed '{field}' field ({what})",
+                               "use a checkpoint written by `replearn run`; this one was altered or is foreign")
+
+    raw = payload.get("config") or {}
+    if not isinstance(raw, dict):
+        raise bad("config", f"a {type(raw).__name__}, not a mapping")
+    for section in ("data", "model", "analysis"):
+        if not isinstance(raw.get(section, {}), dict):
+            raise bad(f"config.{section}", f"a {type(raw[section]).__name__}, not a mapping")
+    state = payload.get("encoder")
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise bad("encoder", "not a mapping of parameter names to tensors")
+    shape = payload.get("in_shape")
+    if shape is not None and not (isinstance(shape, (list, tuple)) and len(shape) == 3
+                                  and all(isinstance(d, int) and not isinstance(d, bool) and 0 < d < 1 << 16 for d in shape)):
+        raise bad("in_shape", f"{str(shape)[:40]}, not three positive sizes C, H, W")
+    spec = payload.get("encoder_spec")
+    if spec is not None and not (isinstance(spec, dict) and isinstance(spec.get("name"), str)
+                                 and isinstance(spec.get("kwargs"), dict)):
+        raise bad("encoder_spec", "not a mapping with a name and kwargs")
+    return dict(raw)
 
 
 def default_result_name(checkpoint: Path, dataset: str, layers: list[str] | None, with_knn: bool) -> str:
@@ -49,8 +76,10 @@ def probe_checkpoint(checkpoint: str | Path, dataset: str, layers: list[str] | N
                      json_path: str | Path | None = None, with_knn: bool = False) -> tuple[str, Path]:
     """Linear (and optionally kNN) probe test accuracy of each requested layer; returns (table text, JSON path)."""
     checkpoint = Path(checkpoint)
+    out = Path(json_path) if json_path else checkpoint.with_name(default_result_name(checkpoint, dataset, layers, with_knn))
+    check_output_file(out, "--json")
     payload = load_checkpoint(checkpoint)
-    raw = dict(payload.get("config") or {})
+    raw = checked_metadata(payload, checkpoint)
     trained_on = raw.get("data", {}).get("name")
     data_section = dict(raw.get("data", {}))
     if dataset != trained_on:
@@ -92,9 +121,8 @@ def probe_checkpoint(checkpoint: str | Path, dataset: str, layers: list[str] | N
             row.update({"knn_test_accuracy": round(knn.test_accuracy, 4), "k": int(knn.chosen)})
         rows.append(row)
     table = pd.DataFrame(rows)
-    out = Path(json_path) if json_path else checkpoint.with_name(default_result_name(checkpoint, dataset, layers, with_knn))
-    write_json(out, {"checkpoint": str(checkpoint), "regime": payload.get("regime"), "seed": payload.get("seed"),
-                     "dataset": data.summary(), "results": rows})
+    write_output(out, "--json", lambda: write_json(out, {"checkpoint": str(checkpoint), "regime": payload.get("regime"), "seed": payload.get("seed"),
+                     "dataset": data.summary(), "results": rows}))
     header = (f"{payload.get('regime', '?')} encoder (seed {payload.get('seed', '?')}) from {checkpoint}, "
               f"probed on {dataset}: {len(data.train_y)} train / {len(data.val_y)} val / {len(data.test_y)} test")
     return header + "\n" + table.to_string(index=False), out

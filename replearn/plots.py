@@ -21,7 +21,10 @@ DPI = 110
 plt.rcParams.update({"font.size": 10, "axes.titlesize": 10.5, "axes.labelsize": 10, "legend.fontsize": 9,
                      "xtick.labelsize": 9, "ytick.labelsize": 9, "figure.titlesize": 11,
                      "svg.fonttype": "none", "pdf.fonttype": 42, "axes.spines.top": False,
-                     "axes.spines.right": False})
+                     "axes.spines.right": False,
+                     # every string drawn is plain text: a user's class or run name such as "$\\foo$" must be
+                     # shown as written, never parsed as mathtext (which fails to render)
+                     "text.parse_math": False, "text.usetex": False})
 
 Styles = dict[str, tuple[str, str]]  # model name -> (label, colour)
 

@@ -17,7 +17,7 @@ import jinja2
 
 from . import __version__
 from .analyses import ANALYSES, RunArtifacts
-from .artifacts import atomic_write_text, check_run_dir
+from .artifacts import atomic_write_text, check_output_file, check_run_dir, write_output
 
 
 def _env() -> jinja2.Environment:
@@ -25,9 +25,11 @@ def _env() -> jinja2.Environment:
                               autoescape=True, undefined=jinja2.StrictUndefined)
 
 
-def build_context(run_dir: Path) -> dict[str, Any]:
+def build_context(run_dir: Path, status: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything the template shows, read from the run directory."""
     run = RunArtifacts(run_dir)
+    if status is not None:
+        run.status = status
     analyses = sorted((cls() for _, cls in ANALYSES.items()), key=lambda a: a.order)
     try:
         sections = [dataclasses.asdict(s) for analysis in analyses for s in analysis.sections(run)]
@@ -45,8 +47,12 @@ def build_context(run_dir: Path) -> dict[str, Any]:
     }
 
 
-def render_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Render ``run_dir``'s report from its artifacts and write it atomically (default: run_dir/report.html)."""
+def render_report(run_dir: str | Path, out: str | Path | None = None, status: dict[str, Any] | None = None) -> Path:
+    """Render ``run_dir``'s report from its artifacts and write it atomically (default: run_dir/report.html).
+    ``status`` stands in for status.json: a run renders its report before it records itself complete."""
     run_dir = check_run_dir(run_dir, need="report")
-    html = _env().get_template("report.html.j2").render(**build_context(run_dir))
-    return atomic_write_text(Path(out) if out else run_dir / "report.html", html)
+    target = Path(out) if out else run_dir / "report.html"
+    if out:
+        check_output_file(target, "--out")
+    html = _env().get_template("report.html.j2").render(**build_context(run_dir, status))
+    return write_output(target, "--out" if out else "report", lambda: atomic_write_text(target, html))

@@ -12,6 +12,7 @@ import datetime as dt
 import math
 import os
 import platform
+import shlex
 import shutil
 import sys
 import time
@@ -51,6 +52,13 @@ def default_run_dir(cfg: Config, base: str | Path = "reports") -> Path:
 
 def check_run_dir_free(run_dir: Path, force: bool) -> None:
     """Raise unless ``run_dir`` may be created: absent or empty, or (with ``force``) a replearn run."""
+    too_long = next((part for part in run_dir.parts if len(os.fsencode(part)) > 255), None)
+    if too_long is not None:
+        raise RunDirError(f"output path component '{too_long[:40]}…' is {len(os.fsencode(too_long))} bytes, longer than "
+                          "file systems allow (255)", "choose a shorter --out directory or run name")
+    if force and run_dir.is_symlink():
+        raise RunDirError(f"output path '{run_dir}' is a symbolic link, so --force will not replace it",
+                          f"pass the directory it points to ({os.path.realpath(run_dir)}) or another --out")
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"output path '{run_dir}' exists and is a file", "choose another --out directory")
     if run_dir.exists() and any(run_dir.iterdir()):
@@ -180,7 +188,8 @@ def run_experiment(cfg: Config, run_dir: Path, *, resume: bool = False, progress
     else:
         atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
         write_json(run_dir / "environment.json", environment_record(cfg, device))
-        mark_run_dir(run_dir, {"name": cfg.name, "created": dt.datetime.now().isoformat(timespec="seconds")})
+        mark_run_dir(run_dir, {"name": cfg.name, "created": dt.datetime.now().isoformat(timespec="seconds"),
+                               "config": cfg.to_dict()})
     write_json(run_dir / "dataset.json", data.summary())
     run = RunContext(cfg, run_dir, model_infos(regimes), progress)
     write_models(run_dir, run.models)
@@ -190,7 +199,6 @@ def run_experiment(cfg: Config, run_dir: Path, *, resume: bool = False, progress
     snapshot_images = data.test_x[:cfg.analysis.reconstructions] if cfg.analysis.reconstructions else None
     results: dict[str, list] = {}
     model_rows: list[dict[str, Any]] = []
-    extraction_seconds = 0.0
     baselines: dict[str, Any] = {}
     steps_per_epoch = math.ceil(len(data.train_y) / cfg.train.batch_size)
     clock = RunClock(len(cfg.train.seeds))
@@ -201,40 +209,17 @@ def run_experiment(cfg: Config, run_dir: Path, *, resume: bool = False, progress
             if paths(run_dir, regime.name, seed)["final"].exists():
                 clock.skip(regime.name, steps)
     start_clock(clock)
+    stopper = Stopper()
     try:
-        with Stopper() as stopper:
-            for seed in cfg.train.seeds:
-                init = _initial_encoder(cfg, data, seed, run_dir)
-                encoders: dict[str, Encoder] = {"random": init}
-                for regime in regimes:
-                    clock.begin(regime.name)
-                    encoders[regime.name], row = _train_or_load(regime, seed, init, data, cfg, device, run_dir,
-                                                                stopper, snapshot_images, progress)
-                    model_rows.append(row)
-                extraction_started = time.perf_counter()
-                features = extract_all(encoders, data, cfg, device, baselines)
-                extraction_seconds += time.perf_counter() - extraction_started
-                fresh = [m for m in features if m not in baselines.get("analysed", ())]
-                baselines["analysed"] = ["pixels", "pca"]
-                ctx = SeedContext(run, seed, data, features, encoders, fresh,
-                                  stratified_subset(data.test_y.numpy(), cfg.analysis.analysis_points,
-                                                    cfg.data.split_seed))
-                analysis_started = time.perf_counter()
-                for analysis in analyses:
-                    one_started = time.perf_counter()
-                    for key, frame in analysis.compute(ctx).items():
-                        ctx.tables[key] = frame
-                        results.setdefault(key, []).append(frame)
-                    if time.perf_counter() - one_started > 0.5:
-                        log(f"seed {seed}: {analysis.name} done ({time.perf_counter() - one_started:.1f}s)")
-                clock.analysed(time.perf_counter() - extraction_started)
-                log(f"seed {seed}: analyses done in {time.perf_counter() - analysis_started:.1f}s{clock.suffix()}")
-                del features, ctx
-            for analysis in analyses:
-                for key, frame in analysis.finish(run).items():
-                    results.setdefault(key, []).append(frame)
+        with stopper:
+            report = _run_phases(cfg, run_dir, run, data, regimes, analyses, results, model_rows, baselines,
+                                 stopper, device, snapshot_images, progress, clock, render, started)
+    except KeyboardInterrupt:  # a signal outside the training loop: those phases are redone on resume
+        stop = TrainingInterrupted(str(run_dir), stopper.requested or "SIGINT")
+        _record_failure(run_dir, "interrupted", f"stopped by {stop.signal_name}; resume to finish")
+        raise stop from None
     except TrainingInterrupted as stop:
-        set_status(run_dir, "interrupted", f"stopped by {stop.signal_name}; state saved in {stop.run_dir}")
+        _record_failure(run_dir, "interrupted", f"stopped by {stop.signal_name}; state saved in {stop.run_dir}")
         raise
     except TrainingDiverged as exc:
         set_status(run_dir, "diverged", exc.one_line())
@@ -242,18 +227,74 @@ def run_experiment(cfg: Config, run_dir: Path, *, resume: bool = False, progress
         if render:
             _render(run_dir)
         raise
+    except OSError as exc:  # disk full, a file removed or made read-only under the run
+        where = f" '{exc.filename}'" if getattr(exc, "filename", None) else ""
+        error = RunDirError(f"could not write the run's files{where} ({exc.strerror or type(exc).__name__})",
+                            f"free disk space (or fix permissions), then resume with: "
+                            f"replearn run --resume {shlex.quote(str(run_dir))}")
+        _record_failure(run_dir, "failed", error.one_line())
+        raise error from None
     finally:
         start_clock(None)  # never left behind for a later run in the same process
-    _write_tables(run_dir, results, model_rows)
-    _record_thread_choices(run_dir)
-    set_status(run_dir, "complete", wall_seconds=round(time.perf_counter() - started, 1))
-    summary = summarize(run_dir, cfg, time.perf_counter() - started)
-    summary["feature_extraction_seconds"] = round(extraction_seconds, 1)
-    write_json(run_dir / "metrics" / "summary.json", summary)
-    report = _render(run_dir) if render else run_dir / "report.html"
     for line in closing_summary(run_dir, time.perf_counter() - started, report):
         log(line)
     return report
+
+
+def _run_phases(cfg: Config, run_dir: Path, run: RunContext, data: Dataset, regimes: list[Regime], analyses: list,
+                results: dict[str, list], model_rows: list[dict[str, Any]], baselines: dict[str, Any],
+                stopper: Stopper, device: torch.device, snapshot_images: torch.Tensor | None, progress: bool,
+                clock: RunClock, render: bool, started: float) -> Path:
+    """Every phase after set-up: per seed training, extraction and analyses; then tables, summary, report,
+    and last the status ``complete`` (so that complete means every artifact, the report included, exists)."""
+    extraction_seconds = 0.0
+    for seed in cfg.train.seeds:
+        init = _initial_encoder(cfg, data, seed, run_dir)
+        encoders: dict[str, Encoder] = {"random": init}
+        for regime in regimes:
+            clock.begin(regime.name)
+            encoders[regime.name], row = _train_or_load(regime, seed, init, data, cfg, device, run_dir,
+                                                        stopper, snapshot_images, progress)
+            model_rows.append(row)
+        extraction_started = time.perf_counter()
+        features = extract_all(encoders, data, cfg, device, baselines)
+        extraction_seconds += time.perf_counter() - extraction_started
+        fresh = [m for m in features if m not in baselines.get("analysed", ())]
+        baselines["analysed"] = ["pixels", "pca"]
+        ctx = SeedContext(run, seed, data, features, encoders, fresh,
+                          stratified_subset(data.test_y.numpy(), cfg.analysis.analysis_points, cfg.data.split_seed))
+        analysis_started = time.perf_counter()
+        for analysis in analyses:
+            one_started = time.perf_counter()
+            for key, frame in analysis.compute(ctx).items():
+                ctx.tables[key] = frame
+                results.setdefault(key, []).append(frame)
+            if time.perf_counter() - one_started > 0.5:
+                log(f"seed {seed}: {analysis.name} done ({time.perf_counter() - one_started:.1f}s)")
+        clock.analysed(time.perf_counter() - extraction_started)
+        log(f"seed {seed}: analyses done in {time.perf_counter() - analysis_started:.1f}s{clock.suffix()}")
+        del features, ctx
+    for analysis in analyses:
+        for key, frame in analysis.finish(run).items():
+            results.setdefault(key, []).append(frame)
+    _write_tables(run_dir, results, model_rows)
+    _record_thread_choices(run_dir)
+    wall = round(time.perf_counter() - started, 1)
+    summary = summarize(run_dir, cfg, time.perf_counter() - started)
+    summary.update(feature_extraction_seconds=round(extraction_seconds, 1), state="complete")
+    write_json(run_dir / "metrics" / "summary.json", summary)
+    complete = {"state": "complete", "message": "", "wall_seconds": wall}
+    report = _render(run_dir, complete) if render else run_dir / "report.html"
+    set_status(run_dir, "complete", wall_seconds=wall)
+    return report
+
+
+def _record_failure(run_dir: Path, state: str, message: str) -> None:
+    """Set the run's status after a stop or failure, if the disk still allows it."""
+    try:
+        set_status(run_dir, state, message)
+    except OSError:
+        pass
 
 
 def extract_all(encoders: dict[str, Encoder], data: Dataset, cfg: Config, device: torch.device,
@@ -305,10 +346,10 @@ def check_data_fits(cfg: Config, data: Dataset) -> None:
     build_encoder(cfg.model, data.image_shape, 0)
 
 
-def _render(run_dir: Path) -> Path:
+def _render(run_dir: Path, status: dict[str, Any] | None = None) -> Path:
     from .report import render_report
 
-    return render_report(run_dir)
+    return render_report(run_dir, status=status)
 
 
 def _write_tables(run_dir: Path, results: dict[str, list], model_rows: list[dict[str, Any]]) -> None:
@@ -402,12 +443,70 @@ def load_run_config(run_dir: Path) -> Config:
 
 
 def prepare_resume(run_dir: Path) -> Config:
-    """Validate a run directory for --resume and return its saved config."""
+    """Validate a run directory for --resume and return its saved config; refuse a config that differs from
+    the one the run was started with, and a run that is already complete. Nothing is written."""
     cfg = load_run_config(run_dir)
-    status = run_dir / "status.json"
-    if status.is_file() and read_json(status).get("state") == "complete":
-        raise RunDirError(f"run '{run_dir}' is already complete", f"re-render it with `replearn report {run_dir}`")
+    started_with = read_json(run_dir / RUN_MARKER).get("config")
+    if isinstance(started_with, dict):
+        changed = first_difference(started_with, cfg.to_dict())
+        if changed is not None:
+            key, before, now = changed
+            raise RunDirError(f"{run_dir / 'config.yaml'} was changed after the run started: {key} was {before}, "
+                              f"now {now}; its checkpoints and splits were made with the original",
+                              f"set {key} back to {before} to resume, or start a new run with the new config")
+    status = _read_status(run_dir)
+    if status.get("state") == "complete":
+        quoted = shlex.quote(str(run_dir))
+        if (run_dir / "report.html").is_file():
+            raise RunDirError(f"run '{run_dir}' is already complete", f"re-render it with `replearn report {quoted}`")
+        raise RunDirError(f"run '{run_dir}' is complete but its report.html is missing",
+                          f"write it with `replearn report {quoted}`")
     return cfg
+
+
+def _read_status(run_dir: Path) -> dict[str, Any]:
+    try:
+        status = read_json(run_dir / "status.json")
+    except (OSError, ValueError):
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
+def first_difference(before: Any, now: Any, prefix: str = "") -> tuple[str, str, str] | None:
+    """The first key (dotted) whose value differs between two nested config dicts, with both values."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        for key in list(before) + [k for k in now if k not in before]:
+            found = first_difference(before.get(key), now.get(key), f"{prefix}{key}.")
+            if found is not None:
+                return found
+        return None
+    if before != now:
+        return prefix.rstrip("."), _short(before), _short(now)
+    return None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:60] + "…"
+
+
+def check_resumed_data(run_dir: Path, data: Dataset) -> None:
+    """Refuse to resume on data other than the run's: same split sizes, shapes, classes and pixel statistics."""
+    try:
+        saved = read_json(run_dir / "dataset.json")
+    except (OSError, ValueError):
+        return
+    if not isinstance(saved, dict):
+        return
+    now = data.summary()
+    for key in ("train", "val", "test", "image_shape", "num_classes", "class_names", "pixel_mean", "pixel_std"):
+        if key not in saved:
+            continue
+        a, b = saved[key], now[key]
+        same = math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9) if isinstance(a, float) and isinstance(b, float) else a == b
+        if not same:
+            raise RunDirError(f"the dataset differs from the one run '{run_dir}' started with ({key}: {_short(a)} then, "
+                              f"{_short(b)} now)", "restore the original data files to resume, or start a new run")
 
 
 def fail_cleanly(run_dir: Path, exc: ReplearnError) -> None:

@@ -38,11 +38,13 @@ EPOCH_PROBE_L2 = 1e-3
 
 
 class Stopper:
-    """Turns SIGINT/SIGTERM into a flag that the training loop checks after every step.
+    """Turns SIGINT/SIGTERM into an orderly stop of a run, wherever the signal lands.
 
-    Only while the loop runs (inside ``deferring()``) is the signal deferred to the next step boundary,
-    where a resumable checkpoint is written; at any other moment, or on a second signal, it interrupts
-    at once (``KeyboardInterrupt``), since nothing unsaved would be lost.
+    While the training loop runs (inside ``deferring()``) the signal only sets ``requested``; the loop
+    checks it after every step and after every epoch's validation, writes a resumable checkpoint and
+    raises ``TrainingInterrupted``. At any other moment (extraction, analyses, rendering), or on a second
+    signal, it interrupts at once with ``KeyboardInterrupt``, since those phases are redone on resume;
+    ``requested`` still names the signal, so the run can record that it was interrupted and by what.
     """
 
     def __init__(self) -> None:
@@ -51,9 +53,10 @@ class Stopper:
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if not self._deferring or self.requested is not None:
+        first = self.requested is None
+        self.requested = self.requested or signal.Signals(signum).name
+        if not self._deferring or not first:
             raise KeyboardInterrupt
-        self.requested = signal.Signals(signum).name
 
     @contextlib.contextmanager
     def deferring(self) -> Iterator[None]:
@@ -107,7 +110,7 @@ def layer_groups(encoder: Encoder, head: nn.Module, head_name: str
 def step_generator(seed: int, epoch: int, step: int, device: torch.device) -> torch.Generator:
     """The random source of one training step (augmentation, noise, sampling): a pure function of
     (seed, epoch, step), so that a resumed run draws exactly what an uninterrupted one would."""
-    return torch.Generator(device=device).manual_seed(((seed * 1_000_003 + epoch) * 100_003 + step) * 7 + 1)
+    return torch.Generator(device=device).manual_seed((((seed * 1_000_003 + epoch) * 100_003 + step) * 7 + 1) % 2**63)
 
 
 @torch.no_grad()
@@ -290,7 +293,7 @@ def train_regime(regime: Regime, encoder: Encoder, head: nn.Module, data: Datase
                 idx = order[step * bs:(step + 1) * bs]
                 xb = data.train_x[idx]
                 if cfg.train.augment:
-                    xb = augment_batch(xb, torch.Generator().manual_seed((seed * 1_000_003 + state.epoch) * 100_003 + step))
+                    xb = augment_batch(xb, torch.Generator().manual_seed(((seed * 1_000_003 + state.epoch) * 100_003 + step) % 2**63))
                 y = data.train_y[idx].to(device, non_blocking=True) if regime.needs_labels else None
                 loss, stats = regime.loss(encoder, head, _to_device(xb, device), y,
                                           step_generator(seed, state.epoch, step, device))
@@ -334,6 +337,8 @@ def train_regime(regime: Regime, encoder: Encoder, head: nn.Module, data: Datase
             if (clock := run_clock()) is not None:  # the whole epoch: steps, validation, probe, checkpoint
                 clock.trained(steps_per_epoch - epoch_first_step, time.perf_counter() - started)
             _log_epoch(row, regime, seed, epochs, val)
+            if stopper is not None and stopper.requested:  # arrived during validation, probe or checkpoint
+                raise TrainingInterrupted(str(state_path), stopper.requested)
     if not state.history:
         write_csv(metrics_path, pd.DataFrame(columns=["epoch"]))
     return TrainOutcome(history=state.history, snapshots=np.stack(state.snapshots) if state.snapshots else None,

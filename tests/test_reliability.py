@@ -168,24 +168,28 @@ def test_checkpoint_round_trip_and_atomic_write(tmp_path):
 
 
 def test_report_escapes_user_strings_and_has_csp(tmp_path):
+    """Class names and the run directory are the user's strings in the report: HTML-escaped in the page and
+    drawn as plain text in figures (a name like $\\foo$ is not mathtext, which would fail to render)."""
     from replearn.cli import main
 
     config = blob_config(tmp_path, epochs=1, n_train=120)
     raw = yaml.safe_load(config.read_text())
-    raw["name"] = "<b onmouseover=alert(1)>x<b>"
     raw["train"]["probe_every_epoch"] = False
+    raw["analysis"]["projection_points"] = 30
     config.write_text(yaml.safe_dump(raw))
     import numpy as np
 
     arrays = dict(np.load(tmp_path / "blobs.npz"))
-    arrays["class_names"] = np.array(["<img src=x onerror=alert(2)>", "b&b", "\"quoted\""])
+    arrays["class_names"] = np.array(["<img src=x onerror=alert(2)>", "$\\foo$", "\"quoted\""])
     np.savez(tmp_path / "blobs.npz", **arrays)
-    out = tmp_path / "<b>run</b>"
+    out = tmp_path / "<b onmouseover=alert(1)>run"
     assert main(["run", str(config), "--out", str(out), "--quiet"]) == 0
+    assert read_json(out / "status.json")["state"] == "complete"
     html = (out / "report.html").read_text()
-    assert "<b onmouseover" not in html and "<img src=x" not in html and "<b>run</b>" not in html
-    assert "&lt;b onmouseover=alert(1)&gt;x&lt;b&gt;" in html and "&lt;img src=x onerror=alert(2)&gt;" in html
+    assert "<b onmouseover" not in html and "<img src=x" not in html
+    assert "&lt;b onmouseover=alert(1)&gt;run" in html and "&lt;img src=x onerror=alert(2)&gt;" in html
     assert "default-src 'none'" in html and "http://" not in html and "https://" not in html
+    assert (out / "figures" / "umap.png").is_file(), "the class names were drawn in the projection legend"
 
 
 def test_diverged_run_keeps_state_and_report_marks_it_incomplete(tmp_path):

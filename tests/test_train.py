@@ -56,7 +56,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(blob_npz, tmp_path, regim
     cfg = config_from_dict(tiny_config(blob_npz, epochs=3))
     full, enc_full, _, _ = run(cfg, regime, tmp_path, "full")
     with pytest.raises(TrainingInterrupted):
-        run(cfg, regime, tmp_path, "cut", StopAfter(7))  # mid-epoch 2 (5 steps per epoch)
+        run(cfg, regime, tmp_path, "cut", StopAfter(8))  # mid-epoch 2 (5 steps per epoch, then the end-of-epoch check)
     assert (tmp_path / "cut.state.pt").exists()
     resumed, enc_resumed, _, _ = run(cfg, regime, tmp_path, "cut")
     assert resumed.resumed_from == {"epoch": 1, "step": 3}
