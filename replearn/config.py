@@ -112,6 +112,9 @@ class AnalysisConfig:
                            "implementation (pip install 'replearn[umap]'; ~25 s of import and compilation)",
                            choices=("replearn", "umap-learn"))
     reconstructions: int = _f(10, "test images shown with their autoencoder reconstructions", min=0)
+    figure_formats: list[str] = _f(["png", "svg", "pdf"], "files written for every report figure under figures/ "
+                                   "(the report embeds its PNGs either way; SVG and PDF are for papers and take most "
+                                   "of the rendering time)", choices=("png", "svg", "pdf"), list_default=True)
 
 
 @dataclass

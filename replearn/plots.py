@@ -83,20 +83,22 @@ def to_bytes(fig: plt.Figure, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-def write_vector_copies(pickled_figure: bytes, run_dir: str, name: str) -> list[str]:
-    """Write ``figures/<name>.svg`` and ``.pdf`` from a pickled figure (run in the report's export worker);
+def write_vector_copies(pickled_figure: bytes, run_dir: str, name: str,
+                        formats: tuple[str, ...] = ("svg", "pdf")) -> list[str]:
+    """Write ``figures/<name>.svg`` and/or ``.pdf`` from a pickled figure (run in the report's export worker);
     returns a note per file that could not be written."""
     import pickle
 
-    return write_figure_vectors(pickle.loads(pickled_figure), run_dir, name, close=True)
+    return write_figure_vectors(pickle.loads(pickled_figure), run_dir, name, formats, close=True)
 
 
-def write_figure_vectors(fig: plt.Figure, run_dir: str, name: str, close: bool = False) -> list[str]:
-    """Write ``figures/<name>.svg`` and ``.pdf``; a note per file that could not be written."""
+def write_figure_vectors(fig: plt.Figure, run_dir: str, name: str, formats: tuple[str, ...] = ("svg", "pdf"),
+                         close: bool = False) -> list[str]:
+    """Write ``figures/<name>.<fmt>`` for each vector format; a note per file that could not be written."""
     from .artifacts import atomic_write_bytes
 
     notes = []
-    for fmt in ("svg", "pdf"):
+    for fmt in formats:
         try:
             atomic_write_bytes(f"{run_dir}/figures/{name}.{fmt}", to_bytes(fig, fmt))
         except OSError as exc:
@@ -107,8 +109,8 @@ def write_figure_vectors(fig: plt.Figure, run_dir: str, name: str, close: bool =
 
 
 def vector_worker() -> None:
-    """Read length-prefixed pickles ``(run_dir, name, pickled figure)`` from stdin until it closes, write
-    each figure's SVG and PDF, and print the notes of files that could not be written as JSON."""
+    """Read length-prefixed pickles ``(run_dir, name, pickled figure, formats)`` from stdin until it closes,
+    write each figure's vector copies, and print the notes of files that could not be written as JSON."""
     import json
     import pickle
     import sys
@@ -116,8 +118,8 @@ def vector_worker() -> None:
     notes: list[str] = []
     stream = sys.stdin.buffer
     while len(header := stream.read(8)) == 8:
-        run_dir, name, figure = pickle.loads(stream.read(int.from_bytes(header, "little")))
-        notes += write_vector_copies(figure, run_dir, name)
+        run_dir, name, figure, formats = pickle.loads(stream.read(int.from_bytes(header, "little")))
+        notes += write_vector_copies(figure, run_dir, name, tuple(formats))
     sys.stdout.write(json.dumps(list(dict.fromkeys(notes))))
 
 

@@ -190,11 +190,20 @@ def fit_softmax_regression(z: torch.Tensor, target: torch.Tensor, num_classes: i
 
 
 class Standardizer:
-    """Per-feature centring and scaling fitted on training features; constant features are left unscaled."""
+    """Centring and scaling fitted on training features. ``per_feature=True`` gives every feature unit variance
+    (constant features are left unscaled); ``per_feature=False`` divides all features by one number, the root
+    mean variance, which keeps their relative scales: for PCA components, per-feature scaling would whiten
+    them and blow the weakest components up to the strongest's size."""
+
+    def __init__(self, per_feature: bool = True) -> None:
+        self.per_feature = per_feature
 
     def fit(self, x: torch.Tensor) -> "Standardizer":
         self.mean_ = x.mean(0)
         std = x.std(0, correction=0)
+        if not self.per_feature:
+            overall = (std ** 2).mean().sqrt()
+            std = torch.full_like(std, float(overall) if float(overall) > 0 else 1.0)
         self.scale_ = torch.where(std > 1e-6 * std.max().clamp_min(1e-12), std, torch.ones_like(std))
         return self
 
@@ -349,11 +358,12 @@ class ProbeResult:
 
 def linear_probe(train: tuple[ArrayLike, ArrayLike], val: tuple[ArrayLike, ArrayLike],
                  test: tuple[ArrayLike, ArrayLike], l2_grid: list[float], max_iter: int = 500,
-                 tol: float = 3e-4) -> ProbeResult:
+                 tol: float = 3e-4, standardize: bool = True) -> ProbeResult:
     """Fit one probe per L2 penalty (batched, each to convergence), pick the best on validation (ties:
-    the stronger penalty), and report that probe's test accuracy."""
+    the stronger penalty), and report that probe's test accuracy. ``standardize=False`` keeps the features'
+    relative scales (one common scale; see ``Standardizer``)."""
     x, classes, target = _prepare(*train)
-    scaler = Standardizer().fit(x)
+    scaler = Standardizer(per_feature=standardize).fit(x)
     grid = sorted({float(v) for v in l2_grid}, reverse=True)
     w, b, _ = fit_softmax_regression(scaler.transform(x), target, len(classes), grid, max_iter, tol)
 
@@ -396,7 +406,7 @@ def knn_probe(train: tuple[ArrayLike, ArrayLike], val: tuple[ArrayLike, ArrayLik
 
 def label_efficiency(train: tuple[ArrayLike, ArrayLike], val: tuple[ArrayLike, ArrayLike],
                      test: tuple[ArrayLike, ArrayLike], per_class: list[int], draws: int, l2_grid: list[float],
-                     seed: int = 0, max_iter: int = 500, tol: float = 3e-4) -> pd.DataFrame:
+                     seed: int = 0, max_iter: int = 500, tol: float = 3e-4, standardize: bool = True) -> pd.DataFrame:
     """Linear-probe test accuracy when only ``n`` labelled training images per class are available.
 
     For each n in ``per_class`` and each of ``draws`` seeded draws, a class-balanced labelled subset is
@@ -419,7 +429,7 @@ def label_efficiency(train: tuple[ArrayLike, ArrayLike], val: tuple[ArrayLike, A
         for draw in range(draws):
             g = torch.Generator().manual_seed(seed * 7919 + n * 104_729 + draw)
             pick = torch.cat([idx[torch.randperm(len(idx), generator=g)[:n]] for idx in by_class])
-            result = linear_probe((x[pick], y[pick]), val, test, l2_grid, max_iter, tol)
+            result = linear_probe((x[pick], y[pick]), val, test, l2_grid, max_iter, tol, standardize)
             rows.append({"per_class": n, "labels": len(pick), "draw": draw, "test_accuracy": result.test_accuracy,
                          "val_accuracy": result.val_accuracy, "chosen": result.chosen})
     return pd.DataFrame(rows)

@@ -171,6 +171,10 @@ def trustworthiness(high: np.ndarray | torch.Tensor, low: np.ndarray | torch.Ten
 
     Same definition as ``sklearn.manifold.trustworthiness``, computed in chunks without an n×n matrix;
     original-space distances in float32 (as scikit-learn does for float32 input), the embedding's in float64.
+    Ties are handled differently: a sample's rank in the original space is 1 + the number of samples strictly
+    closer (tied samples share the best rank), whereas scikit-learn ranks tied samples in the order its
+    sort leaves them. On data with many exactly equal distances (integer pixels) the two differ by a few
+    1e-5; without ties they agree to float rounding.
     """
     x = _as_float_tensor(high).float()
     y = _as_float_tensor(low).double()

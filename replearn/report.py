@@ -31,11 +31,18 @@ def build_context(run_dir: Path, status: dict[str, Any] | None = None) -> dict[s
     if status is not None:
         run.status = status
     analyses = sorted((cls() for _, cls in ANALYSES.items()), key=lambda a: a.order)
+    sections = []
     try:
-        sections = [dataclasses.asdict(s) for analysis in analyses for s in analysis.sections(run)]
+        for analysis in analyses:
+            try:
+                sections += [dataclasses.asdict(s) for s in analysis.sections(run)]
+            except Exception as exc:  # damaged or foreign artifacts: show every other section, name this one
+                detail = " ".join(str(exc).split())[:100]
+                run.unreadable.append(f"the '{analysis.name}' section, whose files could not be used "
+                                      f"({type(exc).__name__}{': ' + detail if detail else ''})")
     finally:
         run.finish_exports()
-    marker = run.json_file("replearn-run.json") or {}
+    marker = run.json_file("replearn-run.json", dict) or {}
     state = run.status.get("state", "unknown")
     return {
         "title": f"replearn — {marker.get('name', run_dir.name)}", "run_dir": str(run_dir),

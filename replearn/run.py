@@ -343,7 +343,15 @@ def check_data_fits(cfg: Config, data: Dataset) -> None:
         raise ConfigError(f"analysis.label_counts asks for {need} labels per class but class '{rarest}' has only "
                           f"{int(present.min())} training images",
                           f"set analysis.label_counts to values of at most {int(present.min())}, or use more data")
+    if len(data.test_y) < MIN_TEST_IMAGES:
+        fix = (f"set data.test_subset to at least {MIN_TEST_IMAGES} (or 0 for the whole test split)"
+               if cfg.data.test_subset else f"give the dataset at least {MIN_TEST_IMAGES} test images")
+        raise ConfigError(f"the test split has {len(data.test_y)} images; the analyses (CKA, clustering, "
+                          f"neighbourhoods) need at least {MIN_TEST_IMAGES}", fix)
     build_encoder(cfg.model, data.image_shape, 0)
+
+
+MIN_TEST_IMAGES = 10
 
 
 def _render(run_dir: Path, status: dict[str, Any] | None = None) -> Path:

@@ -50,7 +50,8 @@ def tiny_config(npz: Path, **train: object) -> dict:
             "train": {"epochs": 2, "batch_size": 16, "probe_train_images": 40, **train},
             "analysis": {"max_stage_features": 32, "projection_points": 0, "reconstructions": 4,
                          "label_counts": [1, 5], "label_draws": 2, "analysis_points": 60,
-                         "probe_l2_grid": [1e-3, 1e-1], "knn_k_grid": [3]}}
+                         "probe_l2_grid": [1e-3, 1e-1], "knn_k_grid": [3],
+                         "figure_formats": ["png"]}}  # SVG/PDF copies are tested once (test_pipeline)
 
 
 @pytest.fixture

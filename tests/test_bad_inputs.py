@@ -143,6 +143,99 @@ def linear(in_shape, latent_dim):
 """
 
 
+BILLION_LAUGHS = "train: {epochs: &l0 [1, 1, 1, 1, 1, 1, 1, 1, 1]}\n" + "".join(
+    f"l{i}: &l{i} [*l{i - 1}, *l{i - 1}, *l{i - 1}, *l{i - 1}, *l{i - 1}, *l{i - 1}, *l{i - 1}, *l{i - 1}, *l{i - 1}]\n"
+    for i in range(1, 9))
+
+
+def npz_claiming(tmp: Path, shape: tuple[int, ...], name: str = "claims.npz") -> Path:
+    """An .npz whose train_x header declares ``shape`` (float64) but whose data is a few bytes."""
+    import io
+    import zipfile
+
+    path = blobs_npz(tmp, name=name)
+    arrays = dict(np.load(path))
+    header = io.BytesIO()
+    np.lib.format.write_array_header_2_0(header, {"descr": "<f8", "fortran_order": False, "shape": shape})
+    with zipfile.ZipFile(path, "w") as zf:
+        for key, value in arrays.items():
+            if key == "train_x":
+                zf.writestr("train_x.npy", header.getvalue() + b"\0" * 64)
+            else:
+                buffer = io.BytesIO()
+                np.save(buffer, value)
+                zf.writestr(f"{key}.npy", buffer.getvalue())
+    return path
+
+
+def zip_bomb_npz(tmp: Path) -> Path:
+    """A 100-kB .npz whose train_x inflates to 64 MB of zeros (ratio ~1000)."""
+    path = tmp / "bomb.npz"
+    _, y = make_blob_images(96, seed=1)
+    tx, ty = make_blob_images(30, seed=2)
+    np.savez_compressed(path, train_x=np.zeros((96, 1, 409, 409), np.float32), train_y=y, test_x=tx, test_y=ty)
+    return path
+
+
+def damaged_npz(tmp: Path, how: str) -> Path:
+    path = blobs_npz(tmp, name=f"{how}.npz")
+    data = bytearray(path.read_bytes())
+    if how == "truncated":
+        data = data[:len(data) // 2]
+    else:  # flip bytes inside the stored train_x array: its CRC-32 no longer matches
+        data[200:216] = bytes(b ^ 0xFF for b in data[200:216])
+    path.write_bytes(bytes(data))
+    return path
+
+
+def npz_run(tmp: Path, path: Path, *extra: str) -> list[str]:
+    return ["run", "--set", "data.name=npz", "--set", f"data.root={path}", *extra]
+
+
+def edited_resume(tmp: Path, key: str, value: object) -> list[str]:
+    """A finished run made resumable (status back to interrupted), then its config.yaml edited."""
+    run_dir = finished_run(tmp)
+    (run_dir / "status.json").write_text('{"state": "interrupted", "message": ""}')
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    section, name = key.split(".")
+    config[section][name] = value
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    return ["run", "--resume", str(run_dir)]
+
+
+def resume_on_changed_data(tmp: Path) -> list[str]:
+    run_dir = finished_run(tmp)
+    (run_dir / "status.json").write_text('{"state": "interrupted", "message": ""}')
+    x, y = make_blob_images(96, seed=7)  # same shapes and config, other images
+    arrays = dict(np.load(tmp / "blobs.npz"))
+    arrays.update(train_x=x, train_y=y)
+    np.savez(tmp / "blobs.npz", **arrays)
+    return ["run", "--resume", str(run_dir)]
+
+
+def complete_without_report(tmp: Path) -> list[str]:
+    run_dir = finished_run(tmp)
+    (run_dir / "report.html").unlink()
+    return ["run", "--resume", str(run_dir)]
+
+
+def symlinked_run(tmp: Path) -> list[str]:
+    target = finished_run(tmp)
+    (tmp / "link").symlink_to(target)
+    return ["run", write_yaml(tmp, tiny(tmp)), "--out", str(tmp / "link"), "--force"]
+
+
+def altered_checkpoint(tmp: Path, **fields: object) -> list[str]:
+    payload = replearn_payload()
+    payload.update(fields)
+    return ["probe", str(checkpoint(tmp, payload)), "--dataset", "digits"]
+
+
+def ambiguous_layout(tmp: Path) -> Path:
+    return blobs_npz(tmp, train_x=np.zeros((96, 3, 8, 3), np.uint8), test_x=np.zeros((30, 3, 8, 3), np.uint8),
+                     name="ambiguous.npz")
+
+
 # (id, what is wrong, builder(tmp) -> argv, fragment the one-line message must contain)
 CASES = [
     ("B01", "malformed YAML", lambda t: ["run", write_yaml(t, "train:\n  epochs: 3\n   lr: 1\n")], "not valid YAML at line 3"),
@@ -204,6 +297,35 @@ CASES = [
     ("B58", "--threads that is not a number", lambda t: ["run", "--threads", "many"], "--threads must be a whole number"),
     ("B60", "selection notes for a regime that is not trained", lambda t: ["run", "--set", "selection.vae=by hand"], "describes 'vae', which train.regimes does not train"),
     ("B56", "contrastive temperature <= 0", lambda t: ["run", "--set", "train.regimes=[contrastive]", "--set", "regimes.contrastive.temperature=-1"], "regimes.contrastive.temperature' must be > 0"),
+    ("B61", "YAML aliases that expand to billions of values", lambda t: ["run", write_yaml(t, BILLION_LAUGHS)], "expands to more than 100,000 values"),
+    ("B62", "a section given twice in the YAML file", lambda t: ["run", write_yaml(t, "train:\n  epochs: 3\ntrain:\n  lr: 0.1\n")], "gives the key 'train' twice"),
+    ("B63", "config path that is a directory", lambda t: ["run", str(t)], "is a directory, not a YAML file"),
+    ("B64", "run name with shell characters", lambda t: ["run", "--set", "name=x$(touch pwned)"], "must be a plain name"),
+    ("B65", "run name longer than a file name may be", lambda t: ["run", "--set", f"name={'n' * 300}"], "at most 80 characters"),
+    ("B66", "model seed of 2^32 or more", lambda t: ["run", "--set", "train.seeds=[4294967296]"], "train.seeds' must be <= 2147483647"),
+    ("B67", "split seed of 2^32 or more", lambda t: ["run", "--set", "data.split_seed=4294967296"], "data.split_seed' must be <= 2147483647"),
+    ("B68", "npz array header claiming 512 TiB", lambda t: npz_run(t, npz_claiming(t, (2**23, 2**23, 1024))), "more than the"),
+    ("B69", "npz member that inflates ~1000× (zip bomb)", lambda t: npz_run(t, zip_bomb_npz(t)), "more than real images do"),
+    ("B70", "npz labels up to 10^12", lambda t: npz_run(t, blobs_npz(t, train_y=np.arange(96) % 2 * 10**12)), "labels go up to 1000000000000 but only"),
+    ("B71", "truncated npz file", lambda t: npz_run(t, damaged_npz(t, "truncated")), "not a readable .npz file (BadZipFile"),
+    ("B72", "npz file with a bad CRC", lambda t: npz_run(t, damaged_npz(t, "crc")), "not a readable .npz file"),
+    ("B73", "text labels in an npz", lambda t: npz_run(t, blobs_npz(t, train_y=np.array(["cat", "dog", "owl"] * 32))), "labels are text"),
+    ("B74", "labels shaped (N, 1)", lambda t: npz_run(t, blobs_npz(t, train_y=(np.arange(96) % 3)[:, None])), "a column rather than one label per image"),
+    ("B75", "pixel values too wide to normalise", lambda t: npz_run(t, blobs_npz(t, train_x=np.where(np.arange(96 * 64).reshape(96, 8, 8) % 2, 1e308, -1e308))), "too wide a range"),
+    ("B76", "colour images whose channel axis is ambiguous", lambda t: npz_run(t, ambiguous_layout(t)), "set data.layout=channels-first"),
+    ("B77", "probe --json pointing at a directory", lambda t: ["probe", str(checkpoint(t, replearn_payload())), "--dataset", "digits", "--json", str(t)], "is a directory"),
+    ("B78", "probe --json in a folder that does not exist", lambda t: ["probe", str(checkpoint(t, replearn_payload())), "--dataset", "digits", "--json", str(t / "no" / "r.json")], "does not exist"),
+    ("B79", "report --out pointing at a directory", lambda t: ["report", str(finished_run(t)), "--out", str(t)], "is a directory"),
+    ("B80", "--force on a symbolic link to a run", symlinked_run, "is a symbolic link"),
+    ("B81", "--out with a name longer than the file system allows", lambda t: ["run", "--out", str(t / ("d" * 300))], "longer than file systems allow"),
+    ("B82", "checkpoint whose in_shape has the wrong type", lambda t: altered_checkpoint(t, in_shape="abc"), "malformed 'in_shape'"),
+    ("B83", "checkpoint whose config is not a mapping", lambda t: altered_checkpoint(t, config=[1, 2]), "malformed 'config'"),
+    ("B84", "checkpoint whose weights are not tensors", lambda t: altered_checkpoint(t, encoder={"w": [1, 2]}), "malformed 'encoder'"),
+    ("B85", "test subset too small for the analyses", lambda t: ["run", write_yaml(t, tiny(t, data={"test_subset": 3}))], "set data.test_subset to at least 10"),
+    ("B86", "--resume after config.yaml's model was edited", lambda t: edited_resume(t, "model.latent_dim", 5), "model.latent_dim was 6, now 5"),
+    ("B87", "--resume after config.yaml's data section was edited", lambda t: edited_resume(t, "data.val_fraction", 0.3), "data.val_fraction was 0.2, now 0.3"),
+    ("B88", "--resume after the dataset's files changed", resume_on_changed_data, "the dataset differs from the one"),
+    ("B89", "--resume of a complete run whose report is missing", complete_without_report, "report.html is missing"),
 ]
 
 

@@ -29,6 +29,7 @@ def tiny_run(tmp_path_factory):
     np.savez(npz, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y)
     raw = tiny_config(npz)
     raw["analysis"]["projection_points"] = 40
+    raw["analysis"]["figure_formats"] = ["png", "svg", "pdf"]
     out = tmp / "out"
     assert main(["run", str(write_config(tmp, raw)), "--out", str(out), "--quiet"]) == 0
     return out

@@ -32,3 +32,24 @@ def test_knn_overlap_bounds():
     assert knn_overlap(x, x * 3, k=5) == pytest.approx(1.0)
     rng = np.random.RandomState(2)
     assert knn_overlap(rng.randn(300, 5), rng.randn(300, 5), k=5) < 0.2
+
+
+def test_pca_components_keep_their_scales_in_clustering_and_probes():
+    """Two strong class-bearing components and many weak noise components (as PCA gives): giving every component
+    unit variance whitens them and lets the noise swamp the classes; the common scale keeps them weak."""
+    import torch
+
+    from replearn.analyses.base import baseline_models
+    from replearn.probes import Standardizer
+
+    rng = np.random.RandomState(0)
+    y = np.arange(600) % 3
+    strong = np.stack([np.cos(2 * np.pi * y / 3), np.sin(2 * np.pi * y / 3)], 1) * 4 + rng.randn(600, 2)
+    x = np.hstack([strong, 0.05 * rng.randn(600, 30)]).astype(np.float32)
+    whitened = cluster_scores(x, y, standardize=True)["kmeans_nmi"]
+    kept = cluster_scores(x, y, standardize=False)["kmeans_nmi"]
+    assert kept > 0.9 and whitened < 0.5, (kept, whitened)
+    z = Standardizer(per_feature=False).fit(torch.from_numpy(x)).transform(torch.from_numpy(x))
+    ratio = z.std(0) / torch.from_numpy(x).std(0)
+    assert torch.allclose(ratio, ratio[0].expand_as(ratio), rtol=1e-4)  # one scale for every component
+    assert {m.name: m.standardize for m in baseline_models()} == {"pixels": True, "pca": False, "random": True}

@@ -9,6 +9,7 @@ an ``Analysis`` subclass under ``@register_analysis("name")``; the report orders
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import re
@@ -40,11 +41,12 @@ class ModelInfo:
     kind: str  # "baseline" (seed-independent), "random" or "regime"
     trained_with_labels: bool = False
     reconstructs: bool = False
+    standardize: bool = True  # probes and clustering scale each feature to unit variance (False: PCA components)
 
 
 def baseline_models() -> list[ModelInfo]:
     return [ModelInfo("pixels", *BASELINE_STYLES["pixels"], "baseline"),
-            ModelInfo("pca", *BASELINE_STYLES["pca"], "baseline"),
+            ModelInfo("pca", *BASELINE_STYLES["pca"], "baseline", standardize=False),
             ModelInfo("random", *BASELINE_STYLES["random"], "random")]
 
 
@@ -114,6 +116,10 @@ class SeedContext:
     def memory(self, analysis: str) -> dict[Any, Any]:
         return self.run.memory.setdefault(analysis, {})
 
+    def standardize(self, model: str) -> bool:
+        """Whether probes and clustering give the model's features unit variance each (see ``ModelInfo``)."""
+        return next((m.standardize for m in self.run.models if m.name == model), True)
+
     def save(self, name: str, **arrays: np.ndarray) -> Path:
         return save_npz(self.run.run_dir / "artifacts" / f"{name}_seed{self.seed}.npz", **arrays)
 
@@ -156,25 +162,54 @@ class RunArtifacts:
         from .render import VectorExports
 
         self.vector_exports = VectorExports()
-        self.dataset = self.json_file("dataset.json") or {}
-        self.environment = self.json_file("environment.json") or {}
-        self.status = self.json_file("status.json") or {"state": "unknown"}
-        self.summary = self.metrics_json("summary.json") or {}
-        raw_models = self.json_file("models.json") or []
-        self.models = [ModelInfo(**m) for m in raw_models if isinstance(m, dict)] or baseline_models()
+        self.dataset = self.json_file("dataset.json", dict) or {}
+        self.environment = self.json_file("environment.json", dict) or {}
+        self.status = self.json_file("status.json", dict) or {"state": "unknown"}
+        self.summary = self.json_file("metrics/summary.json", dict) or {}
+        self.models = self._models(self.json_file("models.json", list) or [])
+        self.figure_formats = self._figure_formats()
+
+    def _figure_formats(self) -> list[str]:
+        """analysis.figure_formats of the run's config (all formats when it cannot be read)."""
+        from ..config import safe_load_bounded
+
+        everything = ["png", "svg", "pdf"]
+        try:
+            raw = safe_load_bounded((self.run_dir / "config.yaml").read_text(encoding="utf-8"), "config.yaml")
+            formats = raw["analysis"]["figure_formats"]
+        except Exception:  # a damaged or older config: the default
+            return everything
+        return [f for f in everything if isinstance(formats, list) and f in formats] or everything
+
+    def _models(self, raw: list) -> list[ModelInfo]:
+        known = {f.name for f in dataclasses.fields(ModelInfo)}
+        models = []
+        for entry in raw:
+            try:
+                models.append(ModelInfo(**{k: v for k, v in entry.items() if k in known}))
+            except (TypeError, AttributeError):
+                self._note(self.run_dir / "models.json", "an entry is not a model description")
+                return baseline_models()
+        return models or baseline_models()
 
     def _note(self, path: Path, reason: str) -> None:
         self.unreadable.append(f"{path.relative_to(self.run_dir)} ({reason})")
 
-    def json_file(self, rel: str) -> Any:
+    def json_file(self, rel: str, kind: type | None = None) -> Any:
+        """A JSON file's content, or None (named in ``unreadable``) when it does not parse or, given ``kind``,
+        holds another type (a list where a mapping belongs)."""
         path = self.run_dir / rel
         if not path.is_file():
             return None
         try:
-            return read_json(path)
-        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            value = read_json(path)
+        except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:
             self._note(path, type(exc).__name__)
             return None
+        if kind is not None and not isinstance(value, kind):
+            self._note(path, f"a {type(value).__name__} where a {'mapping' if kind is dict else kind.__name__} belongs")
+            return None
+        return value
 
     def export(self, rel: str, data: bytes) -> None:
         """Write a file for papers (figures/, tables/) into the run directory; if that is not possible the

@@ -15,7 +15,8 @@ from ..stats import format_mean_ci
 from .base import Analysis, RunArtifacts, Section, SeedContext, final_layer, register_analysis
 from .render import PLUS_MINUS, figure, table
 
-GUIDE_TABLE = ("Test accuracy of a linear probe (standardised features, multinomial logistic regression) and a "
+GUIDE_TABLE = ("Test accuracy of a linear probe (standardised features — PCA components keep their relative scales —, "
+               "multinomial logistic regression) and a "
                "weighted kNN probe (cosine, k chosen on validation) at every layer. Raw pixels and the untrained "
                "encoder are the baselines: a trained layer that does not beat them has learned nothing linearly "
                "useful.")
@@ -46,7 +47,7 @@ def probe_table(ctx: SeedContext) -> tuple[pd.DataFrame, dict[str, Any]]:
         train, val, test = ((f[s], labels[s]) for s in ("train", "val", "test"))
         started = time.perf_counter()
         lin = linear_probe(train, val, test, cfg.analysis.probe_l2_grid, cfg.analysis.probe_max_iter,
-                           cfg.analysis.probe_tol)
+                           cfg.analysis.probe_tol, ctx.standardize(model))
         lin_seconds = time.perf_counter() - started
         started = time.perf_counter()
         knn = knn_probe(train, val, test, cfg.analysis.knn_k_grid, cfg.analysis.knn_temperature)

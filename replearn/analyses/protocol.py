@@ -69,8 +69,9 @@ class Protocol(Analysis):
                    "(config key selection). Label-free criteria (RankMe, Garrido et al. 2023) are the default in "
                    "experiments/select_hparams.py; a criterion that used validation labels is named as such.",
                    "Baselines: raw pixels; PCA of the pixels fitted on the training split, as many components as the "
-                   "latent has, probed like every other layer (so its components are standardised); the untrained "
-                   "encoder of each seed.",
+                   "latent has, probed like every other layer except for the scaling: its components keep their "
+                   "relative variances (one common scale for all), since giving each unit variance would whiten "
+                   "them and amplify the weakest; the untrained encoder of each seed.",
                    PLUS_MINUS + (f" This run has {len(seeds)} seeds." if len(seeds) > 1 else
                                  " This run has one seed: differences of a few tenths of a point between regimes are "
                                  "within the variation between seeds (repeat with --seeds 3).")]

@@ -80,8 +80,10 @@ def figure(fig: Any, name: str | None = None, run: "RunArtifacts | None" = None)
     """A figure as an embedded PNG; with ``name`` and ``run`` also written as figures/<name>.png, .svg and .pdf."""
     png = plots.to_bytes(fig, "png")
     if name and run is not None:
-        run.export(f"figures/{name}.png", png)
-        run.vector_exports.submit(fig, run.run_dir, name)
+        if "png" in run.figure_formats:
+            run.export(f"figures/{name}.png", png)
+        if {"svg", "pdf"} & set(run.figure_formats):
+            run.vector_exports.submit(fig, run.run_dir, name, [f for f in ("svg", "pdf") if f in run.figure_formats])
     plots.plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
@@ -107,11 +109,12 @@ class VectorExports:
                 self._inline = True
         return self._worker
 
-    def submit(self, fig: Any, run_dir: Any, name: str) -> None:
+    def submit(self, fig: Any, run_dir: Any, name: str, formats: list[str] | None = None) -> None:
+        formats = formats or ["svg", "pdf"]
         try:
-            blob = pickle.dumps((str(run_dir), name, pickle.dumps(fig)))
+            blob = pickle.dumps((str(run_dir), name, pickle.dumps(fig), formats))
         except (pickle.PicklingError, AttributeError, TypeError):  # e.g. a plug-in's figure with a lambda
-            self._notes += plots.write_figure_vectors(fig, str(run_dir), name)
+            self._notes += plots.write_figure_vectors(fig, str(run_dir), name, formats)
             return
         worker = self._start()
         if worker is not None:
@@ -121,7 +124,7 @@ class VectorExports:
                 return
             except OSError:  # the worker died: this and later figures are written here
                 self._inline = True
-        self._notes += plots.write_figure_vectors(fig, str(run_dir), name)
+        self._notes += plots.write_figure_vectors(fig, str(run_dir), name, formats)
 
     def finish(self) -> list[str]:
         """Wait for every queued figure; the notes of files that could not be written, each once."""

@@ -34,7 +34,8 @@ class Structure(Analysis):
             return ctx.features[model][final_layer(ctx.features[model])]["test"][ctx.points]
 
         def scores(model: str) -> dict[str, Any]:
-            return {"model": model, "seed": ctx.seed, **cluster_scores(final(model), test_y, ctx.seed)}
+            return {"model": model, "seed": ctx.seed, **cluster_scores(final(model), test_y, ctx.seed,
+                                                                     standardize=ctx.standardize(model))}
 
         cache = ctx.memory(self.name)  # the seed-independent baselines' neighbour sets, found once per run
         new = [m for m in models if m not in cache]

@@ -1,0 +1,120 @@
+"""SIGTERM at every phase of a run: training step, the last epoch's validation, feature extraction, each
+analysis, rendering. Each time the run must stop at once (nothing of a later phase written), record
+``interrupted``, print a resume hint whose path is shell-quoted, and a resume must finish with the same
+metrics as a run that was never interrupted.
+
+The signal is real (``os.kill`` of this process, handled by replearn's handler); the test only chooses the
+moment, by wrapping the function that starts the phase.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+import replearn.report
+import replearn.run
+import replearn.train
+from replearn.analyses import ANALYSES
+from replearn.artifacts import read_json
+from replearn.cli import main
+
+from conftest import make_blob_images, tiny_config
+
+TIMING_COLUMNS = ("train_seconds", "train_images_per_s", "seconds")
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory) -> tuple[Path, Path]:
+    """A two-epoch, two-regime experiment and its uninterrupted run."""
+    tmp = tmp_path_factory.mktemp("signals")
+    x, y = make_blob_images(120, seed=1)
+    tx, ty = make_blob_images(40, seed=2)
+    np.savez(tmp / "blobs.npz", train_x=x, train_y=y, test_x=tx, test_y=ty)
+    raw = tiny_config(tmp / "blobs.npz", epochs=2)
+    raw["analysis"]["projection_points"] = 30
+    config = tmp / "exp.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    reference = tmp / "reference"
+    assert main(["run", str(config), "--out", str(reference), "--quiet", "--threads", "1"]) == 0
+    return config, reference
+
+
+def metrics(run_dir: Path) -> dict[str, pd.DataFrame]:
+    out = {}
+    for path in sorted((run_dir / "metrics").glob("*.csv")):
+        frame = pd.read_csv(path)
+        out[path.name] = frame.drop(columns=[c for c in frame.columns if c in TIMING_COLUMNS])
+    return out
+
+
+class SignalAt:
+    """Wraps a function so that its ``nth`` call first sends SIGTERM to this process."""
+
+    def __init__(self, original, nth: int = 1) -> None:
+        self.original, self.nth, self.calls, self.sent_at = original, nth, 0, None
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == self.nth:
+            self.sent_at = time.perf_counter()
+            os.kill(os.getpid(), signal.SIGTERM)
+        return self.original(*args, **kwargs)
+
+
+def _phases() -> list[tuple[str, object, str, int]]:
+    """(phase id, owner object, attribute to wrap, which call sends the signal)."""
+    phases = [("training-step", replearn.train, "step_generator", 3),
+              ("last-epoch-validation", replearn.train, "evaluate", 2),
+              ("extraction", replearn.run, "extract_all", 1)]
+    phases += [(f"analysis-{name}", cls, "compute", 1) for name, cls in ANALYSES.items()]
+    phases.append(("rendering", replearn.report, "build_context", 1))
+    return phases
+
+
+PHASES = _phases()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("phase, owner, attribute, nth", PHASES, ids=[p[0] for p in PHASES])
+def test_sigterm_at_every_phase_stops_records_and_resumes_to_the_same_metrics(
+        phase, owner, attribute, nth, experiment, tmp_path, capsys, monkeypatch):
+    config, reference = experiment
+    out = tmp_path / "run $(touch pwned); x"
+    wrapper = SignalAt(getattr(owner, attribute), nth)
+    monkeypatch.setattr(owner, attribute, wrapper)
+    capsys.readouterr()
+    code = main(["run", str(config), "--out", str(out), "--quiet", "--threads", "1"])
+    stopped = time.perf_counter()
+    err = capsys.readouterr().err
+    monkeypatch.undo()
+
+    assert wrapper.sent_at is not None, f"{phase}: the phase never ran"
+    assert code == 130, f"{phase}: exit {code}, {err}"
+    assert stopped - wrapper.sent_at < 20.0, f"{phase}: took {stopped - wrapper.sent_at:.1f}s to stop"
+    status = read_json(out / "status.json")
+    assert status["state"] == "interrupted" and "SIGTERM" in status["message"], status
+    hint = f"Resume with: replearn run --resume {shlex.quote(str(out))}"
+    assert hint in err, err
+    assert shlex.split(hint.split(": ", 1)[1])[-1] == str(out)
+    assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
+    assert not (out / "report.html").exists(), f"{phase}: the run went on to render its report"
+    if phase in ("training-step", "last-epoch-validation"):
+        assert not (out / "checkpoints" / "supervised_seed0.pt").exists(), "training went on after the signal"
+        assert (out / "checkpoints" / "supervised_seed0.state.pt").exists()
+    if phase == "extraction" or phase.startswith("analysis-"):
+        assert not (out / "metrics" / "probes.csv").exists(), "analyses' tables written after the signal"
+
+    assert main(["run", "--resume", str(out), "--quiet"]) == 0
+    assert read_json(out / "status.json")["state"] == "complete" and (out / "report.html").is_file()
+    expected, got = metrics(reference), metrics(out)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        pd.testing.assert_frame_equal(expected[name], got[name], check_exact=False, rtol=1e-9, obj=name)
