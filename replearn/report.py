@@ -62,4 +62,6 @@ def render_report(run_dir: str | Path, out: str | Path | None = None, status: di
     if out:
         check_output_file(target, "--out")
     html = _env().get_template("report.html.j2").render(**build_context(run_dir, status))
+    if status is not None:  # written by a run, which reports a failed write with its resume command
+        return atomic_write_text(target, html)
     return write_output(target, "--out" if out else "report", lambda: atomic_write_text(target, html))

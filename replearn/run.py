@@ -182,18 +182,21 @@ def run_experiment(cfg: Config, run_dir: Path, *, resume: bool = False, progress
     regimes = cfg.regime_objects()
     log(f"dataset {data.name}: {len(data.train_y)} train / {len(data.val_y)} val / {len(data.test_y)} test, "
         f"images {'×'.join(map(str, data.image_shape))}, device {device}; regimes {', '.join(r.name for r in regimes)}")
-    if resume:
-        for stale in run_dir.rglob(".*.tmp"):
-            stale.unlink(missing_ok=True)  # temporaries of writes cut short by a crash; never artifacts
-    else:
-        atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
-        write_json(run_dir / "environment.json", environment_record(cfg, device))
-        mark_run_dir(run_dir, {"name": cfg.name, "created": dt.datetime.now().isoformat(timespec="seconds"),
-                               "config": cfg.to_dict()})
-    write_json(run_dir / "dataset.json", data.summary())
-    run = RunContext(cfg, run_dir, model_infos(regimes), progress)
-    write_models(run_dir, run.models)
-    set_status(run_dir, "running")
+    try:
+        if resume:
+            for stale in run_dir.rglob(".*.tmp"):
+                stale.unlink(missing_ok=True)  # temporaries of writes cut short by a crash; never artifacts
+        else:
+            atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
+            write_json(run_dir / "environment.json", environment_record(cfg, device))
+            mark_run_dir(run_dir, {"name": cfg.name, "created": dt.datetime.now().isoformat(timespec="seconds"),
+                                   "config": cfg.to_dict()})
+        write_json(run_dir / "dataset.json", data.summary())
+        run = RunContext(cfg, run_dir, model_infos(regimes), progress)
+        write_models(run_dir, run.models)
+        set_status(run_dir, "running")
+    except OSError as exc:
+        raise _write_failure(run_dir, exc, resume) from None
 
     analyses = [cls() for _, cls in ANALYSES.items()]
     snapshot_images = data.test_x[:cfg.analysis.reconstructions] if cfg.analysis.reconstructions else None
@@ -228,12 +231,7 @@ def run_experiment(cfg: Config, run_dir: Path, *, resume: bool = False, progress
             _render(run_dir)
         raise
     except OSError as exc:  # disk full, a file removed or made read-only under the run
-        where = f" '{exc.filename}'" if getattr(exc, "filename", None) else ""
-        error = RunDirError(f"could not write the run's files{where} ({exc.strerror or type(exc).__name__})",
-                            f"free disk space (or fix permissions), then resume with: "
-                            f"replearn run --resume {shlex.quote(str(run_dir))}")
-        _record_failure(run_dir, "failed", error.one_line())
-        raise error from None
+        raise _write_failure(run_dir, exc, resume) from None
     finally:
         start_clock(None)  # never left behind for a later run in the same process
     for line in closing_summary(run_dir, time.perf_counter() - started, report):
@@ -287,6 +285,20 @@ def _run_phases(cfg: Config, run_dir: Path, run: RunContext, data: Dataset, regi
     report = _render(run_dir, complete) if render else run_dir / "report.html"
     set_status(run_dir, "complete", wall_seconds=wall)
     return report
+
+
+def _write_failure(run_dir: Path, exc: OSError, resume: bool) -> RunDirError:
+    """The one-line error for a failed write; a run that had not yet saved anything is removed (it could not
+    be resumed), any other is left resumable."""
+    where = f" '{exc.filename}'" if getattr(exc, "filename", None) else ""
+    problem = f"could not write the run's files{where} ({exc.strerror or type(exc).__name__})"
+    if not resume and not (run_dir / RUN_MARKER).is_file():
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return RunDirError(problem + "; nothing was kept", "free disk space (or fix permissions), then run again")
+    error = RunDirError(problem, "free disk space (or fix permissions), then resume with: "
+                                 f"replearn run --resume {shlex.quote(str(run_dir))}")
+    _record_failure(run_dir, "failed", error.one_line())
+    return error
 
 
 def _record_failure(run_dir: Path, state: str, message: str) -> None:
@@ -520,4 +532,4 @@ def check_resumed_data(run_dir: Path, data: Dataset) -> None:
 def fail_cleanly(run_dir: Path, exc: ReplearnError) -> None:
     """Record a user-input failure in a run directory that has already been started."""
     if (run_dir / RUN_MARKER).is_file() and not isinstance(exc, TrainingDiverged):
-        set_status(run_dir, "failed", exc.one_line())
+        _record_failure(run_dir, "failed", exc.one_line())

@@ -12,6 +12,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -373,3 +374,23 @@ def test_umap_learn_backend_without_umap_learn_is_refused_before_training(tmp_pa
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "umap-learn is not installed" in err and "replearn[umap]" in err
     assert fingerprint(tmp_path) == before
+
+
+BOUNDED = ["B61", "B68", "B69", "B70"]  # inputs that once hung or exhausted memory
+
+
+@pytest.mark.parametrize("case_id", BOUNDED)
+def test_hostile_inputs_are_refused_in_seconds_with_bounded_memory(case_id, tmp_path):
+    """In a fresh process: the refusal comes within seconds and the process's peak memory stays near that of
+    importing replearn, whatever size the input claims or expands to."""
+    build = next(c[2] for c in CASES if c[0] == case_id)
+    argv = build(tmp_path)
+    probe = ("import resource, sys\nfrom replearn.cli import main\ncode = main(sys.argv[1:])\n"
+             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\nsys.exit(code)")
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, cwd=tmp_path,
+                            timeout=120, env={**os.environ, "REPLEARN_DATA": str(tmp_path / "none")})
+    seconds = time.monotonic() - started
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    peak_mib = int(result.stdout.split()[-1]) / 1024
+    assert seconds < 60 and peak_mib < 1500, (seconds, peak_mib)

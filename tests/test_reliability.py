@@ -205,3 +205,56 @@ def test_diverged_run_keeps_state_and_report_marks_it_incomplete(tmp_path):
     assert (out / "checkpoints" / "supervised_seed0.state.pt").exists()
     assert main(["report", str(out)]) == 0
     assert "Incomplete run (diverged)" in (out / "report.html").read_text()
+
+
+@pytest.mark.slow
+def test_disk_full_at_any_write_fails_in_one_line_and_resumes(tmp_path, capsys, monkeypatch):
+    """ENOSPC from the k-th write on (and every later one, as on a full disk), for writes in training, the
+    analyses and the report: one line naming the problem and the quoted resume command, exit 2, no partial
+    artifact, status never 'complete'; once there is space again, --resume finishes the run."""
+    import errno
+    import shlex
+
+    import replearn.artifacts as artifacts
+    from replearn.cli import main
+
+    config = blob_config(tmp_path, epochs=1, n_train=120)
+    original = artifacts.atomic_write_bytes
+    calls: list[str] = []
+
+    def counting(path, data):
+        calls.append(str(path))
+        return original(path, data)
+
+    monkeypatch.setattr(artifacts, "atomic_write_bytes", counting)
+    assert main(["run", str(config), "--out", str(tmp_path / "count"), "--quiet"]) == 0
+    total = len(calls)
+    for k in (2, total // 2, total - 2):  # before the marker; in training or analyses; the report
+        out = tmp_path / f"full {k}"
+        writes = 0
+
+        def failing(path, data):
+            nonlocal writes
+            writes += 1
+            if writes >= k:
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+            return original(path, data)
+
+        monkeypatch.setattr(artifacts, "atomic_write_bytes", failing)
+        capsys.readouterr()
+        code = main(["run", str(config), "--out", str(out), "--quiet"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2, (k, err)
+        assert len(err.splitlines()) == 1 and "Traceback" not in err and "No space left on device" in err, err
+        if k <= 2:  # before the run's marker was written: nothing resumable, so nothing is left behind
+            assert "nothing was kept" in err and not out.exists(), err
+            continue
+        assert f"replearn run --resume {shlex.quote(str(out))}" in err, err
+        status = read_json(out / "status.json") if (out / "status.json").exists() else {}
+        assert status.get("state") != "complete" and not (out / "report.html").exists()
+        for path in out.rglob("*"):
+            if path.is_file() and not path.name.endswith(".tmp"):
+                _check_complete(path)
+        monkeypatch.setattr(artifacts, "atomic_write_bytes", original)
+        assert main(["run", "--resume", str(out), "--quiet"]) == 0, capsys.readouterr().err
+        assert read_json(out / "status.json")["state"] == "complete" and (out / "report.html").is_file()
