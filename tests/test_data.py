@@ -131,3 +131,50 @@ def test_digits_default_split():
     data = load_dataset(DataConfig())
     assert data.image_shape == (1, 8, 8) and data.num_classes == 10
     assert len(data.train_y) + len(data.val_y) + len(data.test_y) == 1797
+
+
+def _npz_dataset(tmp_path, name, x, tx, **cfg):
+    _, y = make_blob_images(len(x), seed=1)
+    _, ty = make_blob_images(len(tx), seed=2)
+    np.savez(tmp_path / name, train_x=x, train_y=y, test_x=tx, test_y=ty)
+    return load_dataset(DataConfig(name="npz", root=str(tmp_path / name), val_fraction=0.2, **cfg))
+
+
+@pytest.mark.parametrize("scale, dtype", [(1.0, np.float32), (1e30, np.float32), (1e300, np.float64),
+                                          (-1.0, np.float32)])
+def test_pixel_range_is_detected_so_any_scale_gives_the_same_images(tmp_path, scale, dtype):
+    """uint8, float 0–255, and the same images scaled far beyond float32's range (or negated) all become the
+    same standardised tensors; none may silently become white images or an infinite standard deviation."""
+    x, _ = make_blob_images(60, seed=1)
+    tx, _ = make_blob_images(20, seed=2)
+    reference = _npz_dataset(tmp_path, "u8.npz", x, tx)
+    as_255 = _npz_dataset(tmp_path, "f255.npz", x.astype(np.float32), tx.astype(np.float32))
+    assert as_255.pixel_range == (0.0, 255.0)
+    for split in ("train_x", "val_x", "test_x"):
+        assert torch_close(getattr(as_255, split), getattr(reference, split))
+    scaled = _npz_dataset(tmp_path, "scaled.npz", x.astype(dtype) * scale, tx.astype(dtype) * scale)
+    assert np.isfinite(scaled.std) and scaled.std > 0
+    sign = 1.0 if scale > 0 else -1.0
+    for split in ("train_x", "val_x", "test_x"):
+        assert torch_close(getattr(scaled, split), sign * getattr(reference, split), atol=1e-4)
+
+
+def torch_close(a, b, atol=1e-5) -> bool:
+    import torch
+
+    return bool(torch.allclose(a, b, atol=atol))
+
+
+def test_channels_last_colour_images_are_read_as_channels_last(tmp_path):
+    rng = np.random.RandomState(0)
+    x = rng.randint(0, 256, (60, 3, 10, 12)).astype(np.uint8)
+    tx = rng.randint(0, 256, (20, 3, 10, 12)).astype(np.uint8)
+    first = _npz_dataset(tmp_path, "nchw.npz", x, tx)
+    last = _npz_dataset(tmp_path, "nhwc.npz", x.transpose(0, 2, 3, 1), tx.transpose(0, 2, 3, 1))
+    assert first.image_shape == last.image_shape == (3, 10, 12)
+    assert torch_close(first.train_x, last.train_x) and torch_close(first.test_x, last.test_x)
+    square = rng.randint(0, 256, (60, 3, 8, 3)).astype(np.uint8)  # both axes could hold the channels
+    with pytest.raises(DataError, match="cannot tell which axis"):
+        _npz_dataset(tmp_path, "ambiguous.npz", square, square[:20])
+    told = _npz_dataset(tmp_path, "told.npz", square, square[:20], layout="channels-last")
+    assert told.image_shape == (3, 3, 8)

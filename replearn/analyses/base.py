@@ -240,6 +240,11 @@ class RunArtifacts:
         if not path.is_file() or path.stat().st_size == 0:
             return None
         try:
+            with open(path, "rb") as fh:
+                fh.seek(-1, 2)
+                if fh.read(1) != b"\n":  # replearn ends every table with a newline: the file was cut short
+                    self._note(path, "truncated")
+                    return None
             frame = pd.read_csv(path)
         except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
             self._note(path, type(exc).__name__)
