@@ -53,6 +53,8 @@ class DataConfig:
     layout: str = _f("auto", "axis order of 4-D image arrays (npz): channels-first N×C×H×W, channels-last N×H×W×C, "
                      "or auto (decided from which axis has 1, 3 or 4 entries; ambiguous shapes are refused)",
                      choices=LAYOUTS)
+    cifar100_labels: str = _f("fine", "CIFAR-100's label set: the 100 fine classes or the 20 coarse superclasses",
+                              choices=("fine", "coarse"))
 
 
 @dataclass

@@ -426,11 +426,38 @@ def read_npz_checked(path: Path, limit: int | None = None) -> dict[str, np.ndarr
                         fix) from None
 
 
+def _load_cifar(classes: int, cfg: DataConfig) -> Dataset:
+    """CIFAR-10/100 from the official binary or Python files (``replearn.cifar``); 10% of train is validation."""
+    import dataclasses
+
+    from .cifar import find_cifar, read_cifar
+
+    name = f"cifar{classes}"
+    layout, folder = find_cifar(classes, cfg.root, idx_search_dirs(name, cfg.root))
+    train_x, train_y, test_x, test_y, names = read_cifar(classes, folder, layout, fine=cfg.cifar100_labels == "fine")
+    label_set = f" ({cfg.cifar100_labels} labels)" if classes == 100 else ""
+    return Dataset.from_arrays(name, train_x, train_y, test_x, test_y, names,
+                               dataclasses.replace(cfg, layout="channels-first"),
+                               source=f"{folder} ({layout} layout){label_set}", scale=255.0)
+
+
+def load_cifar10(cfg: DataConfig) -> Dataset:
+    return _load_cifar(10, cfg)
+
+
+def load_cifar100(cfg: DataConfig) -> Dataset:
+    return _load_cifar(100, cfg)
+
+
 DATASETS: dict[str, tuple[Callable[[DataConfig], Dataset], str]] = {
     "digits": (load_digits, "scikit-learn's bundled 8×8 handwritten digits (1,797 images; no download)"),
     "fashion-mnist": (load_fashion_mnist, "Zalando's 28×28 clothing images, 60k train / 10k test (IDX files)"),
     "mnist": (load_mnist, "28×28 handwritten digits, 60k train / 10k test (IDX files)"),
     "npz": (load_npz, "your own arrays in an .npz file given by data.root"),
+    "cifar10": (load_cifar10, "32×32 colour images of 10 classes, 50k train / 10k test (official binary or "
+                              "Python files, from data.root)"),
+    "cifar100": (load_cifar100, "32×32 colour images of 100 fine (or 20 coarse: data.cifar100_labels) classes, "
+                                "50k train / 10k test"),
 }
 
 
@@ -451,6 +478,14 @@ def dataset_status(name: str, root: str | None = None) -> str:
         return "bundled"
     if name == "npz":
         return "needs data.root"
+    if name.startswith("cifar"):
+        from .cifar import find_cifar
+
+        try:
+            layout, folder = find_cifar(int(name[5:]), root, idx_search_dirs(name, root))
+        except DataError:
+            return "not found (looked in " + ", ".join(str(d) for d in idx_search_dirs(name, root)) + ")"
+        return f"found in {folder} ({layout} layout)"
     try:
         files = _find_idx(name, root, "")
     except Exception:
