@@ -343,9 +343,12 @@ def test_bad_input_answers_in_one_line(case_id, what, build, fragment, tmp_path,
     argv = build(tmp_path)
     capsys.readouterr()
     before = fingerprint(tmp_path)
+    started = time.monotonic()
     code = main(argv)
+    seconds = time.monotonic() - started
     err = capsys.readouterr().err.strip()
     assert code == 2, f"{case_id} {what}: exit {code}, stderr {err!r}"
+    assert seconds < 30, f"{case_id}: took {seconds:.1f}s to refuse"
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert err.startswith("replearn: error: ") and " — fix: " in err, err
     assert fragment in err, f"{case_id}: {fragment!r} not in {err!r}"
