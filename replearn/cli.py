@@ -88,7 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
                            epilog="example:\n  replearn probe reports/fmnist-*/checkpoints/autoencoder_seed0.pt "
                                   "--dataset fashion-mnist --layer latent",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    probe.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pt file from a run's checkpoints/ folder")
+    probe.add_argument("checkpoint", metavar="CHECKPOINT",
+                       help="a .pt file from a run's checkpoints/ folder, a state_dict of the --model, or a "
+                            "TorchScript file")
+    probe.add_argument("--model", metavar="IMPORT_PATH",
+                       help="for a state_dict saved elsewhere: the nn.Module class or factory it belongs to, as "
+                            "package.module:Name; --layer then names module paths (e.g. layer1, blocks.3) read "
+                            "by forward hooks, and 'latent' is the module's output")
+    probe.add_argument("--model-kwargs", metavar="JSON", default="{}",
+                       help="keyword arguments for --model as a JSON object, e.g. '{\"num_classes\": 10}'")
     probe.add_argument("--dataset", required=True, metavar="NAME", help="dataset to probe on (`replearn datasets`)")
     probe.add_argument("--layer", action="append", metavar="L",
                        help="layer to probe, e.g. stage2 or latent (repeatable; default: every layer)")
@@ -168,13 +176,26 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from .evaluate import probe_checkpoint
+    import json
+
+    from .evaluate import is_torchscript, probe_checkpoint, probe_foreign
 
     _apply_threads(args.threads)
     overrides = list(args.overrides)
     if args.data_root:
         overrides.append(f"data.root={args.data_root}")
-    table, json_path = probe_checkpoint(args.checkpoint, args.dataset, args.layer, overrides, args.json, args.knn)
+    if args.model or is_torchscript(Path(args.checkpoint)):
+        try:
+            kwargs = json.loads(args.model_kwargs)
+        except ValueError:
+            kwargs = None
+        if not isinstance(kwargs, dict):
+            raise ReplearnError(f"--model-kwargs must be a JSON object, got {args.model_kwargs[:60]!r}",
+                                "write it as '{\"name\": value}'")
+        table, json_path = probe_foreign(args.checkpoint, args.dataset, args.layer, overrides, args.json, args.knn,
+                                         args.model, kwargs)
+    else:
+        table, json_path = probe_checkpoint(args.checkpoint, args.dataset, args.layer, overrides, args.json, args.knn)
     print(table)
     print(f"results written to {json_path}")
     return 0

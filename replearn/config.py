@@ -59,7 +59,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = _f("conv", "encoder: a registered name (conv) or an import path package.module:Name")
+    name: str = _f("conv", "encoder: a registered name (conv; resnet, with model.kwargs depth 8/18/34 and width) or "
+                           "an import path package.module:Name")
     kwargs: dict[str, Any] = _f({}, "extra keyword arguments for the encoder (model.channels and model.kernel_size "
                                     "go to encoders whose signature takes them)")
     channels: list[int] = _f([16, 32, 64], "output channels of each conv stage (one stage per entry)",

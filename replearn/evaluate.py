@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -103,11 +104,112 @@ def probe_checkpoint(checkpoint: str | Path, dataset: str, layers: list[str] | N
     unknown = [l for l in wanted if l not in encoder.layer_names]
     if unknown:
         raise ConfigError(f"unknown layer '{unknown[0]}'", f"choose from {', '.join(encoder.layer_names)}")
+    rows = _probe_rows(encoder, data, cfg, wanted, with_knn)
+    table = pd.DataFrame(rows)
+    write_output(out, "--json", lambda: write_json(out, {"checkpoint": str(checkpoint), "regime": payload.get("regime"), "seed": payload.get("seed"),
+                     "dataset": data.summary(), "results": rows}))
+    header = (f"{payload.get('regime', '?')} encoder (seed {payload.get('seed', '?')}) from {checkpoint}, "
+              f"probed on {dataset}: {len(data.train_y)} train / {len(data.val_y)} val / {len(data.test_y)} test")
+    return header + "\n" + table.to_string(index=False), out
+
+
+def is_torchscript(path: Path) -> bool:
+    """Whether ``path`` is a TorchScript archive (torch.jit.save) rather than a torch.save file."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any(n.endswith("/constants.pkl") or "/code/" in n for n in zf.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def load_foreign_module(path: Path, model: str | None, kwargs: dict) -> torch.nn.Module:
+    """A model replearn did not train: a TorchScript file, or ``model`` (an import path to an nn.Module class
+    or factory, called with ``kwargs``) with the ``state_dict`` in ``path`` loaded (weights only, checked)."""
+    import pickle
+
+    from .registry import import_object
+
+    if not path.is_file():
+        raise CheckpointError(f"model file '{path}' does not exist", "pass a state_dict (.pt) or TorchScript file")
+    if is_torchscript(path):
+        try:
+            return torch.jit.load(str(path), map_location="cpu")
+        except (RuntimeError, OSError, ValueError) as exc:
+            raise CheckpointError(f"'{path}' is not a loadable TorchScript file ({type(exc).__name__})",
+                                  "save it with torch.jit.save, or pass a state_dict with --model") from None
+    if not model:
+        raise ConfigError(f"'{path}' is not a replearn checkpoint or a TorchScript file, so replearn needs the model "
+                          "that its weights belong to", "pass --model package.module:Factory (and --model-kwargs)")
+    factory = import_object(model, "model")
+    try:
+        module = factory(**kwargs)
+    except Exception as exc:
+        raise ConfigError(f"--model {model} could not be built with {kwargs} ({type(exc).__name__}: {str(exc)[:100]})",
+                          "check --model-kwargs against its signature") from None
+    if not isinstance(module, torch.nn.Module):
+        raise ConfigError(f"--model {model} built a {type(module).__name__}, not a torch.nn.Module",
+                          "point --model at an nn.Module class or a function returning one")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"'{path}' was refused: it holds objects other than tensors", "save model.state_dict()") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(f"'{path}' is not a readable PyTorch file ({type(exc).__name__})",
+                              "save it with torch.save(model.state_dict(), path)") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"'{path}' does not hold a state_dict (names → tensors)", "save model.state_dict()")
+    load_state_dict_checked(module, state, f"state_dict '{path}'")
+    return module
+
+
+def probe_foreign(path: str | Path, dataset: str, layers: list[str] | None, overrides: list[str],
+                  json_path: str | Path | None, with_knn: bool, model: str | None, kwargs: dict
+                  ) -> tuple[str, Path]:
+    """Probe a model replearn did not train at the named layers (module paths; the output is 'latent'), with
+    the default data split and probe protocol, and record that protocol next to the results."""
+    path = Path(path)
+    out = Path(json_path) if json_path else path.with_name(default_result_name(path, dataset, layers, with_knn))
+    check_output_file(out, "--json")
+    for text in overrides:
+        if not text.split("=", 1)[0].strip().startswith(("data.", "analysis.")):
+            raise ConfigError(f"`replearn probe` only accepts data.* and analysis.* overrides, got '{text}'",
+                              "change data or probe settings only")
+    cfg = config_from_dict(apply_overrides({"name": "probe", "data": {"name": dataset}}, overrides))
+    module = load_foreign_module(path, model, kwargs)
+    data = load_dataset(cfg.data)
+    from .encoders.tapped import TappedModule
+
+    encoder = TappedModule(module, data.image_shape, [l for l in (layers or []) if l != "latent"])
+    wanted = list(layers) if layers else encoder.layer_names  # without --layer: the output ('latent')
+    rows = _probe_rows(encoder, data, cfg, wanted, with_knn)
+    protocol = {"splits": {"train": len(data.train_y), "val": len(data.val_y), "test": len(data.test_y)},
+                "split_seed": cfg.data.split_seed, "val_fraction": cfg.data.val_fraction,
+                "pixel_normalisation": {"mean": data.mean, "std": data.std, "fitted_on": "train"},
+                "pooling": f"feature maps average-pooled to at most {cfg.analysis.max_stage_features} features; "
+                           "a 4-D output averaged over space",
+                "features": "standardised per feature on train", "l2_grid": cfg.analysis.probe_l2_grid,
+                "l2_chosen_on": "validation", "tol": cfg.analysis.probe_tol, "max_iter": cfg.analysis.probe_max_iter,
+                "knn": {"k_grid": cfg.analysis.knn_k_grid, "temperature": cfg.analysis.knn_temperature} if with_knn else None}
+    write_output(out, "--json", lambda: write_json(out, {"model_file": str(path), "model": model or "torchscript",
+                                                         "model_kwargs": kwargs, "layers": wanted,
+                                                         "dataset": data.summary(), "protocol": protocol,
+                                                         "results": rows}))
+    header = (f"{model or 'TorchScript'} from {path}, probed on {dataset}: {len(data.train_y)} train / "
+              f"{len(data.val_y)} val / {len(data.test_y)} test")
+    return header + "\n" + pd.DataFrame(rows).to_string(index=False), out
+
+
+def _probe_rows(encoder: Encoder, data: Any, cfg: Any, layers: list[str], with_knn: bool) -> list[dict]:
+    """Linear (and kNN) probe results of each layer, penalty chosen on validation."""
     splits = {"train": data.train_x, "val": data.val_x, "test": data.test_x}
     labels = {"train": data.train_y, "val": data.val_y, "test": data.test_y}
-    features = extract_splits(encoder, splits, cfg.analysis.max_stage_features, layers=wanted)
+    features = extract_splits(encoder, splits, cfg.analysis.max_stage_features, layers=layers)
     rows = []
-    for layer in wanted:
+    for layer in layers:
         f = features[layer]
         train, val, test = ((f[s], labels[s]) for s in ("train", "val", "test"))
         started = time.perf_counter()
@@ -120,9 +222,4 @@ def probe_checkpoint(checkpoint: str | Path, dataset: str, layers: list[str] | N
             knn = knn_probe(train, val, test, cfg.analysis.knn_k_grid, cfg.analysis.knn_temperature)
             row.update({"knn_test_accuracy": round(knn.test_accuracy, 4), "k": int(knn.chosen)})
         rows.append(row)
-    table = pd.DataFrame(rows)
-    write_output(out, "--json", lambda: write_json(out, {"checkpoint": str(checkpoint), "regime": payload.get("regime"), "seed": payload.get("seed"),
-                     "dataset": data.summary(), "results": rows}))
-    header = (f"{payload.get('regime', '?')} encoder (seed {payload.get('seed', '?')}) from {checkpoint}, "
-              f"probed on {dataset}: {len(data.train_y)} train / {len(data.val_y)} val / {len(data.test_y)} test")
-    return header + "\n" + table.to_string(index=False), out
+    return rows

@@ -128,3 +128,52 @@ def test_decoder_of_an_encoder_without_spatial_stages_is_linear():
     enc = Flat()
     dec = ConvDecoder(enc)
     assert dec(enc(torch.randn(2, 1, 4, 4))).shape == (2, 1, 4, 4)
+
+
+@pytest.mark.parametrize("depth, blocks", [(8, 4), (18, 8), (34, 16)])
+def test_resnet_stages_shapes_and_block_counts(depth, blocks):
+    from replearn.encoders.resnet import BasicBlock, ResNetEncoder
+
+    enc = ResNetEncoder((3, 32, 32), latent_dim=20, depth=depth, width=4).eval()
+    assert enc.layer_names == ["stage1", "stage2", "stage3", "stage4", "latent"]
+    assert [(s.channels, s.height, s.reduction) for s in enc.feature_info[:4]] == [(4, 32, 1), (8, 16, 2), (16, 8, 4),
+                                                                                   (32, 4, 8)]
+    assert sum(isinstance(m, BasicBlock) for m in enc.modules()) == blocks
+    x = torch.randn(3, 3, 32, 32)
+    feats = enc.forward_features(x)
+    assert {k: tuple(v.shape) for k, v in feats.items()} == {"stage1": (3, 4, 32, 32), "stage2": (3, 8, 16, 16),
+                                                             "stage3": (3, 16, 8, 8), "stage4": (3, 32, 4, 4),
+                                                             "latent": (3, 20)}
+    assert torch.allclose(enc(x), feats["latent"])
+    # feature extraction folds every conv → batch norm pair and still computes the same function
+    from replearn.features import extract_features
+
+    with torch.no_grad():
+        for m in enc.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2), m.running_var.uniform_(0.5, 1.5)
+        direct = enc.forward_features(x)
+    fused = extract_features(enc, x, max_stage_features=10**6)
+    for name in direct:
+        assert torch.allclose(fused[name], direct[name].flatten(1), atol=1e-4), name
+
+
+def test_resnet_supervised_and_autoencoder_run_end_to_end(tmp_path, blob_npz):
+    """ResNet-8 under both regimes from the same initial weights, the decoder mirrored from its stages."""
+    import yaml
+
+    from replearn.artifacts import read_json
+    from replearn.cli import main
+    from conftest import tiny_config
+
+    raw = tiny_config(blob_npz, epochs=1)
+    raw["model"] = {"name": "resnet", "latent_dim": 16, "kwargs": {"depth": 8, "width": 4}}
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["run", str(tmp_path / "exp.yaml"), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    assert read_json(tmp_path / "run" / "status.json")["state"] == "complete"
+    import pandas as pd
+
+    probes = pd.read_csv(tmp_path / "run" / "metrics" / "probes.csv")
+    assert {"stage1", "stage4", "latent"} <= set(probes[probes.model == "autoencoder"].layer)
+    models = pd.read_csv(tmp_path / "run" / "metrics" / "models.csv").set_index("model")
+    assert models.loc["autoencoder", "test_recon_mse"] > 0

@@ -2,6 +2,7 @@
 from .base import (ENCODERS, Encoder, StageInfo, build_encoder, create_encoder, encoder_from_spec, encoder_kwargs,
                    encoder_spec)
 from .conv import ConvEncoder
+from .resnet import ResNetEncoder
 
-__all__ = ["ENCODERS", "ConvEncoder", "Encoder", "StageInfo", "build_encoder", "create_encoder", "encoder_from_spec",
+__all__ = ["ENCODERS", "ConvEncoder", "Encoder", "ResNetEncoder", "StageInfo", "build_encoder", "create_encoder", "encoder_from_spec",
            "encoder_kwargs", "encoder_spec"]

@@ -1,0 +1,120 @@
+"""`replearn probe` of models replearn did not train: an nn.Module by import path with its state_dict, read
+at named layers by forward hooks, and a TorchScript file. Each result must equal a probe computed here
+directly from the same model's activations."""
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+
+from replearn.cli import main
+from replearn.config import DataConfig
+from replearn.data import load_dataset
+from replearn.encoders.tapped import TappedModule
+from replearn.probes import linear_probe
+
+USER_MODULE = '''
+import torch.nn as nn
+
+class TinyNet(nn.Module):
+    def __init__(self, width=8):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
+        self.block = nn.Sequential(nn.Conv2d(width, 2 * width, 3, padding=1, stride=2), nn.ReLU())
+        self.head = nn.Linear(2 * width, 5)
+
+    def forward(self, x):
+        return self.head(self.block(self.stem(x)).mean((2, 3)))
+'''
+
+
+@pytest.fixture
+def user_model(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    (tmp_path / "user_tinynet.py").write_text(USER_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("user_tinynet", None)
+    import importlib
+
+    module = importlib.import_module("user_tinynet")
+    torch.manual_seed(0)
+    net = module.TinyNet(width=6)
+    with torch.no_grad():  # non-trivial batch-norm statistics, so eval mode matters
+        net.stem[1].running_mean.uniform_(-0.5, 0.5)
+        net.stem[1].running_var.uniform_(0.5, 2.0)
+    torch.save(net.state_dict(), tmp_path / "tinynet.pt")
+    return net
+
+
+def direct_probe(net: torch.nn.Module, layer: str, data) -> float:
+    """The same protocol by hand: eval-mode activations of ``layer`` (pooled like replearn does for maps)."""
+    import torch.nn.functional as F
+
+    from replearn.features import pooled_grid
+
+    grabbed = {}
+    target = dict(net.named_modules())[layer]
+    handle = target.register_forward_hook(lambda m, i, o: grabbed.__setitem__("x", o))
+    net.eval()
+    feats = {}
+    with torch.no_grad():
+        for split in ("train", "val", "test"):
+            net(getattr(data, f"{split}_x"))
+            x = grabbed["x"]
+            if x.ndim == 4:
+                info = TappedModule(net, data.image_shape, [layer]).feature_info[0]
+                x = F.adaptive_avg_pool2d(x, pooled_grid(info, 1024))
+            feats[split] = x.flatten(1)
+    handle.remove()
+    return linear_probe(*((feats[s], getattr(data, f"{s}_y")) for s in ("train", "val", "test")),
+                        [1e-5, 1e-4, 1e-3, 1e-2], 500, 3e-4).test_accuracy
+
+
+def test_state_dict_probed_by_import_path_at_two_named_layers(user_model, tmp_path, capsys):
+    out = tmp_path / "result.json"
+    code = main(["probe", str(tmp_path / "tinynet.pt"), "--dataset", "digits", "--model", "user_tinynet:TinyNet",
+                 "--model-kwargs", '{"width": 6}', "--layer", "stem", "--layer", "block.0", "--json", str(out)])
+    assert code == 0, capsys.readouterr().err
+    result = json.loads(out.read_text())
+    data = load_dataset(DataConfig())
+    got = {row["layer"]: row["linear_test_accuracy"] for row in result["results"]}
+    assert set(got) == {"stem", "block.0"}
+    for layer in ("stem", "block.0"):
+        assert got[layer] == pytest.approx(direct_probe(user_model, layer, data), abs=1e-4), layer
+    protocol = result["protocol"]
+    assert protocol["splits"] == {"train": len(data.train_y), "val": len(data.val_y), "test": len(data.test_y)}
+    assert protocol["l2_chosen_on"] == "validation" and protocol["tol"] == 3e-4
+
+
+def test_torchscript_file_is_probed_at_its_output(user_model, tmp_path, capsys):
+    scripted = torch.jit.script(user_model.eval())
+    torch.jit.save(scripted, str(tmp_path / "tinynet.ts"))
+    out = tmp_path / "ts.json"
+    assert main(["probe", str(tmp_path / "tinynet.ts"), "--dataset", "digits", "--json", str(out)]) == 0, \
+        capsys.readouterr().err
+    rows = json.loads(out.read_text())["results"]
+    data = load_dataset(DataConfig())
+    with torch.no_grad():
+        feats = {s: user_model(getattr(data, f"{s}_x")) for s in ("train", "val", "test")}
+    expected = linear_probe(*((feats[s], getattr(data, f"{s}_y")) for s in ("train", "val", "test")),
+                            [1e-5, 1e-4, 1e-3, 1e-2], 500, 3e-4).test_accuracy
+    assert [r["layer"] for r in rows] == ["latent"]
+    assert rows[0]["linear_test_accuracy"] == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize("argv_tail, fragment", [
+    (["--model", "user_tinynet:TinyNet", "--model-kwargs", '{"width": 6}', "--layer", "stem.9"],
+     "the module has no layer 'stem.9' — fix: choose module paths such as stem, stem.0"),
+    (["--model", "user_tinynet:TinyNet", "--model-kwargs", '{"width": 4}'], "shape differs for stem.0.weight"),
+    (["--model", "no_such_module_x:Net"], "could not be imported"),
+    (["--model", "user_tinynet:TinyNet", "--model-kwargs", "[1]"], "--model-kwargs must be a JSON object"),
+])
+def test_foreign_model_errors_are_one_line(user_model, tmp_path, capsys, argv_tail, fragment):
+    capsys.readouterr()
+    assert main(["probe", str(tmp_path / "tinynet.pt"), "--dataset", "digits", *argv_tail]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and fragment in err, err
+    assert not list(tmp_path.glob("*.json"))
