@@ -39,7 +39,7 @@ def experiment(tmp_path_factory) -> tuple[Path, Path]:
     tx, ty = make_blob_images(40, seed=2)
     np.savez(tmp / "blobs.npz", train_x=x, train_y=y, test_x=tx, test_y=ty)
     raw = tiny_config(tmp / "blobs.npz", epochs=2)
-    raw["analysis"]["projection_points"] = 30
+    raw["analysis"].update(projection_points=30, label_counts=[1], label_draws=1, reconstructions=2)
     config = tmp / "exp.yaml"
     config.write_text(yaml.safe_dump(raw))
     reference = tmp / "reference"
