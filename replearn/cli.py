@@ -1,4 +1,4 @@
-"""The ``replearn`` command: run, report, probe, datasets.
+"""The ``replearn`` command: run, report, probe, features, datasets.
 
 Errors in the user's input print one line (problem and fix) and exit with status 2, without a traceback.
 """
@@ -80,26 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `replearn run`")
     report.add_argument("--out", metavar="FILE", help="write the HTML here (default: RUN_DIR/report.html)")
 
-    probe = sub.add_parser("probe", help="linear-probe evaluation of a saved encoder checkpoint",
+    probe = sub.add_parser("probe", help="linear-probe evaluation of a saved encoder or any model",
                            description="Load a checkpoint written by `replearn run` (safely: weights only), "
                                        "extract features of each layer on a dataset, fit a linear probe with the "
                                        "penalty chosen on the validation split, and report test accuracy. Uses the "
-                                       "run's own split and probe settings, so it reproduces the run's numbers.",
-                           epilog="example:\n  replearn probe reports/fmnist-*/checkpoints/autoencoder_seed0.pt "
-                                  "--dataset fashion-mnist --layer latent",
+                                       "run's own split and probe settings, so it reproduces the run's numbers. "
+                                       "Models replearn did not train: a state_dict with --model (layers by module "
+                                       "path, read with forward hooks) or a TorchScript file (its output).",
+                           epilog="examples:\n  replearn probe reports/fmnist-*/checkpoints/autoencoder_seed0.pt "
+                                  "--dataset fashion-mnist --layer latent\n"
+                                  "  replearn probe resnet.pt --model mypkg.nets:resnet18 --model-kwargs "
+                                  "'{\"num_classes\": 10}' --dataset cifar10 --layer layer3 --layer layer4",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    probe.add_argument("checkpoint", metavar="CHECKPOINT",
-                       help="a .pt file from a run's checkpoints/ folder, a state_dict of the --model, or a "
-                            "TorchScript file")
-    probe.add_argument("--model", metavar="IMPORT_PATH",
-                       help="for a state_dict saved elsewhere: the nn.Module class or factory it belongs to, as "
-                            "package.module:Name; --layer then names module paths (e.g. layer1, blocks.3) read "
-                            "by forward hooks, and 'latent' is the module's output")
-    probe.add_argument("--model-kwargs", metavar="JSON", default="{}",
-                       help="keyword arguments for --model as a JSON object, e.g. '{\"num_classes\": 10}'")
-    probe.add_argument("--dataset", required=True, metavar="NAME", help="dataset to probe on (`replearn datasets`)")
-    probe.add_argument("--layer", action="append", metavar="L",
-                       help="layer to probe, e.g. stage2 or latent (repeatable; default: every layer)")
+    _model_arguments(probe, "probe")
     probe.add_argument("--knn", action="store_true", help="also run the kNN probe")
     probe.add_argument("--data-root", metavar="DIR", help="directory holding the dataset's IDX files")
     probe.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -107,10 +100,44 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--json", metavar="PATH", help="where to write the results (default: next to the checkpoint)")
     probe.add_argument("--threads", metavar="N", help=THREADS_HELP)
 
+    features = sub.add_parser("features", help="export a model's features at chosen layers to an .npz file",
+                              description="Extract the features of any model (a replearn checkpoint, a state_dict "
+                                          "with --model, or a TorchScript file) at the chosen layers for the "
+                                          "train, validation and test splits, pooled as for probing, in eval mode, "
+                                          "and write them with the labels to one .npz file (arrays "
+                                          "'<layer>.<split>' and 'labels.<split>') for scikit-learn, rsatoolbox, "
+                                          "netrep or any other tool.",
+                              epilog="example:\n  replearn features reports/fmnist-*/checkpoints/supervised_seed0.pt "
+                                     "--dataset fashion-mnist --layer stage2 --layer latent --out feats.npz",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    _model_arguments(features, "export")
+    features.add_argument("--out", required=True, metavar="FILE", help="the .npz file to write")
+    features.add_argument("--data-root", metavar="DIR", help="directory holding the dataset's files")
+    features.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                          help="override a data.* or analysis.* setting, e.g. --set analysis.max_stage_features=4096")
+    features.add_argument("--threads", metavar="N", help=THREADS_HELP)
+
     datasets = sub.add_parser("datasets", help="list the datasets and whether their files are available",
                               description="List known datasets, what they are, and where their files were found.")
     datasets.add_argument("--data-root", metavar="DIR", help="also look in this directory")
     return parser
+
+
+def _model_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
+    """The model file, --model, --model-kwargs, --dataset and --layer, shared by `probe` and `features`."""
+    parser.add_argument("checkpoint", metavar="MODEL_FILE",
+                        help="a .pt file from a run's checkpoints/ folder, a state_dict of the --model, or a "
+                             "TorchScript file")
+    parser.add_argument("--model", metavar="IMPORT_PATH",
+                        help="for a state_dict saved elsewhere: the nn.Module class or factory it belongs to, as "
+                             "package.module:Name; --layer then names module paths (e.g. layer1, blocks.3) read "
+                             "by forward hooks, and 'latent' is the module's output")
+    parser.add_argument("--model-kwargs", metavar="JSON", default="{}",
+                        help="keyword arguments for --model as a JSON object, e.g. '{\"num_classes\": 10}'")
+    parser.add_argument("--dataset", required=True, metavar="NAME", help=f"dataset to {verb} on (`replearn datasets`)")
+    parser.add_argument("--layer", action="append", metavar="L",
+                        help=f"layer to {verb}, e.g. stage2 or latent (repeatable; default: every layer of a replearn "
+                             "encoder, the output of any other model)")
 
 
 def _version() -> str:
@@ -175,29 +202,40 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_probe(args: argparse.Namespace) -> int:
+def _model_kwargs(text: str) -> dict:
     import json
 
-    from .evaluate import is_torchscript, probe_checkpoint, probe_foreign
+    try:
+        kwargs = json.loads(text)
+    except ValueError:
+        kwargs = None
+    if not isinstance(kwargs, dict):
+        raise ReplearnError(f"--model-kwargs must be a JSON object, got {text[:60]!r}", "write it as '{\"name\": value}'")
+    return kwargs
+
+
+def _data_overrides(args: argparse.Namespace) -> list[str]:
+    return list(args.overrides) + ([f"data.root={args.data_root}"] if args.data_root else [])
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from .evaluate import probe_model
 
     _apply_threads(args.threads)
-    overrides = list(args.overrides)
-    if args.data_root:
-        overrides.append(f"data.root={args.data_root}")
-    if args.model or is_torchscript(Path(args.checkpoint)):
-        try:
-            kwargs = json.loads(args.model_kwargs)
-        except ValueError:
-            kwargs = None
-        if not isinstance(kwargs, dict):
-            raise ReplearnError(f"--model-kwargs must be a JSON object, got {args.model_kwargs[:60]!r}",
-                                "write it as '{\"name\": value}'")
-        table, json_path = probe_foreign(args.checkpoint, args.dataset, args.layer, overrides, args.json, args.knn,
-                                         args.model, kwargs)
-    else:
-        table, json_path = probe_checkpoint(args.checkpoint, args.dataset, args.layer, overrides, args.json, args.knn)
+    table, json_path = probe_model(args.checkpoint, args.dataset, args.layer, _data_overrides(args), args.json,
+                                   args.knn, args.model, _model_kwargs(args.model_kwargs))
     print(table)
     print(f"results written to {json_path}")
+    return 0
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    from .evaluate import export_features
+
+    _apply_threads(args.threads)
+    out = export_features(args.checkpoint, args.dataset, args.layer, _data_overrides(args), args.out, args.model,
+                          _model_kwargs(args.model_kwargs))
+    print(f"features written to {out}")
     return 0
 
 
@@ -217,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    handler = {"run": cmd_run, "report": cmd_report, "probe": cmd_probe, "datasets": cmd_datasets}[args.command]
+    handler = {"run": cmd_run, "report": cmd_report, "probe": cmd_probe, "features": cmd_features,
+               "datasets": cmd_datasets}[args.command]
     try:
         return handler(args)
     except ReplearnError as exc:

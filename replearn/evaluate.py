@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 import pandas as pd
 import torch
 
 from .artifacts import check_output_file, load_checkpoint, load_state_dict_checked, write_json, write_output
-from .config import ModelConfig, apply_overrides, build_section, config_from_dict
-from .data import load_dataset
+from .config import Config, ModelConfig, apply_overrides, build_section, config_from_dict
+from .data import Dataset, load_dataset
 from .errors import CheckpointError, ConfigError, DataError
 from .features import extract_splits
 from .encoders import Encoder, encoder_from_spec, encoder_spec
@@ -73,12 +76,29 @@ def default_result_name(checkpoint: Path, dataset: str, layers: list[str] | None
     return f"{checkpoint.stem}.probe-" + "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", p) for p in parts) + ".json"
 
 
-def probe_checkpoint(checkpoint: str | Path, dataset: str, layers: list[str] | None, overrides: list[str],
-                     json_path: str | Path | None = None, with_knn: bool = False) -> tuple[str, Path]:
-    """Linear (and optionally kNN) probe test accuracy of each requested layer; returns (table text, JSON path)."""
-    checkpoint = Path(checkpoint)
-    out = Path(json_path) if json_path else checkpoint.with_name(default_result_name(checkpoint, dataset, layers, with_knn))
-    check_output_file(out, "--json")
+@dataclass
+class LoadedModel:
+    """A model ready to evaluate: its encoder (layers named), the dataset and settings, and what it is."""
+
+    encoder: Encoder
+    cfg: Config
+    data: Dataset
+    layers: list[str]
+    about: dict[str, Any]
+    title: str
+
+
+def _checked_overrides(overrides: list[str], command: str) -> list[str]:
+    for text in overrides:
+        if not text.split("=", 1)[0].strip().startswith(("data.", "analysis.")):
+            raise ConfigError(f"`replearn {command}` only accepts data.* and analysis.* overrides, got '{text}'",
+                              "the model comes from its file; change data or probe settings only")
+    return overrides
+
+
+def _replearn_model(checkpoint: Path, dataset: str, layers: list[str] | None, overrides: list[str],
+                    command: str) -> LoadedModel:
+    """A replearn checkpoint with the split, pooling and probe settings of the run that wrote it."""
     payload = load_checkpoint(checkpoint)
     raw = checked_metadata(payload, checkpoint)
     trained_on = raw.get("data", {}).get("name")
@@ -88,29 +108,91 @@ def probe_checkpoint(checkpoint: str | Path, dataset: str, layers: list[str] | N
     data_section["name"] = dataset
     raw = {"name": raw.get("name", "probe"), "data": data_section, "model": raw.get("model", {}),
            "analysis": raw.get("analysis", {})}
-    for text in overrides:
-        if not text.split("=", 1)[0].strip().startswith(("data.", "analysis.")):
-            raise ConfigError(f"`replearn probe` only accepts data.* and analysis.* overrides, got '{text}'",
-                              "the model comes from the checkpoint; change data or probe settings only")
-    cfg = config_from_dict(apply_overrides(raw, overrides))
+    cfg = config_from_dict(apply_overrides(raw, _checked_overrides(overrides, command)))
     encoder = encoder_from_checkpoint(payload)
     data = load_dataset(cfg.data)
     if tuple(data.image_shape) != tuple(encoder.in_shape):
         raise DataError(f"the checkpoint expects {'×'.join(map(str, encoder.in_shape))} images but {dataset} has "
                         f"{'×'.join(map(str, data.image_shape))}",
-                        f"probe on a dataset with {'×'.join(map(str, encoder.in_shape))} images "
-                        f"(it was trained on {trained_on})")
+                        f"use a dataset with {'×'.join(map(str, encoder.in_shape))} images (it was trained on {trained_on})")
     wanted = layers or encoder.layer_names
     unknown = [l for l in wanted if l not in encoder.layer_names]
     if unknown:
         raise ConfigError(f"unknown layer '{unknown[0]}'", f"choose from {', '.join(encoder.layer_names)}")
-    rows = _probe_rows(encoder, data, cfg, wanted, with_knn)
-    table = pd.DataFrame(rows)
-    write_output(out, "--json", lambda: write_json(out, {"checkpoint": str(checkpoint), "regime": payload.get("regime"), "seed": payload.get("seed"),
-                     "dataset": data.summary(), "results": rows}))
-    header = (f"{payload.get('regime', '?')} encoder (seed {payload.get('seed', '?')}) from {checkpoint}, "
-              f"probed on {dataset}: {len(data.train_y)} train / {len(data.val_y)} val / {len(data.test_y)} test")
-    return header + "\n" + table.to_string(index=False), out
+    return LoadedModel(encoder, cfg, data, list(wanted),
+                       {"checkpoint": str(checkpoint), "regime": payload.get("regime"), "seed": payload.get("seed")},
+                       f"{payload.get('regime', '?')} encoder (seed {payload.get('seed', '?')}) from {checkpoint}")
+
+
+def _foreign_model(path: Path, dataset: str, layers: list[str] | None, overrides: list[str], model: str | None,
+                   kwargs: dict, command: str) -> LoadedModel:
+    """A model replearn did not train, read at ``layers`` (module paths; 'latent' is its output)."""
+    from .encoders.tapped import TappedModule
+
+    cfg = config_from_dict(apply_overrides({"name": "probe", "data": {"name": dataset}},
+                                           _checked_overrides(overrides, command)))
+    module = load_foreign_module(path, model, kwargs)
+    data = load_dataset(cfg.data)
+    encoder = TappedModule(module, data.image_shape, [l for l in (layers or []) if l != "latent"])
+    wanted = list(layers) if layers else encoder.layer_names  # without --layer: the output ('latent')
+    return LoadedModel(encoder, cfg, data, wanted,
+                       {"model_file": str(path), "model": model or "torchscript", "model_kwargs": kwargs},
+                       f"{model or 'TorchScript'} from {path}")
+
+
+def load_for_evaluation(path: str | Path, dataset: str, layers: list[str] | None, overrides: list[str],
+                        model: str | None = None, kwargs: dict | None = None, command: str = "probe") -> LoadedModel:
+    """Any model file: a replearn checkpoint, a state_dict of ``model``, or a TorchScript file."""
+    path = Path(path)
+    if model or is_torchscript(path):
+        return _foreign_model(path, dataset, layers, overrides, model, kwargs or {}, command)
+    return _replearn_model(path, dataset, layers, overrides, command)
+
+
+def probe_model(path: str | Path, dataset: str, layers: list[str] | None, overrides: list[str],
+                json_path: str | Path | None = None, with_knn: bool = False, model: str | None = None,
+                kwargs: dict | None = None) -> tuple[str, Path]:
+    """Linear (and optionally kNN) probe test accuracy of each requested layer, with the penalty chosen on
+    validation; writes JSON with the results and the whole protocol. Returns (table text, JSON path)."""
+    path = Path(path)
+    out = Path(json_path) if json_path else path.with_name(default_result_name(path, dataset, layers, with_knn))
+    check_output_file(out, "--json")
+    loaded = load_for_evaluation(path, dataset, layers, overrides, model, kwargs)
+    cfg, data = loaded.cfg, loaded.data
+    rows = _probe_rows(loaded.encoder, data, cfg, loaded.layers, with_knn)
+    protocol = {"splits": {"train": len(data.train_y), "val": len(data.val_y), "test": len(data.test_y)},
+                "split_seed": cfg.data.split_seed, "val_fraction": cfg.data.val_fraction,
+                "pixel_normalisation": {"mean": data.mean, "std": data.std, "fitted_on": "train"},
+                "pooling": f"feature maps average-pooled to at most {cfg.analysis.max_stage_features} features; "
+                           "a 4-D model output averaged over space",
+                "batch_norm": "eval mode (running statistics)",
+                "features": "standardised per feature on train", "l2_grid": cfg.analysis.probe_l2_grid,
+                "l2_chosen_on": "validation", "tol": cfg.analysis.probe_tol, "max_iter": cfg.analysis.probe_max_iter,
+                "knn": {"k_grid": cfg.analysis.knn_k_grid, "temperature": cfg.analysis.knn_temperature} if with_knn else None}
+    write_output(out, "--json", lambda: write_json(out, {**loaded.about, "layers": loaded.layers,
+                                                         "dataset": data.summary(), "protocol": protocol,
+                                                         "results": rows}))
+    header = (f"{loaded.title}, probed on {dataset}: {len(data.train_y)} train / {len(data.val_y)} val / "
+              f"{len(data.test_y)} test")
+    return header + "\n" + pd.DataFrame(rows).to_string(index=False), out
+
+
+def export_features(path: str | Path, dataset: str, layers: list[str] | None, overrides: list[str],
+                    out: str | Path, model: str | None = None, kwargs: dict | None = None) -> Path:
+    """Write the model's features at ``layers`` for every split to an .npz (``<layer>.<split>`` arrays, N × D,
+    pooled as for probing; ``labels.<split>``; ``layers``), for scikit-learn, rsatoolbox, netrep and others."""
+    out = Path(out)
+    check_output_file(out, "--out")
+    loaded = load_for_evaluation(path, dataset, layers, overrides, model, kwargs, command="features")
+    data = loaded.data
+    splits = {"train": data.train_x, "val": data.val_x, "test": data.test_x}
+    features = extract_splits(loaded.encoder, splits, loaded.cfg.analysis.max_stage_features, layers=loaded.layers)
+    arrays = {f"{layer}.{split}": f.numpy() for layer, by_split in features.items() for split, f in by_split.items()}
+    arrays.update({f"labels.{split}": getattr(data, f"{split}_y").numpy() for split in splits})
+    arrays["layers"] = np.array(loaded.layers)
+    from .artifacts import save_npz
+
+    return write_output(out, "--out", lambda: save_npz(out, **arrays))
 
 
 def is_torchscript(path: Path) -> bool:
@@ -164,43 +246,6 @@ def load_foreign_module(path: Path, model: str | None, kwargs: dict) -> torch.nn
         raise CheckpointError(f"'{path}' does not hold a state_dict (names → tensors)", "save model.state_dict()")
     load_state_dict_checked(module, state, f"state_dict '{path}'")
     return module
-
-
-def probe_foreign(path: str | Path, dataset: str, layers: list[str] | None, overrides: list[str],
-                  json_path: str | Path | None, with_knn: bool, model: str | None, kwargs: dict
-                  ) -> tuple[str, Path]:
-    """Probe a model replearn did not train at the named layers (module paths; the output is 'latent'), with
-    the default data split and probe protocol, and record that protocol next to the results."""
-    path = Path(path)
-    out = Path(json_path) if json_path else path.with_name(default_result_name(path, dataset, layers, with_knn))
-    check_output_file(out, "--json")
-    for text in overrides:
-        if not text.split("=", 1)[0].strip().startswith(("data.", "analysis.")):
-            raise ConfigError(f"`replearn probe` only accepts data.* and analysis.* overrides, got '{text}'",
-                              "change data or probe settings only")
-    cfg = config_from_dict(apply_overrides({"name": "probe", "data": {"name": dataset}}, overrides))
-    module = load_foreign_module(path, model, kwargs)
-    data = load_dataset(cfg.data)
-    from .encoders.tapped import TappedModule
-
-    encoder = TappedModule(module, data.image_shape, [l for l in (layers or []) if l != "latent"])
-    wanted = list(layers) if layers else encoder.layer_names  # without --layer: the output ('latent')
-    rows = _probe_rows(encoder, data, cfg, wanted, with_knn)
-    protocol = {"splits": {"train": len(data.train_y), "val": len(data.val_y), "test": len(data.test_y)},
-                "split_seed": cfg.data.split_seed, "val_fraction": cfg.data.val_fraction,
-                "pixel_normalisation": {"mean": data.mean, "std": data.std, "fitted_on": "train"},
-                "pooling": f"feature maps average-pooled to at most {cfg.analysis.max_stage_features} features; "
-                           "a 4-D output averaged over space",
-                "features": "standardised per feature on train", "l2_grid": cfg.analysis.probe_l2_grid,
-                "l2_chosen_on": "validation", "tol": cfg.analysis.probe_tol, "max_iter": cfg.analysis.probe_max_iter,
-                "knn": {"k_grid": cfg.analysis.knn_k_grid, "temperature": cfg.analysis.knn_temperature} if with_knn else None}
-    write_output(out, "--json", lambda: write_json(out, {"model_file": str(path), "model": model or "torchscript",
-                                                         "model_kwargs": kwargs, "layers": wanted,
-                                                         "dataset": data.summary(), "protocol": protocol,
-                                                         "results": rows}))
-    header = (f"{model or 'TorchScript'} from {path}, probed on {dataset}: {len(data.train_y)} train / "
-              f"{len(data.val_y)} val / {len(data.test_y)} test")
-    return header + "\n" + pd.DataFrame(rows).to_string(index=False), out
 
 
 def _probe_rows(encoder: Encoder, data: Any, cfg: Any, layers: list[str], with_knn: bool) -> list[dict]:

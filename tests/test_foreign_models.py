@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -118,3 +119,34 @@ def test_foreign_model_errors_are_one_line(user_model, tmp_path, capsys, argv_ta
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and fragment in err, err
     assert not list(tmp_path.glob("*.json"))
+
+
+def test_features_export_matches_the_models_activations(user_model, tmp_path, capsys):
+    out = tmp_path / "feats.npz"
+    assert main(["features", str(tmp_path / "tinynet.pt"), "--dataset", "digits", "--model", "user_tinynet:TinyNet",
+                 "--model-kwargs", '{"width": 6}', "--layer", "block.0", "--layer", "latent",
+                 "--out", str(out)]) == 0, capsys.readouterr().err
+    arrays = dict(np.load(out))
+    data = load_dataset(DataConfig())
+    assert list(arrays["layers"]) == ["block.0", "latent"]
+    user_model.eval()
+    with torch.no_grad():
+        logits = user_model(data.test_x)
+    assert np.allclose(arrays["latent.test"], logits.numpy(), atol=1e-5)
+    assert np.array_equal(arrays["labels.val"], data.val_y.numpy())
+    assert arrays["block.0.train"].shape[0] == len(data.train_y)
+
+
+def test_features_export_of_a_replearn_checkpoint_reproduces_its_probe(tmp_path, capsys):
+    """The exported latent of a run's checkpoint, probed here, gives the accuracy `replearn probe` reports."""
+    run_dir = tmp_path / "run"
+    assert main(["run", "--set", "train.epochs=1", "--set", "analysis.projection_points=0", "--set",
+                 "analysis.figure_formats=png", "--out", str(run_dir), "--quiet"]) == 0
+    ckpt = run_dir / "checkpoints" / "supervised_seed0.pt"
+    assert main(["features", str(ckpt), "--dataset", "digits", "--layer", "latent", "--out", str(tmp_path / "f.npz")]) == 0
+    assert main(["probe", str(ckpt), "--dataset", "digits", "--layer", "latent", "--json", str(tmp_path / "p.json")]) == 0
+    arrays = dict(np.load(tmp_path / "f.npz"))
+    direct = linear_probe(*((arrays[f"latent.{s}"], arrays[f"labels.{s}"]) for s in ("train", "val", "test")),
+                          [1e-5, 1e-4, 1e-3, 1e-2], 500, 3e-4).test_accuracy
+    reported = json.loads((tmp_path / "p.json").read_text())["results"][0]["linear_test_accuracy"]
+    assert reported == pytest.approx(direct, abs=1e-4)

@@ -68,6 +68,18 @@ class Encoder(nn.Module):
     def forward_features(self, x: torch.Tensor, layers: list[str] | None = None) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def stage_outputs(self, x: torch.Tensor, wanted: set[str]) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """Run ``self.stages`` (an ``nn.ModuleDict``) in order, keeping the wanted stages' outputs; stops early,
+        returning None as the last output, once every wanted layer is computed."""
+        out: dict[str, torch.Tensor] = {}
+        for name, stage in self.stages.items():
+            if not wanted - out.keys():
+                return out, None
+            x = stage(x)
+            if name in wanted:
+                out[name] = x
+        return out, x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x, ["latent"])["latent"]
 

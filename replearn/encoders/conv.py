@@ -45,15 +45,9 @@ class ConvEncoder(Encoder):
     def forward_features(self, x: torch.Tensor, layers: list[str] | None = None) -> dict[str, torch.Tensor]:
         """Outputs of the requested named layers (all by default); stops after the deepest one asked for."""
         wanted = set(self.check_layers(layers))
-        out: dict[str, torch.Tensor] = {}
-        for name, stage in self.stages.items():
-            if not wanted - out.keys():
-                return out
-            x = stage(x)
-            if name in wanted:
-                out[name] = x
-        if "latent" in wanted:
-            out["latent"] = self.latent(torch.flatten(x, 1))
+        out, last = self.stage_outputs(x, wanted)
+        if last is not None and "latent" in wanted:
+            out["latent"] = self.latent(torch.flatten(last, 1))
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -70,16 +70,9 @@ class ResNetEncoder(Encoder):
     def forward_features(self, x: torch.Tensor, layers: list[str] | None = None) -> dict[str, torch.Tensor]:
         """Outputs of the requested named layers (all by default); stops after the deepest one asked for."""
         wanted = set(self.check_layers(layers))
-        out: dict[str, torch.Tensor] = {}
-        x = self.stem(x)
-        for name, stage in self.stages.items():
-            if not wanted - out.keys():
-                return out
-            x = stage(x)
-            if name in wanted:
-                out[name] = x
-        if "latent" in wanted:
-            out["latent"] = self.latent(x.mean((2, 3)))
+        out, last = self.stage_outputs(self.stem(x), wanted)
+        if last is not None and "latent" in wanted:
+            out["latent"] = self.latent(last.mean((2, 3)))
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
