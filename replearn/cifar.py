@@ -51,7 +51,7 @@ def safe_unpickle(path: Path) -> Any:
                         "download the dataset again") from None
 
 
-def find_cifar(classes: int, root: str | None, search: list[Path]) -> tuple[str, Path]:
+def find_cifar(classes: int, search: list[Path]) -> tuple[str, Path]:
     """(layout, folder) of the first CIFAR-``classes`` distribution found under the search directories."""
     for base in search:
         for layout, (folder, train, test) in LAYOUTS[classes].items():
@@ -66,8 +66,8 @@ def find_cifar(classes: int, root: str | None, search: list[Path]) -> tuple[str,
     looked = ", ".join(str(d) for d in search)
     binary, python = LAYOUTS[classes]["binary"][0], LAYOUTS[classes]["python"][0]
     raise DataError(f"cifar{classes}: files not found (looked for {binary}/ or {python}/ in {looked})",
-                    f"unpack the official archive from https://www.cs.toronto.edu/~kriz/cifar.html and pass "
-                    f"--set data.root=DIR")
+                    "unpack the official archive from https://www.cs.toronto.edu/~kriz/cifar.html and pass "
+                    "--set data.root=DIR")
 
 
 def _binary_split(folder: Path, files: list[str], label_bytes: int, label_index: int) -> tuple[np.ndarray, np.ndarray]:

@@ -196,9 +196,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from .artifacts import check_output_file, write_output
     from .report import render_report
 
-    print(render_report(args.run_dir, args.out))
+    if args.out:
+        check_output_file(args.out, "--out")
+    target = args.out or str(Path(args.run_dir) / "report.html")
+    print(write_output(target, "--out" if args.out else "report", lambda: render_report(args.run_dir, args.out)))
     return 0
 
 

@@ -197,7 +197,7 @@ def _unknown_key(key: str) -> ConfigError:
         return ConfigError(f"config key '{key}' no longer exists", RENAMED[key])
     close = difflib.get_close_matches(key, _all_keys(), n=1, cutoff=0.5) if len(key) <= 100 else []
     hint = f"did you mean '{close[0]}'?" if close else "see `replearn run --help` for the valid keys"
-    return ConfigError(f"unknown config key '{_excerpt(key)[1:-1]}'", hint)
+    return ConfigError(f"unknown config key {_excerpt(key)}", hint)
 
 
 def _coerce(key: str, value: Any, tp: Any) -> Any:
@@ -250,7 +250,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             return str(value)
     raise ConfigError(f"config key '{key}' must be of type {_type_name(tp)}, got {_excerpt(value)}",
                       f"set {key} to a{'n' if _type_name(tp)[0] in 'aeiou' else ''} {_type_name(tp)} value"
-                      + (f", or a list as [a, b]" if isinstance(value, str) and "," in value else ""))
+                      + (", or a list as [a, b]" if isinstance(value, str) and "," in value else ""))
 
 
 def _excerpt(value: Any, limit: int = 60) -> str:
@@ -445,7 +445,7 @@ def _check_yaml_nodes(root: yaml.Node, what: str) -> None:
             for key, _ in node.value:
                 if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
                     if key.value in seen:
-                        raise ConfigError(f"{what} gives the key '{_excerpt(key.value)[1:-1]}' twice in one mapping "
+                        raise ConfigError(f"{what} gives the key {_excerpt(key.value)} twice in one mapping "
                                           f"(line {key.start_mark.line + 1})",
                                           "keep one of them: a repeated key or section would silently replace the "
                                           "earlier one")
@@ -461,7 +461,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, value_text = text.split("=", 1)
     key = key.strip()
     try:
-        value = safe_load_bounded(value_text, f"override '{_excerpt(key)[1:-1]}'") if value_text.strip() else ""
+        value = safe_load_bounded(value_text, f"override {_excerpt(key)}") if value_text.strip() else ""
     except yaml.YAMLError:
         value = value_text
     return key.split("."), value

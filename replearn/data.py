@@ -341,9 +341,10 @@ def load_npz(cfg: DataConfig) -> Dataset:
     if missing:
         raise DataError(f"{path} lacks the arrays {', '.join(missing)}",
                         "save it with numpy.savez(train_x=..., train_y=..., test_x=..., test_y=...)")
-    for split, key in (("training", "train"), ("test", "test")):
-        check_label_array("npz", split, arrays[f"{key}_y"], len(arrays[f"{key}_x"]) if arrays[f"{key}_x"].ndim else -1)
-    labels = np.concatenate([arrays["train_y"], arrays["test_y"]])
+    for split, key in (("training", "train"), ("test", "test")):  # shape and type, before the names are built
+        labels = arrays[f"{key}_y"]
+        check_label_array("npz", split, labels, len(labels) if labels.ndim else 0)
+    labels = np.concatenate([arrays["train_y"], arrays["test_y"]])  # image counts are checked with the images
     if labels.size and labels.min() < 0:
         raise DataError(f"{path}: labels include {labels.min()}", "labels must be class indices 0..K-1")
     distinct = len(np.unique(labels))
@@ -433,7 +434,7 @@ def _load_cifar(classes: int, cfg: DataConfig) -> Dataset:
     from .cifar import find_cifar, read_cifar
 
     name = f"cifar{classes}"
-    layout, folder = find_cifar(classes, cfg.root, idx_search_dirs(name, cfg.root))
+    layout, folder = find_cifar(classes, idx_search_dirs(name, cfg.root))
     train_x, train_y, test_x, test_y, names = read_cifar(classes, folder, layout, fine=cfg.cifar100_labels == "fine")
     label_set = f" ({cfg.cifar100_labels} labels)" if classes == 100 else ""
     return Dataset.from_arrays(name, train_x, train_y, test_x, test_y, names,
@@ -482,7 +483,7 @@ def dataset_status(name: str, root: str | None = None) -> str:
         from .cifar import find_cifar
 
         try:
-            layout, folder = find_cifar(int(name[5:]), root, idx_search_dirs(name, root))
+            layout, folder = find_cifar(int(name[5:]), idx_search_dirs(name, root))
         except DataError:
             return "not found (looked in " + ", ".join(str(d) for d in idx_search_dirs(name, root)) + ")"
         return f"found in {folder} ({layout} layout)"

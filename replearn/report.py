@@ -17,7 +17,7 @@ import jinja2
 
 from . import __version__
 from .analyses import ANALYSES, RunArtifacts
-from .artifacts import atomic_write_text, check_output_file, check_run_dir, write_output
+from .artifacts import atomic_write_text, check_run_dir
 
 
 def _env() -> jinja2.Environment:
@@ -58,10 +58,5 @@ def render_report(run_dir: str | Path, out: str | Path | None = None, status: di
     """Render ``run_dir``'s report from its artifacts and write it atomically (default: run_dir/report.html).
     ``status`` stands in for status.json: a run renders its report before it records itself complete."""
     run_dir = check_run_dir(run_dir, need="report")
-    target = Path(out) if out else run_dir / "report.html"
-    if out:
-        check_output_file(target, "--out")
     html = _env().get_template("report.html.j2").render(**build_context(run_dir, status))
-    if status is not None:  # written by a run, which reports a failed write with its resume command
-        return atomic_write_text(target, html)
-    return write_output(target, "--out" if out else "report", lambda: atomic_write_text(target, html))
+    return atomic_write_text(Path(out) if out else run_dir / "report.html", html)

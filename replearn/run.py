@@ -215,8 +215,46 @@ def run_experiment(cfg: Config, run_dir: Path, *, resume: bool = False, progress
     stopper = Stopper()
     try:
         with stopper:
-            report = _run_phases(cfg, run_dir, run, data, regimes, analyses, results, model_rows, baselines,
-                                 stopper, device, snapshot_images, progress, clock, render, started)
+            extraction_seconds = 0.0
+            for seed in cfg.train.seeds:
+                init = _initial_encoder(cfg, data, seed, run_dir)
+                encoders: dict[str, Encoder] = {"random": init}
+                for regime in regimes:
+                    clock.begin(regime.name)
+                    encoders[regime.name], row = _train_or_load(regime, seed, init, data, cfg, device, run_dir,
+                                                                stopper, snapshot_images, progress)
+                    model_rows.append(row)
+                extraction_started = time.perf_counter()
+                features = extract_all(encoders, data, cfg, device, baselines)
+                extraction_seconds += time.perf_counter() - extraction_started
+                fresh = [m for m in features if m not in baselines.get("analysed", ())]
+                baselines["analysed"] = ["pixels", "pca"]
+                points = stratified_subset(data.test_y.numpy(), cfg.analysis.analysis_points, cfg.data.split_seed)
+                ctx = SeedContext(run, seed, data, features, encoders, fresh, points)
+                analysis_started = time.perf_counter()
+                for analysis in analyses:
+                    one_started = time.perf_counter()
+                    for key, frame in analysis.compute(ctx).items():
+                        ctx.tables[key] = frame
+                        results.setdefault(key, []).append(frame)
+                    if time.perf_counter() - one_started > 0.5:
+                        log(f"seed {seed}: {analysis.name} done ({time.perf_counter() - one_started:.1f}s)")
+                clock.analysed(time.perf_counter() - extraction_started)
+                log(f"seed {seed}: analyses done in {time.perf_counter() - analysis_started:.1f}s{clock.suffix()}")
+                del features, ctx
+            for analysis in analyses:
+                for key, frame in analysis.finish(run).items():
+                    results.setdefault(key, []).append(frame)
+            _write_tables(run_dir, results, model_rows)
+            _record_thread_choices(run_dir)
+            wall = round(time.perf_counter() - started, 1)
+            summary = summarize(run_dir, cfg, wall)
+            summary.update(feature_extraction_seconds=round(extraction_seconds, 1), state="complete")
+            write_json(run_dir / "metrics" / "summary.json", summary)
+            # complete means every artifact, the report included, exists: the report is rendered as complete first
+            complete = {"state": "complete", "message": "", "wall_seconds": wall}
+            report = _render(run_dir, complete) if render else run_dir / "report.html"
+            set_status(run_dir, "complete", wall_seconds=wall)
     except KeyboardInterrupt:  # a signal outside the training loop: those phases are redone on resume
         stop = TrainingInterrupted(str(run_dir), stopper.requested or "SIGINT")
         _record_failure(run_dir, "interrupted", f"stopped by {stop.signal_name}; resume to finish")
@@ -236,54 +274,6 @@ def run_experiment(cfg: Config, run_dir: Path, *, resume: bool = False, progress
         start_clock(None)  # never left behind for a later run in the same process
     for line in closing_summary(run_dir, time.perf_counter() - started, report):
         log(line)
-    return report
-
-
-def _run_phases(cfg: Config, run_dir: Path, run: RunContext, data: Dataset, regimes: list[Regime], analyses: list,
-                results: dict[str, list], model_rows: list[dict[str, Any]], baselines: dict[str, Any],
-                stopper: Stopper, device: torch.device, snapshot_images: torch.Tensor | None, progress: bool,
-                clock: RunClock, render: bool, started: float) -> Path:
-    """Every phase after set-up: per seed training, extraction and analyses; then tables, summary, report,
-    and last the status ``complete`` (so that complete means every artifact, the report included, exists)."""
-    extraction_seconds = 0.0
-    for seed in cfg.train.seeds:
-        init = _initial_encoder(cfg, data, seed, run_dir)
-        encoders: dict[str, Encoder] = {"random": init}
-        for regime in regimes:
-            clock.begin(regime.name)
-            encoders[regime.name], row = _train_or_load(regime, seed, init, data, cfg, device, run_dir,
-                                                        stopper, snapshot_images, progress)
-            model_rows.append(row)
-        extraction_started = time.perf_counter()
-        features = extract_all(encoders, data, cfg, device, baselines)
-        extraction_seconds += time.perf_counter() - extraction_started
-        fresh = [m for m in features if m not in baselines.get("analysed", ())]
-        baselines["analysed"] = ["pixels", "pca"]
-        ctx = SeedContext(run, seed, data, features, encoders, fresh,
-                          stratified_subset(data.test_y.numpy(), cfg.analysis.analysis_points, cfg.data.split_seed))
-        analysis_started = time.perf_counter()
-        for analysis in analyses:
-            one_started = time.perf_counter()
-            for key, frame in analysis.compute(ctx).items():
-                ctx.tables[key] = frame
-                results.setdefault(key, []).append(frame)
-            if time.perf_counter() - one_started > 0.5:
-                log(f"seed {seed}: {analysis.name} done ({time.perf_counter() - one_started:.1f}s)")
-        clock.analysed(time.perf_counter() - extraction_started)
-        log(f"seed {seed}: analyses done in {time.perf_counter() - analysis_started:.1f}s{clock.suffix()}")
-        del features, ctx
-    for analysis in analyses:
-        for key, frame in analysis.finish(run).items():
-            results.setdefault(key, []).append(frame)
-    _write_tables(run_dir, results, model_rows)
-    _record_thread_choices(run_dir)
-    wall = round(time.perf_counter() - started, 1)
-    summary = summarize(run_dir, cfg, time.perf_counter() - started)
-    summary.update(feature_extraction_seconds=round(extraction_seconds, 1), state="complete")
-    write_json(run_dir / "metrics" / "summary.json", summary)
-    complete = {"state": "complete", "message": "", "wall_seconds": wall}
-    report = _render(run_dir, complete) if render else run_dir / "report.html"
-    set_status(run_dir, "complete", wall_seconds=wall)
     return report
 
 

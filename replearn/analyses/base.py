@@ -167,19 +167,22 @@ class RunArtifacts:
         self.status = self.json_file("status.json", dict) or {"state": "unknown"}
         self.summary = self.json_file("metrics/summary.json", dict) or {}
         self.models = self._models(self.json_file("models.json", list) or [])
-        self.figure_formats = self._figure_formats()
+        self.config = self._config()
+        analysis = self.config.get("analysis")
+        formats = analysis.get("figure_formats") if isinstance(analysis, dict) else None
+        everything = ["png", "svg", "pdf"]
+        self.figure_formats = [f for f in everything if isinstance(formats, list) and f in formats] or everything
 
-    def _figure_formats(self) -> list[str]:
-        """analysis.figure_formats of the run's config (all formats when it cannot be read)."""
+    def _config(self) -> dict[str, Any]:
+        """The run's resolved config as plain data, read once with the bounded loader (no plug-in is imported);
+        empty when it cannot be read."""
         from ..config import safe_load_bounded
 
-        everything = ["png", "svg", "pdf"]
         try:
             raw = safe_load_bounded((self.run_dir / "config.yaml").read_text(encoding="utf-8"), "config.yaml")
-            formats = raw["analysis"]["figure_formats"]
-        except Exception:  # a damaged or older config: the default
-            return everything
-        return [f for f in everything if isinstance(formats, list) and f in formats] or everything
+        except Exception:  # damaged, foreign or hostile: the report shows what it can without it
+            return {}
+        return raw if isinstance(raw, dict) else {}
 
     def _models(self, raw: list) -> list[ModelInfo]:
         known = {f.name for f in dataclasses.fields(ModelInfo)}

@@ -3,10 +3,8 @@ chosen, and the caveats a reader needs before comparing numbers."""
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import pandas as pd
-import yaml
 
 from .base import Analysis, RunArtifacts, Section, register_analysis
 from .render import PLUS_MINUS, table
@@ -15,21 +13,12 @@ GUIDE = ("Every regime started from the same initial encoder of its seed. The ta
          "budget; the notes say how each hyperparameter was chosen and what to keep in mind when comparing.")
 
 
-def read_config(run: RunArtifacts) -> dict[str, Any]:
-    """The run's resolved config as plain data (no plug-in is imported to read it)."""
-    try:
-        raw = yaml.safe_load((run.run_dir / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return {}
-    return raw if isinstance(raw, dict) else {}
-
-
 @register_analysis("protocol")
 class Protocol(Analysis):
     order = -10
 
     def sections(self, run: RunArtifacts) -> list[Section]:
-        cfg = read_config(run)
+        cfg = run.config
         train, analysis = cfg.get("train") or {}, cfg.get("analysis") or {}
         options = cfg.get("regimes") or {}
         chosen_by = cfg.get("selection") or {}

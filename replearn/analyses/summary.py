@@ -123,8 +123,6 @@ class Summary(Analysis):
 
 def summarize(run_dir: Path, cfg: Any, wall_seconds: float) -> dict[str, Any]:
     """Headline numbers of a finished run for metrics/summary.json."""
-    from ..artifacts import read_json
-
     out: dict[str, Any] = {"name": cfg.name, "dataset": cfg.data.name, "wall_seconds": round(wall_seconds, 1),
                            "seeds": cfg.train.seeds}
     run = RunArtifacts(run_dir)
@@ -139,9 +137,6 @@ def summarize(run_dir: Path, cfg: Any, wall_seconds: float) -> dict[str, Any]:
         out["final_layer_probe_test_accuracy"] = {f"{m}/{p}": float(v) for (m, p), v in means.items()}
     comparisons = run.metrics_json("comparison.json") or []
     out["latent_probe_differences"] = {f"{c['a']} - {c['b']}": c["difference"] for c in comparisons}
-    status = run_dir / "status.json"
-    if status.is_file():
-        out["state"] = read_json(status).get("state")
     return out
 
 
