@@ -9,6 +9,10 @@ analysis, off by `train.probe_every_epoch=false`) is not timed. Ratio = minimal 
 (1.0 = no overhead). Also prints achieved GFLOP/s as a fraction of this machine's float32 matmul peak.
 
     python benchmarks/bench_training.py [--images 12800] [--regimes supervised,autoencoder,denoising,vae,contrastive]
+    python benchmarks/bench_training.py --resnet18 [--width 64] --images 1280 --regimes supervised,autoencoder
+
+--resnet18 measures the ResNet-18 encoder (CIFAR stem, stage widths w, 2w, 4w, 8w) and its mirrored decoder
+instead of the conv encoder (results in benchmarks/results/training-resnet18.json).
 """
 from __future__ import annotations
 
@@ -64,10 +68,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=0, help="training images per timed epoch (0 = all 54k)")
     parser.add_argument("--regimes", default=",".join(REGIMES), help="comma-separated regimes to measure")
+    parser.add_argument("--resnet18", action="store_true", help="measure the ResNet-18 encoder instead")
+    parser.add_argument("--width", type=int, default=64, help="ResNet-18 width of the first stage (64 = standard)")
     args = parser.parse_args()
     root = Path(__file__).resolve().parents[1]
+    resnet = [f"model.name=resnet", f"model.kwargs={{depth: 18, width: {args.width}}}", "model.latent_dim=128"]
     cfg = load_config(root / "experiments" / "objectives.yaml", ["train.epochs=1", "train.probe_every_epoch=false"]
-                      + [f"regimes.{r}.epochs=1" for r in ("supervised", "autoencoder", "denoising", "vae", "contrastive")])
+                      + [f"regimes.{r}.epochs=1" for r in ("supervised", "autoencoder", "denoising", "vae", "contrastive")]
+                      + (resnet if args.resnet18 else []))
     data = fashion_mnist_or_none(train_subset=args.images + args.images // 9 if args.images else 0, val_fraction=0.1)
     source = "Fashion-MNIST"
     if data is None:
@@ -76,7 +84,7 @@ def main() -> None:
         data = Dataset("synthetic", torch.randn(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g),
                        torch.randn(n // 10, 1, 28, 28, generator=g), torch.randint(0, 10, (n // 10,), generator=g),
                        torch.randn(10, 1, 28, 28), torch.zeros(10, dtype=torch.long), [str(i) for i in range(10)],
-                       0.0, 1.0, "synthetic")
+                       (0.0,), (1.0,), "synthetic")
         source = "synthetic 28×28"
     peak = matmul_peak_gflops()
     bs = cfg.train.batch_size
@@ -110,7 +118,9 @@ def main() -> None:
                          "gflops": flops / min(trainer) / 1e9, "threads": threads}
     summary = ", ".join(f"{r} ratio {v['ratio']:.3f} ({v['gflops']:.1f} GFLOP/s = {v['gflops'] / peak:.0%} of "
                         f"{peak:.0f} GFLOP/s matmul peak)" for r, v in results.items())
-    report("training", {"summary": f"trainer vs minimal loop, {n} {source} images/epoch: {summary}",
+    model = f"ResNet-18 (width {args.width}) " if args.resnet18 else ""
+    report("training-resnet18" if args.resnet18 else "training",
+           {"summary": f"{model}trainer vs minimal loop, {n} {source} images/epoch: {summary}",
                         "results": results, "peak_gflops": peak, "machine": machine(),
                         "target": "ratio >= 0.95 for every regime"})
 

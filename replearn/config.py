@@ -30,9 +30,10 @@ MAX_YAML_NODES = 100_000  # a config expands to a few hundred; aliases can make 
 
 
 def opt(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-        gt: float | None = None, choices: tuple | None = None, list_default: bool = False) -> Any:
+        gt: float | None = None, choices: tuple | None = None, list_default: bool = False,
+        may_be_empty: bool = False) -> Any:
     """A config field with its help text and bounds kept in the metadata (also for plug-in options)."""
-    meta = {"help": help, "min": min, "max": max, "gt": gt, "choices": choices}
+    meta = {"help": help, "min": min, "max": max, "gt": gt, "choices": choices, "may_be_empty": may_be_empty}
     if list_default or isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -55,6 +56,17 @@ class DataConfig:
                      choices=LAYOUTS)
     cifar100_labels: str = _f("fine", "CIFAR-100's label set: the 100 fine classes or the 20 coarse superclasses",
                               choices=("fine", "coarse"))
+    image_size: int = _f(0, "folder: resize every image so its shorter side is this many pixels, then centre-crop "
+                            "it square (0 = keep the files' size, which must then be the same for all)", min=0, max=1024)
+    skip_bad_images: bool = _f(False, "folder: skip image files that cannot be decoded (named in the log and in "
+                                      "dataset.json) instead of stopping at the first")
+    test_fraction: float = _f(0.2, "folder without train/ and test/ subfolders: the stratified fraction of each "
+                                   "class held out as the test split", gt=0.0, max=0.5)
+    cache_dir: str | None = _f(None, "where decoded image folders are cached (default: $REPLEARN_CACHE, else "
+                                     "~/.cache/replearn)")
+    memory_budget_mb: int = _f(0, "0: hold the dataset in memory. Otherwise, a folder dataset whose normalised "
+                                  "images would take more than this many MiB is streamed from its uint8 cache on "
+                                  "disk, batch by batch", min=0)
 
 
 @dataclass
@@ -67,6 +79,10 @@ class ModelConfig:
                              min=1, list_default=True)
     kernel_size: int = _f(3, "convolution kernel size (odd)", min=1, max=9)
     latent_dim: int = _f(32, "dimension of the latent vector after the last stage", min=1)
+    layers: list[str] = _f([], "for a plain nn.Module given by import path in model.name (e.g. "
+                               "torchvision.models:resnet18): the module paths of the layers to analyse, read with "
+                               "forward hooks; its output is 'latent' (model.kwargs go to the factory as they are)",
+                           list_default=True, may_be_empty=True)
 
 
 @dataclass
@@ -107,6 +123,8 @@ class AnalysisConfig:
     label_counts: list[int] = _f([1, 5, 10, 50, 100], "labels per class given to the label-efficiency probes "
                                  "(plus all labels)", min=1, list_default=True)
     label_draws: int = _f(5, "random draws of the labelled images per label count", min=1)
+    max_images_per_split: int = _f(0, "features for the analyses are extracted from at most this many images of "
+                                      "each split, a stratified subset (0 = all; streamed data: 10,000)", min=0)
     analysis_points: int = _f(5000, "test images used by CKA, dimension and clustering analyses", min=10)
     cka_batch_size: int = _f(1000, "minibatch size of the unbiased-HSIC CKA estimator", min=4)
     projection_points: int = _f(5000, "test images embedded in 2-D with UMAP", min=0)
@@ -267,7 +285,7 @@ def _excerpt(value: Any, limit: int = 60) -> str:
 
 def _check_range(key: str, value: Any, meta: dict) -> None:
     values = value if isinstance(value, list) else [value]
-    if isinstance(value, list) and not value:
+    if isinstance(value, list) and not value and not meta.get("may_be_empty"):
         raise ConfigError(f"config key '{key}' must not be an empty list", f"give {key} at least one value")
     for v in values:
         if v is None:

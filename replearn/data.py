@@ -11,7 +11,7 @@ import math
 import os
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -43,10 +43,11 @@ class Dataset:
     test_x: torch.Tensor
     test_y: torch.Tensor
     class_names: list[str]
-    mean: float
-    std: float
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
     source: str
     pixel_range: tuple[float, float] = (0.0, 1.0)
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -56,15 +57,39 @@ class Dataset:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def streamed(self) -> bool:
+        """Whether the images are read from disk batch by batch rather than held in memory."""
+        return not isinstance(self.train_x, torch.Tensor)
+
     def to_unit_range(self, x: torch.Tensor) -> torch.Tensor:
-        """Undo the normalisation, for showing images."""
-        return (x * self.std + self.mean).clamp(0.0, 1.0)
+        """Undo the (per-channel) normalisation, for showing images."""
+        shape = (1, -1, 1, 1) if x.ndim == 4 else (-1, 1, 1)
+        std, mean = torch.tensor(self.std).view(shape), torch.tensor(self.mean).view(shape)
+        return (x * std + mean).clamp(0.0, 1.0)
 
     def summary(self) -> dict:
         counts = {s: int(getattr(self, f"{s}_y").numel()) for s in ("train", "val", "test")}
+        extra = {"streamed_from": getattr(self.train_x, "path", None)} if self.streamed else {}
+        if self.skipped:
+            extra["skipped_files"] = self.skipped
         return {"name": self.name, "source": self.source, "image_shape": list(self.image_shape),
                 "num_classes": self.num_classes, "class_names": self.class_names, **counts,
-                "pixel_mean": self.mean, "pixel_std": self.std, "pixel_range": list(self.pixel_range)}
+                "pixel_mean": list(self.mean), "pixel_std": list(self.std), "pixel_range": list(self.pixel_range),
+                **extra}
+
+    def limited(self, n: int, seed: int) -> "Dataset":
+        """This dataset with each split cut to a stratified, seeded subset of at most ``n`` images (0: all)."""
+        import dataclasses
+
+        parts: dict[str, object] = {}
+        for split in ("train", "val", "test"):
+            x, y = getattr(self, f"{split}_x"), getattr(self, f"{split}_y")
+            if n and len(y) > n:
+                keep = stratified_subset(y.numpy(), n, seed)
+                parts[f"{split}_x"] = x[torch.from_numpy(keep)] if isinstance(x, torch.Tensor) else x.subset(keep)
+                parts[f"{split}_y"] = y[torch.from_numpy(keep)]
+        return dataclasses.replace(self, **parts) if parts else self
 
     @classmethod
     def from_arrays(cls, name: str, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
@@ -81,17 +106,9 @@ class Dataset:
             raise DataError(f"{name}: training images are {train_x.shape[1:]} but test images are "
                             f"{test_x.shape[1:]}", "give both splits images of the same shape")
         train_y, test_y = np.asarray(train_y, dtype=np.int64), np.asarray(test_y, dtype=np.int64)
-        rng_seed = cfg.split_seed
-        if cfg.train_subset:
-            keep = stratified_subset(train_y, cfg.train_subset, rng_seed)
-            train_x, train_y = train_x[keep], train_y[keep]
-        if cfg.test_subset:
-            keep = stratified_subset(test_y, cfg.test_subset, rng_seed)
-            test_x, test_y = test_x[keep], test_y[keep]
-        val_idx, train_idx = stratified_split(train_y, cfg.val_fraction, rng_seed)
-        if len(train_idx) < 2 or len(val_idx) < 1 or len(np.unique(train_y[train_idx])) < 2:
-            raise DataError(f"{name}: only {len(train_y)} training images — too few for a train/validation split",
-                            "raise data.train_subset or use a larger dataset")
+        train_idx, val_idx, test_idx = split_rows(name, train_y, test_y, cfg)
+        if len(test_idx) < len(test_x):
+            test_x, test_y = test_x[test_idx], test_y[test_idx]
         low, high = (0.0, float(scale)) if scale is not None else pixel_range(name, train_x[train_idx])
         span = high - low
         wide = train_x.dtype == np.float64 or span > 1e6 or abs(low) > 1e6
@@ -101,19 +118,94 @@ class Dataset:
             return ((work - low) / span).astype(np.float32)
 
         fit_x = unit(train_x[train_idx])
-        mean, std = float(fit_x.mean(dtype=np.float64)), float(fit_x.std(dtype=np.float64))
-        if not (math.isfinite(mean) and math.isfinite(std)):
-            raise DataError(f"{name}: the training pixels' mean or standard deviation is not finite "
-                            f"(values span {low:g}..{high:g})", "rescale the images to [0, 1] or 0–255 before saving them")
-        std = std or 1.0
+        mean, std = channel_stats(name, *channel_moments(fit_x), f"values span {low:g}..{high:g}")
+        shape = (1, -1, 1, 1)
+        mean32, std32 = np.float32(mean).reshape(shape), np.float32(std).reshape(shape)
 
         def prep(x: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy((unit(x) - np.float32(mean)) / np.float32(std))
+            return torch.from_numpy((unit(x) - mean32) / std32)
 
         return cls(name=name, train_x=prep(train_x[train_idx]), train_y=torch.from_numpy(train_y[train_idx]),
                    val_x=prep(train_x[val_idx]), val_y=torch.from_numpy(train_y[val_idx]),
                    test_x=prep(test_x), test_y=torch.from_numpy(test_y), class_names=list(class_names),
                    mean=mean, std=std, source=source, pixel_range=(low, high))
+
+
+    @classmethod
+    def streamed_from(cls, name: str, train_file: Path, train_y: np.ndarray, test_file: Path, test_y: np.ndarray,
+                      class_names: list[str], cfg: DataConfig, source: str, skipped: list[str] | None = None,
+                      train_rows: np.ndarray | None = None, test_rows: np.ndarray | None = None) -> "Dataset":
+        """Splits of uint8 images that stay on disk (.npy files, N×C×H×W, of which ``train_rows`` and
+        ``test_rows`` are the source's splits; default all) and are read batch by batch: the same splits and
+        per-channel statistics as ``from_arrays`` on the same images."""
+        from .streaming import ImageStore
+
+        train_rows = np.arange(len(train_y)) if train_rows is None else np.asarray(train_rows)
+        test_rows = np.arange(len(test_y)) if test_rows is None else np.asarray(test_rows)
+        train_y = np.asarray(train_y, dtype=np.int64)[train_rows]
+        test_y = np.asarray(test_y, dtype=np.int64)[test_rows]
+        for split, y in (("training", train_y), ("test", test_y)):
+            _check_labels(name, split, y, y, len(class_names))
+        train_idx, val_idx, test_idx = split_rows(name, train_y, test_y, cfg)
+        raw = ImageStore(train_file, train_rows[train_idx])
+        sums, squares = raw.channel_moments()
+        mean, std = channel_stats(name, sums, squares, "uint8 images")
+
+        def store(path: Path, rows: np.ndarray) -> "ImageStore":
+            return ImageStore(path, rows, mean, std)
+
+        return cls(name=name, train_x=store(train_file, train_rows[train_idx]), train_y=torch.from_numpy(train_y[train_idx]),
+                   val_x=store(train_file, train_rows[val_idx]), val_y=torch.from_numpy(train_y[val_idx]),
+                   test_x=store(test_file, test_rows[test_idx]), test_y=torch.from_numpy(test_y[test_idx]),
+                   class_names=list(class_names), mean=mean, std=std, source=source, pixel_range=(0.0, 255.0),
+                   skipped=list(skipped or []))
+
+
+STREAMED_ANALYSIS_IMAGES = 10_000  # images per split analysed when the data are streamed and no cap is set
+
+
+def analysis_view(data: Dataset, max_images_per_split: int, seed: int) -> Dataset:
+    """The images whose features the analyses and probes use: ``analysis.max_images_per_split`` of each split
+    (stratified), all of them when 0 — except for streamed data, where 0 means STREAMED_ANALYSIS_IMAGES, so
+    that features (which are held in memory) stay bounded too."""
+    cap = max_images_per_split or (STREAMED_ANALYSIS_IMAGES if data.streamed else 0)
+    return data.limited(cap, seed)
+
+
+def split_rows(name: str, train_y: np.ndarray, test_y: np.ndarray, cfg: DataConfig) -> tuple[np.ndarray, ...]:
+    """Row indices (train, validation, test) into the source's training and test arrays: the configured
+    subsets, then validation carved from train — stratified and seeded, from the labels alone."""
+    train_rows = np.arange(len(train_y))
+    if cfg.train_subset:
+        train_rows = stratified_subset(train_y, cfg.train_subset, cfg.split_seed)
+    test_rows = stratified_subset(test_y, cfg.test_subset, cfg.split_seed) if cfg.test_subset else np.arange(len(test_y))
+    val_idx, train_idx = stratified_split(train_y[train_rows], cfg.val_fraction, cfg.split_seed)
+    if len(train_idx) < 2 or len(val_idx) < 1 or len(np.unique(train_y[train_rows][train_idx])) < 2:
+        raise DataError(f"{name}: only {len(train_rows)} training images — too few for a train/validation split",
+                        "raise data.train_subset or use a larger dataset")
+    return train_rows[train_idx], train_rows[val_idx], test_rows
+
+
+def channel_moments(x: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean of the pixels and of their squares (N×C×H×W), accumulated in float64 by chunks."""
+    sums, squares = np.zeros(x.shape[1]), np.zeros(x.shape[1])
+    for start in range(0, len(x), chunk):
+        part = np.asarray(x[start:start + chunk], dtype=np.float64)
+        sums += part.sum((0, 2, 3))
+        squares += np.einsum("nchw,nchw->c", part, part)
+    count = max(1, len(x) * x.shape[2] * x.shape[3])
+    return sums / count, squares / count
+
+
+def channel_stats(name: str, mean: np.ndarray, mean_square: np.ndarray, span: str) -> tuple[tuple[float, ...], ...]:
+    """Per-channel mean and standard deviation (of pixels in [0, 1]) from their first two moments; a channel
+    with no variance gets a standard deviation of 1."""
+    mean, mean_square = np.asarray(mean, dtype=np.float64), np.asarray(mean_square, dtype=np.float64)
+    std = np.sqrt(np.maximum(mean_square - mean ** 2, 0.0))
+    if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+        raise DataError(f"{name}: the training pixels' mean or standard deviation is not finite ({span})",
+                        "rescale the images to [0, 1] or 0–255 before saving them")
+    return tuple(float(m) for m in mean), tuple(float(s) if s > 0 else 1.0 for s in std)
 
 
 def pixel_range(name: str, x: np.ndarray) -> tuple[float, float]:
@@ -450,6 +542,12 @@ def load_cifar100(cfg: DataConfig) -> Dataset:
     return _load_cifar(100, cfg)
 
 
+def _load_folder(cfg: DataConfig) -> Dataset:
+    from .folder import load_folder
+
+    return load_folder(cfg)
+
+
 DATASETS: dict[str, tuple[Callable[[DataConfig], Dataset], str]] = {
     "digits": (load_digits, "scikit-learn's bundled 8×8 handwritten digits (1,797 images; no download)"),
     "fashion-mnist": (load_fashion_mnist, "Zalando's 28×28 clothing images, 60k train / 10k test (IDX files)"),
@@ -457,6 +555,8 @@ DATASETS: dict[str, tuple[Callable[[DataConfig], Dataset], str]] = {
     "npz": (load_npz, "your own arrays in an .npz file given by data.root"),
     "cifar10": (load_cifar10, "32×32 colour images of 10 classes, 50k train / 10k test (official binary or "
                               "Python files, from data.root)"),
+    "folder": (_load_folder, "your own image-folder tree ROOT/<class>/*.png|jpg|… (or ROOT/train/… and ROOT/test/…) "
+                             "from data.root, decoded once and cached; streamed when over data.memory_budget_mb"),
     "cifar100": (load_cifar100, "32×32 colour images of 100 fine (or 20 coarse: data.cifar100_labels) classes, "
                                 "50k train / 10k test"),
 }
@@ -477,7 +577,7 @@ def dataset_status(name: str, root: str | None = None) -> str:
     """One phrase saying whether the dataset's files are available here."""
     if name == "digits":
         return "bundled"
-    if name == "npz":
+    if name in ("npz", "folder"):
         return "needs data.root"
     if name.startswith("cifar"):
         from .cifar import find_cifar

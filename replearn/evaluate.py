@@ -18,7 +18,7 @@ import torch
 
 from .artifacts import check_output_file, load_checkpoint, load_state_dict_checked, write_json, write_output
 from .config import Config, ModelConfig, apply_overrides, build_section, config_from_dict
-from .data import Dataset, load_dataset
+from .data import Dataset, analysis_view, load_dataset
 from .errors import CheckpointError, ConfigError, DataError
 from .features import extract_splits
 from .encoders import Encoder, encoder_from_spec, encoder_spec
@@ -145,8 +145,11 @@ def load_for_evaluation(path: str | Path, dataset: str, layers: list[str] | None
     """Any model file: a replearn checkpoint, a state_dict of ``model``, or a TorchScript file."""
     path = Path(path)
     if model or is_torchscript(path):
-        return _foreign_model(path, dataset, layers, overrides, model, kwargs or {}, command)
-    return _replearn_model(path, dataset, layers, overrides, command)
+        loaded = _foreign_model(path, dataset, layers, overrides, model, kwargs or {}, command)
+    else:
+        loaded = _replearn_model(path, dataset, layers, overrides, command)
+    loaded.data = analysis_view(loaded.data, loaded.cfg.analysis.max_images_per_split, loaded.cfg.data.split_seed)
+    return loaded
 
 
 def probe_model(path: str | Path, dataset: str, layers: list[str] | None, overrides: list[str],
@@ -162,7 +165,8 @@ def probe_model(path: str | Path, dataset: str, layers: list[str] | None, overri
     rows = _probe_rows(loaded.encoder, data, cfg, loaded.layers, with_knn)
     protocol = {"splits": {"train": len(data.train_y), "val": len(data.val_y), "test": len(data.test_y)},
                 "split_seed": cfg.data.split_seed, "val_fraction": cfg.data.val_fraction,
-                "pixel_normalisation": {"mean": data.mean, "std": data.std, "fitted_on": "train"},
+                "pixel_normalisation": {"mean": list(data.mean), "std": list(data.std), "per": "channel",
+                                        "fitted_on": "train"},
                 "pooling": f"feature maps average-pooled to at most {cfg.analysis.max_stage_features} features; "
                            "a 4-D model output averaged over space",
                 "batch_norm": "eval mode (running statistics)",

@@ -122,4 +122,4 @@ def pca_baseline(pixels: dict[str, torch.Tensor], dims: int) -> Features:
 
 def pixel_features(splits: dict[str, torch.Tensor]) -> Features:
     """The raw-pixel baseline: each image flattened, as one layer named 'input'."""
-    return {"input": {split: x.flatten(1).float() for split, x in splits.items()}}
+    return {"input": {split: x[:].flatten(1).float() for split, x in splits.items()}}

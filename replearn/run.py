@@ -30,7 +30,7 @@ from .analyses.summary import closing_summary, summarize
 from .artifacts import (RUN_MARKER, check_run_dir, load_checkpoint, load_state_dict_checked, mark_run_dir,
                         read_json, save_checkpoint, save_npz, write_csv, write_json, atomic_write_text)
 from .config import Config, dump_yaml, load_config
-from .data import Dataset, load_dataset, stratified_subset
+from .data import Dataset, analysis_view, load_dataset, stratified_subset
 from .errors import ConfigError, ReplearnError, RunDirError, TrainingDiverged, TrainingInterrupted
 from .encoders import Encoder, build_encoder, encoder_spec
 from .features import eval_mode, extract_splits, pca_baseline, pixel_features
@@ -199,6 +199,10 @@ def run_experiment(cfg: Config, run_dir: Path, *, resume: bool = False, progress
         raise _write_failure(run_dir, exc, resume) from None
 
     analyses = [cls() for _, cls in ANALYSES.items()]
+    analysed = analysis_view(data, cfg.analysis.max_images_per_split, cfg.data.split_seed)
+    if analysed is not data:
+        log(f"analyses use a stratified subset: {len(analysed.train_y)} train / {len(analysed.val_y)} val / "
+            f"{len(analysed.test_y)} test images (analysis.max_images_per_split)")
     snapshot_images = data.test_x[:cfg.analysis.reconstructions] if cfg.analysis.reconstructions else None
     results: dict[str, list] = {}
     model_rows: list[dict[str, Any]] = []
@@ -225,12 +229,12 @@ def run_experiment(cfg: Config, run_dir: Path, *, resume: bool = False, progress
                                                                 stopper, snapshot_images, progress)
                     model_rows.append(row)
                 extraction_started = time.perf_counter()
-                features = extract_all(encoders, data, cfg, device, baselines)
+                features = extract_all(encoders, analysed, cfg, device, baselines)
                 extraction_seconds += time.perf_counter() - extraction_started
                 fresh = [m for m in features if m not in baselines.get("analysed", ())]
                 baselines["analysed"] = ["pixels", "pca"]
-                points = stratified_subset(data.test_y.numpy(), cfg.analysis.analysis_points, cfg.data.split_seed)
-                ctx = SeedContext(run, seed, data, features, encoders, fresh, points)
+                points = stratified_subset(analysed.test_y.numpy(), cfg.analysis.analysis_points, cfg.data.split_seed)
+                ctx = SeedContext(run, seed, analysed, features, encoders, fresh, points)
                 analysis_started = time.perf_counter()
                 for analysis in analyses:
                     one_started = time.perf_counter()
@@ -336,15 +340,19 @@ def recorded_thread_setting(run_dir: Path) -> int | None:
 
 
 def check_data_fits(cfg: Config, data: Dataset) -> None:
-    """Fail before training if the analyses ask for more than the data hold."""
-    counts = np.bincount(data.train_y.numpy(), minlength=data.num_classes)
+    """Fail before training if the analyses ask for more than the data (the images they analyse) hold."""
+    analysed = analysis_view(data, cfg.analysis.max_images_per_split, cfg.data.split_seed)
+    counts = np.bincount(analysed.train_y.numpy(), minlength=data.num_classes)
     present = counts[counts > 0]
     need = max(cfg.analysis.label_counts)
     if present.min() < need:
         rarest = data.class_names[int(np.flatnonzero(counts == present.min())[0])]
+        limit = (f" of the {len(analysed.train_y)} analysed (analysis.max_images_per_split)"
+                 if analysed is not data else "")
         raise ConfigError(f"analysis.label_counts asks for {need} labels per class but class '{rarest}' has only "
-                          f"{int(present.min())} training images",
-                          f"set analysis.label_counts to values of at most {int(present.min())}, or use more data")
+                          f"{int(present.min())} training images{limit}",
+                          f"set analysis.label_counts to values of at most {int(present.min())}, or use more data"
+                          + (" (or raise analysis.max_images_per_split)" if limit else ""))
     if len(data.test_y) < MIN_TEST_IMAGES:
         fix = (f"set data.test_subset to at least {MIN_TEST_IMAGES} (or 0 for the whole test split)"
                if cfg.data.test_subset else f"give the dataset at least {MIN_TEST_IMAGES} test images")
@@ -500,6 +508,15 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:60] + "…"
 
 
+def _same_value(a: Any, b: Any) -> bool:
+    """Equal, with floats (also inside lists) compared to a relative 1e-6: statistics recomputed on resume."""
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b))
+    return a == b
+
+
 def check_resumed_data(run_dir: Path, data: Dataset) -> None:
     """Refuse to resume on data other than the run's: same split sizes, shapes, classes and pixel statistics."""
     try:
@@ -513,8 +530,7 @@ def check_resumed_data(run_dir: Path, data: Dataset) -> None:
         if key not in saved:
             continue
         a, b = saved[key], now[key]
-        same = math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9) if isinstance(a, float) and isinstance(b, float) else a == b
-        if not same:
+        if not _same_value(a, b):
             raise RunDirError(f"the dataset differs from the one run '{run_dir}' started with ({key}: {_short(a)} then, "
                               f"{_short(b)} now)", "restore the original data files to resume, or start a new run")
 

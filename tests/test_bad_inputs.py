@@ -143,6 +143,18 @@ def linear(in_shape, latent_dim):
     return nn.Linear(3, latent_dim)
 """
 
+PLAIN_NET = """
+import torch.nn as nn
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x):
+        return self.pool(self.conv(x)).flatten(1)
+"""
 
 BILLION_LAUGHS = "train: {epochs: &l0 [1, 1, 1, 1, 1, 1, 1, 1, 1]}\n" + "".join(
     f"l{i}: &l{i} [*l{i - 1}, *l{i - 1}, *l{i - 1}, *l{i - 1}, *l{i - 1}, *l{i - 1}, *l{i - 1}, *l{i - 1}, *l{i - 1}]\n"
@@ -237,6 +249,31 @@ def ambiguous_layout(tmp: Path) -> Path:
                      name="ambiguous.npz")
 
 
+def png_tree(tmp: Path, n: int = 30, sizes=None, empty_class: bool = False, corrupt: int | None = None) -> Path:
+    """An image-folder tree of n 8×8 grey PNGs in 3 classes (optionally other sizes, an empty class, a
+    truncated file)."""
+    from PIL import Image
+
+    root = tmp / "images"
+    x, y = make_blob_images(n, seed=3)
+    for i, (image, label) in enumerate(zip(x, y)):
+        folder = root / f"class{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        size = (sizes or {}).get(i)
+        Image.fromarray(image if size is None else np.resize(image, size)).save(folder / f"{i:05d}.png")
+    if empty_class:
+        (root / "class9").mkdir()
+    if corrupt is not None:
+        path = root / f"class{y[corrupt]}" / f"{corrupt:05d}.png"
+        path.write_bytes(path.read_bytes()[:50])
+    return root
+
+
+def folder_run(tmp: Path, root: Path, *extra: str) -> list[str]:
+    return ["run", write_yaml(tmp, tiny(tmp, data={"name": "folder", "root": str(root), "cache_dir": str(tmp / "cache")})),
+            "--out", str(tmp / "run"), *extra]
+
+
 # (id, what is wrong, builder(tmp) -> argv, fragment the one-line message must contain)
 CASES = [
     ("B01", "malformed YAML", lambda t: ["run", write_yaml(t, "train:\n  epochs: 3\n   lr: 1\n")], "not valid YAML at line 3"),
@@ -327,6 +364,13 @@ CASES = [
     ("B87", "--resume after config.yaml's data section was edited", lambda t: edited_resume(t, "data.val_fraction", 0.3), "data.val_fraction was 0.2, now 0.3"),
     ("B88", "--resume after the dataset's files changed", resume_on_changed_data, "the dataset differs from the one"),
     ("B89", "--resume of a complete run whose report is missing", complete_without_report, "report.html is missing"),
+    ("B90", "a corrupt PNG among thousands of images", lambda t: folder_run(t, png_tree(t, n=2100, corrupt=1234)), "1 of 2,100 image files cannot be decoded: '"),
+    ("B91", "an image-folder class with no images", lambda t: folder_run(t, png_tree(t, empty_class=True)), "holds no images"),
+    ("B92", "image files of mixed sizes without data.image_size", lambda t: folder_run(t, png_tree(t, sizes={7: (8, 12)})), "images differ in size"),
+    ("B93", "folder dataset without class folders", lambda t: (lambda r: folder_run(t, r / "class0"))(png_tree(t)), "has no class folders (10 images lie directly in it)"),
+    ("B94", "folder dataset root that does not exist", lambda t: folder_run(t, t / "nowhere"), "is not a directory"),
+    ("B95", "model.layers naming a layer the module does not have", lambda t: ["run", write_yaml(t, tiny(t, model={"name": f"{plugin_module(t, 'plainnet', PLAIN_NET)}:Net", "layers": ["conv", "blocks.9"]}))], "the module has no layer 'blocks.9'"),
+    ("B96", "model.layers with a registered encoder name", lambda t: ["run", write_yaml(t, tiny(t, model={"layers": ["stage1"]}))], "model.name must be an import path"),
 ]
 
 

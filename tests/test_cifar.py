@@ -80,7 +80,7 @@ def test_cifar10_both_layouts_load_with_shapes_labels_and_names(tmp_path, writer
     assert f"({layout} layout)" in data.source
     # the test split is the last batch, in order: labels and (un-normalised) pixels are the file's
     assert np.array_equal(data.test_y.numpy(), y[-20:])
-    restored = np.round((data.test_x.numpy() * data.std + data.mean) * 255).astype(np.uint8)
+    restored = np.round(data.to_unit_range(data.test_x).numpy() * 255).astype(np.uint8)
     assert np.array_equal(restored, x[-20:])
 
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
-from ..registry import Registry
+from ..registry import Registry, is_import_path
 
 
 @dataclass(frozen=True)
@@ -151,13 +151,43 @@ def _check_built(encoder: Any, name: str) -> None:
 
 
 def build_encoder(model_cfg: Any, in_shape: tuple[int, int, int], seed: int) -> Encoder:
-    """A freshly initialised encoder from the ``model`` config section."""
+    """A freshly initialised encoder from the ``model`` config section (a plain module when model.layers is set)."""
+    if getattr(model_cfg, "layers", None):
+        return tapped_encoder(model_cfg.name, dict(model_cfg.kwargs or {}), in_shape, list(model_cfg.layers), seed)
     factory = ENCODERS.get(model_cfg.name)
     return create_encoder(model_cfg.name, encoder_kwargs(factory, model_cfg, in_shape), seed)
 
 
+def tapped_encoder(path: str, kwargs: dict[str, Any], in_shape: tuple[int, int, int], layers: list[str],
+                   seed: int) -> Encoder:
+    """A plain ``nn.Module`` from the factory or class at import path ``path`` (called with ``kwargs``, seeded),
+    read at ``layers`` (module paths) by forward hooks, its output as 'latent' (``TappedModule``)."""
+    from ..registry import import_object
+    from .tapped import TappedModule
+
+    if not is_import_path(path):
+        raise ConfigError(f"model.layers is set, so model.name must be an import path, not '{path}'",
+                          "write package.module:factory (e.g. torchvision.models:resnet18), or drop model.layers "
+                          "for a registered encoder")
+    factory = import_object(path, "model")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        try:
+            module = factory(**kwargs)
+        except TypeError as exc:
+            raise ConfigError(f"model '{path}' could not be built with {sorted(kwargs)} ({exc})",
+                              "check model.kwargs against its parameters") from None
+    if not isinstance(module, nn.Module):
+        raise ConfigError(f"model '{path}' built a {type(module).__name__}, not a torch.nn.Module",
+                          "point model.name at an nn.Module class or a function returning one")
+    return TappedModule(module, in_shape, layers)
+
+
 def encoder_spec(model_cfg: Any, in_shape: tuple[int, int, int]) -> dict[str, Any]:
     """What a checkpoint stores to rebuild the encoder: its name and arguments (plain values only)."""
+    if getattr(model_cfg, "layers", None):
+        return {"name": model_cfg.name, "kwargs": dict(model_cfg.kwargs or {}), "in_shape": list(in_shape),
+                "layers": list(model_cfg.layers)}
     kwargs = encoder_kwargs(ENCODERS.get(model_cfg.name), model_cfg, in_shape)
     kwargs["in_shape"] = list(kwargs["in_shape"])
     return {"name": model_cfg.name, "kwargs": kwargs}
@@ -166,5 +196,7 @@ def encoder_spec(model_cfg: Any, in_shape: tuple[int, int, int]) -> dict[str, An
 def encoder_from_spec(spec: dict[str, Any]) -> Encoder:
     """Rebuild an encoder (untrained) from ``encoder_spec``'s record."""
     kwargs = dict(spec["kwargs"])
+    if spec.get("layers"):
+        return tapped_encoder(spec["name"], kwargs, tuple(spec["in_shape"]), list(spec["layers"]), seed=0)
     kwargs["in_shape"] = tuple(kwargs["in_shape"])
     return create_encoder(spec["name"], kwargs, seed=0)

@@ -1,0 +1,117 @@
+"""Images that stay on disk: uint8 N×C×H×W arrays in .npy files, read batch by batch and normalised on the fly.
+
+An ``ImageStore`` indexes like the float32 tensor a ``Dataset`` split otherwise holds (``len``, ``shape``,
+``x[i]``, ``x[a:b]``, ``x[index_tensor]``), so the training loop, evaluation and feature extraction run on it
+unchanged, and memory stays bounded by the batch size whatever the dataset's size. Rows are read with
+``os.pread`` into fresh buffers rather than through a memory map: pages of a map that the process has touched
+count towards its resident memory until the kernel reclaims them, so a pass over a large file would look
+(and, under a cgroup limit, act) like loading it.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .errors import DataError
+
+
+def npy_layout(path: Path) -> tuple[tuple[int, ...], int]:
+    """Shape and data offset of a uint8, C-ordered .npy file (raises a DataError for anything else)."""
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = reader(fh, max_header_size=10_000)
+            offset = fh.tell()
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path} is not a readable .npy file ({type(exc).__name__})",
+                        "delete it so that it is made again") from None
+    if dtype != np.uint8 or fortran or len(shape) != 4:
+        raise DataError(f"{path} holds {dtype} data of shape {shape}, not uint8 N×C×H×W images",
+                        "delete it so that it is made again")
+    if os.path.getsize(path) < offset + math.prod(shape):
+        raise DataError(f"{path} is shorter than its header says (truncated)", "delete it so that it is made again")
+    return shape, offset
+
+
+class ImageStore:
+    """Rows ``rows`` of the uint8 images in ``path``, read on demand and returned as normalised float32
+    tensors: ``(x / 255 - mean[c]) / std[c]`` per channel (no normalisation when ``mean`` is None)."""
+
+    dtype = torch.float32
+
+    def __init__(self, path: Path, rows: np.ndarray, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None) -> None:
+        self.path = str(path)
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.mean = None if mean is None else tuple(mean)
+        self.std = None if std is None else tuple(std)
+        file_shape, self._offset = npy_layout(Path(path))
+        self._image_shape = tuple(file_shape[1:])
+        self._image_bytes = math.prod(self._image_shape)
+        if len(self.rows) and (self.rows.min() < 0 or self.rows.max() >= file_shape[0]):
+            raise DataError(f"{path} holds {file_shape[0]} images, fewer than its index needs",
+                            "delete the cache so that it is made again")
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self.rows), *self._image_shape))
+
+    def __getitem__(self, index: int | slice | np.ndarray | torch.Tensor) -> torch.Tensor:
+        if isinstance(index, (int, np.integer)):
+            return self[np.array([index])][0]
+        if isinstance(index, torch.Tensor):
+            index = index.cpu().numpy()
+        x = torch.from_numpy(self.read(self.rows[index])).float().div_(255.0)
+        if self.mean is not None:
+            shape = (1, -1, 1, 1)
+            x.sub_(torch.tensor(self.mean).view(shape)).div_(torch.tensor(self.std).view(shape))
+        return x
+
+    def subset(self, positions: np.ndarray) -> "ImageStore":
+        """The same images at ``positions`` of this store (no data is read)."""
+        return ImageStore(Path(self.path), self.rows[positions], self.mean, self.std)
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        """The uint8 images at file rows ``rows`` (in that order): sorted, read in contiguous runs, reordered."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        out = np.empty((len(rows), *self._image_shape), dtype=np.uint8)
+        if not len(rows):
+            return out
+        order = np.argsort(rows, kind="stable")
+        ordered = rows[order]
+        flat = out.reshape(len(rows), -1)
+        breaks = np.flatnonzero(np.diff(ordered) != 1) + 1
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for run in np.split(np.arange(len(rows)), breaks):
+                first, count = int(ordered[run[0]]), len(run)
+                want = count * self._image_bytes
+                data = os.pread(fd, want, self._offset + first * self._image_bytes)
+                if len(data) != want:
+                    raise DataError(f"{self.path} ended early (truncated while in use?)",
+                                    "delete the cache so that it is made again")
+                flat[order[run]] = np.frombuffer(data, dtype=np.uint8).reshape(count, -1)
+        finally:
+            os.close(fd)
+        return out
+
+    def channel_moments(self, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel mean of the pixels (scaled to [0, 1]) and of their squares, over this store's rows."""
+        channels = self._image_shape[0]
+        sums, squares = np.zeros(channels), np.zeros(channels)
+        for start in range(0, len(self.rows), chunk):
+            # float32 division first, as the in-memory path does, so that both give the same statistics
+            part = (self.read(self.rows[start:start + chunk]).astype(np.float32) / np.float32(255.0)).astype(np.float64)
+            sums += part.sum((0, 2, 3))
+            squares += np.einsum("nchw,nchw->c", part, part)
+        count = max(1, len(self.rows) * self._image_shape[1] * self._image_shape[2])
+        return sums / count, squares / count
