@@ -21,9 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
-from common import machine, matmul_peak_gflops, report
+from common import matmul_peak_gflops, report
 from replearn.config import DataConfig, load_config
 from replearn.data import load_dataset, read_idx, _find_idx
 from replearn.encoders import build_encoder

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from common import ROOT, machine, matmul_peak_gflops, report
+from common import ROOT, matmul_peak_gflops, report
 
 SIZE, CLASSES = 32, 10
 PEAK = ("import resource, sys\nfrom replearn.cli import main\ntry:\n    code = main(sys.argv[1:])\nfinally:\n"

@@ -216,6 +216,11 @@ def decode_split(root: Path, part: FolderSplit, cfg: DataConfig, colour: bool, s
 
 def decode_folder(root: Path, cfg: DataConfig) -> tuple[Path, dict, list[str]]:
     """The cache folder holding the decoded tree (made now if missing), its metadata, and the class names."""
+    try:
+        import PIL  # noqa: F401 - only checked here; the workers import it
+    except ImportError:
+        raise DataError("the folder dataset needs Pillow to read image files",
+                        "pip install 'replearn[images]' (or pip install Pillow)") from None
     splits, names = scan_folder(root)
     started = time.perf_counter()
     key = content_key(root, splits, cfg)

@@ -360,13 +360,14 @@ def gradient_norms(histories: dict[str, pd.DataFrame], styles: Styles) -> plt.Fi
 
 
 def filter_grid(filters: dict[str, np.ndarray], styles: Styles) -> plt.Figure:
-    """First-layer convolution filters (first input channel), one row per model, each scaled to its own range."""
+    """First-layer convolution filters, one row per model, each scaled to its own range: in colour when the
+    filters read three input channels (RGB images), else their first input channel in grey."""
     rows = []
     for weights in filters.values():
-        w = weights[:, 0]
-        lo = w.min(axis=(1, 2), keepdims=True)
-        hi = w.max(axis=(1, 2), keepdims=True)
-        rows.append(((w - lo) / np.where(hi > lo, hi - lo, 1))[:, None])
+        w = weights[:, :3] if weights.shape[1] == 3 else weights[:, :1]
+        lo = w.min(axis=(1, 2, 3), keepdims=True)
+        hi = w.max(axis=(1, 2, 3), keepdims=True)
+        rows.append((w - lo) / np.where(hi > lo, hi - lo, 1))
     return image_grid(rows, [_label(styles, m) for m in filters], cell=0.4)
 
 

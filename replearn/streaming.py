@@ -104,7 +104,7 @@ class ImageStore:
             os.close(fd)
         return out
 
-    def channel_moments(self, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    def channel_moments(self, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
         """Per-channel mean of the pixels (scaled to [0, 1]) and of their squares, over this store's rows."""
         channels = self._image_shape[0]
         sums, squares = np.zeros(channels), np.zeros(channels)

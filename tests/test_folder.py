@@ -1,7 +1,6 @@
 """The `folder` dataset (image-folder trees, decode cache) and streaming from disk (ImageStore)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
