@@ -4,9 +4,12 @@ images; the second load reads the decode cache instead of decoding.
 
 Checks: every split holds the same multiset of (image, label) pairs under both loaders; linear probes
 (the run's protocol: penalty chosen on validation, default tolerance) on raw pixels and on an untrained encoder's
-latent agree within 0.1 pp when both see the images in the same order. The folder's images come class by class,
-the IDX file's interleaved; in those orders the probe's float32 sums run in a different order, which moves its
-stopping point and its accuracy by a few tenths of a point: also reported ("loader order").
+latent agree within 0.1 pp. Three protocols: "same order" (both loaders' images put in one content-defined
+order: identical inputs must give identical probes), "loader order, best" (each loader's own order, the
+default selection rule: the folder's images come class by class, the IDX file's interleaved, so the probe's
+float32 sums run in another order, its stopping point moves, and two penalties that score within a few
+validation images of each other can swap), and "loader order, one-se" (analysis.probe_selection=one-se,
+the one-standard-error rule, which such a swap cannot flip).
 Times: writing the PNGs, the first load (hash + decode + cache), the second (hash + cache read), the IDX load.
 
     python benchmarks/bench_folder.py [--train 0] [--keep DIR]
@@ -31,7 +34,8 @@ from replearn.features import extract_features
 from replearn.probes import linear_probe
 import torch
 
-ORDERS = ("same order", "loader order")
+PROTOCOLS = {"same order": (True, "best"), "loader order, best": (False, "best"),
+             "loader order, one-se": (False, "one-se")}
 
 
 def write_png_tree(root: Path) -> int:
@@ -63,7 +67,7 @@ def canonical_order(x, y) -> "torch.Tensor":
     return torch.tensor(sorted(range(len(keys)), key=keys.__getitem__))
 
 
-def probes(data, encoder, grid, canonical: bool) -> dict[str, float]:
+def probes(data, encoder, grid, canonical: bool, selection: str) -> dict[str, float]:
     """Linear-probe test accuracy (the run's protocol) on raw pixels and on the untrained encoder's latent,
     in the loader's own order of images or, with ``canonical``, in an order that depends on the images alone."""
     out = {}
@@ -73,7 +77,7 @@ def probes(data, encoder, grid, canonical: bool) -> dict[str, float]:
                      ("random-encoder latent", lambda x: extract_features(encoder, x, ["latent"])["latent"])):
         splits = [(fn(getattr(data, f"{s}_x")[orders[s]]), getattr(data, f"{s}_y")[orders[s]])
                   for s in ("train", "val", "test")]
-        out[name] = linear_probe(*splits, grid).test_accuracy
+        out[name] = linear_probe(*splits, grid, selection=selection).test_accuracy
     return out
 
 
@@ -109,21 +113,21 @@ def main() -> None:
         cfg = load_config(Path(__file__).resolve().parents[1] / "experiments" / "fashion_mnist.yaml")
         encoder = build_encoder(cfg.model, idx.image_shape, 0)
         grid = cfg.analysis.probe_l2_grid
-        accuracy = {(loader, order): probes(d, encoder, grid, order == "same order")
-                    for loader, d in (("idx", idx), ("folder", folder)) for order in ORDERS}
+        accuracy = {(loader, protocol): probes(d, encoder, grid, *PROTOCOLS[protocol])
+                    for loader, d in (("idx", idx), ("folder", folder)) for protocol in PROTOCOLS}
     finally:
         shutil.rmtree(cache, ignore_errors=True)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    gaps = {f"{k}, {order}": round(100 * abs(accuracy["idx", order][k] - accuracy["folder", order][k]), 3)
-            for order in ORDERS for k in accuracy["idx", order]}
+    gaps = {f"{k}, {protocol}": round(100 * abs(accuracy["idx", protocol][k] - accuracy["folder", protocol][k]), 3)
+            for protocol in PROTOCOLS for k in accuracy["idx", protocol]}
     report("folder", {
         "summary": (f"{n:,} PNGs written in {write_s:.0f} s; folder load {timings[0]:.1f} s first (decode), "
                     f"{timings[1]:.1f} s cached ({timings[0] / timings[1]:.1f}× faster), IDX {idx_s:.1f} s; same splits "
                     f"{all(same.values())}; probe gaps {gaps} pp; matmul {gflops:.0f} GFLOP/s"),
         "images": n, "write_png_seconds": round(write_s, 1), "folder_first_load_seconds": round(timings[0], 2),
         "folder_cached_load_seconds": round(timings[1], 2), "idx_load_seconds": round(idx_s, 2),
-        "same_splits": same, "probe_accuracy": {f"{loader}, {order}": acc for (loader, order), acc in accuracy.items()},
+        "same_splits": same, "probe_accuracy": {f"{loader}, {protocol}": acc for (loader, protocol), acc in accuracy.items()},
         "probe_gap_pp": gaps, "matmul_gflops": round(gflops, 1)})
 
 

@@ -117,6 +117,9 @@ class AnalysisConfig:
     probe_tol: float = _f(3e-4, "a linear probe has converged when no gradient entry exceeds this "
                           "(scikit-learn's default is 1e-4: 3e-4 moves Fashion-MNIST probe accuracies < 0.1 pp "
                           "at 60% of the cost)", gt=0.0)
+    probe_selection: str = _f("best", "how the linear probe's penalty is chosen on validation: the best, or "
+                              "one-se, the strongest within one standard error of the best (stable when penalties "
+                              "score within a few validation images of each other)", choices=("best", "one-se"))
     knn_k_grid: list[int] = _f([10, 20], "neighbour counts tried by the kNN probe; chosen on validation",
                                min=1, list_default=True)
     knn_temperature: float = _f(0.07, "temperature of the kNN vote weights exp(sim / T)", gt=0.0)

@@ -13,13 +13,16 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 
 from .config import DataConfig
 from .errors import DataError
+
+if TYPE_CHECKING:
+    from .streaming import ImageStore
 
 DEBIAN_DATASET_DIR = Path("/usr/share/datasets")
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -147,11 +150,11 @@ class Dataset:
         for split, y in (("training", train_y), ("test", test_y)):
             _check_labels(name, split, y, y, len(class_names))
         train_idx, val_idx, test_idx = split_rows(name, train_y, test_y, cfg)
-        raw = ImageStore(train_file, train_rows[train_idx])
-        sums, squares = raw.channel_moments()
+        raw = ImageStore(train_file, train_rows[train_idx])  # unnormalised: pixels / 255 in float32, as in memory
+        sums, squares = channel_moments(raw, chunk=256)
         mean, std = channel_stats(name, sums, squares, "uint8 images")
 
-        def store(path: Path, rows: np.ndarray) -> "ImageStore":
+        def store(path: Path, rows: np.ndarray) -> ImageStore:
             return ImageStore(path, rows, mean, std)
 
         return cls(name=name, train_x=store(train_file, train_rows[train_idx]), train_y=torch.from_numpy(train_y[train_idx]),
@@ -186,8 +189,9 @@ def split_rows(name: str, train_y: np.ndarray, test_y: np.ndarray, cfg: DataConf
     return train_rows[train_idx], train_rows[val_idx], test_rows
 
 
-def channel_moments(x: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean of the pixels and of their squares (N×C×H×W), accumulated in float64 by chunks."""
+def channel_moments(x: np.ndarray | ImageStore, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean of the pixels and of their squares (N×C×H×W, an array or a store read from disk),
+    accumulated in float64 by chunks."""
     sums, squares = np.zeros(x.shape[1]), np.zeros(x.shape[1])
     for start in range(0, len(x), chunk):
         part = np.asarray(x[start:start + chunk], dtype=np.float64)

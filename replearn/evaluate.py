@@ -171,7 +171,7 @@ def probe_model(path: str | Path, dataset: str, layers: list[str] | None, overri
                            "a 4-D model output averaged over space",
                 "batch_norm": "eval mode (running statistics)",
                 "features": "standardised per feature on train", "l2_grid": cfg.analysis.probe_l2_grid,
-                "l2_chosen_on": "validation", "tol": cfg.analysis.probe_tol, "max_iter": cfg.analysis.probe_max_iter,
+                "l2_chosen_on": "validation", "l2_selection": cfg.analysis.probe_selection, "tol": cfg.analysis.probe_tol, "max_iter": cfg.analysis.probe_max_iter,
                 "knn": {"k_grid": cfg.analysis.knn_k_grid, "temperature": cfg.analysis.knn_temperature} if with_knn else None}
     write_output(out, "--json", lambda: write_json(out, {**loaded.about, "layers": loaded.layers,
                                                          "dataset": data.summary(), "protocol": protocol,
@@ -263,7 +263,7 @@ def _probe_rows(encoder: Encoder, data: Any, cfg: Any, layers: list[str], with_k
         train, val, test = ((f[s], labels[s]) for s in ("train", "val", "test"))
         started = time.perf_counter()
         lin = linear_probe(train, val, test, cfg.analysis.probe_l2_grid, cfg.analysis.probe_max_iter,
-                           cfg.analysis.probe_tol)
+                           cfg.analysis.probe_tol, selection=cfg.analysis.probe_selection)
         row = {"layer": layer, "dim": int(f["train"].shape[1]), "linear_test_accuracy": round(lin.test_accuracy, 4),
                "linear_val_accuracy": round(lin.val_accuracy, 4), "l2": lin.chosen,
                "seconds": round(time.perf_counter() - started, 2)}

@@ -356,12 +356,30 @@ class ProbeResult:
     test_predictions: torch.Tensor | None = None
 
 
+SELECTIONS = ("best", "one-se")
+
+
+def choose_on_validation(val_accuracy: torch.Tensor, n_val: int, selection: str = "best") -> int:
+    """Index of the chosen setting, given validation accuracies ordered from the strongest penalty to the
+    weakest. ``best``: the highest (ties: the stronger penalty). ``one-se``: the strongest penalty within one
+    standard error, √(p(1−p)/n_val), of the highest — the one-standard-error rule (Hastie et al., ESL §7.10):
+    a choice that a few validation images, or a fit's rounding, cannot flip."""
+    if selection not in SELECTIONS:
+        raise ReplearnError(f"unknown probe selection rule '{selection}'", f"use one of: {', '.join(SELECTIONS)}")
+    best = int(torch.argmax(val_accuracy))
+    if selection == "best":
+        return best
+    top = float(val_accuracy[best])
+    margin = math.sqrt(max(top * (1.0 - top), 0.0) / max(n_val, 1))
+    return int(torch.nonzero(val_accuracy >= top - margin)[0])
+
+
 def linear_probe(train: tuple[ArrayLike, ArrayLike], val: tuple[ArrayLike, ArrayLike],
                  test: tuple[ArrayLike, ArrayLike], l2_grid: list[float], max_iter: int = 500,
-                 tol: float = 3e-4, standardize: bool = True) -> ProbeResult:
-    """Fit one probe per L2 penalty (batched, each to convergence), pick the best on validation (ties:
-    the stronger penalty), and report that probe's test accuracy. ``standardize=False`` keeps the features'
-    relative scales (one common scale; see ``Standardizer``)."""
+                 tol: float = 3e-4, standardize: bool = True, selection: str = "best") -> ProbeResult:
+    """Fit one probe per L2 penalty (batched, each to convergence), pick one on validation (``selection``:
+    see ``choose_on_validation``), and report that probe's test accuracy. ``standardize=False`` keeps the
+    features' relative scales (one common scale; see ``Standardizer``)."""
     x, classes, target = _prepare(*train)
     scaler = Standardizer(per_feature=standardize).fit(x)
     grid = sorted({float(v) for v in l2_grid}, reverse=True)
@@ -374,7 +392,7 @@ def linear_probe(train: tuple[ArrayLike, ArrayLike], val: tuple[ArrayLike, Array
     val_y, test_y = torch.as_tensor(val[1]), torch.as_tensor(test[1])
     val_acc = (predictions(val) == val_y).float().mean(1)
     scores = {l2: float(a) for l2, a in zip(grid, val_acc)}
-    best = int(torch.argmax(val_acc))
+    best = choose_on_validation(val_acc, len(val_y), selection)
     preds = predictions(test)[best]
     return ProbeResult("linear", float((preds == test_y).float().mean()), float(val_acc[best]), grid[best],
                        scores, preds)
@@ -406,7 +424,8 @@ def knn_probe(train: tuple[ArrayLike, ArrayLike], val: tuple[ArrayLike, ArrayLik
 
 def label_efficiency(train: tuple[ArrayLike, ArrayLike], val: tuple[ArrayLike, ArrayLike],
                      test: tuple[ArrayLike, ArrayLike], per_class: list[int], draws: int, l2_grid: list[float],
-                     seed: int = 0, max_iter: int = 500, tol: float = 3e-4, standardize: bool = True) -> pd.DataFrame:
+                     seed: int = 0, max_iter: int = 500, tol: float = 3e-4, standardize: bool = True,
+                     selection: str = "best") -> pd.DataFrame:
     """Linear-probe test accuracy when only ``n`` labelled training images per class are available.
 
     For each n in ``per_class`` and each of ``draws`` seeded draws, a class-balanced labelled subset is
@@ -429,7 +448,7 @@ def label_efficiency(train: tuple[ArrayLike, ArrayLike], val: tuple[ArrayLike, A
         for draw in range(draws):
             g = torch.Generator().manual_seed(seed * 7919 + n * 104_729 + draw)
             pick = torch.cat([idx[torch.randperm(len(idx), generator=g)[:n]] for idx in by_class])
-            result = linear_probe((x[pick], y[pick]), val, test, l2_grid, max_iter, tol, standardize)
+            result = linear_probe((x[pick], y[pick]), val, test, l2_grid, max_iter, tol, standardize, selection)
             rows.append({"per_class": n, "labels": len(pick), "draw": draw, "test_accuracy": result.test_accuracy,
                          "val_accuracy": result.val_accuracy, "chosen": result.chosen})
     return pd.DataFrame(rows)

@@ -103,15 +103,3 @@ class ImageStore:
         finally:
             os.close(fd)
         return out
-
-    def channel_moments(self, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
-        """Per-channel mean of the pixels (scaled to [0, 1]) and of their squares, over this store's rows."""
-        channels = self._image_shape[0]
-        sums, squares = np.zeros(channels), np.zeros(channels)
-        for start in range(0, len(self.rows), chunk):
-            # float32 division first, as the in-memory path does, so that both give the same statistics
-            part = (self.read(self.rows[start:start + chunk]).astype(np.float32) / np.float32(255.0)).astype(np.float64)
-            sums += part.sum((0, 2, 3))
-            squares += np.einsum("nchw,nchw->c", part, part)
-        count = max(1, len(self.rows) * self._image_shape[1] * self._image_shape[2])
-        return sums / count, squares / count

@@ -5,8 +5,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from replearn.errors import ReplearnError
-from replearn.probes import (LinearProbe, TallSkinnyProducts, fit_softmax_regression, knn_classifier, knn_probe,
-                             linear_probe)
+from replearn.probes import (LinearProbe, TallSkinnyProducts, choose_on_validation, fit_softmax_regression,
+                             knn_classifier, knn_probe, linear_probe)
 
 
 def gaussian_classes(n=600, d=20, k=4, sep=1.5, seed=0):
@@ -117,6 +117,27 @@ def test_linear_probe_chooses_penalty_on_validation_not_test():
     # the same grid on shuffled test labels must not change the choice (test never informs it)
     shuffled = (test[0], np.random.RandomState(0).permutation(test[1]))
     assert linear_probe(train, val, shuffled, [1e-4, 1e-2, 1.0]).chosen == result.chosen
+
+
+def test_one_se_rule_takes_the_strongest_penalty_within_one_standard_error():
+    # strongest penalty first; SE of 0.85 on 6000 images is 0.0046
+    val = torch.tensor([0.8470, 0.8515, 0.8440, 0.8400])
+    assert choose_on_validation(val, 6000, "best") == 1
+    assert choose_on_validation(val, 6000, "one-se") == 0
+    assert choose_on_validation(val, 100_000, "one-se") == 1  # SE 0.0011: 0.8470 is no longer within it
+    with pytest.raises(ReplearnError, match="one-se"):
+        choose_on_validation(val, 6000, "median")
+
+
+def test_one_se_probe_reports_the_chosen_penalty_and_its_scores():
+    x, y = gaussian_classes(n=900, d=30, sep=0.5, seed=1)
+    train, val, test = (x[:300], y[:300]), (x[300:600], y[300:600]), (x[600:], y[600:])
+    best = linear_probe(train, val, test, [1e-4, 1e-2, 1.0])
+    stable = linear_probe(train, val, test, [1e-4, 1e-2, 1.0], selection="one-se")
+    assert stable.val_by_setting == best.val_by_setting  # the same fits, only the choice differs
+    top = max(best.val_by_setting.values())
+    within = [l2 for l2, acc in stable.val_by_setting.items() if acc >= top - (top * (1 - top) / 300) ** 0.5]
+    assert stable.chosen == max(within) and stable.chosen >= best.chosen
 
 
 def test_constant_features_do_not_produce_nan():

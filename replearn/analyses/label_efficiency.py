@@ -25,7 +25,7 @@ def label_efficiency_table(ctx: SeedContext) -> pd.DataFrame:
         frame = label_efficiency((f["train"], labels["train"]), (f["val"], labels["val"]), (f["test"], labels["test"]),
                                  cfg.analysis.label_counts, cfg.analysis.label_draws, cfg.analysis.probe_l2_grid,
                                  ctx.seed, min(100, cfg.analysis.probe_max_iter), cfg.analysis.probe_tol,
-                                 ctx.standardize(model))
+                                 ctx.standardize(model), cfg.analysis.probe_selection)
         full = probes[(probes.model == model) & (probes.layer == layer) & (probes.probe == "linear")]
         frame = pd.concat([frame, pd.DataFrame([{"per_class": -1, "labels": len(labels["train"]), "draw": 0,
                                                  "test_accuracy": float(full.test_accuracy.iloc[0]),

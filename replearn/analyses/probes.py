@@ -47,7 +47,8 @@ def probe_table(ctx: SeedContext) -> tuple[pd.DataFrame, dict[str, Any]]:
         train, val, test = ((f[s], labels[s]) for s in ("train", "val", "test"))
         started = time.perf_counter()
         lin = linear_probe(train, val, test, cfg.analysis.probe_l2_grid, cfg.analysis.probe_max_iter,
-                           cfg.analysis.probe_tol, ctx.standardize(model))
+                           cfg.analysis.probe_tol, ctx.standardize(model),
+                           cfg.analysis.probe_selection)
         lin_seconds = time.perf_counter() - started
         started = time.perf_counter()
         knn = knn_probe(train, val, test, cfg.analysis.knn_k_grid, cfg.analysis.knn_temperature)

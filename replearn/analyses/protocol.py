@@ -49,7 +49,9 @@ class Protocol(Analysis):
         bullets = [budget,
                    "Linear probes: standardised features, multinomial logistic regression fitted to convergence "
                    f"(largest gradient entry ≤ {analysis.get('probe_tol')}); the L2 penalty is chosen per layer on the "
-                   f"validation split from {analysis.get('probe_l2_grid')}. kNN probes: cosine, temperature "
+                   f"validation split from {analysis.get('probe_l2_grid')}"
+                   + (" (the strongest within one standard error of the best)"
+                      if analysis.get("probe_selection") == "one-se" else "") + ". kNN probes: cosine, temperature "
                    f"{analysis.get('knn_temperature')}, k " + (f"chosen on validation from {analysis.get('knn_k_grid')}"
                                                                if len(analysis.get("knn_k_grid") or []) > 1 else
                                                                f"= {(analysis.get('knn_k_grid') or ['?'])[0]} (fixed)")
