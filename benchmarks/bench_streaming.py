@@ -121,7 +121,7 @@ def main() -> None:
     report("streaming", {
         "summary": (f"{args.images:,} colour {SIZE}×{SIZE} images ({uint8_mib:.0f} MiB uint8, "
                     f"{uint8_mib / args.budget_mb:.1f}× the {args.budget_mb} MiB budget): streamed run peak RSS "
-                    f"{streamed:.0f} MiB = footprint {footprint:.0f} + {over:.0f} MiB (budget {args.budget_mb}: "
+                    f"{streamed:.0f} MiB = footprint {footprint:.0f} {over:+.0f} MiB (budget {args.budget_mb}: "
                     f"{'within' if over <= args.budget_mb else 'OVER'}; footprint: the same run on {small:,} images, both "
                     f"streamed and analysing {cap} images per split); loading it into memory peaks at {loaded:.0f} MiB; "
                     f"streamed run {runs['streamed'][1]:.0f} s vs footprint run {runs['footprint'][1]:.0f} s; "
@@ -130,6 +130,7 @@ def main() -> None:
         "peak_rss_mib": {k: round(v[0], 1) for k, v in runs.items()},
         "wall_seconds": {k: round(v[1], 1) for k, v in runs.items()},
         "streamed_minus_footprint_mib": round(over, 1), "analysed_images_per_split": cap,
+        "target": "streamed peak <= footprint + budget",
         "footprint_images": small, "within_budget": over <= args.budget_mb,
         "write_png_seconds": round(write_s, 1), "first_decode_seconds": round(decode_s, 1),
         "streamed_from": streamed_json.get("streamed_from"), "train_images": streamed_json.get("train"),
