@@ -11,7 +11,7 @@ import math
 import os
 import struct
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -83,8 +83,6 @@ class Dataset:
 
     def limited(self, n: int, seed: int) -> "Dataset":
         """This dataset with each split cut to a stratified, seeded subset of at most ``n`` images (0: all)."""
-        import dataclasses
-
         parts: dict[str, object] = {}
         for split in ("train", "val", "test"):
             x, y = getattr(self, f"{split}_x"), getattr(self, f"{split}_y")
@@ -92,19 +90,19 @@ class Dataset:
                 keep = stratified_subset(y.numpy(), n, seed)
                 parts[f"{split}_x"] = x[torch.from_numpy(keep)] if isinstance(x, torch.Tensor) else x.subset(keep)
                 parts[f"{split}_y"] = y[torch.from_numpy(keep)]
-        return dataclasses.replace(self, **parts) if parts else self
+        return replace(self, **parts) if parts else self
 
     @classmethod
     def from_arrays(cls, name: str, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
                     test_y: np.ndarray, class_names: list[str], cfg: DataConfig, source: str,
-                    scale: float | None = None) -> "Dataset":
+                    scale: float | None = None, layout: str | None = None) -> "Dataset":
         """Validate raw arrays (N×H×W, N×C×H×W or N×H×W×C) and split them. Pixel values are mapped to [0, 1]
         by dividing by ``scale``, or, when it is None, by the range the training images span (see
-        ``pixel_range``)."""
-        train_x, layout = _as_images(name, "training", train_x, cfg.layout)
+        ``pixel_range``). ``layout`` fixes the arrays' layout (a reader that knows it), else ``data.layout``."""
+        train_x, layout = _as_images(name, "training", train_x, layout or cfg.layout)
         test_x, _ = _as_images(name, "test", test_x, layout)
         for split, x, y in (("training", train_x, train_y), ("test", test_x, test_y)):
-            _check_labels(name, split, x, np.asarray(y), len(class_names))
+            _check_labels(name, split, len(x), np.asarray(y), len(class_names))
         if train_x.shape[1:] != test_x.shape[1:]:
             raise DataError(f"{name}: training images are {train_x.shape[1:]} but test images are "
                             f"{test_x.shape[1:]}", "give both splits images of the same shape")
@@ -133,7 +131,6 @@ class Dataset:
                    test_x=prep(test_x), test_y=torch.from_numpy(test_y), class_names=list(class_names),
                    mean=mean, std=std, source=source, pixel_range=(low, high))
 
-
     @classmethod
     def streamed_from(cls, name: str, train_file: Path, train_y: np.ndarray, test_file: Path, test_y: np.ndarray,
                       class_names: list[str], cfg: DataConfig, source: str, skipped: list[str] | None = None,
@@ -148,7 +145,7 @@ class Dataset:
         train_y = np.asarray(train_y, dtype=np.int64)[train_rows]
         test_y = np.asarray(test_y, dtype=np.int64)[test_rows]
         for split, y in (("training", train_y), ("test", test_y)):
-            _check_labels(name, split, y, y, len(class_names))
+            _check_labels(name, split, len(y), y, len(class_names))
         train_idx, val_idx, test_idx = split_rows(name, train_y, test_y, cfg)
         raw = ImageStore(train_file, train_rows[train_idx])  # unnormalised: pixels / 255 in float32, as in memory
         sums, squares = channel_moments(raw, chunk=256)
@@ -261,8 +258,8 @@ def _as_images(name: str, split: str, x: np.ndarray, layout: str) -> tuple[np.nd
     return x, layout
 
 
-def _check_labels(name: str, split: str, x: np.ndarray, y: np.ndarray, num_classes: int) -> None:
-    check_label_array(name, split, y, len(x))
+def _check_labels(name: str, split: str, n_images: int, y: np.ndarray, num_classes: int) -> None:
+    check_label_array(name, split, y, n_images)
     if y.min() < 0 or y.max() >= num_classes:
         raise DataError(f"{name}: {split} labels span {y.min()}..{y.max()} but there are {num_classes} classes",
                         "labels must be class indices 0..num_classes-1")
@@ -525,17 +522,14 @@ def read_npz_checked(path: Path, limit: int | None = None) -> dict[str, np.ndarr
 
 def _load_cifar(classes: int, cfg: DataConfig) -> Dataset:
     """CIFAR-10/100 from the official binary or Python files (``replearn.cifar``); 10% of train is validation."""
-    import dataclasses
-
     from .cifar import find_cifar, read_cifar
 
     name = f"cifar{classes}"
     layout, folder = find_cifar(classes, idx_search_dirs(name, cfg.root))
     train_x, train_y, test_x, test_y, names = read_cifar(classes, folder, layout, fine=cfg.cifar100_labels == "fine")
     label_set = f" ({cfg.cifar100_labels} labels)" if classes == 100 else ""
-    return Dataset.from_arrays(name, train_x, train_y, test_x, test_y, names,
-                               dataclasses.replace(cfg, layout="channels-first"),
-                               source=f"{folder} ({layout} layout){label_set}", scale=255.0)
+    return Dataset.from_arrays(name, train_x, train_y, test_x, test_y, names, cfg,
+                               source=f"{folder} ({layout} layout){label_set}", scale=255.0, layout="channels-first")
 
 
 def load_cifar10(cfg: DataConfig) -> Dataset:

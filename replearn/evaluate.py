@@ -12,16 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 import pandas as pd
 import torch
 
-from .artifacts import check_output_file, load_checkpoint, load_state_dict_checked, write_json, write_output
+from .artifacts import (check_output_file, load_checkpoint, load_state_dict_checked, save_npz, write_json,
+                        write_output)
 from .config import Config, ModelConfig, apply_overrides, build_section, config_from_dict
 from .data import Dataset, analysis_view, load_dataset
 from .errors import CheckpointError, ConfigError, DataError
 from .features import extract_splits
-from .encoders import Encoder, encoder_from_spec, encoder_spec
+from .encoders import Encoder, build_module, encoder_from_spec, encoder_spec
 from .probes import knn_probe, linear_probe
 
 
@@ -171,7 +171,8 @@ def probe_model(path: str | Path, dataset: str, layers: list[str] | None, overri
                            "a 4-D model output averaged over space",
                 "batch_norm": "eval mode (running statistics)",
                 "features": "standardised per feature on train", "l2_grid": cfg.analysis.probe_l2_grid,
-                "l2_chosen_on": "validation", "l2_selection": cfg.analysis.probe_selection, "tol": cfg.analysis.probe_tol, "max_iter": cfg.analysis.probe_max_iter,
+                "l2_chosen_on": "validation", "l2_selection": cfg.analysis.probe_selection,
+                "tol": cfg.analysis.probe_tol, "max_iter": cfg.analysis.probe_max_iter,
                 "knn": {"k_grid": cfg.analysis.knn_k_grid, "temperature": cfg.analysis.knn_temperature} if with_knn else None}
     write_output(out, "--json", lambda: write_json(out, {**loaded.about, "layers": loaded.layers,
                                                          "dataset": data.summary(), "protocol": protocol,
@@ -194,8 +195,6 @@ def export_features(path: str | Path, dataset: str, layers: list[str] | None, ov
     arrays = {f"{layer}.{split}": f.numpy() for layer, by_split in features.items() for split, f in by_split.items()}
     arrays.update({f"labels.{split}": getattr(data, f"{split}_y").numpy() for split in splits})
     arrays["layers"] = np.array(loaded.layers)
-    from .artifacts import save_npz
-
     return write_output(out, "--out", lambda: save_npz(out, **arrays))
 
 
@@ -215,8 +214,6 @@ def load_foreign_module(path: Path, model: str | None, kwargs: dict) -> torch.nn
     or factory, called with ``kwargs``) with the ``state_dict`` in ``path`` loaded (weights only, checked)."""
     import pickle
 
-    from .registry import import_object
-
     if not path.is_file():
         raise CheckpointError(f"model file '{path}' does not exist", "pass a state_dict (.pt) or TorchScript file")
     if is_torchscript(path):
@@ -228,15 +225,7 @@ def load_foreign_module(path: Path, model: str | None, kwargs: dict) -> torch.nn
     if not model:
         raise ConfigError(f"'{path}' is not a replearn checkpoint or a TorchScript file, so replearn needs the model "
                           "that its weights belong to", "pass --model package.module:Factory (and --model-kwargs)")
-    factory = import_object(model, "model")
-    try:
-        module = factory(**kwargs)
-    except Exception as exc:
-        raise ConfigError(f"--model {model} could not be built with {kwargs} ({type(exc).__name__}: {str(exc)[:100]})",
-                          "check --model-kwargs against its signature") from None
-    if not isinstance(module, torch.nn.Module):
-        raise ConfigError(f"--model {model} built a {type(module).__name__}, not a torch.nn.Module",
-                          "point --model at an nn.Module class or a function returning one")
+    module = build_module(model, kwargs, "--model", "--model-kwargs")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -252,7 +241,7 @@ def load_foreign_module(path: Path, model: str | None, kwargs: dict) -> torch.nn
     return module
 
 
-def _probe_rows(encoder: Encoder, data: Any, cfg: Any, layers: list[str], with_knn: bool) -> list[dict]:
+def _probe_rows(encoder: Encoder, data: Dataset, cfg: Config, layers: list[str], with_knn: bool) -> list[dict]:
     """Linear (and kNN) probe results of each layer, penalty chosen on validation."""
     splits = {"train": data.train_x, "val": data.val_x, "test": data.test_x}
     labels = {"train": data.train_y, "val": data.val_y, "test": data.test_y}

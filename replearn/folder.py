@@ -297,12 +297,7 @@ def load_folder(cfg: DataConfig):  # -> Dataset (imported lazily: data.py import
         arrays[s] = (np.asarray(x if rows[s] is None else x[rows[s]]),
                      y_all[s] if rows[s] is None else y_all[s][rows[s]])
     data = Dataset.from_arrays("folder", arrays["train"][0], arrays["train"][1], arrays["test"][0], arrays["test"][1],
-                               names, _channels_first(cfg), source=source, scale=255.0)
+                               names, cfg, source=source, scale=255.0, layout="channels-first")
     data.skipped = list(skipped)
     return data
 
-
-def _channels_first(cfg: DataConfig) -> DataConfig:
-    import dataclasses
-
-    return dataclasses.replace(cfg, layout="channels-first")

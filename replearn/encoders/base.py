@@ -162,25 +162,33 @@ def tapped_encoder(path: str, kwargs: dict[str, Any], in_shape: tuple[int, int, 
                    seed: int) -> Encoder:
     """A plain ``nn.Module`` from the factory or class at import path ``path`` (called with ``kwargs``, seeded),
     read at ``layers`` (module paths) by forward hooks, its output as 'latent' (``TappedModule``)."""
-    from ..registry import import_object
     from .tapped import TappedModule
 
     if not is_import_path(path):
         raise ConfigError(f"model.layers is set, so model.name must be an import path, not '{path}'",
                           "write package.module:factory (e.g. torchvision.models:resnet18), or drop model.layers "
                           "for a registered encoder")
-    factory = import_object(path, "model")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        try:
-            module = factory(**kwargs)
-        except TypeError as exc:
-            raise ConfigError(f"model '{path}' could not be built with {sorted(kwargs)} ({exc})",
-                              "check model.kwargs against its parameters") from None
-    if not isinstance(module, nn.Module):
-        raise ConfigError(f"model '{path}' built a {type(module).__name__}, not a torch.nn.Module",
-                          "point model.name at an nn.Module class or a function returning one")
+        module = build_module(path, kwargs, "model.name", "model.kwargs")
     return TappedModule(module, in_shape, layers)
+
+
+def build_module(path: str, kwargs: dict[str, Any], option: str, kwargs_option: str) -> nn.Module:
+    """The ``nn.Module`` that the class or factory at import path ``path`` builds from ``kwargs``; errors name
+    the options the user set them with (``model.name`` / ``--model``)."""
+    from ..registry import import_object
+
+    factory = import_object(path, "model")
+    try:
+        module = factory(**kwargs)
+    except Exception as exc:
+        raise ConfigError(f"{option} {path} could not be built with {kwargs} ({type(exc).__name__}: {str(exc)[:100]})",
+                          f"check {kwargs_option} against its parameters") from None
+    if not isinstance(module, nn.Module):
+        raise ConfigError(f"{option} {path} built a {type(module).__name__}, not a torch.nn.Module",
+                          f"point {option} at an nn.Module class or a function returning one")
+    return module
 
 
 def encoder_spec(model_cfg: Any, in_shape: tuple[int, int, int]) -> dict[str, Any]:

@@ -73,8 +73,7 @@ class TappedModule(Encoder):
 
     def _run(self, x: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
         captured: dict[str, torch.Tensor] = {}
-        paths = dict(self.module.named_modules())
-        handles = [paths[name].register_forward_hook(
+        handles = [self.module.get_submodule(name).register_forward_hook(
             lambda _m, _i, out, name=name: captured.__setitem__(name, first_tensor(out)))
             for name in layers if name != "latent"]
         try:
