@@ -27,7 +27,7 @@ from pathlib import Path
 
 from common import matmul_peak_gflops, report
 from replearn.config import DataConfig, load_config
-from replearn.data import load_dataset, read_idx, _find_idx
+from replearn.data import find_idx, load_dataset, read_idx
 from replearn.encoders import build_encoder
 from replearn.errors import DataError
 from replearn.features import extract_features
@@ -42,7 +42,7 @@ def write_png_tree(root: Path) -> int:
     """The Fashion-MNIST IDX files as root/{train,test}/<label>/<index>.png; returns the image count."""
     from PIL import Image
 
-    files = _find_idx("fashion-mnist", None, "")
+    files = find_idx("fashion-mnist", None, "")
     count = 0
     for split, key in (("train", "train"), ("test", "test")):
         images, labels = read_idx(files[f"{key}_x"]), read_idx(files[f"{key}_y"])
@@ -87,7 +87,7 @@ def main() -> None:
     parser.add_argument("--keep", help="write the PNG tree here and keep it (default: a temporary folder)")
     args = parser.parse_args()
     try:
-        _find_idx("fashion-mnist", None, "")
+        find_idx("fashion-mnist", None, "")
     except DataError:
         print("folder: skipped (Fashion-MNIST not installed: apt-get install dataset-fashion-mnist)")
         return

@@ -37,7 +37,7 @@ SMALL_IMAGES = 13_000  # 1,040 validation and 2,600 test images: evaluation batc
 PEAK = ("import resource, sys\nfrom replearn.cli import main\ntry:\n    code = main(sys.argv[1:])\nfinally:\n"
         "    print('PEAK_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)\nsys.exit(code)\n")
 LOAD = ("import resource, sys\nfrom replearn.config import DataConfig\nfrom replearn.data import load_dataset\n"
-        "d = load_dataset(DataConfig(name='folder', root=sys.argv[1], test_fraction=0.2))\n"
+        "d = load_dataset(DataConfig(name='folder', root=sys.argv[1], plugin_options={'test_fraction': 0.2}))\n"
         "print('PEAK_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)\n")
 
 
@@ -90,11 +90,10 @@ def main() -> None:
         from replearn.data import load_dataset
 
         started = time.perf_counter()
-        big = load_dataset(DataConfig(name="folder", root=str(tmp / "big"), test_fraction=0.2,
-                                      memory_budget_mb=args.budget_mb))
+        options = {"test_fraction": 0.2, "memory_budget_mb": args.budget_mb}
+        big = load_dataset(DataConfig(name="folder", root=str(tmp / "big"), plugin_options=options))
         decode_s = time.perf_counter() - started
-        small_data = load_dataset(DataConfig(name="folder", root=str(tmp / "small"), test_fraction=0.2,
-                                             memory_budget_mb=args.budget_mb))
+        small_data = load_dataset(DataConfig(name="folder", root=str(tmp / "small"), plugin_options=options))
         if not small_data.streamed:
             raise SystemExit(f"the {small:,}-image folder fits the {args.budget_mb} MiB budget: raise SMALL_IMAGES")
         cap = min(len(small_data.train_y), len(small_data.val_y), len(small_data.test_y))

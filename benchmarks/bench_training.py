@@ -30,9 +30,10 @@ from replearn import parallel
 from replearn.config import load_config
 from replearn.data import Dataset
 from replearn.encoders import build_encoder
+from replearn.experiment import build_head
+from replearn.plugins import resolve
 from replearn.regimes import make_regime
-from replearn.run import build_head
-from replearn.train import eval_batch_size, train_regime
+from replearn.training import Checkpoint, MetricsCSV, Trainer, TrainSettings, eval_batch_size
 
 REGIMES = ["supervised", "autoencoder", "denoising", "vae", "contrastive"]
 
@@ -98,7 +99,7 @@ def main() -> None:
         return [(data.val_x[i:i + size].contiguous(memory_format=torch.channels_last), data.val_y[i:i + size])
                 for i in range(0, len(data.val_x), size)]
     results = {}
-    regimes = {r.name: r for r in cfg.regime_objects()}
+    regimes = {r.name: r for r in resolve(cfg).regimes}
     for name in args.regimes.split(","):
         regime = regimes[name] if name in regimes else make_regime(name)
         init = build_encoder(cfg.model, data.image_shape, 0).to(memory_format=torch.channels_last)
@@ -108,12 +109,13 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 enc, head = copy.deepcopy(init), copy.deepcopy(head0)
                 started = time.perf_counter()
-                train_regime(regime, enc, head, data, cfg, 0, torch.device("cpu"), Path(tmp) / "s.pt",
-                             Path(tmp) / "m.csv", progress=False)
+                # the trainer with a run's per-epoch side effects: checkpoint and metrics CSV
+                Trainer(regime, enc, head, data, TrainSettings.from_config(cfg.train, 1),
+                        callbacks=[MetricsCSV(Path(tmp) / "m.csv"), Checkpoint(Path(tmp) / "s.pt")]).fit()
                 trainer.append(time.perf_counter() - started)
             threads = parallel.decisions()[f"training {regime.name}"]
             minimal.append(minimal_loop(regime, copy.deepcopy(init), copy.deepcopy(head0), batches,
-                                        val_batches(eval_batch_size(regime, cfg)), threads))
+                                        val_batches(eval_batch_size(regime, cfg.train.batch_size)), threads))
         flops = step_flops(regime, copy.deepcopy(init), copy.deepcopy(head0), *batches[0]) * len(batches)
         results[name] = {"minimal_s": min(minimal), "trainer_s": min(trainer), "ratio": min(minimal) / min(trainer),
                          "minimal_all_s": [round(t, 2) for t in minimal], "trainer_all_s": [round(t, 2) for t in trainer],

@@ -59,24 +59,24 @@ def cifar_epoch_times(root: Path, device: str) -> dict:
     import torch
 
     from replearn.config import load_config
-    from replearn.data import load_dataset
     from replearn.encoders import build_encoder
-    from replearn.run import build_head
-    from replearn.train import train_regime
+    from replearn.experiment import build_head
+    from replearn.plugins import resolve
+    from replearn.training import Trainer, TrainSettings
 
     cfg = load_config(ROOT / "experiments" / "cifar10_resnet18.yaml",
                       [f"data.root={root}", "train.epochs=1", "train.probe_every_epoch=false", f"train.device={device}"])
-    data = load_dataset(cfg.data)
+    plugins = resolve(cfg)
+    data = plugins.dataset.load(plugins.config.data)
     out = {"train_images": len(data.train_y)}
-    for regime in cfg.regime_objects():
+    for regime in plugins.regimes:
         encoder = build_encoder(cfg.model, data.image_shape, 0)
         head = build_head(regime, encoder, data, 0)
         with tempfile.TemporaryDirectory() as tmp:
             if device == "cuda":
                 torch.cuda.synchronize()
             started = time.perf_counter()
-            train_regime(regime, encoder, head, data, cfg, 0, torch.device(device), Path(tmp) / "s.pt",
-                         Path(tmp) / "m.csv", progress=False)
+            Trainer(regime, encoder, head, data, TrainSettings.from_config(cfg.train, 1), device=device).fit()
             if device == "cuda":
                 torch.cuda.synchronize()
             out[f"{regime.name}_epoch_seconds"] = round(time.perf_counter() - started, 1)

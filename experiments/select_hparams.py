@@ -19,7 +19,6 @@ Every combination of the values given for one regime is trained (the other regim
 from __future__ import annotations
 
 import argparse
-import copy
 import itertools
 import sys
 import tempfile
@@ -27,18 +26,13 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from replearn import Experiment  # noqa: E402
 from replearn.config import apply_overrides, config_from_dict, load_yaml  # noqa: E402
-from replearn.data import load_dataset  # noqa: E402
 from replearn.dimension import rankme  # noqa: E402
-from replearn.encoders import build_encoder  # noqa: E402
 from replearn.features import extract_features  # noqa: E402
-from replearn.regimes import make_regime  # noqa: E402
-from replearn.run import build_head  # noqa: E402
-from replearn.train import resolve_device, train_regime  # noqa: E402
 
 
 def parse_grid(items: list[str]) -> tuple[str, dict[str, list[str]]]:
@@ -71,7 +65,7 @@ def main() -> None:
     parser.add_argument("--grid", action="append", default=[], metavar="REGIME.OPTION=V1,V2")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--device", default=None, help="override train.device")
-    parser.add_argument("--out", required=True, help="CSV of the results (appended to)")
+    parser.add_argument("--out", required=True, help="CSV of the results (rows added, columns aligned by name)")
     parser.add_argument("--criterion", choices=("label-free", "probe"), default="label-free",
                         help="how the best setting is named (default: label-free; probe uses validation labels)")
     args = parser.parse_args()
@@ -82,36 +76,40 @@ def main() -> None:
     def load_config(_path: str, overrides: list[str]):  # the experiment with only this regime and its options
         return config_from_dict(apply_overrides(raw, overrides))
 
-    base = load_config(args.config, args.overrides + [f"train.regimes=[{regime_name}]"])
-    device = resolve_device(args.device or base.train.device)
-    data = load_dataset(base.data)
-    init = build_encoder(base.model, data.image_shape, 0)
-    rows = []
+    fixed = args.overrides + [f"train.regimes=[{regime_name}]"] + ([f"train.device={args.device}"] if args.device else [])
+    data, rows = None, []
     for values in itertools.product(*grid.values()):
         setting = dict(zip(grid, values))
-        cfg = load_config(args.config, args.overrides + [f"train.regimes=[{regime_name}]"]
-                          + [f"regimes.{regime_name}.{k}={v}" for k, v in setting.items()])
-        regime = make_regime(regime_name, cfg.regimes.get(regime_name))
-        encoder = copy.deepcopy(init)
-        head = build_head(regime, encoder, data, 0)
+        cfg = load_config(args.config, fixed + [f"regimes.{regime_name}.{k}={v}" for k, v in setting.items()])
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            outcome = train_regime(regime, encoder, head, data, cfg, 0, device, Path(tmp) / "s.pt",
-                                   Path(tmp) / "m.csv", progress=False)
-        last = outcome.history[-1]
-        latents = extract_features(encoder, data.val_x, layers=["latent"], device=device)["latent"]
-        row = {"regime": regime_name, **setting, "epochs": len(outcome.history),
+            experiment = Experiment(cfg, out=Path(tmp) / "run", progress=False)
+            experiment.data = data  # loaded (and checked) once, by the first setting's experiment
+            experiment.prepare()
+            data = experiment.data
+            encoder = experiment.train(regime_name, 0)  # from seed 0's initial encoder, as the experiment's runs
+            history = pd.read_csv(experiment.run_dir.train_metrics(regime_name, 0)).to_dict("records")
+        last = history[-1]
+        latents = extract_features(encoder, data.val_x, layers=["latent"], device=experiment.device)["latent"]
+        row = {"regime": regime_name, **setting, "epochs": len(history),
                **{k: v for k, v in last.items() if k.startswith("val_") and k != "val_latent_probe_accuracy"},
                "val_rankme": rankme(latents),
                PROBE: last.get("val_latent_probe_accuracy"),
-               "seconds": round(time.perf_counter() - started, 1), "device": str(device)}
+               "seconds": round(time.perf_counter() - started, 1), "device": str(experiment.device)}
         rows.append(row)
         print(", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
     frame = pd.DataFrame(rows)
     column, best = choose(frame, args.criterion)
     print(f"best by {column}: " + ", ".join(f"{k}={frame.loc[best, k]}" for k in grid))
-    out = Path(args.out)
-    frame.to_csv(out, mode="a", header=not out.exists(), index=False)
+    append_aligned(Path(args.out), frame)
+
+
+def append_aligned(out: Path, frame: pd.DataFrame) -> None:
+    """Add ``frame``'s rows to the CSV ``out``, aligning columns by name (grids of different regimes have
+    different option columns; a missing value stays empty)."""
+    if out.exists():
+        frame = pd.concat([pd.read_csv(out), frame], ignore_index=True, sort=False)
+    frame.to_csv(out, index=False)
 
 
 if __name__ == "__main__":

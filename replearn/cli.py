@@ -9,6 +9,7 @@ import shlex
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 from .errors import ReplearnError, TrainingInterrupted
 
@@ -38,10 +39,11 @@ def _apply_threads(value: str | None) -> None:
 
 
 def _config_keys_help() -> str:
-    from .config import field_docs
+    from .plugins import plugin_docs
 
-    lines = ["config keys (set in the YAML file or with --set section.key=value):"]
-    for key, type_name, default, help_text in field_docs():
+    lines = ["config keys (set in the YAML file or with --set section.key=value; a plug-in's own keys are marked "
+             "with the plug-in they belong to):"]
+    for key, type_name, default, help_text in plugin_docs():
         lines.append(f"  {key} ({type_name}, default {default!r})")
         lines.append(textwrap.indent(textwrap.fill(help_text, 74), "      "))
     return "\n".join(lines)
@@ -50,17 +52,29 @@ def _config_keys_help() -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="replearn",
-        description="Train one convolutional encoder two ways (supervised classifier vs. autoencoder) and compare "
-                    "what each learned: probes by depth, UMAP projections and an HTML report.",
+        description="Train one encoder under several objectives (supervised, autoencoders, contrastive, …) from the "
+                    "same initial weights and compare what each learned: probes at every layer, similarity and "
+                    "dimension by depth, projections, statistics over seeds, and an HTML report.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"replearn {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_run(sub)
+    _add_report(sub)
+    _add_probe(sub)
+    _add_features(sub)
+    datasets = sub.add_parser("datasets", help="list the datasets, their options and whether their files are available",
+                              description="List known datasets, what they are, their own options (data.<key>) and "
+                                          "where their files were found.")
+    datasets.add_argument("--data-root", metavar="DIR", help="also look in this directory")
+    return parser
 
-    run = sub.add_parser("run", help="train both regimes, analyse them and write a report",
-                         description="Train the encoder supervised and as an autoencoder from the same initial "
-                                     "weights, probe every layer of both (and of raw-pixel and untrained-encoder "
-                                     "baselines), project the latents with UMAP, and write everything plus an HTML "
-                                     "report into a new run directory.",
+
+def _add_run(sub: Any) -> None:
+    run = sub.add_parser("run", help="train every regime, analyse them and write a report",
+                         description="Train the encoder under every configured regime (objective) from the same "
+                                     "initial weights, probe every layer of each (and of raw-pixel, PCA and "
+                                     "untrained-encoder baselines), measure similarity, dimension and structure by "
+                                     "depth, and write everything plus an HTML report into a new run directory.",
                          epilog=EXAMPLES_RUN + "\n" + _config_keys_help(),
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("config", nargs="?", help="experiment YAML (default: the bundled digits experiment)")
@@ -74,12 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="print only the report path")
     run.add_argument("--threads", metavar="N", help=THREADS_HELP)
 
+
+def _add_report(sub: Any) -> None:
     report = sub.add_parser("report", help="re-render a run's HTML report from its saved artifacts",
                             description="Re-render the HTML report of a run directory from its saved metrics and "
                                         "arrays; nothing is retrained or re-extracted.")
     report.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `replearn run`")
     report.add_argument("--out", metavar="FILE", help="write the HTML here (default: RUN_DIR/report.html)")
 
+
+def _add_probe(sub: Any) -> None:
     probe = sub.add_parser("probe", help="linear-probe evaluation of a saved encoder or any model",
                            description="Load a checkpoint written by `replearn run` (safely: weights only), "
                                        "extract features of each layer on a dataset, fit a linear probe with the "
@@ -100,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--json", metavar="PATH", help="where to write the results (default: next to the checkpoint)")
     probe.add_argument("--threads", metavar="N", help=THREADS_HELP)
 
+
+def _add_features(sub: Any) -> None:
     features = sub.add_parser("features", help="export a model's features at chosen layers to an .npz file",
                               description="Extract the features of any model (a replearn checkpoint, a state_dict "
                                           "with --model, or a TorchScript file) at the chosen layers for the "
@@ -116,11 +136,6 @@ def build_parser() -> argparse.ArgumentParser:
     features.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                           help="override a data.* or analysis.* setting, e.g. --set analysis.max_stage_features=4096")
     features.add_argument("--threads", metavar="N", help=THREADS_HELP)
-
-    datasets = sub.add_parser("datasets", help="list the datasets and whether their files are available",
-                              description="List known datasets, what they are, and where their files were found.")
-    datasets.add_argument("--data-root", metavar="DIR", help="also look in this directory")
-    return parser
 
 
 def _model_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
@@ -141,17 +156,16 @@ def _model_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
 
 
 def _version() -> str:
-    from . import __version__
+    from .version import __version__
 
     return __version__
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .log import log, set_quiet
     from . import parallel
-    from .run import (check_resumed_data, check_run_dir_free, default_run_dir, fail_cleanly, load_checked_dataset, prepare_resume,
-                      prepare_run_dir, recorded_thread_setting, run_experiment)
+    from .experiment import Experiment
+    from .log import set_quiet
+    from .rundir import RunDir
 
     set_quiet(args.quiet)
     _apply_threads(args.threads)
@@ -167,30 +181,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise ReplearnError("--resume continues a run with its saved config and thread setting; CONFIG, --set, "
                                 "--seeds, --data-root, --out and --threads cannot be combined with it",
                                 "drop those options, or start a new run without --resume")
-        run_dir = Path(args.resume)
-        cfg = prepare_resume(run_dir)
+        experiment = Experiment.resume(args.resume, progress=not args.quiet)
         if parallel.thread_setting() is None:
-            parallel.set_threads(recorded_thread_setting(run_dir))
-        data = load_checked_dataset(cfg)
-        check_resumed_data(run_dir, data)
-        resume = True
+            parallel.set_threads(RunDir(args.resume).recorded_thread_setting())
     else:
-        cfg = load_config(args.config, overrides)
-        run_dir = Path(args.out) if args.out else default_run_dir(cfg)
-        check_run_dir_free(run_dir, args.force)
-        data = load_checked_dataset(cfg)
-        prepare_run_dir(run_dir, args.force)
-        resume = False
-    log(f"run directory: {run_dir}")
+        experiment = Experiment(args.config, overrides, out=args.out, force=args.force, progress=not args.quiet)
+    run_dir = experiment.run_dir
     try:
-        report = run_experiment(cfg, run_dir, resume=resume, progress=not args.quiet, data=data)
+        report = experiment.run()
     except TrainingInterrupted as stop:
         print(f"interrupted by {stop.signal_name}; the work done so far is saved. "
               f"Resume with: replearn run --resume {shlex.quote(str(run_dir))}", file=sys.stderr)
         return 130
-    except ReplearnError as exc:
-        fail_cleanly(run_dir, exc)
-        raise
     print(report)
     return 0
 
@@ -245,11 +247,14 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 def cmd_datasets(args: argparse.Namespace) -> int:
     from .data import DATASETS, dataset_status
+    from .options import option_docs
 
-    width = max(len(n) for n in DATASETS)
-    for name, (_, description) in DATASETS.items():
-        print(f"{name:<{width}}  {description}")
+    width = max(len(n) for n in DATASETS.names())
+    for name, source in DATASETS.items():
+        print(f"{name:<{width}}  {source.description}")
         print(f"{'':<{width}}  status: {dataset_status(name, args.data_root)}")
+        for key, type_name, default, text in option_docs(source.Options, "data"):
+            print(f"{'':<{width}}  {key} ({type_name}, default {default}): {text}")
     return 0
 
 

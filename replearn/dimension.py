@@ -1,27 +1,16 @@
 """How many dimensions a representation uses: linear (PCA) and intrinsic (TwoNN) estimates."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 
+from .arrays import ArrayLike, as_feature_matrix
 from .errors import ReplearnError
-
-ArrayLike = np.ndarray | torch.Tensor
-
-
-def _rows(x: ArrayLike, min_rows: int, what: str) -> torch.Tensor:
-    t = torch.as_tensor(x).double()
-    if t.ndim != 2 or t.shape[0] < min_rows or t.shape[1] < 1:
-        raise ReplearnError(f"{what} needs a 2-D array with at least {min_rows} rows, got shape {tuple(t.shape)}",
-                            "pass one row of features per sample")
-    if not torch.isfinite(t).all():
-        raise ReplearnError(f"{what} got NaN or infinite values", "check the features")
-    return t
+from .neighbours import nearest_neighbours
 
 
 def pca_spectrum(x: ArrayLike) -> torch.Tensor:
     """Variance along each principal axis, largest first."""
-    t = _rows(x, 2, "pca_spectrum")
+    t = as_feature_matrix(x, "the features given to pca_spectrum", 2, torch.float64)
     t = t - t.mean(0)
     small = t.T @ t if t.shape[1] <= t.shape[0] else t @ t.T
     return torch.linalg.eigvalsh(small).flip(0).clamp_min(0) / (len(t) - 1)
@@ -50,7 +39,7 @@ def rankme(x: ArrayLike, eps: float = 1e-7) -> float:
     """RankMe (Garrido et al. 2023): exp of the entropy of the normalised singular values of the (uncentred)
     embeddings, a label-free score that tracks downstream accuracy of self-supervised encoders; between 1 and
     min(n, d)."""
-    t = _rows(x, 2, "rankme")
+    t = as_feature_matrix(x, "the features given to rankme", 2, torch.float64)
     sigma = torch.linalg.svdvals(t)
     if float(sigma.sum()) <= 0:
         return 0.0
@@ -63,24 +52,15 @@ def twonn_dimension(x: ArrayLike, discard_fraction: float = 0.1, max_points: int
     first-neighbour distance is Pareto(d), so d is the slope of −log(1 − F(μ)) against log μ, fitted
     through the origin on the smallest (1 − ``discard_fraction``) of the μ. Duplicate points are ignored;
     fewer than 3 distinct points give 0."""
-    t = _rows(x, 3, "twonn_dimension")
+    t = as_feature_matrix(x, "the features given to twonn_dimension", 3, torch.float64)
     if len(t) > max_points:
         keep = torch.randperm(len(t), generator=torch.Generator().manual_seed(seed))[:max_points]
         t = t[keep]
     t = torch.unique(t, dim=0)
     if len(t) < 3:
         return 0.0
-    sq = (t * t).sum(1)
-    r1, r2 = [], []
-    for start in range(0, len(t), 1024):
-        block = t[start:start + 1024]
-        d2 = (sq[start:start + 1024, None] + sq[None, :] - 2 * block @ t.T).clamp_min(0)
-        rows = torch.arange(len(block))
-        d2[rows, rows + start] = float("inf")
-        two = d2.topk(2, dim=1, largest=False).values.sqrt()
-        r1.append(two[:, 0])
-        r2.append(two[:, 1])
-    r1, r2 = torch.cat(r1), torch.cat(r2)
+    two = nearest_neighbours(t, t, 2, "euclidean", exclude_self=True, chunk=1024).values
+    r1, r2 = two[:, 0], two[:, 1]
     ok = r1 > 0
     mu = (r2[ok] / r1[ok]).sort().values
     n = len(mu)

@@ -18,7 +18,7 @@ import torch
 from .artifacts import (check_output_file, load_checkpoint, load_state_dict_checked, save_npz, write_json,
                         write_output)
 from .config import Config, ModelConfig, apply_overrides, build_section, config_from_dict
-from .data import Dataset, analysis_view, load_dataset
+from .data import Dataset, analysis_view, data_keys, load_dataset
 from .errors import CheckpointError, ConfigError, DataError
 from .features import extract_splits
 from .encoders import Encoder, build_module, encoder_from_spec, encoder_spec
@@ -105,6 +105,8 @@ def _replearn_model(checkpoint: Path, dataset: str, layers: list[str] | None, ov
     data_section = dict(raw.get("data", {}))
     if dataset != trained_on:
         data_section = {k: v for k, v in data_section.items() if k in ("val_fraction", "split_seed")}
+    else:  # an older replearn wrote every dataset's keys; keep those this dataset declares
+        data_section = {k: v for k, v in data_section.items() if k in data_keys(dataset)}
     data_section["name"] = dataset
     raw = {"name": raw.get("name", "probe"), "data": data_section, "model": raw.get("model", {}),
            "analysis": raw.get("analysis", {})}

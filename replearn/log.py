@@ -1,10 +1,12 @@
 """Progress messages on stderr, one line each, written above the progress bars; silenced with ``set_quiet``.
-A run's overall ETA comes from its ``RunClock`` (``start_clock``)."""
+A run's overall ETA comes from the ``RunClock`` its ``Experiment`` holds."""
 from __future__ import annotations
 
 import sys
 import time
 from typing import Any
+
+from tqdm.auto import tqdm
 
 _quiet = False
 _start = time.perf_counter()
@@ -18,15 +20,11 @@ def set_quiet(quiet: bool) -> None:
 def log(message: str) -> None:
     """One timestamped line on stderr, written above any progress bar (never into it)."""
     if not _quiet:
-        from tqdm.auto import tqdm
-
         tqdm.write(f"[{time.perf_counter() - _start:6.1f}s] {message}", file=sys.stderr)
 
 
 def progress_bar(total: int, desc: str, enabled: bool = True) -> Any:
     """A tqdm bar on stderr that disappears when done (disabled when quiet or not wanted)."""
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, desc=desc, leave=False, disable=not enabled or _quiet or None)
 
 
@@ -87,19 +85,3 @@ class RunClock:
     def suffix(self) -> str:
         eta = self.eta()
         return "" if eta is None or eta < 1 else f"; run ETA ≈ {format_duration(eta)}"
-
-
-_clock: RunClock | None = None
-
-
-def start_clock(clock: RunClock | None) -> None:
-    global _clock
-    _clock = clock
-
-
-def run_clock() -> RunClock | None:
-    return _clock
-
-
-def eta_suffix() -> str:
-    return _clock.suffix() if _clock is not None else ""

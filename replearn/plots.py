@@ -2,11 +2,14 @@
 
 Every figure is at most ``PAGE_WIDTH`` inches wide and drawn with 9–11 pt text, so that shown at its
 natural size in the report (``DPI`` pixels per inch, narrower than the page) no text is smaller than 9 pt;
-the same figure is also written as SVG and PDF for a paper (``analyses/render.py``).
+the same figure is also written as SVG and PDF for a paper (``analyses/render.py``, ``analyses/exports.py``).
 """
 from __future__ import annotations
 
 import io
+import json
+import pickle
+import sys
 
 import matplotlib
 
@@ -15,6 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from .artifacts import atomic_write_bytes  # noqa: E402
 
 PAGE_WIDTH = 10.5  # inches: 1,155 px at DPI, inside the report's 1,180 px column
 DPI = 110
@@ -87,16 +92,12 @@ def write_vector_copies(pickled_figure: bytes, run_dir: str, name: str,
                         formats: tuple[str, ...] = ("svg", "pdf")) -> list[str]:
     """Write ``figures/<name>.svg`` and/or ``.pdf`` from a pickled figure (run in the report's export worker);
     returns a note per file that could not be written."""
-    import pickle
-
     return write_figure_vectors(pickle.loads(pickled_figure), run_dir, name, formats, close=True)
 
 
 def write_figure_vectors(fig: plt.Figure, run_dir: str, name: str, formats: tuple[str, ...] = ("svg", "pdf"),
                          close: bool = False) -> list[str]:
     """Write ``figures/<name>.<fmt>`` for each vector format; a note per file that could not be written."""
-    from .artifacts import atomic_write_bytes
-
     notes = []
     for fmt in formats:
         try:
@@ -111,10 +112,6 @@ def write_figure_vectors(fig: plt.Figure, run_dir: str, name: str, formats: tupl
 def vector_worker() -> None:
     """Read length-prefixed pickles ``(run_dir, name, pickled figure, formats)`` from stdin until it closes,
     write each figure's vector copies, and print the notes of files that could not be written as JSON."""
-    import json
-    import pickle
-    import sys
-
     notes: list[str] = []
     stream = sys.stdin.buffer
     while len(header := stream.read(8)) == 8:

@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
+from .arrays import as_feature_matrix
 from .errors import ReplearnError
+from .neighbours import nearest_neighbours
+from .seeding import LABEL_DRAW, derive_seed
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -28,15 +30,8 @@ def _as_tensor(x: ArrayLike, dtype: torch.dtype = torch.float32) -> torch.Tensor
     return t.to(dtype) if t.dtype != dtype else t
 
 
-def _check_features(x: torch.Tensor, y: torch.Tensor | None = None, what: str = "features") -> None:
-    if x.ndim != 2:
-        raise ReplearnError(f"{what} must be a 2-D array (samples × features), got shape {tuple(x.shape)}",
-                            "flatten each sample's features into one row")
-    if x.shape[0] == 0 or x.shape[1] == 0:
-        raise ReplearnError(f"{what} are empty (shape {tuple(x.shape)})", "pass at least one sample and one feature")
-    if not torch.isfinite(x).all():
-        raise ReplearnError(f"{what} contain NaN or infinite values", "check the model or data that produced them")
-    if y is not None and (y.ndim != 1 or len(y) != len(x)):
+def _check_labels(x: torch.Tensor, y: torch.Tensor) -> None:
+    if y.ndim != 1 or len(y) != len(x):
         raise ReplearnError(f"{len(x)} feature rows but labels of shape {tuple(y.shape)}",
                             "pass one integer label per row")
 
@@ -78,6 +73,101 @@ class TallSkinnyProducts:
             torch.set_num_threads(before)
 
 
+class _SoftmaxLoss:
+    """Mean cross-entropy + λ/2 · ‖W‖² of multinomial logistic regression on z, and its gradient, for any
+    number of problems at once (one row of parameters each: W (k×d) then b (k), flattened)."""
+
+    def __init__(self, z: torch.Tensor, target: torch.Tensor, num_classes: int) -> None:
+        self.n, self.d = z.shape
+        self.k = num_classes
+        self.products = TallSkinnyProducts(z)
+        self.target_rows = target.to(z.device).view(1, 1, self.n)
+        self.minus_one = torch.full((1, 1, self.n), -1.0, dtype=z.dtype, device=z.device)
+
+    def __call__(self, params: torch.Tensor, penalties: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss (rows,) and gradient (rows × parameters) of the problems whose parameters are given."""
+        n, k, d, m = self.n, self.k, self.d, len(params)
+        weight = params[:, :k * d].reshape(m * k, d)
+        logits = self.products.logits(weight).view(m, k, n).add_(params[:, k * d:, None])
+        logits -= logits.amax(1, keepdim=True)
+        picked = logits.gather(1, self.target_rows.expand(m, 1, n)).sum((1, 2))
+        p = logits.exp_()
+        total = p.sum(1, keepdim=True)
+        loss = (total.log().sum((1, 2)) - picked) / n + 0.5 * penalties * params[:, :k * d].square().sum(1)
+        p.mul_(total.reciprocal_())
+        p.scatter_add_(1, self.target_rows.expand(m, 1, n), self.minus_one.expand(m, 1, n))
+        residual = p.view(m * k, n)
+        grad = torch.empty_like(params)
+        grad[:, :k * d] = (self.products.gradient(residual).div_(n).view(m, k * d)
+                           + penalties[:, None] * params[:, :k * d])
+        grad[:, k * d:] = residual.sum(1).div_(n).view(m, k)
+        return loss, grad
+
+
+class _CurvatureHistory:
+    """The last ``mem`` L-BFGS pairs (step, gradient change) of every problem, in a ring buffer; a pair with
+    ρ = 0 (empty, or skipped for lack of curvature) has no effect."""
+
+    def __init__(self, mem: int, problems: int, size: int, like: torch.Tensor) -> None:
+        opts = {"dtype": like.dtype, "device": like.device}
+        self.mem = mem
+        self.steps = torch.zeros(mem, problems, size, **opts)
+        self.changes = torch.zeros_like(self.steps)
+        self.rho = torch.zeros(mem, problems, **opts)
+        self.gamma = torch.ones(problems, **opts)
+
+    def direction(self, g: torch.Tensor, idx: torch.Tensor, it: int) -> torch.Tensor:
+        """−H·g by the two-loop recursion over the stored pairs, newest first, for the running problems
+        ``idx`` at once (g: their gradients)."""
+        everyone = len(idx) == self.steps.shape[1]
+        s_hist, y_hist, r_hist = ((self.steps, self.changes, self.rho) if everyone else
+                                  (self.steps[:, idx], self.changes[:, idx], self.rho[:, idx]))
+        q = g.clone()
+        order = [(it - 1 - j) % self.mem for j in range(min(it, self.mem))]
+        alphas = []
+        for slot in order:
+            a = r_hist[slot] * torch.linalg.vecdot(s_hist[slot], q)
+            q.addcmul_(a[:, None], y_hist[slot], value=-1.0)
+            alphas.append(a)
+        r = q.mul_(self.gamma[idx, None])
+        for slot, a in zip(reversed(order), reversed(alphas)):
+            b = r_hist[slot] * torch.linalg.vecdot(y_hist[slot], r)
+            r.addcmul_((a - b)[:, None], s_hist[slot])
+        return -r
+
+    def record(self, idx: torch.Tensor, it: int, s_vec: torch.Tensor, y_vec: torch.Tensor,
+               accepted: torch.Tensor) -> None:
+        """Store iteration ``it``'s pairs of the problems ``idx``; those without positive curvature, or whose
+        line search failed (``accepted`` False), are stored with ρ = 0 and keep their scaling γ."""
+        sy = (s_vec * y_vec).sum(1)
+        good = (sy > 1e-10 * (s_vec.norm(dim=1) * y_vec.norm(dim=1)).clamp_min(1e-30)) & accepted
+        slot = it % self.mem
+        self.steps[slot, idx], self.changes[slot, idx] = s_vec, y_vec
+        self.rho[slot, idx] = torch.where(good, 1.0 / sy.clamp_min(1e-30), torch.zeros_like(sy))
+        self.gamma[idx] = torch.where(good, sy / (y_vec * y_vec).sum(1).clamp_min(1e-30), self.gamma[idx])
+
+
+def _backtrack(loss_fn: _SoftmaxLoss, penalties: torch.Tensor, x_old: torch.Tensor, f_old: torch.Tensor,
+               g: torch.Tensor, direction: torch.Tensor, slope: torch.Tensor,
+               t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Armijo backtracking from step ``t`` (halved up to 40 times) for each problem: the new parameters,
+    loss and gradient, and which problems found no decrease (they keep their old point)."""
+    new_x, new_f, new_g = x_old.clone(), f_old.clone(), g.clone()
+    pending = torch.ones(len(x_old), dtype=torch.bool, device=x_old.device)
+    for _ in range(40):
+        pos = torch.nonzero(pending).squeeze(1)
+        trial = x_old[pos] + t[pos, None] * direction[pos]
+        f_trial, g_trial = loss_fn(trial, penalties[pos])
+        accepted = f_trial <= f_old[pos] + 1e-4 * t[pos] * slope[pos]
+        ok = pos[accepted]
+        new_x[ok], new_f[ok], new_g[ok] = trial[accepted], f_trial[accepted], g_trial[accepted]
+        pending[ok] = False
+        t[pos[~accepted]] *= 0.5
+        if not pending.any():
+            break
+    return new_x, new_f, new_g, pending
+
+
 @torch.no_grad()
 def fit_softmax_regression(z: torch.Tensor, target: torch.Tensor, num_classes: int, l2s: list[float],
                            max_iter: int = 1000, tol: float = 1e-4,
@@ -96,39 +186,14 @@ def fit_softmax_regression(z: torch.Tensor, target: torch.Tensor, num_classes: i
     """
     n, d = z.shape
     n_l, k = len(l2s), num_classes
-    products = TallSkinnyProducts(z)
-    opts = {"dtype": z.dtype, "device": z.device}
-    lam = torch.tensor(l2s, **opts)
-    target_rows = target.to(z.device).view(1, 1, n)
-    minus_one = torch.full((1, 1, n), -1.0, **opts)
-    x = torch.zeros(n_l, k * (d + 1), **opts)  # per penalty: W (k×d) then b (k), flattened
+    loss_fn = _SoftmaxLoss(z, target, k)
+    lam = torch.tensor(l2s, dtype=z.dtype, device=z.device)
+    x = torch.zeros(n_l, k * (d + 1), dtype=z.dtype, device=z.device)  # per penalty: W (k×d) then b (k)
 
-    def evaluate(params: torch.Tensor, penalties: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Loss (rows,) and gradient (rows × parameters) of the problems whose parameters are given."""
-        m = len(params)
-        weight = params[:, :k * d].reshape(m * k, d)
-        logits = products.logits(weight).view(m, k, n).add_(params[:, k * d:, None])
-        logits -= logits.amax(1, keepdim=True)
-        picked = logits.gather(1, target_rows.expand(m, 1, n)).sum((1, 2))
-        p = logits.exp_()
-        total = p.sum(1, keepdim=True)
-        loss = (total.log().sum((1, 2)) - picked) / n + 0.5 * penalties * params[:, :k * d].square().sum(1)
-        p.mul_(total.reciprocal_())
-        p.scatter_add_(1, target_rows.expand(m, 1, n), minus_one.expand(m, 1, n))
-        residual = p.view(m * k, n)
-        grad = torch.empty_like(params)
-        grad[:, :k * d] = products.gradient(residual).div_(n).view(m, k * d) + penalties[:, None] * params[:, :k * d]
-        grad[:, k * d:] = residual.sum(1).div_(n).view(m, k)
-        return loss, grad
-
-    with products.threads():
-        loss, grad = evaluate(x, lam)
+    with loss_fn.products.threads():
+        loss, grad = loss_fn(x, lam)
         # Long histories pay off when a pass over the data costs more than the recursion over the history.
-        mem = max(1, min(history, max_iter, max(10, n // 100)))
-        steps = torch.zeros(mem, n_l, x.shape[1], **opts)
-        changes = torch.zeros_like(steps)
-        rho = torch.zeros(mem, n_l, **opts)  # 0 marks an empty or skipped pair: it then has no effect
-        gamma = torch.ones(n_l, **opts)
+        pairs = _CurvatureHistory(max(1, min(history, max_iter, max(10, n // 100))), n_l, x.shape[1], x)
         active = grad.abs().amax(1) > tol
         iterations = torch.zeros(n_l, dtype=torch.long, device=z.device)
         for it in range(max_iter):
@@ -136,51 +201,19 @@ def fit_softmax_regression(z: torch.Tensor, target: torch.Tensor, num_classes: i
                 break
             idx = torch.nonzero(active).squeeze(1)
             g = grad[idx]
-            everyone = len(idx) == n_l
-            s_hist, y_hist, r_hist = (steps, changes, rho) if everyone else (steps[:, idx], changes[:, idx], rho[:, idx])
-            # Two-loop recursion over the stored pairs, newest first, for every running problem at once.
-            q = g.clone()
-            order = [(it - 1 - j) % mem for j in range(min(it, mem))]
-            alphas = []
-            for slot in order:
-                a = r_hist[slot] * torch.linalg.vecdot(s_hist[slot], q)
-                q.addcmul_(a[:, None], y_hist[slot], value=-1.0)
-                alphas.append(a)
-            r = q.mul_(gamma[idx, None])
-            for slot, a in zip(reversed(order), reversed(alphas)):
-                b = r_hist[slot] * torch.linalg.vecdot(y_hist[slot], r)
-                r.addcmul_((a - b)[:, None], s_hist[slot])
-            direction = -r
+            direction = pairs.direction(g, idx, it)
             slope = (g * direction).sum(1)
             uphill = slope >= 0
             if uphill.any():  # a stale history: fall back to steepest descent for those problems
                 direction[uphill] = -g[uphill]
                 slope[uphill] = -(g[uphill] ** 2).sum(1)
-            t = torch.ones(len(idx), **opts)
+            t = torch.ones(len(idx), dtype=z.dtype, device=z.device)
             if it == 0:
                 t = torch.clamp(1.0 / g.abs().sum(1), max=1.0)  # torch's first-step scaling from zero
-            x_old, f_old = x[idx], loss[idx]
-            new_x, new_f, new_g = x_old.clone(), f_old.clone(), g.clone()
-            pending = torch.ones(len(idx), dtype=torch.bool, device=z.device)
-            for _ in range(40):
-                pos = torch.nonzero(pending).squeeze(1)
-                trial = x_old[pos] + t[pos, None] * direction[pos]
-                f_trial, g_trial = evaluate(trial, lam[idx[pos]])
-                accepted = f_trial <= f_old[pos] + 1e-4 * t[pos] * slope[pos]
-                ok = pos[accepted]
-                new_x[ok], new_f[ok], new_g[ok] = trial[accepted], f_trial[accepted], g_trial[accepted]
-                pending[ok] = False
-                t[pos[~accepted]] *= 0.5
-                if not pending.any():
-                    break
+            x_old = x[idx]
+            new_x, new_f, new_g, pending = _backtrack(loss_fn, lam[idx], x_old, loss[idx], g, direction, slope, t)
             stalled = idx[pending]  # no decrease found even for tiny steps: converged to float precision
-            s_vec, y_vec = new_x - x_old, new_g - g
-            sy = (s_vec * y_vec).sum(1)
-            good = (sy > 1e-10 * (s_vec.norm(dim=1) * y_vec.norm(dim=1)).clamp_min(1e-30)) & ~pending
-            slot = it % mem
-            steps[slot, idx], changes[slot, idx] = s_vec, y_vec
-            rho[slot, idx] = torch.where(good, 1.0 / sy.clamp_min(1e-30), torch.zeros_like(sy))
-            gamma[idx] = torch.where(good, sy / (y_vec * y_vec).sum(1).clamp_min(1e-30), gamma[idx])
+            pairs.record(idx, it, new_x - x_old, new_g - g, ~pending)
             x[idx], loss[idx], grad[idx] = new_x, new_f, new_g
             iterations[idx] += 1
             active[idx] = new_g.abs().amax(1) > tol
@@ -213,9 +246,9 @@ class Standardizer:
 
 def _prepare(X: ArrayLike, y: ArrayLike) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Validated float features, the sorted class labels, and each row's class index."""
-    x = _as_tensor(X)
+    x = as_feature_matrix(X)
     labels = torch.as_tensor(y)
-    _check_features(x, labels)
+    _check_labels(x, labels)
     classes, target = torch.unique(labels, return_inverse=True)
     if len(classes) < 2:
         raise ReplearnError("a linear probe needs at least two classes in its training labels",
@@ -248,8 +281,7 @@ class LinearProbe:
         return self
 
     def decision_function(self, X: ArrayLike) -> torch.Tensor:
-        x = _as_tensor(X)
-        _check_features(x)
+        x = as_feature_matrix(X)
         if x.shape[1] != self.coef_.shape[0]:
             raise ReplearnError(f"probe was fitted on {self.coef_.shape[0]} features, got {x.shape[1]}",
                                 "pass features from the same layer the probe was fitted on")
@@ -265,58 +297,6 @@ class LinearProbe:
     def score(self, X: ArrayLike, y: ArrayLike) -> float:
         """Accuracy on (X, y)."""
         return float((self.predict(X) == torch.as_tensor(y)).float().mean())
-
-
-_BF16_FAST: bool | None = None
-
-
-def _bf16_matmul_is_fast() -> bool:
-    """Whether this CPU multiplies bfloat16 matrices natively (e.g. AVX512-BF16/AMX), timed once."""
-    global _BF16_FAST
-    if _BF16_FAST is None:
-        import time
-
-        a = torch.randn(512, 512)
-        b = a.bfloat16()
-        timings = []
-        for m in (a, b, a, b):
-            started = time.perf_counter()
-            for _ in range(4):
-                m @ m
-            timings.append(time.perf_counter() - started)
-        _BF16_FAST = min(timings[1], timings[3]) < 0.7 * min(timings[0], timings[2])
-    return _BF16_FAST
-
-
-@torch.no_grad()
-def cosine_topk(train: torch.Tensor, query: torch.Tensor, k: int, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
-    """(similarities, indices) of each query row's ``k`` most cosine-similar training rows, exact in float32.
-
-    On CPUs with native bfloat16 matrix multiply, candidates (2k per query) are found with a bfloat16
-    product and re-scored in float32, about twice as fast; the result equals the float32 search unless
-    a true neighbour falls outside the candidates (vanishingly rare).
-    """
-    train = F.normalize(train.float(), dim=1)
-    query = F.normalize(query.float(), dim=1)
-    k = min(k, len(train))
-    candidates = min(len(train), 2 * k + 8)
-    use_bf16 = train.device.type == "cpu" and train.shape[1] >= 128 and candidates < len(train) \
-        and _bf16_matmul_is_fast()
-    train_low = train.bfloat16() if use_bf16 else None
-    sims, idxs = [], []
-    for start in range(0, len(query), chunk):
-        q = query[start:start + chunk]
-        if use_bf16:
-            _, cand = (q.bfloat16() @ train_low.T).topk(candidates, dim=1)
-            rows = train.index_select(0, cand.flatten()).view(len(q), candidates, -1)
-            exact = torch.bmm(rows, q[:, :, None]).squeeze(2)
-            top, pos = exact.topk(k, dim=1)
-            idx = cand.gather(1, pos)
-        else:
-            top, idx = (q @ train.T).topk(k, dim=1)
-        sims.append(top)
-        idxs.append(idx)
-    return torch.cat(sims), torch.cat(idxs)
 
 
 def _knn_vote(top_sim: torch.Tensor, top_idx: torch.Tensor, labels: torch.Tensor, k: int, T: float,
@@ -335,12 +315,11 @@ def knn_classifier(train_features: ArrayLike, train_labels: ArrayLike, test_feat
     Returns the predicted labels for ``test_features``; ``test_labels`` is accepted to mirror DINO's
     signature and is not used for prediction.
     """
-    train, test = _as_tensor(train_features), _as_tensor(test_features)
-    _check_features(train, what="training features")
-    _check_features(test, what="test features")
+    train = as_feature_matrix(train_features, "training features")
+    test = as_feature_matrix(test_features, "test features")
     labels = torch.as_tensor(train_labels).long()
     num_classes = int(num_classes or int(labels.max()) + 1)
-    top_sim, top_idx = cosine_topk(train, test, k)
+    top_sim, top_idx = nearest_neighbours(test, train, k)
     return _knn_vote(top_sim, top_idx, labels, k, T, num_classes)
 
 
@@ -407,7 +386,7 @@ def knn_probe(train: tuple[ArrayLike, ArrayLike], val: tuple[ArrayLike, ArrayLik
     num_classes = int(max(train_y.max(), val_y.max(), test_y.max())) + 1
     k_max = min(max(k_grid), len(train_x))
     choose = len(set(k_grid)) > 1
-    sims, idx = cosine_topk(train_x, torch.cat([val_x, test_x]) if choose else test_x, k_max)
+    sims, idx = nearest_neighbours(torch.cat([val_x, test_x]) if choose else test_x, train_x, k_max)
     n_val = len(val_x) if choose else 0
     scores = {}
     for k in k_grid:
@@ -422,19 +401,30 @@ def knn_probe(train: tuple[ArrayLike, ArrayLike], val: tuple[ArrayLike, ArrayLik
     return ProbeResult("knn", acc, scores[k], float(k), {float(kk): v for kk, v in scores.items()}, preds)
 
 
+@dataclass(frozen=True)
+class ProbeFit:
+    """How ``linear_probe`` fits and chooses (its arguments after the penalty grid), for functions that fit
+    many probes the same way."""
+
+    max_iter: int = 500
+    tol: float = 3e-4
+    standardize: bool = True
+    selection: str = "best"
+
+
 def label_efficiency(train: tuple[ArrayLike, ArrayLike], val: tuple[ArrayLike, ArrayLike],
                      test: tuple[ArrayLike, ArrayLike], per_class: list[int], draws: int, l2_grid: list[float],
-                     seed: int = 0, max_iter: int = 500, tol: float = 3e-4, standardize: bool = True,
-                     selection: str = "best") -> pd.DataFrame:
+                     seed: int = 0, fit: ProbeFit = ProbeFit()) -> pd.DataFrame:
     """Linear-probe test accuracy when only ``n`` labelled training images per class are available.
 
     For each n in ``per_class`` and each of ``draws`` seeded draws, a class-balanced labelled subset is
     taken from the training split, the probe penalty is chosen on the (full) validation split, and test
-    accuracy is reported. Raises if a class has fewer than max(per_class) training images.
+    accuracy is reported; every probe is fitted as ``fit`` says. Raises if a class has fewer than
+    max(per_class) training images.
     """
-    x = _as_tensor(train[0])
+    x = as_feature_matrix(train[0])
     y = torch.as_tensor(train[1]).long()
-    _check_features(x, y)
+    _check_labels(x, y)
     counts = torch.bincount(y)
     present = counts[counts > 0]
     if per_class and int(present.min()) < max(per_class):
@@ -446,9 +436,10 @@ def label_efficiency(train: tuple[ArrayLike, ArrayLike], val: tuple[ArrayLike, A
     rows = []
     for n in per_class:
         for draw in range(draws):
-            g = torch.Generator().manual_seed(seed * 7919 + n * 104_729 + draw)
+            g = torch.Generator().manual_seed(derive_seed((seed, n, draw), LABEL_DRAW))
             pick = torch.cat([idx[torch.randperm(len(idx), generator=g)[:n]] for idx in by_class])
-            result = linear_probe((x[pick], y[pick]), val, test, l2_grid, max_iter, tol, standardize, selection)
+            result = linear_probe((x[pick], y[pick]), val, test, l2_grid, fit.max_iter, fit.tol, fit.standardize,
+                                  fit.selection)
             rows.append({"per_class": n, "labels": len(pick), "draw": draw, "test_accuracy": result.test_accuracy,
                          "val_accuracy": result.val_accuracy, "chosen": result.chosen})
     return pd.DataFrame(rows)

@@ -1,10 +1,12 @@
 """The HTML report: rendered only from a run directory's saved artifacts, never by retraining.
 
-Every registered analysis renders its own sections from the run directory (``Analysis.sections``); this
-module orders them, adds the run's state, and writes one self-contained file: figures are embedded PNG
-data URIs, every user-supplied string is escaped by Jinja2's autoescaping, and a Content-Security-Policy
-forbids loading anything from the network. Sections whose artifacts are missing (an interrupted or
-diverged run) are left out, and the report says that the run is incomplete.
+Every analysis the run used (the built-ins and its ``analysis.extra`` plug-ins, read from its saved config)
+renders its own sections from the run directory (``Analysis.sections``); this module orders them, adds the
+run's state, and writes one self-contained file: figures are embedded PNG data URIs, every user-supplied
+string is escaped by Jinja2's autoescaping, and a Content-Security-Policy forbids loading anything from the
+network. Sections whose artifacts are missing (an interrupted or diverged run) are left out, and the report
+says that the run is incomplete; a plug-in that cannot be imported where the report is rendered is named
+instead of its sections.
 """
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ from typing import Any
 
 import jinja2
 
-from . import __version__
-from .analyses import ANALYSES, RunArtifacts
+from .version import __version__
+from .analyses import RunArtifacts, report_analyses
 from .artifacts import atomic_write_text, check_run_dir
 
 
@@ -30,7 +32,8 @@ def build_context(run_dir: Path, status: dict[str, Any] | None = None) -> dict[s
     run = RunArtifacts(run_dir)
     if status is not None:
         run.status = status
-    analyses = sorted((cls() for _, cls in ANALYSES.items()), key=lambda a: a.order)
+    analyses, notes = report_analyses(run.config)
+    run.unreadable.extend(notes)
     sections = []
     try:
         for analysis in analyses:

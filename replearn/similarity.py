@@ -7,29 +7,18 @@ every layer pair of two models at once.
 """
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import torch
 
+from .arrays import ArrayLike, as_feature_matrix
 from .errors import ReplearnError
-
-ArrayLike = np.ndarray | torch.Tensor
-
-
-def _features(x: ArrayLike, what: str) -> torch.Tensor:
-    t = torch.as_tensor(x).double()
-    if t.ndim != 2 or t.shape[0] < 2 or t.shape[1] < 1:
-        raise ReplearnError(f"CKA needs {what} as a 2-D array with at least 2 rows, got shape {tuple(t.shape)}",
-                            "pass one row of features per sample")
-    if not torch.isfinite(t).all():
-        raise ReplearnError(f"CKA got NaN or infinite values in {what}", "check the features")
-    return t.reshape(len(t), -1)
 
 
 def linear_cka(x: ArrayLike, y: ArrayLike) -> float:
     """Linear CKA between two representations of the same samples (rows); 1 = identical up to rotation
     and isotropic scaling, 0 = unrelated. Constant representations give 0."""
-    a, b = _features(x, "x"), _features(y, "y")
+    a = as_feature_matrix(x, "CKA's features x", 2, torch.float64)
+    b = as_feature_matrix(y, "CKA's features y", 2, torch.float64)
     if len(a) != len(b):
         raise ReplearnError(f"CKA needs the same samples in both representations ({len(a)} vs {len(b)} rows)",
                             "pass features of the same images, in the same order")
@@ -96,7 +85,8 @@ def cka_pairs(models: dict[str, dict[str, ArrayLike]], pairs: list[tuple[str, st
     per minibatch. Each batch's HSIC is weighted by its size. ``models`` maps a model to its layers'
     features, all of the same samples in the same order."""
     used = sorted({m for pair in pairs for m in pair}, key=list(models).index)
-    feats = {m: {k: _features(v, f"layer {k} of {m}") for k, v in models[m].items()} for m in used}
+    feats = {m: {k: as_feature_matrix(v, f"CKA's features of layer {k} of {m}", 2, torch.float64)
+                 for k, v in models[m].items()} for m in used}
     sizes = {len(v) for layers in feats.values() for v in layers.values()}
     if len(sizes) != 1:
         raise ReplearnError(f"CKA needs the same samples in every layer, got row counts {sorted(sizes)}",

@@ -7,20 +7,13 @@ import torch
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
 
+from .arrays import ArrayLike, as_feature_matrix
 from .errors import ReplearnError
-from .probes import cosine_topk
-
-ArrayLike = np.ndarray | torch.Tensor
+from .neighbours import nearest_neighbours
 
 
 def _array(x: ArrayLike) -> np.ndarray:
-    a = np.asarray(x.numpy() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
-    if a.ndim != 2 or len(a) < 2:
-        raise ReplearnError(f"features must be a 2-D array with at least 2 rows, got shape {a.shape}",
-                            "pass one row of features per sample")
-    if not np.isfinite(a).all():
-        raise ReplearnError("features contain NaN or infinite values", "check the features")
-    return a
+    return as_feature_matrix(x, "features", min_rows=2, dtype=torch.float64).numpy()
 
 
 def cluster_scores(features: ArrayLike, labels: ArrayLike, seed: int = 0, silhouette_points: int = 3000,
@@ -50,18 +43,8 @@ def cluster_scores(features: ArrayLike, labels: ArrayLike, seed: int = 0, silhou
 
 def neighbour_sets(x: ArrayLike, k: int = 10) -> torch.Tensor:
     """Indices (n × k) of each sample's k nearest other samples by cosine similarity."""
-    t = torch.as_tensor(_array(x)).float()
-    k = min(k, len(t) - 1)
-    if k < 1:
-        raise ReplearnError("neighbour sets need at least 2 samples", "pass more samples")
-    _, idx = cosine_topk(t, t, k + 1)
-    own = torch.arange(len(t))[:, None]
-    is_self = idx == own
-    # drop each row's own index, or its farthest candidate when a duplicate pushed itself out of the top k + 1
-    drop = torch.where(is_self.any(1), is_self.float().argmax(1), torch.full((len(t),), k))
-    keep = torch.ones_like(idx, dtype=torch.bool)
-    keep[torch.arange(len(t)), drop] = False
-    return idx[keep].view(len(t), k)
+    t = as_feature_matrix(x, "features", min_rows=2)
+    return nearest_neighbours(t, t, k, "cosine", exclude_self=True).indices
 
 
 def set_overlap(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -87,10 +87,10 @@ def checkpoint(tmp: Path, payload: dict, name="model.pt") -> Path:
 
 
 def replearn_payload(channels=(4, 8), weights_from=(4, 8), in_shape=(1, 8, 8)) -> dict:
-    from replearn.config import ModelConfig
+    from replearn.config import model_config
     from replearn.encoders import build_encoder
 
-    enc = build_encoder(ModelConfig(channels=list(weights_from), latent_dim=6), in_shape, 0)
+    enc = build_encoder(model_config(channels=list(weights_from), latent_dim=6), in_shape, 0)
     return {"format": "replearn-checkpoint", "kind": "model", "regime": "supervised", "seed": 0,
             "encoder": enc.state_dict(), "in_shape": list(in_shape),
             "config": {"name": "x", "data": {"name": "digits"},

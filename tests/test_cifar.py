@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from replearn.cifar import safe_unpickle
 from replearn.config import DataConfig
 from replearn.data import load_dataset
+from replearn.data.cifar_format import safe_unpickle
 from replearn.errors import DataError
 
 TEN = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -88,7 +88,8 @@ def test_cifar10_both_layouts_load_with_shapes_labels_and_names(tmp_path, writer
 def test_cifar100_fine_and_coarse_labels(tmp_path, layout):
     truth = write_cifar100(tmp_path, layout)
     fine = load_dataset(DataConfig(name="cifar100", root=str(tmp_path), val_fraction=0.5))
-    coarse = load_dataset(DataConfig(name="cifar100", root=str(tmp_path), val_fraction=0.5, cifar100_labels="coarse"))
+    coarse = load_dataset(DataConfig(name="cifar100", root=str(tmp_path), val_fraction=0.5,
+                                     plugin_options={"cifar100_labels": "coarse"}))
     assert fine.num_classes == 100 and fine.class_names[:2] == ["fine0", "fine1"]
     assert coarse.num_classes == 20 and coarse.class_names[-1] == "coarse19"
     assert np.array_equal(fine.test_y.numpy(), truth["fine"]) and np.array_equal(coarse.test_y.numpy(), truth["coarse"])

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from replearn.plugins import resolve
 from replearn.config import Config, apply_overrides, config_from_dict, dump_yaml, load_config, load_yaml
 from replearn.errors import ConfigError
 
@@ -9,14 +10,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_defaults_are_the_digits_experiment():
-    assert load_config(ROOT / "experiments" / "digits.yaml") == Config()
+    assert resolve(load_config(ROOT / "experiments" / "digits.yaml")).config == resolve(Config()).config
 
 
 def test_bundled_experiments_give_every_regime_the_same_budget():
     for name in ("digits", "fashion_mnist", "objectives"):
         cfg = load_config(ROOT / "experiments" / f"{name}.yaml")
         assert cfg.train.budget == "equal-steps", name
-        assert {cfg.epochs_for(r) for r in cfg.regime_objects()} == {cfg.train.epochs}, name
+        plugins = resolve(cfg)
+        assert {plugins.epochs_for(r) for r in plugins.regimes} == {cfg.train.epochs}, name
     assert load_config(ROOT / "experiments" / "fashion_mnist.yaml").data.name == "fashion-mnist"
 
 

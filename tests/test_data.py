@@ -1,12 +1,14 @@
 import gzip
+import inspect
 import struct
 
 import numpy as np
 import pytest
 
-from replearn.config import DataConfig
-from replearn.data import Dataset, idx_search_dirs, load_dataset, read_idx, stratified_split, stratified_subset
-from replearn.errors import DataError
+from replearn.config import DataConfig, config_from_dict
+from replearn.data import (Dataset, LabelledArrays, dataset_status, idx_search_dirs, load_dataset,
+                           make_dataset_source, read_idx, stratified_split, stratified_subset)
+from replearn.errors import ConfigError, DataError
 
 from conftest import make_blob_images
 
@@ -73,7 +75,7 @@ def test_splits_are_deterministic(tmp_path):
 
 
 def test_missing_files_say_where_and_how(tmp_path, monkeypatch):
-    monkeypatch.setattr("replearn.data.DEBIAN_DATASET_DIR", tmp_path / "debian")
+    monkeypatch.setattr("replearn.data.readers.DEBIAN_DATASET_DIR", tmp_path / "debian")
     with pytest.raises(DataError) as info:
         load_dataset(DataConfig(name="fashion-mnist", root=str(tmp_path / "nowhere")))
     line = info.value.one_line()
@@ -114,7 +116,8 @@ def test_unknown_dataset_suggests():
 ])
 def test_bad_arrays(x, y, fragment):
     with pytest.raises(DataError, match=fragment):
-        Dataset.from_arrays("t", x, y, np.zeros((4, 8, 8)), np.arange(4) % 2, ["a", "b"], DataConfig(), "test")
+        Dataset.from_arrays("t", LabelledArrays(x, y, np.zeros((4, 8, 8)), np.arange(4) % 2, ["a", "b"]), DataConfig(),
+                            "test")
 
 
 def test_stratified_split_keeps_class_proportions():
@@ -178,3 +181,103 @@ def test_channels_last_colour_images_are_read_as_channels_last(tmp_path):
         _npz_dataset(tmp_path, "ambiguous.npz", square, square[:20])
     told = _npz_dataset(tmp_path, "told.npz", square, square[:20], layout="channels-last")
     assert told.image_shape == (3, 3, 8)
+
+
+USER_SOURCE = '''
+from dataclasses import dataclass
+
+import numpy as np
+
+from replearn.data import Dataset, DatasetSource, LabelledArrays
+from replearn.options import opt
+
+
+@dataclass
+class BlobOptions:
+    size: int = opt(8, "image side in pixels", min=4, max=32)
+    brightness: float = opt(1.0, "pixel scale", gt=0.0)
+
+
+class BlobSource(DatasetSource):
+    description = "blobs made on the fly"
+    Options = BlobOptions
+
+    def load(self, cfg):
+        rng = np.random.RandomState(0)
+        n, size = 60, self.options.size
+        y = np.arange(n) % 3
+        x = rng.rand(n, size, size).astype(np.float32) * self.options.brightness
+        x[np.arange(n), y, 0] += 2.0
+        unlabelled = rng.rand(10, size, size).astype(np.float32)
+        arrays = LabelledArrays(x[:40], y[:40], x[40:], y[40:], ["a", "b", "c"], unlabelled_x=unlabelled)
+        return Dataset.from_arrays("blobs", arrays, cfg, source="made by BlobSource", scale=3.0)
+
+    def status(self, root):
+        return "made on the fly"
+
+
+NOT_A_SOURCE = 42
+'''
+
+
+@pytest.fixture
+def user_source(tmp_path, monkeypatch):
+    (tmp_path / "userdata").mkdir()
+    (tmp_path / "userdata" / "__init__.py").write_text("")
+    (tmp_path / "userdata" / "blobs.py").write_text(USER_SOURCE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "userdata.blobs:BlobSource"
+
+
+def test_a_users_dataset_by_import_path_loads_with_its_options_checked(user_source):
+    cfg = config_from_dict({"data": {"name": user_source, "size": 12, "val_fraction": 0.25}}).data
+    source = make_dataset_source(cfg)
+    assert source.options.size == 12 and source.options.brightness == 1.0
+    data = source.load(cfg)
+    assert data.image_shape == (1, 12, 12) and data.class_names == ["a", "b", "c"]
+    assert (len(data.train_y), len(data.val_y), len(data.test_y)) == (30, 10, 20)
+    assert load_dataset(cfg).summary()["unlabelled"] == 10
+    assert dataset_status(user_source) == "made on the fly"
+    with pytest.raises(ConfigError, match=r"data.size' must be <= 32"):
+        load_dataset(DataConfig(name=user_source, plugin_options={"size": 64}))
+    with pytest.raises(ConfigError, match="did you mean 'data.brightness'"):
+        load_dataset(DataConfig(name=user_source, plugin_options={"brightnes": 2.0}))
+
+
+def test_an_import_path_to_something_else_is_refused(user_source):
+    with pytest.raises(ConfigError, match="names a int, not a DatasetSource") as info:
+        load_dataset(DataConfig(name="userdata.blobs:NOT_A_SOURCE"))
+    assert "\n" not in info.value.one_line()
+    with pytest.raises(ConfigError, match="has no attribute"):
+        load_dataset(DataConfig(name="userdata.blobs:Missing"))
+
+
+def test_built_in_options_and_unknown_keys():
+    with pytest.raises(ConfigError, match="did you mean 'data.val_fraction'"):
+        load_dataset(DataConfig(name="digits", plugin_options={"val_fractoin": 0.2}))
+    with pytest.raises(ConfigError, match="unknown config key 'data.image_size'"):
+        load_dataset(DataConfig(name="digits", plugin_options={"image_size": 32}))  # a folder option, not digits'
+    with pytest.raises(ConfigError, match="data.cifar100_labels' has invalid value 'medium'"):
+        load_dataset(DataConfig(name="cifar100", plugin_options={"cifar100_labels": "medium"}))
+
+
+def test_unlabelled_split_is_normalised_with_the_training_statistics_and_only_then_summarised():
+    rng = np.random.RandomState(0)
+    x, y = make_blob_images(60, seed=1)
+    tx, ty = make_blob_images(20, seed=2)
+    extra = rng.randint(0, 256, (7, 8, 8)).astype(np.uint8)
+    plain = Dataset.from_arrays("t", LabelledArrays(x, y, tx, ty, ["a", "b", "c"]), DataConfig(), "test")
+    data = Dataset.from_arrays("t", LabelledArrays(x, y, tx, ty, ["a", "b", "c"], unlabelled_x=extra),
+                               DataConfig(), "test")
+    assert "unlabelled" not in plain.summary() and plain.unlabelled_x is None
+    assert data.summary()["unlabelled"] == 7 and data.mean == plain.mean and data.std == plain.std
+    want = (extra[:, None].astype(np.float32) / 255 - data.mean[0]) / data.std[0]
+    np.testing.assert_allclose(data.unlabelled_x.numpy(), want, rtol=1e-6, atol=1e-6)
+    with pytest.raises(DataError, match="but unlabelled images are"):
+        Dataset.from_arrays("t", LabelledArrays(x, y, tx, ty, ["a", "b", "c"], unlabelled_x=extra[:, :4]),
+                            DataConfig(), "test")
+
+
+def test_no_public_dataset_function_takes_more_than_eight_parameters():
+    for fn in (Dataset.from_arrays, Dataset.streamed_from):
+        assert len(inspect.signature(fn).parameters) <= 8, fn

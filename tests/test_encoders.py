@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from replearn.config import ModelConfig
+from replearn.config import model_config
 from replearn.errors import ConfigError
 from replearn.encoders import ENCODERS, Encoder, build_encoder, encoder_from_spec, encoder_spec
 from replearn.regimes import DataInfo, make_regime
@@ -14,7 +14,7 @@ def build_head(regime, encoder, num_classes, seed=0):
 
 
 def test_feature_info_matches_forward_features():
-    enc = build_encoder(ModelConfig(channels=[4, 8, 16], latent_dim=10), (1, 28, 28), seed=0)
+    enc = build_encoder(model_config(channels=[4, 8, 16], latent_dim=10), (1, 28, 28), seed=0)
     feats = enc.forward_features(torch.randn(3, 1, 28, 28))
     assert list(feats) == enc.layer_names == ["stage1", "stage2", "stage3", "latent"]
     for info in enc.feature_info:
@@ -26,7 +26,7 @@ def test_feature_info_matches_forward_features():
 
 
 def test_forward_features_subset_equals_full_forward():
-    enc = build_encoder(ModelConfig(channels=[4, 8], latent_dim=5), (1, 8, 8), seed=0).eval()
+    enc = build_encoder(model_config(channels=[4, 8], latent_dim=5), (1, 8, 8), seed=0).eval()
     x = torch.randn(4, 1, 8, 8)
     assert torch.allclose(enc.forward_features(x, ["latent"])["latent"], enc(x))
     assert list(enc.forward_features(x, ["stage1"])) == ["stage1"]
@@ -35,7 +35,7 @@ def test_forward_features_subset_equals_full_forward():
 
 
 def test_same_seed_same_weights_different_seed_different():
-    cfg = ModelConfig(channels=[4, 8], latent_dim=5)
+    cfg = model_config(channels=[4, 8], latent_dim=5)
     a, b, c = (build_encoder(cfg, (1, 8, 8), s) for s in (0, 0, 1))
     for (k, va), vb, vc in zip(a.state_dict().items(), b.state_dict().values(), c.state_dict().values()):
         assert torch.equal(va, vb)
@@ -46,13 +46,13 @@ def test_building_does_not_touch_global_rng():
     torch.manual_seed(123)
     expected = torch.rand(1)
     torch.manual_seed(123)
-    build_encoder(ModelConfig(), (1, 8, 8), seed=5)
+    build_encoder(model_config(), (1, 8, 8), seed=5)
     assert torch.equal(torch.rand(1), expected)
 
 
 @pytest.mark.parametrize("shape, channels", [((1, 28, 28), [4, 8, 16]), ((3, 9, 7), [4, 8]), ((1, 8, 8), [4, 8, 16])])
 def test_decoder_reconstructs_input_shape(shape, channels):
-    enc = build_encoder(ModelConfig(channels=channels, latent_dim=6), shape, seed=0)
+    enc = build_encoder(model_config(channels=channels, latent_dim=6), shape, seed=0)
     dec = build_head("autoencoder", enc, 10, seed=0)
     assert isinstance(dec, ConvDecoder)
     x = torch.randn(2, *shape)
@@ -60,19 +60,19 @@ def test_decoder_reconstructs_input_shape(shape, channels):
 
 
 def test_classifier_head_outputs_logits():
-    enc = build_encoder(ModelConfig(channels=[4], latent_dim=6), (1, 8, 8), seed=0)
+    enc = build_encoder(model_config(channels=[4], latent_dim=6), (1, 8, 8), seed=0)
     assert build_head("supervised", enc, 7, seed=0)(enc(torch.randn(2, 1, 8, 8))).shape == (2, 7)
 
 
 def test_too_many_stages_and_too_wide_latent():
     with pytest.raises(ConfigError, match="too many for 8×8"):
-        build_encoder(ModelConfig(channels=[4, 4, 4, 4]), (1, 8, 8), seed=0)
+        build_encoder(model_config(channels=[4, 4, 4, 4]), (1, 8, 8), seed=0)
     with pytest.raises(ConfigError, match="larger than the input"):
-        build_encoder(ModelConfig(channels=[4], latent_dim=65), (1, 8, 8), seed=0)
+        build_encoder(model_config(channels=[4], latent_dim=65), (1, 8, 8), seed=0)
 
 
 def test_feature_info_names_the_modules_that_produce_each_layer():
-    enc = build_encoder(ModelConfig(channels=[4, 8], latent_dim=5), (1, 8, 8), seed=0)
+    enc = build_encoder(model_config(channels=[4, 8], latent_dim=5), (1, 8, 8), seed=0)
     modules = dict(enc.named_modules())
     for info in enc.feature_info:
         assert info.module in modules
@@ -80,7 +80,7 @@ def test_feature_info_names_the_modules_that_produce_each_layer():
 
 
 def test_encoder_spec_rebuilds_the_same_architecture():
-    cfg = ModelConfig(channels=[4, 8], kernel_size=5, latent_dim=5)
+    cfg = model_config(channels=[4, 8], kernel_size=5, latent_dim=5)
     enc = build_encoder(cfg, (1, 8, 8), seed=3)
     spec = encoder_spec(cfg, (1, 8, 8))
     assert spec == {"name": "conv", "kwargs": {"in_shape": [1, 8, 8], "latent_dim": 5, "channels": [4, 8],
@@ -93,9 +93,9 @@ def test_encoder_spec_rebuilds_the_same_architecture():
 
 def test_unknown_encoder_and_foreign_kwargs_are_config_errors():
     with pytest.raises(ConfigError, match="unknown encoder 'cnv'.*did you mean 'conv'"):
-        build_encoder(ModelConfig(name="cnv"), (1, 8, 8), 0)
+        build_encoder(model_config(name="cnv"), (1, 8, 8), 0)
     with pytest.raises(ConfigError, match="does not take argument"):
-        build_encoder(ModelConfig(kwargs={"depth": 3}), (1, 8, 8), 0)
+        build_encoder(model_config(kwargs={"depth": 3}), (1, 8, 8), 0)
     assert "conv" in ENCODERS.names()
 
 
@@ -106,11 +106,11 @@ def test_an_encoder_that_is_not_one_is_refused(tmp_path, monkeypatch):
         "NOT_CALLABLE = 3\n")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match="not an Encoder"):
-        build_encoder(ModelConfig(name="fake_encoders:plain"), (1, 8, 8), 0)
+        build_encoder(model_config(name="fake_encoders:plain"), (1, 8, 8), 0)
     with pytest.raises(ConfigError, match="not an encoder class or factory"):
-        build_encoder(ModelConfig(name="fake_encoders:NOT_CALLABLE"), (1, 8, 8), 0)
+        build_encoder(model_config(name="fake_encoders:NOT_CALLABLE"), (1, 8, 8), 0)
     with pytest.raises(ConfigError, match="could not be imported"):
-        build_encoder(ModelConfig(name="no_such_module_here:Thing"), (1, 8, 8), 0)
+        build_encoder(model_config(name="no_such_module_here:Thing"), (1, 8, 8), 0)
 
 
 def test_decoder_of_an_encoder_without_spatial_stages_is_linear():

@@ -1,12 +1,12 @@
 import torch
 
-from replearn.config import ModelConfig
+from replearn.config import model_config
 from replearn.features import eval_mode, extract_features, extract_splits, pooled_dims, pixel_features
 from replearn.encoders import build_encoder
 
 
 def trained_bn_encoder():
-    enc = build_encoder(ModelConfig(channels=[4, 8], latent_dim=5), (1, 8, 8), seed=0)
+    enc = build_encoder(model_config(channels=[4, 8], latent_dim=5), (1, 8, 8), seed=0)
     enc.train()
     with torch.no_grad():
         for _ in range(3):
@@ -27,7 +27,7 @@ def test_features_use_eval_batchnorm_and_leave_mode_and_stats_alone():
 
 
 def test_pooling_bounds_dimension():
-    enc = build_encoder(ModelConfig(channels=[16, 32], latent_dim=7), (1, 28, 28), seed=0)
+    enc = build_encoder(model_config(channels=[16, 32], latent_dim=7), (1, 28, 28), seed=0)
     dims = pooled_dims(enc, max_features=300)
     feats = extract_features(enc, torch.randn(3, 1, 28, 28), max_stage_features=300)
     assert {k: v.shape[1] for k, v in feats.items()} == dims
@@ -36,7 +36,7 @@ def test_pooling_bounds_dimension():
 
 
 def test_extract_splits_layout_and_pixels():
-    enc = build_encoder(ModelConfig(channels=[4], latent_dim=3), (1, 8, 8), seed=0)
+    enc = build_encoder(model_config(channels=[4], latent_dim=3), (1, 8, 8), seed=0)
     splits = {"train": torch.randn(5, 1, 8, 8), "test": torch.randn(2, 1, 8, 8)}
     feats = extract_splits(enc, splits, 64)
     assert set(feats) == {"stage1", "latent"} and feats["latent"]["test"].shape == (2, 3)
@@ -58,7 +58,7 @@ def test_features_identical_after_checkpoint_round_trip():
     """A trained encoder (channels-last weights) and the same weights loaded into a fresh encoder must give
     bit-identical features, so that resumed runs and `replearn probe` reproduce the run's numbers."""
     enc = trained_bn_encoder().to(memory_format=torch.channels_last)
-    fresh = build_encoder(ModelConfig(channels=[4, 8], latent_dim=5), (1, 8, 8), seed=1)
+    fresh = build_encoder(model_config(channels=[4, 8], latent_dim=5), (1, 8, 8), seed=1)
     fresh.load_state_dict(enc.state_dict())
     x = torch.randn(64, 1, 8, 8)
     a, b = extract_features(enc, x), extract_features(fresh, x)

@@ -8,11 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from replearn import folder as folder_module
 from replearn.config import DataConfig
-from replearn.data import analysis_view, load_dataset
+from replearn.data import ImageStore, analysis_view, load_dataset
+from replearn.data.sources import folder as folder_module
 from replearn.errors import DataError
-from replearn.streaming import ImageStore
 
 
 def write_tree(root: Path, images: np.ndarray, labels: np.ndarray, names=("cat", "dog", "eel")) -> None:
@@ -30,8 +29,10 @@ def grey_images(n: int, size: int = 8, seed: int = 0) -> tuple[np.ndarray, np.nd
     return images, labels
 
 
-def cfg_for(root: Path, tmp_path: Path, **extra) -> DataConfig:
-    return DataConfig(name="folder", root=str(root), cache_dir=str(tmp_path / "cache"), **extra)
+def cfg_for(root: Path, tmp_path: Path, val_fraction: float = 0.1, **options) -> DataConfig:
+    """A folder dataset's config: the folder source's own options (image_size, …) go in plugin_options."""
+    return DataConfig(name="folder", root=str(root), val_fraction=val_fraction,
+                      plugin_options={"cache_dir": str(tmp_path / "cache"), **options})
 
 
 def test_train_test_tree_loads_the_written_pixels_with_sorted_class_names(tmp_path):
@@ -98,8 +99,8 @@ def test_cache_is_reused_and_keyed_by_content(tmp_path, monkeypatch):
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again")
 
-    monkeypatch.setattr(folder_module.imagedecode, "decode", no_decoding)
-    monkeypatch.setattr(folder_module.imagedecode, "scan_headers", no_decoding)
+    monkeypatch.setattr(folder_module, "decode", no_decoding)
+    monkeypatch.setattr(folder_module, "scan_headers", no_decoding)
     second = load_dataset(cfg)  # from the cache: neither headers nor pixels are decoded
     assert torch.equal(first.train_x, second.train_x)
     path = tmp_path / "t" / "dog" / "00001.png"

@@ -107,10 +107,10 @@ def test_map_tasks_runs_side_by_side_keeps_order_and_reraises():
 def test_forward_flops_match_torchs_flop_counter():
     from torch.utils.flop_counter import FlopCounterMode
 
-    from replearn.config import ModelConfig
+    from replearn.config import model_config
     from replearn.encoders import build_encoder
 
-    enc = build_encoder(ModelConfig(channels=[4, 8], latent_dim=6), (1, 16, 16), 0).eval()
+    enc = build_encoder(model_config(channels=[4, 8], latent_dim=6), (1, 16, 16), 0).eval()
     x = torch.randn(3, 1, 16, 16)
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:

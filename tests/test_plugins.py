@@ -117,16 +117,18 @@ def test_registry_names_import_paths_and_errors(plugin_dir):
 
 def test_plugin_options_are_validated_like_config_keys(plugin_dir, blob_npz):
     from replearn.config import config_from_dict
+    from replearn.plugins import resolve
 
     raw = tiny_config(blob_npz, regimes=["my_plugins:Brightness"])
     raw["regimes"] = {"brightness": {"epochs": 1}}
     with pytest.raises(ConfigError, match="another budget.*train.budget=per-regime"):
-        config_from_dict(raw)
+        resolve(config_from_dict(raw))
     raw["train"]["budget"] = "per-regime"
-    assert config_from_dict(raw).epochs_for("brightness") == 1
+    assert resolve(config_from_dict(raw)).epochs_for("brightness") == 1
     raw["regimes"] = {"brightness": {"epoch": 1}}
-    with pytest.raises(ConfigError, match="unknown config key 'regimes.brightness.epoch'.*did you mean"):
-        config_from_dict(raw)
+    with pytest.raises(ConfigError, match="'regimes.brightness.epoch' is not an option of regime 'brightness'.*did you "
+                                          "mean 'regimes.brightness.epochs'"):
+        resolve(config_from_dict(raw))
     raw["regimes"] = {"vae": {"beta": 2.0}}
     with pytest.raises(ConfigError, match="options for 'vae', which train.regimes does not train"):
-        config_from_dict(raw)
+        resolve(config_from_dict(raw))

@@ -1,9 +1,11 @@
 import numpy as np
 import pytest
+import torch
 from sklearn.manifold import trustworthiness as sk_trustworthiness
 
 from replearn.errors import ReplearnError
-from replearn.projection import find_ab, knn, pca_reduce, trustworthiness, umap_embed
+from replearn.neighbours import nearest_neighbours
+from replearn.projection import find_ab, pca_reduce, trustworthiness, umap_embed
 
 
 def clusters(n=300, d=10, k=3, seed=0):
@@ -21,16 +23,16 @@ def test_trustworthiness_matches_sklearn():
         trustworthiness(x[:10], low[:10], 5)
 
 
-def test_knn_excludes_self_and_is_sorted():
+def test_knn_graph_search_excludes_self_and_is_sorted():
     x, _ = clusters(n=50)
-    idx, dist = knn(__import__("torch").from_numpy(x), 4)
+    dist, idx = nearest_neighbours(torch.from_numpy(x), torch.from_numpy(x), 4, "euclidean", exclude_self=True)
     assert (idx.numpy() != np.arange(50)[:, None]).all()
     assert (dist[:, 1:] >= dist[:, :-1]).all().item()
 
 
 def test_pca_reduce_keeps_variance_order():
     x, _ = clusters(n=200, d=20)
-    z = pca_reduce(__import__("torch").from_numpy(x), 5).numpy()
+    z = pca_reduce(torch.from_numpy(x), 5).numpy()
     assert z.shape == (200, 5)
     var = z.var(0)
     assert (np.diff(var) <= 1e-4).all()

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from replearn.config import ModelConfig, config_from_dict
+from replearn.config import config_from_dict, model_config
 from replearn.data import load_dataset
 from replearn.encoders import build_encoder
 from replearn.errors import ConfigError
@@ -15,8 +15,8 @@ from replearn.regimes import REGIMES, DataInfo, Regime, make_regime
 from replearn.regimes.contrastive import nt_xent, random_views
 from replearn.regimes.denoising import corrupt
 from replearn.regimes.vae import kl_per_dim
-from replearn.run import build_head
-from replearn.train import train_regime
+from replearn.experiment import build_head
+from replearn.training import EpochProbe, Trainer, TrainSettings
 
 from conftest import tiny_config
 
@@ -25,7 +25,7 @@ BUILT_IN = ["supervised", "autoencoder", "denoising", "vae", "contrastive", "joi
 
 def setup(name, channels=(4, 8), shape=(1, 8, 8), **options):
     regime = make_regime(name, options)
-    enc = build_encoder(ModelConfig(channels=list(channels), latent_dim=6), shape, seed=0)
+    enc = build_encoder(model_config(channels=list(channels), latent_dim=6), shape, seed=0)
     head = regime.build_head(enc, DataInfo(shape, 3))
     return regime, enc, head
 
@@ -77,8 +77,7 @@ def test_unsupervised_regimes_never_see_labels(blob_npz, tmp_path):
     data = load_dataset(cfg.data)
     enc = build_encoder(cfg.model, data.image_shape, 0)
     spy = Spy()
-    train_regime(spy, enc, build_head(spy, enc, data, 0), data, cfg, 0, torch.device("cpu"), tmp_path / "s.pt",
-                 tmp_path / "m.csv", progress=False)
+    Trainer(spy, enc, build_head(spy, enc, data, 0), data, TrainSettings.from_config(cfg.train, 1)).fit()
     assert seen and all(y is None for y in seen)
 
 
@@ -186,11 +185,11 @@ def test_flip_mirrors_the_image():
 def test_new_regimes_train_on_blobs(blob_npz, tmp_path, name):
     raw = tiny_config(blob_npz, epochs=4, regimes=[name])
     cfg = config_from_dict(raw)
-    regime = cfg.regime_objects()[0]
+    regime = make_regime(name)
     data = load_dataset(cfg.data)
     enc = build_encoder(cfg.model, data.image_shape, 0)
-    out = train_regime(regime, enc, build_head(regime, enc, data, 0), data, cfg, 0, torch.device("cpu"),
-                       tmp_path / "s.pt", tmp_path / "m.csv", progress=False)
+    out = Trainer(regime, enc, build_head(regime, enc, data, 0), data, TrainSettings.from_config(cfg.train, 4),
+                  callbacks=[EpochProbe(cfg.train.probe_train_images)]).fit()
     history = pd.DataFrame(out.history)
     assert history.train_loss.iloc[-1] < history.train_loss.iloc[0]
     assert np.isfinite(history.filter(like="grad_norm_").values).all()

@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 import replearn.report
-import replearn.run
-import replearn.train
+import replearn.experiment
+import replearn.training.loop
 from replearn.analyses import ANALYSES
 from replearn.artifacts import read_json
 from replearn.cli import main
@@ -71,9 +71,9 @@ class SignalAt:
 
 def _phases() -> list[tuple[str, object, str, int]]:
     """(phase id, owner object, attribute to wrap, which call sends the signal)."""
-    phases = [("training-step", replearn.train, "step_generator", 3),
-              ("last-epoch-validation", replearn.train, "evaluate", 2),
-              ("extraction", replearn.run, "extract_all", 1)]
+    phases = [("training-step", replearn.training.loop, "step_generator", 3),
+              ("last-epoch-validation", replearn.training.loop, "evaluate", 2),
+              ("extraction", replearn.experiment, "extract_splits", 1)]
     phases += [(f"analysis-{name}", cls, "compute", 1) for name, cls in ANALYSES.items()]
     phases.append(("rendering", replearn.report, "build_context", 1))
     return phases

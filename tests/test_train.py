@@ -7,8 +7,9 @@ from replearn.data import load_dataset
 from replearn.errors import TrainingDiverged, TrainingInterrupted
 from replearn.encoders import build_encoder
 from replearn.regimes import make_regime
-from replearn.run import build_head
-from replearn.train import Stopper, epoch_order, evaluate, make_optimizer, train_regime
+from replearn.experiment import build_head
+from replearn.training import (Callback, Checkpoint, EpochProbe, MetricsCSV, SignalStop, Snapshots, Stopper, Trainer,
+                               TrainSettings, epoch_order, evaluate, make_optimizer)
 
 from conftest import tiny_config
 
@@ -39,11 +40,20 @@ def setup(cfg, regime, seed=0):
     return data, enc, build_head(regime, enc, data, seed)
 
 
+def train_regime(regime, enc, head, data, cfg, tmp_path, tag, stopper=None, snapshot_images=None, extra=()):
+    """The trainer with the callbacks a run gives it (checkpoint, metrics CSV, epoch probe, snapshots, stop)."""
+    callbacks = [EpochProbe(cfg.train.probe_train_images), *([Snapshots(snapshot_images)] if snapshot_images is not None
+                                                             else []),
+                 MetricsCSV(tmp_path / f"{tag}.csv"), Checkpoint(tmp_path / f"{tag}.state.pt"), *extra,
+                 *([SignalStop(stopper, str(tmp_path / f"{tag}.state.pt"))] if stopper is not None else [])]
+    settings = TrainSettings.from_config(cfg.train, cfg.train.epochs)
+    return Trainer(regime, enc, head, data, settings, seed=0, callbacks=callbacks).fit()
+
+
 def run(cfg, regime, tmp_path, tag, stopper=None):
     regime = make_regime(regime)
     data, enc, head = setup(cfg, regime)
-    out = train_regime(regime, enc, head, data, cfg, 0, torch.device("cpu"), tmp_path / f"{tag}.state.pt",
-                       tmp_path / f"{tag}.csv", stopper, data.test_x[:3], progress=False)
+    out = train_regime(regime, enc, head, data, cfg, tmp_path, tag, stopper, data.test_x[:3])
     return out, enc, head, data
 
 
@@ -72,8 +82,7 @@ def test_training_learns_and_records_gradients(blob_npz, tmp_path):
     sup = make_regime("supervised")
     data, enc, head = setup(cfg, sup)
     before = evaluate(sup, enc, head, data.val_x, data.val_y, torch.device("cpu"))
-    train_regime(sup, enc, head, data, cfg, 0, torch.device("cpu"), tmp_path / "s.pt", tmp_path / "m.csv",
-                 progress=False)
+    train_regime(sup, enc, head, data, cfg, tmp_path, "m")
     after = evaluate(sup, enc, head, data.val_x, data.val_y, torch.device("cpu"))
     assert after["loss"] < before["loss"] and after["accuracy"] >= 0.9
     frame = pd.read_csv(tmp_path / "m.csv")
@@ -96,8 +105,7 @@ def test_divergence_names_epoch_step_and_layer(blob_npz, tmp_path):
     data, enc, head = setup(cfg, sup)
     with pytest.raises(TrainingDiverged) as info:
         for _ in range(20):  # the huge learning rate blows up within a few steps
-            train_regime(sup, enc, head, data, cfg, 0, torch.device("cpu"), tmp_path / "d.pt",
-                         tmp_path / "d.csv", progress=False)
+            train_regime(sup, enc, head, data, cfg, tmp_path, "d")
     line = info.value.one_line()
     assert "diverged at epoch" in line and "step" in line and "lower train.lr" in line
     assert "layer" in line or "loss became" in line
@@ -111,7 +119,7 @@ def test_epoch_order_is_a_pure_function():
 
 def test_schedule_warms_up_and_decays(tiny_cfg):
     params = [torch.nn.Parameter(torch.zeros(1))]
-    opt, sched = make_optimizer(params, tiny_cfg, total_steps=100)
+    opt, sched = make_optimizer(params, tiny_cfg.train, total_steps=100)
     lrs = []
     for _ in range(100):
         lrs.append(opt.param_groups[0]["lr"])
@@ -119,3 +127,53 @@ def test_schedule_warms_up_and_decays(tiny_cfg):
         sched.step()
     peak = tiny_cfg.train.lr
     assert lrs[0] < peak and max(lrs) == pytest.approx(peak) and lrs[-1] < 0.01 * peak
+
+
+class Recorder(Callback):
+    """Records the hooks the trainer calls, in order, and adds a column to every epoch's row."""
+
+    def __init__(self):
+        self.calls = []
+
+    def on_train_start(self, trainer):
+        self.calls.append("start")
+
+    def on_epoch_start(self, trainer):
+        self.calls.append(f"epoch{trainer.state.epoch}")
+
+    def on_step_end(self, trainer, loss):
+        self.calls.append("step")
+
+    def on_validation(self, trainer, row):
+        row["my_column"] = trainer.state.epoch * 10.0
+
+    def on_epoch_end(self, trainer, row):
+        self.calls.append(f"end{len(trainer.state.history)}")
+
+    def on_train_end(self, trainer):
+        self.calls.append("finish")
+
+
+def test_callbacks_see_every_hook_in_order_and_can_add_columns(blob_npz, tmp_path):
+    cfg = config_from_dict(tiny_config(blob_npz, epochs=2))
+    sup = make_regime("supervised")
+    data, enc, head = setup(cfg, sup)
+    recorder = Recorder()
+    out = train_regime(sup, enc, head, data, cfg, tmp_path, "r", extra=[recorder])
+    steps = -(-len(data.train_y) // cfg.train.batch_size)
+    assert recorder.calls == ["start", "epoch0", *["step"] * steps, "end1", "epoch1", *["step"] * steps, "end2",
+                              "finish"]
+    assert [row["my_column"] for row in out.history] == [0.0, 10.0]
+    assert list(pd.read_csv(tmp_path / "r.csv")["my_column"]) == [0.0, 10.0]
+
+
+def test_trainer_runs_without_any_callback_and_writes_nothing(blob_npz, tmp_path, monkeypatch):
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    cfg = config_from_dict(tiny_config(blob_npz, epochs=1))
+    sup = make_regime("supervised")
+    data, enc, head = setup(cfg, sup)
+    out = Trainer(sup, enc, head, data, TrainSettings(epochs=1, batch_size=16)).fit()
+    assert len(out.history) == 1 and "val_accuracy" in out.history[0]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before

@@ -6,6 +6,12 @@ model, and renders its own report sections from the saved files alone.
 (e.g. seed-vs-seed similarity). ``sections`` reads a finished (or interrupted) run through
 ``RunArtifacts`` and returns report sections; it never recomputes. Adding an analysis is one module with
 an ``Analysis`` subclass under ``@register_analysis("name")``; the report orders sections by ``order``.
+
+An analysis declares what it reads of others in ``requires`` (their names: the analyses whose tables,
+saved files or memory it uses), and its own options as an ``Options`` dataclass of ``opt`` fields, set in
+a config as ``analyses.<name>.<key>``; ``order.ordered_analyses`` derives the computing order from
+``requires`` and validates the options. A user's own analysis needs no edit inside replearn: it is named
+by import path (``analysis.extra: [mypkg.checks:MyAnalysis]``).
 """
 from __future__ import annotations
 
@@ -21,9 +27,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..artifacts import load_npz, read_json, save_npz
+from ..artifacts import atomic_write_bytes, atomic_write_text, load_npz, read_json, save_npz
 from ..config import Config
+from ..errors import ConfigError
+from ..options import safe_load_bounded
 from ..registry import Registry
+from .exports import VectorExports
 
 Features = dict[str, dict[str, torch.Tensor]]  # layer -> split -> (N × D) features
 
@@ -124,11 +133,26 @@ class SeedContext:
         return save_npz(self.run.run_dir / "artifacts" / f"{name}_seed{self.seed}.npz", **arrays)
 
 
+@dataclass
+class NoOptions:
+    """The options of an analysis that declares none."""
+
+
 class Analysis:
-    """Base class of analyses; every method has a do-nothing default."""
+    """Base class of analyses; every method has a do-nothing default.
+
+    ``requires``: names of the analyses whose tables (``ctx.tables``), files in the run directory or
+    memory (``run.memory``) this one reads; they compute first, and a run without them is refused.
+    ``Options``: a dataclass of ``opt(default, help, …)`` fields, given as ``analyses.<name>.<key>`` and
+    checked like any config section; the instance's values are ``self.options``."""
 
     name: ClassVar[str] = ""
     order: ClassVar[int] = 50
+    requires: ClassVar[tuple[str, ...]] = ()
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, options: Any = None) -> None:
+        self.options = options if options is not None else self.Options()
 
     def compute(self, ctx: SeedContext) -> dict[str, pd.DataFrame]:
         return {}
@@ -140,7 +164,24 @@ class Analysis:
         return []
 
 
-ANALYSES: Registry[type[Analysis]] = Registry("analysis")
+def check_analysis(obj: Any, path: str) -> type[Analysis]:
+    """What an import path names, if it can be an analysis: a subclass of Analysis whose ``Options`` is a
+    dataclass and whose ``requires`` is a tuple of names."""
+    if not (isinstance(obj, type) and issubclass(obj, Analysis)):
+        what = f"the class {obj.__name__}" if isinstance(obj, type) else f"a {type(obj).__name__}"
+        raise ConfigError(f"analysis import path '{path}' names {what}, not an Analysis",
+                          "point it at a subclass of replearn.analyses.Analysis")
+    if not (isinstance(obj.Options, type) and dataclasses.is_dataclass(obj.Options)):
+        raise ConfigError(f"analysis '{path}' declares Options that are not a dataclass",
+                          "decorate its Options class with @dataclass and declare each option with "
+                          "replearn.options.opt")
+    if not (isinstance(obj.requires, tuple) and all(isinstance(r, str) for r in obj.requires)):
+        raise ConfigError(f"analysis '{path}' declares requires as {type(obj.requires).__name__}, not a tuple "
+                          "of analysis names", "write requires = ('probes',) with the names of the analyses it reads from")
+    return obj
+
+
+ANALYSES: Registry[type[Analysis]] = Registry("analysis", check_analysis)
 
 
 def register_analysis(name: str) -> Callable[[type[Analysis]], type[Analysis]]:
@@ -159,8 +200,6 @@ class RunArtifacts:
         self.run_dir = Path(run_dir)
         self.unreadable: list[str] = []
         self.not_written: list[str] = []
-        from .render import VectorExports
-
         self.vector_exports = VectorExports()
         self.dataset = self.json_file("dataset.json", dict) or {}
         self.environment = self.json_file("environment.json", dict) or {}
@@ -176,8 +215,6 @@ class RunArtifacts:
     def _config(self) -> dict[str, Any]:
         """The run's resolved config as plain data, read once with the bounded loader (no plug-in is imported);
         empty when it cannot be read."""
-        from ..config import safe_load_bounded
-
         try:
             raw = safe_load_bounded((self.run_dir / "config.yaml").read_text(encoding="utf-8"), "config.yaml")
         except Exception:  # damaged, foreign or hostile: the report shows what it can without it
@@ -217,8 +254,6 @@ class RunArtifacts:
     def export(self, rel: str, data: bytes) -> None:
         """Write a file for papers (figures/, tables/) into the run directory; if that is not possible the
         report says so instead of failing."""
-        from ..artifacts import atomic_write_bytes
-
         try:
             atomic_write_bytes(self.run_dir / rel, data)
         except OSError as exc:
@@ -312,6 +347,4 @@ class RunArtifacts:
 
 
 def write_models(run_dir: Path, models: list[ModelInfo]) -> None:
-    from ..artifacts import atomic_write_text
-
     atomic_write_text(run_dir / "models.json", json.dumps([asdict(m) for m in models], indent=2) + "\n")

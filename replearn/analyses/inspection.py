@@ -3,13 +3,16 @@ regime that decodes, first-layer filters, the nearest training images of a few t
 feature space, and regime-specific test arrays such as the VAE's KL per latent dimension."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import torch.nn as nn
 
 from .. import plots
 from ..data import stratified_subset
-from ..probes import cosine_topk
+from ..neighbours import nearest_neighbours
+from ..options import opt
 from .base import Analysis, RunArtifacts, Section, SeedContext, final_layer, register_analysis
 from .render import figure, table
 
@@ -41,13 +44,21 @@ def _class_name(names: list[str], label: int) -> str:
     return str(names[int(label)]) if 0 <= int(label) < len(names) else str(label)
 
 
+@dataclass
+class InspectionOptions:
+    queries: int = opt(6, "test images whose nearest training images the report shows", min=1)
+    neighbours: int = opt(5, "nearest training images shown for each of them", min=1)
+
+
 @register_analysis("inspection")
 class Inspection(Analysis):
     order = 90
+    Options = InspectionOptions
 
-    def compute(self, ctx: SeedContext, queries: int = 6, neighbours: int = 5) -> dict[str, pd.DataFrame]:
+    def compute(self, ctx: SeedContext) -> dict[str, pd.DataFrame]:
         if not ctx.first_seed:
             return {}
+        queries, neighbours = self.options.queries, self.options.neighbours
         filters = {name: w for name, enc in ctx.encoders.items() if (w := first_conv_weights(enc)) is not None}
         if filters:
             ctx.save("filters", **filters)
@@ -57,9 +68,9 @@ class Inspection(Analysis):
         arrays = {"query_images": data.to_unit_range(data.test_x[query_idx]).numpy(), "query_labels": test_y[query_idx]}
         for model, layers in ctx.features.items():
             f = layers[final_layer(layers)]
-            _, idx = cosine_topk(f["train"], f["test"][query_idx], neighbours)
+            idx = nearest_neighbours(f["test"][query_idx], f["train"], neighbours).indices
             arrays[f"{model}_images"] = data.to_unit_range(data.train_x[idx.flatten()]).numpy().reshape(
-                len(query_idx), neighbours, *data.image_shape)
+                len(query_idx), idx.shape[1], *data.image_shape)
             arrays[f"{model}_labels"] = data.train_y[idx].numpy()
         ctx.save("neighbours", **arrays)
         return {}

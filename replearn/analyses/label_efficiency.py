@@ -6,7 +6,7 @@ import pandas as pd
 
 from .. import plots
 from ..parallel import map_tasks, task_workers
-from ..probes import label_efficiency
+from ..probes import ProbeFit, label_efficiency
 from ..stats import format_mean_ci
 from .base import Analysis, RunArtifacts, Section, SeedContext, final_layer, register_analysis
 from .render import figure, table
@@ -22,10 +22,11 @@ def label_efficiency_table(ctx: SeedContext) -> pd.DataFrame:
     def model_frame(model: str) -> pd.DataFrame:
         layer = final_layer(ctx.features[model])
         f = ctx.features[model][layer]
+        fit = ProbeFit(min(100, cfg.analysis.probe_max_iter), cfg.analysis.probe_tol, ctx.standardize(model),
+                       cfg.analysis.probe_selection)
         frame = label_efficiency((f["train"], labels["train"]), (f["val"], labels["val"]), (f["test"], labels["test"]),
                                  cfg.analysis.label_counts, cfg.analysis.label_draws, cfg.analysis.probe_l2_grid,
-                                 ctx.seed, min(100, cfg.analysis.probe_max_iter), cfg.analysis.probe_tol,
-                                 ctx.standardize(model), cfg.analysis.probe_selection)
+                                 ctx.seed, fit)
         full = probes[(probes.model == model) & (probes.layer == layer) & (probes.probe == "linear")]
         frame = pd.concat([frame, pd.DataFrame([{"per_class": -1, "labels": len(labels["train"]), "draw": 0,
                                                  "test_accuracy": float(full.test_accuracy.iloc[0]),
@@ -43,6 +44,7 @@ def label_efficiency_table(ctx: SeedContext) -> pd.DataFrame:
 @register_analysis("label_efficiency")
 class LabelEfficiency(Analysis):
     order = 60
+    requires = ("probes",)  # the full-label point is the probes' final-layer row (ctx.tables["probes"])
 
     def compute(self, ctx: SeedContext) -> dict[str, pd.DataFrame]:
         return {"label_efficiency": label_efficiency_table(ctx)}

@@ -8,20 +8,14 @@ under stable names in the run directory, ready for a paper.
 from __future__ import annotations
 
 import base64
-import json
 import math
-import pickle
 import re
-import subprocess
-import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
 from .. import plots
-
-if TYPE_CHECKING:
-    from .base import RunArtifacts
+from .base import RunArtifacts
 
 PLUS_MINUS = "± is the half-width of a 95% t-interval over seeds (no ± when there is one seed)."
 HEADERS = {  # metrics column names whose readable form is more than the name with spaces
@@ -66,7 +60,7 @@ def format_frame(frame: pd.DataFrame, decimals: int | dict[str, int] = 3) -> pd.
     return out
 
 
-def table(frame: pd.DataFrame, name: str | None = None, run: "RunArtifacts | None" = None,
+def table(frame: pd.DataFrame, name: str | None = None, run: RunArtifacts | None = None,
           decimals: int | dict[str, int] = 3) -> dict[str, Any]:
     """A table for the template; with ``name`` and ``run`` also written as tables/<name>.csv and .tex."""
     shown = format_frame(frame, decimals)
@@ -76,7 +70,7 @@ def table(frame: pd.DataFrame, name: str | None = None, run: "RunArtifacts | Non
     return {"columns": list(shown.columns), "rows": shown.values.tolist()}
 
 
-def figure(fig: Any, name: str | None = None, run: "RunArtifacts | None" = None) -> str:
+def figure(fig: Any, name: str | None = None, run: RunArtifacts | None = None) -> str:
     """A figure as an embedded PNG; with ``name`` and ``run`` also written as figures/<name>.png, .svg and .pdf."""
     png = plots.to_bytes(fig, "png")
     if name and run is not None:
@@ -86,58 +80,6 @@ def figure(fig: Any, name: str | None = None, run: "RunArtifacts | None" = None)
             run.vector_exports.submit(fig, run.run_dir, name, [f for f in ("svg", "pdf") if f in run.figure_formats])
     plots.plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-class VectorExports:
-    """SVG and PDF copies of the report's figures, written by one worker process (``plots.vector_worker``) so
-    that the slow vector formats (PDF font subsetting costs a quarter of a second per figure) overlap with the
-    rest of the report; written inline where the worker cannot start or dies. The worker is a plain
-    subprocess, not multiprocessing, so that a user's unguarded script or notebook is never re-imported."""
-
-    def __init__(self) -> None:
-        self._worker: subprocess.Popen | None = None
-        self._inline = False
-        self._notes: list[str] = []
-
-    def _start(self) -> subprocess.Popen | None:
-        if self._worker is None and not self._inline:
-            try:
-                self._worker = subprocess.Popen(
-                    [sys.executable, "-c", "from replearn.plots import vector_worker; vector_worker()"],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-            except OSError:
-                self._inline = True
-        return self._worker
-
-    def submit(self, fig: Any, run_dir: Any, name: str, formats: list[str] | None = None) -> None:
-        formats = formats or ["svg", "pdf"]
-        try:
-            blob = pickle.dumps((str(run_dir), name, pickle.dumps(fig), formats))
-        except (pickle.PicklingError, AttributeError, TypeError):  # e.g. a plug-in's figure with a lambda
-            self._notes += plots.write_figure_vectors(fig, str(run_dir), name, formats)
-            return
-        worker = self._start()
-        if worker is not None:
-            try:
-                worker.stdin.write(len(blob).to_bytes(8, "little") + blob)
-                worker.stdin.flush()
-                return
-            except OSError:  # the worker died: this and later figures are written here
-                self._inline = True
-        self._notes += plots.write_figure_vectors(fig, str(run_dir), name, formats)
-
-    def finish(self) -> list[str]:
-        """Wait for every queued figure; the notes of files that could not be written, each once."""
-        worker, self._worker = self._worker, None
-        if worker is not None:
-            try:
-                out, _ = worker.communicate(timeout=600)
-                self._notes += json.loads(out.decode() or "[]") if worker.returncode == 0 else [
-                    f"figures/ SVG and PDF copies failed (worker exit {worker.returncode})"]
-            except (OSError, ValueError, subprocess.TimeoutExpired):
-                worker.kill()
-                self._notes.append("figures/ SVG and PDF copies failed (worker did not finish)")
-        return list(dict.fromkeys(self._notes))
 
 
 _LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",

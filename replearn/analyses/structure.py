@@ -25,6 +25,7 @@ NEIGHBOURS = 10
 @register_analysis("structure")
 class Structure(Analysis):
     order = 70
+    requires = ("projection",)  # its section shows the projection's trustworthiness (metrics/projection.csv)
 
     def compute(self, ctx: SeedContext) -> dict[str, pd.DataFrame]:
         test_y = ctx.data.test_y.numpy()[ctx.points]

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..artifacts import load_npz, write_json
+from ..log import format_duration
 from ..stats import format_mean_ci, mcnemar, mean_ci, paired_bootstrap
 from .base import Analysis, RunArtifacts, RunContext, Section, register_analysis
 from .render import PLUS_MINUS, table
@@ -76,6 +77,7 @@ def comparison_sentence(c: dict[str, Any], label_a: str, label_b: str) -> str:
 @register_analysis("summary")
 class Summary(Analysis):
     order = 0
+    requires = ("probes",)  # compares the probes' final-layer predictions (artifacts/predictions_seed*.npz)
 
     def finish(self, run: RunContext) -> dict[str, pd.DataFrame]:
         regimes = [m.name for m in run.models if m.kind == "regime"]
@@ -143,8 +145,6 @@ def summarize(run_dir: Path, cfg: Any, wall_seconds: float) -> dict[str, Any]:
 def closing_summary(run_dir: Path, wall_seconds: float, report: Path) -> list[str]:
     """The lines a finished run ends with: headline accuracies, each regime's gap to the reference with its
     interval, and where the report is."""
-    from ..log import format_duration
-
     run = RunArtifacts(run_dir)
     summary = run.metrics_json("summary.json") or {}
     lines = []

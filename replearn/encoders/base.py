@@ -12,6 +12,7 @@ arguments, so ``replearn probe`` rebuilds any registered (or importable) encoder
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
@@ -20,7 +21,8 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
-from ..registry import Registry, is_import_path
+from ..options import build_options, options_dict, unknown_key
+from ..registry import Registry, import_object
 
 
 @dataclass(frozen=True)
@@ -99,26 +101,38 @@ def check_encoder(obj: Any, path: str) -> Callable[..., Encoder]:
 ENCODERS: Registry[Callable[..., Encoder]] = Registry("encoder", check_encoder)
 
 
+COMMON_MODEL_KEYS = ("name", "kwargs", "latent_dim", "layers")
+
+
 def encoder_kwargs(factory: Callable[..., Encoder], model_cfg: Any, in_shape: tuple[int, int, int]) -> dict[str, Any]:
-    """The arguments an encoder is built with: ``in_shape``, ``latent_dim``, the ``model.*`` config keys its
-    signature names, and ``model.kwargs`` (which must all be parameters it takes)."""
+    """The arguments an encoder is built with: ``in_shape``, ``latent_dim`` and its own options.
+
+    An encoder that declares ``Options`` (a dataclass of ``opt`` fields) gets them from the ``model`` section's
+    further keys (``model.channels``) and ``model.kwargs``, validated; one that declares none (a class or
+    factory by import path) gets ``model.kwargs``, which must all be parameters it takes."""
+    kwargs: dict[str, Any] = {"in_shape": tuple(in_shape), "latent_dim": model_cfg.latent_dim}
+    own = dict(getattr(model_cfg, "plugin_options", {}) or {})
+    extra = dict(model_cfg.kwargs or {})
+    options_cls = getattr(factory, "Options", None)
+    if dataclasses.is_dataclass(options_cls):
+        options = build_options(options_cls, "model", {**own, **extra},
+                                known=[f"model.{k}" for k in COMMON_MODEL_KEYS], owner=f"encoder '{model_cfg.name}'")
+        return {**kwargs, **options_dict(options)}
+    if own:
+        key = next(iter(own))
+        raise unknown_key(f"model.{key}", [f"model.{k}" for k in COMMON_MODEL_KEYS],
+                          f"encoder '{model_cfg.name}' declares no options: pass its arguments as model.kwargs")
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):
         params = {}
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    kwargs: dict[str, Any] = {"in_shape": tuple(in_shape), "latent_dim": model_cfg.latent_dim}
-    for key in ("channels", "kernel_size"):
-        if key in params:
-            kwargs[key] = getattr(model_cfg, key)
-    extra = dict(model_cfg.kwargs or {})
     unknown = [k for k in extra if k not in params and not takes_any]
     if unknown:
         accepted = [k for k in params if k not in ("self", "in_shape", "latent_dim")]
         raise ConfigError(f"encoder '{model_cfg.name}' does not take argument(s) {unknown} from model.kwargs",
                           f"use its parameters: {', '.join(accepted) or 'none'}")
-    kwargs.update(extra)
-    return kwargs
+    return {**kwargs, **extra}
 
 
 def create_encoder(name: str, kwargs: dict[str, Any], seed: int) -> Encoder:
@@ -150,35 +164,9 @@ def _check_built(encoder: Any, name: str) -> None:
                           "'latent'", "name the final representation layer 'latent'")
 
 
-def build_encoder(model_cfg: Any, in_shape: tuple[int, int, int], seed: int) -> Encoder:
-    """A freshly initialised encoder from the ``model`` config section (a plain module when model.layers is set)."""
-    if getattr(model_cfg, "layers", None):
-        return tapped_encoder(model_cfg.name, dict(model_cfg.kwargs or {}), in_shape, list(model_cfg.layers), seed)
-    factory = ENCODERS.get(model_cfg.name)
-    return create_encoder(model_cfg.name, encoder_kwargs(factory, model_cfg, in_shape), seed)
-
-
-def tapped_encoder(path: str, kwargs: dict[str, Any], in_shape: tuple[int, int, int], layers: list[str],
-                   seed: int) -> Encoder:
-    """A plain ``nn.Module`` from the factory or class at import path ``path`` (called with ``kwargs``, seeded),
-    read at ``layers`` (module paths) by forward hooks, its output as 'latent' (``TappedModule``)."""
-    from .tapped import TappedModule
-
-    if not is_import_path(path):
-        raise ConfigError(f"model.layers is set, so model.name must be an import path, not '{path}'",
-                          "write package.module:factory (e.g. torchvision.models:resnet18), or drop model.layers "
-                          "for a registered encoder")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        module = build_module(path, kwargs, "model.name", "model.kwargs")
-    return TappedModule(module, in_shape, layers)
-
-
 def build_module(path: str, kwargs: dict[str, Any], option: str, kwargs_option: str) -> nn.Module:
     """The ``nn.Module`` that the class or factory at import path ``path`` builds from ``kwargs``; errors name
     the options the user set them with (``model.name`` / ``--model``)."""
-    from ..registry import import_object
-
     factory = import_object(path, "model")
     try:
         module = factory(**kwargs)
@@ -189,22 +177,3 @@ def build_module(path: str, kwargs: dict[str, Any], option: str, kwargs_option: 
         raise ConfigError(f"{option} {path} built a {type(module).__name__}, not a torch.nn.Module",
                           f"point {option} at an nn.Module class or a function returning one")
     return module
-
-
-def encoder_spec(model_cfg: Any, in_shape: tuple[int, int, int]) -> dict[str, Any]:
-    """What a checkpoint stores to rebuild the encoder: its name and arguments (plain values only)."""
-    if getattr(model_cfg, "layers", None):
-        return {"name": model_cfg.name, "kwargs": dict(model_cfg.kwargs or {}), "in_shape": list(in_shape),
-                "layers": list(model_cfg.layers)}
-    kwargs = encoder_kwargs(ENCODERS.get(model_cfg.name), model_cfg, in_shape)
-    kwargs["in_shape"] = list(kwargs["in_shape"])
-    return {"name": model_cfg.name, "kwargs": kwargs}
-
-
-def encoder_from_spec(spec: dict[str, Any]) -> Encoder:
-    """Rebuild an encoder (untrained) from ``encoder_spec``'s record."""
-    kwargs = dict(spec["kwargs"])
-    if spec.get("layers"):
-        return tapped_encoder(spec["name"], kwargs, tuple(spec["in_shape"]), list(spec["layers"]), seed=0)
-    kwargs["in_shape"] = tuple(kwargs["in_shape"])
-    return create_encoder(spec["name"], kwargs, seed=0)

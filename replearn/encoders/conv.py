@@ -4,14 +4,33 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from dataclasses import dataclass
+
 from ..errors import ConfigError
+from ..options import opt
 from .base import ENCODERS, Encoder, StageInfo
+
+
+@dataclass
+class ConvOptions:
+    """The conv encoder's own keys, written in the ``model`` section."""
+
+    channels: list[int] = opt([16, 32, 64], "output channels of each conv stage (one stage per entry)", min=1,
+                              list_default=True)
+    kernel_size: int = opt(3, "convolution kernel size (odd)", min=1, max=9)
+
+    def __post_init__(self) -> None:
+        if self.kernel_size % 2 == 0:
+            raise ConfigError(f"config key 'model.kernel_size' must be odd, got {self.kernel_size}",
+                              "use 3, 5 or 7 so that convolutions keep the image size")
 
 
 @ENCODERS.register("conv")
 class ConvEncoder(Encoder):
     """One stage per entry of ``channels``, each halving the image; ``latent`` is a linear map of the
     flattened last stage."""
+
+    Options = ConvOptions
 
     def __init__(self, in_shape: tuple[int, int, int], channels: list[int], kernel_size: int = 3,
                  latent_dim: int = 64) -> None:

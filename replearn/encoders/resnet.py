@@ -10,10 +10,21 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from dataclasses import dataclass
+
 from ..errors import ConfigError
+from ..options import opt
 from .base import ENCODERS, Encoder, StageInfo
 
 BLOCKS = {8: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
+
+
+@dataclass
+class ResNetOptions:
+    """The ResNet encoder's own keys, written in the ``model`` section (or in ``model.kwargs``)."""
+
+    depth: int = opt(18, "depth: 8, 18 or 34 (basic blocks per stage 1/1/1/1, 2/2/2/2, 3/4/6/3)", choices=(8, 18, 34))
+    width: int = opt(64, "base width: stage widths are w, 2w, 4w, 8w (64 is ResNet-18's; 16 suits a CPU)", min=1)
 
 
 class BasicBlock(nn.Module):
@@ -41,6 +52,8 @@ class BasicBlock(nn.Module):
 @ENCODERS.register("resnet")
 class ResNetEncoder(Encoder):
     """ResNet-``depth`` (8, 18 or 34) of base width ``width``; stages named stage1..stage4, then ``latent``."""
+
+    Options = ResNetOptions
 
     def __init__(self, in_shape: tuple[int, int, int], latent_dim: int = 512, depth: int = 18, width: int = 64) -> None:
         super().__init__()

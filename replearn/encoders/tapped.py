@@ -13,7 +13,8 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
-from .base import Encoder, StageInfo
+from ..registry import is_import_path
+from .base import Encoder, StageInfo, build_module
 
 
 def first_tensor(out: Any) -> torch.Tensor:
@@ -91,3 +92,17 @@ class TappedModule(Encoder):
 
     def forward_features(self, x: torch.Tensor, layers: list[str] | None = None) -> dict[str, torch.Tensor]:
         return self._run(x, self.check_layers(layers))
+
+
+def tapped_encoder(path: str, kwargs: dict[str, Any], in_shape: tuple[int, int, int], layers: list[str],
+                   seed: int) -> Encoder:
+    """A plain ``nn.Module`` from the factory or class at import path ``path`` (called with ``kwargs``, seeded),
+    read at ``layers`` (module paths) by forward hooks, its output as 'latent' (``TappedModule``)."""
+    if not is_import_path(path):
+        raise ConfigError(f"model.layers is set, so model.name must be an import path, not '{path}'",
+                          "write package.module:factory (e.g. torchvision.models:resnet18), or drop model.layers "
+                          "for a registered encoder")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        module = build_module(path, kwargs, "model.name", "model.kwargs")
+    return TappedModule(module, in_shape, layers)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..config import opt
+from ..options import build_options, opt
 from ..encoders import Encoder
 from ..errors import ConfigError
 from ..registry import Registry
@@ -127,14 +127,12 @@ def regime_name(spec: str) -> str:
 
 def make_regime(spec: str, raw_options: dict[str, Any] | None = None) -> Regime:
     """The regime ``spec`` (name or import path) with its options validated like any config section."""
-    from ..config import build_section
-
     cls = REGIMES.get(spec)
     name = cls.name or cls.__name__.lower()
     if not name.replace("-", "_").isidentifier():
         raise ConfigError(f"regime '{spec}' has the name {name!r}, which cannot name files",
                           "give the class a `name` of letters, digits and '_'")
-    options = build_section(cls.Options, f"regimes.{name}", dict(raw_options or {}))
+    options = build_options(cls.Options, f"regimes.{name}", dict(raw_options or {}), owner=f"regime '{name}'")
     regime = cls(options, spec)
     if not cls.name:
         regime.name = name  # type: ignore[misc]

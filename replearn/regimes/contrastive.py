@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import opt
+from ..options import opt
 from ..encoders import Encoder
 from .base import DataInfo, Regime, RegimeOptions, register_regime
 from .heads import ProjectionHead

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import opt
+from ..options import opt
 from ..encoders import Encoder
 from ..errors import ConfigError
 from .autoencoder import Reconstructing

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..config import opt
+from ..options import opt
 from ..encoders import Encoder
 from .autoencoder import Reconstructing
 from .base import DataInfo, RegimeOptions, register_regime

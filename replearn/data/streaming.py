@@ -1,4 +1,5 @@
-"""Images that stay on disk: uint8 N×C×H×W arrays in .npy files, read batch by batch and normalised on the fly.
+"""Images that stay on disk: uint8 N×C×H×W arrays in .npy files (or in a raw file of a published format,
+such as STL-10's column-major ``*_X.bin``), read batch by batch and normalised on the fly.
 
 An ``ImageStore`` indexes like the float32 tensor a ``Dataset`` split otherwise holds (``len``, ``shape``,
 ``x[i]``, ``x[a:b]``, ``x[index_tensor]``), so the training loop, evaluation and feature extraction run on it
@@ -11,13 +12,50 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from .errors import DataError
+from ..errors import DataError
+
+
+@dataclass(frozen=True)
+class FileLayout:
+    """Where the uint8 images of a file are: ``count`` images of ``image_shape`` (C×H×W, as returned) from
+    byte ``offset`` on, each stored C×H×W, or C×W×H (each channel column by column) when ``transposed``."""
+
+    offset: int
+    count: int
+    image_shape: tuple[int, int, int]
+    transposed: bool = False
+
+    @property
+    def stored_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.image_shape
+        return (c, w, h) if self.transposed else (c, h, w)
+
+
+def npy_file_layout(path: Path) -> FileLayout:
+    """The layout of a uint8, C-ordered N×C×H×W .npy file (raises a DataError for anything else)."""
+    shape, offset = npy_layout(path)
+    return FileLayout(offset, shape[0], tuple(shape[1:]))  # type: ignore[arg-type]
+
+
+def raw_file_layout(path: Path, image_shape: tuple[int, int, int], transposed: bool, fix: str) -> FileLayout:
+    """The layout of a headerless file of uint8 images of ``image_shape`` (C×H×W), refused with a DataError
+    (whose fix is ``fix``) when it is missing or not a whole number of images."""
+    image_bytes = math.prod(image_shape)
+    try:
+        size = os.path.getsize(path)
+    except OSError as exc:
+        raise DataError(f"{path} cannot be read ({type(exc).__name__})", fix) from None
+    if size == 0 or size % image_bytes:
+        raise DataError(f"{path} holds {size:,} bytes, not a whole number of {image_bytes:,}-byte "
+                        f"{'×'.join(map(str, image_shape))} images (truncated or not this dataset)", fix)
+    return FileLayout(0, size // image_bytes, tuple(image_shape), transposed)  # type: ignore[arg-type]
 
 
 def npy_layout(path: Path) -> tuple[tuple[int, ...], int]:
@@ -41,21 +79,23 @@ def npy_layout(path: Path) -> tuple[tuple[int, ...], int]:
 
 class ImageStore:
     """Rows ``rows`` of the uint8 images in ``path``, read on demand and returned as normalised float32
-    tensors: ``(x / 255 - mean[c]) / std[c]`` per channel (no normalisation when ``mean`` is None)."""
+    tensors: ``(x / 255 - mean[c]) / std[c]`` per channel (no normalisation when ``mean`` is None).
+    ``layout`` says where the images sit in the file (default: a .npy file's header says it)."""
 
     dtype = torch.float32
 
     def __init__(self, path: Path, rows: np.ndarray, mean: Sequence[float] | None = None,
-                 std: Sequence[float] | None = None) -> None:
+                 std: Sequence[float] | None = None, layout: FileLayout | None = None) -> None:
         self.path = str(path)
         self.rows = np.asarray(rows, dtype=np.int64)
         self.mean = None if mean is None else tuple(mean)
         self.std = None if std is None else tuple(std)
-        file_shape, self._offset = npy_layout(Path(path))
-        self._image_shape = tuple(file_shape[1:])
+        self.layout = layout if layout is not None else npy_file_layout(Path(path))
+        self._offset = self.layout.offset
+        self._image_shape = tuple(self.layout.image_shape)
         self._image_bytes = math.prod(self._image_shape)
-        if len(self.rows) and (self.rows.min() < 0 or self.rows.max() >= file_shape[0]):
-            raise DataError(f"{path} holds {file_shape[0]} images, fewer than its index needs",
+        if len(self.rows) and (self.rows.min() < 0 or self.rows.max() >= self.layout.count):
+            raise DataError(f"{path} holds {self.layout.count} images, fewer than its index needs",
                             "delete the cache so that it is made again")
 
     def __len__(self) -> int:
@@ -78,14 +118,14 @@ class ImageStore:
 
     def subset(self, positions: np.ndarray) -> "ImageStore":
         """The same images at ``positions`` of this store (no data is read)."""
-        return ImageStore(Path(self.path), self.rows[positions], self.mean, self.std)
+        return ImageStore(Path(self.path), self.rows[positions], self.mean, self.std, self.layout)
 
     def read(self, rows: np.ndarray) -> np.ndarray:
         """The uint8 images at file rows ``rows`` (in that order): sorted, read in contiguous runs, reordered."""
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-        out = np.empty((len(rows), *self._image_shape), dtype=np.uint8)
+        out = np.empty((len(rows), *self.layout.stored_shape), dtype=np.uint8)
         if not len(rows):
-            return out
+            return out.reshape(len(rows), *self._image_shape)
         order = np.argsort(rows, kind="stable")
         ordered = rows[order]
         flat = out.reshape(len(rows), -1)
@@ -102,4 +142,4 @@ class ImageStore:
                 flat[order[run]] = np.frombuffer(data, dtype=np.uint8).reshape(count, -1)
         finally:
             os.close(fd)
-        return out
+        return np.ascontiguousarray(out.transpose(0, 1, 3, 2)) if self.layout.transposed else out

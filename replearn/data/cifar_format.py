@@ -1,4 +1,4 @@
-"""CIFAR-10 and CIFAR-100 from their official distributions, read directly (no torchvision).
+"""CIFAR-10 and CIFAR-100 from their official distributions, read directly (no torchvision): the file format.
 
 Two layouts exist for each: the binary one (``cifar-10-batches-bin``: ``data_batch_1..5.bin`` and
 ``test_batch.bin``, each record a label byte then 3,072 pixel bytes, red, green, blue planes of 32×32;
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError
+from ..errors import DataError
 
 RECORD_PIXELS = 3 * 32 * 32
 LAYOUTS = {

@@ -6,7 +6,9 @@ in nested folders; hidden files and files that are not images are ignored. Decod
 processes) happens once: the arrays are cached under ``data.cache_dir`` in a folder named by a hash of every
 file's path and bytes and of the decoding settings, so a second run reads the cache instead of decoding, and
 any changed, added or removed file makes a new cache. A dataset too large for ``data.memory_budget_mb`` is
-streamed from that cache (``replearn.streaming``).
+streamed from that cache (``replearn.data.streaming``). The settings below are the source's own options
+(``data.image_size``, ``data.skip_bad_images``, ``data.test_fraction``, ``data.cache_dir``,
+``data.memory_budget_mb``).
 """
 from __future__ import annotations
 
@@ -22,15 +24,45 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from . import imagedecode, parallel
-from .config import DataConfig
-from .errors import DataError
-from .log import log, progress_bar
+from ... import parallel
+from ...config import DataConfig
+from ...errors import DataError
+from ...log import log, progress_bar
+from ...options import opt
+from ..imagedecode import GREY_MODES, decode, scan_headers
+from ..dataset import Dataset, LabelledArrays, StoredSplits, stratified_split
+from .base import DatasetSource, register_dataset
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 CACHE_VERSION = 1
 CHUNK = 256  # files per worker task
 HEADER_BYTES = 256  # .npy header written with room to spare, so it can be rewritten after skipped files
+
+
+@dataclass
+class FolderOptions:
+    image_size: int = opt(0, "resize every image so its shorter side is this many pixels, then centre-crop "
+                             "it square (0 = keep the files' size, which must then be the same for all)",
+                          min=0, max=1024)
+    skip_bad_images: bool = opt(False, "skip image files that cannot be decoded (named in the log and in "
+                                       "dataset.json) instead of stopping at the first")
+    test_fraction: float = opt(0.2, "folder without train/ and test/ subfolders: the stratified fraction of each "
+                                    "class held out as the test split", gt=0.0, max=0.5)
+    cache_dir: str | None = opt(None, "where decoded image folders are cached (default: $REPLEARN_CACHE, else "
+                                      "~/.cache/replearn)")
+    memory_budget_mb: int = opt(0, "0: hold the dataset in memory. Otherwise, a folder dataset whose normalised "
+                                   "images would take more than this many MiB is streamed from its uint8 cache on "
+                                   "disk, batch by batch", min=0)
+
+
+@register_dataset("folder")
+class Folder(DatasetSource):
+    description = ("your own image-folder tree ROOT/<class>/*.png|jpg|… (or ROOT/train/… and ROOT/test/…) from "
+                   "data.root, decoded once and cached; streamed when over data.memory_budget_mb")
+    Options = FolderOptions
+
+    def load(self, cfg: DataConfig) -> Dataset:
+        return load_folder(cfg, self.options)
 
 
 @dataclass
@@ -96,10 +128,10 @@ def scan_folder(root: Path) -> tuple[dict[str, FolderSplit], list[str]]:
     return {"all": every}, names
 
 
-def content_key(root: Path, splits: dict[str, FolderSplit], cfg: DataConfig, progress: bool = True) -> str:
+def content_key(root: Path, splits: dict[str, FolderSplit], options: FolderOptions, progress: bool = True) -> str:
     """A hash of every file's relative path and bytes and of the settings that change the decoded arrays."""
-    digest = hashlib.sha256(f"replearn-folder-v{CACHE_VERSION} size={cfg.image_size} "
-                            f"skip={cfg.skip_bad_images}".encode())
+    digest = hashlib.sha256(f"replearn-folder-v{CACHE_VERSION} size={options.image_size} "
+                            f"skip={options.skip_bad_images}".encode())
     total = sum(len(s.files) for s in splits.values())
     with progress_bar(total, "hashing image files", enabled=progress and total > 5000) as bar:
         for split, part in splits.items():
@@ -111,10 +143,10 @@ def content_key(root: Path, splits: dict[str, FolderSplit], cfg: DataConfig, pro
     return digest.hexdigest()[:24]
 
 
-def cache_root(cfg: DataConfig) -> Path:
+def cache_root(options: FolderOptions) -> Path:
     """``data.cache_dir``, else ``$REPLEARN_CACHE``, else ``$XDG_CACHE_HOME/replearn`` (``~/.cache/replearn``)."""
-    if cfg.cache_dir:
-        return Path(cfg.cache_dir).expanduser()
+    if options.cache_dir:
+        return Path(options.cache_dir).expanduser()
     if os.environ.get("REPLEARN_CACHE"):
         return Path(os.environ["REPLEARN_CACHE"]).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "replearn"
@@ -155,29 +187,29 @@ def _bad_files(root: Path, bad: list[tuple[Path, str]], total: int) -> DataError
                      "replace or delete them, or pass --set data.skip_bad_images=true to leave them out")
 
 
-def check_headers(root: Path, splits: dict[str, FolderSplit], cfg: DataConfig) -> tuple[bool, list[tuple[Path, str]]]:
+def check_headers(root: Path, splits: dict[str, FolderSplit], options: FolderOptions) -> tuple[bool, list[tuple[Path, str]]]:
     """Whether any image is in colour, and the files whose headers cannot be read; refuses mixed sizes
     when no ``data.image_size`` is set."""
     files = [f for s in splits.values() for f in s.files]
-    headers = [h for part in _run_chunks(imagedecode.scan_headers, _chunks(files)) for h in part]
+    headers = [h for part in _run_chunks(scan_headers, _chunks(files)) for h in part]
     bad = [(f, h) for f, h in zip(files, headers) if isinstance(h, str)]
     good = [(f, h) for f, h in zip(files, headers) if not isinstance(h, str)]
-    if bad and not cfg.skip_bad_images:
+    if bad and not options.skip_bad_images:
         raise _bad_files(root, bad, len(files))
     if not good:
         raise DataError(f"none of the {len(files):,} image files in '{root}' can be decoded", "check the files")
-    if not cfg.image_size:
+    if not options.image_size:
         first_path, (_, w0, h0) = good[0]
         for path, (_, w, h) in good:
             if (w, h) != (w0, h0):
                 raise DataError(f"images differ in size: '{first_path}' is {w0}×{h0} but '{path}' is {w}×{h}",
                                 f"set data.image_size (e.g. --set data.image_size={min(w0, h0, w, h)}) to resize "
                                 "them, shorter side then centre crop")
-    colour = any(mode not in imagedecode.GREY_MODES for _, (mode, _, _) in good)
+    colour = any(mode not in GREY_MODES for _, (mode, _, _) in good)
     return colour, bad
 
 
-def decode_split(root: Path, part: FolderSplit, cfg: DataConfig, colour: bool, skip: set[Path],
+def decode_split(root: Path, part: FolderSplit, options: FolderOptions, colour: bool, skip: set[Path],
                  out_dir: Path, split: str) -> list[tuple[Path, str]]:
     """Decode one split's images straight into ``out_dir/<split>_x.npy`` (and its labels), chunk by chunk,
     so memory stays bounded; returns the files that failed (skipped when allowed)."""
@@ -190,7 +222,7 @@ def decode_split(root: Path, part: FolderSplit, cfg: DataConfig, colour: bool, s
     with open(path, "wb") as fh, progress_bar(len(files), f"decoding {split} images") as bar:
         fh.write(b"\0" * HEADER_BYTES)
         position = 0
-        for chunk in _run_chunks(imagedecode.decode, _chunks(files), cfg.image_size, colour):
+        for chunk in _run_chunks(decode, _chunks(files), options.image_size, colour):
             for item in chunk:
                 if isinstance(item, str):
                     bad.append((files[position], item))
@@ -204,7 +236,7 @@ def decode_split(root: Path, part: FolderSplit, cfg: DataConfig, colour: bool, s
                         kept.append(position)
                 position += 1
             bar.update(len(chunk))
-        if bad and not cfg.skip_bad_images:
+        if bad and not options.skip_bad_images:
             raise _bad_files(root, bad, len(files))
         if shape is None:
             raise DataError(f"none of the {split} images in '{root}' can be decoded", "check the files")
@@ -214,7 +246,7 @@ def decode_split(root: Path, part: FolderSplit, cfg: DataConfig, colour: bool, s
     return bad
 
 
-def decode_folder(root: Path, cfg: DataConfig) -> tuple[Path, dict, list[str]]:
+def decode_folder(root: Path, options: FolderOptions) -> tuple[Path, dict, list[str]]:
     """The cache folder holding the decoded tree (made now if missing), its metadata, and the class names."""
     try:
         import PIL  # noqa: F401 - only checked here; the workers import it
@@ -223,8 +255,8 @@ def decode_folder(root: Path, cfg: DataConfig) -> tuple[Path, dict, list[str]]:
                         "pip install 'replearn[images]' (or pip install Pillow)") from None
     splits, names = scan_folder(root)
     started = time.perf_counter()
-    key = content_key(root, splits, cfg)
-    cache = cache_root(cfg) / f"folder-{key}"
+    key = content_key(root, splits, options)
+    cache = cache_root(options) / f"folder-{key}"
     meta_path = cache / "meta.json"
     if meta_path.is_file():
         try:
@@ -234,16 +266,16 @@ def decode_folder(root: Path, cfg: DataConfig) -> tuple[Path, dict, list[str]]:
         except (OSError, ValueError):
             pass
     total = sum(len(s.files) for s in splits.values())
-    colour, bad = check_headers(root, splits, cfg)
+    colour, bad = check_headers(root, splits, options)
     skip = {f for f, _ in bad}
     partial = cache.with_name(f"{cache.name}.partial-{os.getpid()}")
     made = [d for d in (partial, *partial.parents) if not d.exists()]  # removed again if decoding fails
     try:
         partial.mkdir(parents=True, exist_ok=True)
         for split, part in splits.items():
-            bad += decode_split(root, part, cfg, colour, skip, partial, split)
+            bad += decode_split(root, part, options, colour, skip, partial, split)
         meta = {"root": str(root), "class_names": names, "splits": list(splits), "colour": colour,
-                "image_size": cfg.image_size, "skipped": [f"{f.relative_to(root)}: {why}" for f, why in bad],
+                "image_size": options.image_size, "skipped": [f"{f.relative_to(root)}: {why}" for f, why in bad],
                 "decode_seconds": round(time.perf_counter() - started, 2)}
         (partial / "meta.json").write_text(json.dumps(meta, indent=1))
         try:
@@ -264,17 +296,15 @@ def decode_folder(root: Path, cfg: DataConfig) -> tuple[Path, dict, list[str]]:
     return cache, meta, names
 
 
-def load_folder(cfg: DataConfig):  # -> Dataset (imported lazily: data.py imports this module)
+def load_folder(cfg: DataConfig, options: FolderOptions) -> Dataset:
     """The ``folder`` dataset: decoded (or read from the cache), split, held in memory or streamed."""
-    from .data import Dataset, stratified_split
-
     if not cfg.root:
         raise DataError("dataset 'folder' needs a directory", "pass --set data.root=DIR (a folder of class folders)")
     root = Path(cfg.root).expanduser()
-    cache, meta, names = decode_folder(root, cfg)
+    cache, meta, names = decode_folder(root, options)
     if "all" in meta["splits"]:
         labels = np.load(cache / "all_y.npy")
-        test_rows, train_rows = stratified_split(labels, cfg.test_fraction, cfg.split_seed)
+        test_rows, train_rows = stratified_split(labels, options.test_fraction, cfg.split_seed)
         sources = {"train": ("all", train_rows), "test": ("all", test_rows)}
     else:
         sources = {s: (s, None) for s in ("train", "test")}
@@ -286,18 +316,18 @@ def load_folder(cfg: DataConfig):  # -> Dataset (imported lazily: data.py import
     shape = np.load(x_files["train"], mmap_mode="r").shape
     images = len(y_all["train"]) + (len(y_all["test"]) if x_files["test"] != x_files["train"] else 0)
     normalised_mib = 4 * shape[1] * shape[2] * shape[3] * images / 2**20
-    if cfg.memory_budget_mb and normalised_mib > cfg.memory_budget_mb:
+    if options.memory_budget_mb and normalised_mib > options.memory_budget_mb:
         log(f"{root}: streaming from disk ({normalised_mib:,.0f} MiB normalised > data.memory_budget_mb="
-            f"{cfg.memory_budget_mb})")
-        return Dataset.streamed_from("folder", x_files["train"], y_all["train"], x_files["test"], y_all["test"], names,
-                                     cfg, source, skipped=skipped, train_rows=rows["train"], test_rows=rows["test"])
+            f"{options.memory_budget_mb})")
+        stored = StoredSplits(x_files["train"], y_all["train"], x_files["test"], y_all["test"], names,
+                              train_rows=rows["train"], test_rows=rows["test"])
+        return Dataset.streamed_from("folder", stored, cfg, source, skipped=skipped)
     arrays = {}
     for s in ("train", "test"):
         x = np.load(x_files[s], mmap_mode="r")
         arrays[s] = (np.asarray(x if rows[s] is None else x[rows[s]]),
                      y_all[s] if rows[s] is None else y_all[s][rows[s]])
-    data = Dataset.from_arrays("folder", arrays["train"][0], arrays["train"][1], arrays["test"][0], arrays["test"][1],
-                               names, cfg, source=source, scale=255.0, layout="channels-first")
+    labelled = LabelledArrays(arrays["train"][0], arrays["train"][1], arrays["test"][0], arrays["test"][1], names)
+    data = Dataset.from_arrays("folder", labelled, cfg, source=source, scale=255.0, layout="channels-first")
     data.skipped = list(skipped)
     return data
-

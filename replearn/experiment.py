@@ -1,0 +1,384 @@
+"""One comparison experiment: config → data → models → training → features (once) → analyses → report.
+
+``Experiment`` is the whole of it as a Python object. Each seed trains every regime from the same initial
+encoder, extracts every model's features once and hands them to the analyses; everything lands in the
+run directory as CSV/JSON/NPZ, written atomically, and the report is rendered from those files alone.
+The stages can be called one by one (``prepare``, ``train``, ``extract``, ``analyse``, ``finish``,
+``render``) or chained by ``run``; ``Experiment.resume`` continues an interrupted run: finished regimes
+are loaded, an interrupted one restarts from its last completed step, analyses are redone.
+
+    from replearn import Experiment
+    report = Experiment("digits", ["train.epochs=2"], out="reports/quick").run()
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+import sklearn
+import torch
+
+from . import parallel, seeding
+from .version import __version__
+from .analyses import RunContext, SeedContext
+from .analyses.base import Features, ModelInfo, baseline_models, write_models
+from .analyses.summary import closing_summary, summarize
+from .artifacts import check_run_dir, load_checkpoint, load_state_dict_checked, read_json, save_checkpoint, \
+    save_npz, write_json
+from .config import Config, apply_overrides, config_from_dict, dump_yaml, load_config
+from .data import Dataset, analysis_view, stratified_subset
+from .encoders import Encoder, build_encoder, encoder_spec
+from .errors import ReplearnError, TrainingDiverged, TrainingInterrupted
+from .features import eval_mode, extract_splits, pca_baseline, pixel_features
+from .log import RunClock, log
+from .plugins import Plugins, resolve
+from .preflight import check_data_fits, preflight
+from .regimes import DataInfo, Regime
+from .report import render_report
+from .rundir import RunDir
+from .seeding import derive_seed
+from .training import (Checkpoint, EpochLog, EpochProbe, MetricsCSV, ProgressBar, SignalStop, Snapshots, Stopper,
+                       Trainer, TrainSettings, eval_batch_size, evaluate, resolve_device, training_step_flops)
+
+
+class Experiment:
+    """A comparison run, built from a config (a ``Config``, a YAML path or a bundled experiment's name) and
+    ``key=value`` overrides; every plug-in it names is resolved and validated here, before anything runs."""
+
+    def __init__(self, config: Config | str | Path | None = None, overrides: Iterable[str] = (), *,
+                 out: str | Path | None = None, force: bool = False, progress: bool = True) -> None:
+        if isinstance(config, Config):
+            cfg = config_from_dict(apply_overrides(config.to_dict(), list(overrides))) if overrides else config
+        else:
+            cfg = load_config(config, list(overrides))
+        self.plugins: Plugins = resolve(cfg)
+        self.config: Config = self.plugins.config
+        self.run_dir = RunDir(out) if out is not None else RunDir.default(cfg.name)
+        self.force, self.progress, self.resuming = force, progress, False
+        self.device = resolve_device(self.config.train.device)
+        self.data: Dataset | None = None
+        self.encoders: dict[int, dict[str, Encoder]] = {}
+        self.model_rows: list[dict[str, Any]] = []
+        self.results: dict[str, list[pd.DataFrame]] = {}
+        self.stopper = Stopper()
+        self.clock = RunClock(len(self.seeds))
+        self._baselines: dict[str, Any] = {}
+        self._features: dict[int, dict[str, Features]] = {}
+        self._extraction_seconds = 0.0
+
+    @classmethod
+    def resume(cls, run_dir: str | Path, progress: bool = True) -> "Experiment":
+        """The experiment of an interrupted run, with its saved config (refused if edited or complete)."""
+        check_run_dir(run_dir, need="resume")
+        experiment = cls(load_config(Path(run_dir) / "config.yaml"), out=run_dir, progress=progress)
+        experiment.run_dir.check_resumable(experiment.config.to_dict())
+        experiment.resuming = True
+        return experiment
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.config.train.seeds)
+
+    @property
+    def regimes(self) -> list[Regime]:
+        return self.plugins.regimes
+
+    def load_data(self) -> Dataset:
+        """Load the dataset and check that the model, the regimes and the analyses fit it; writes nothing."""
+        if self.data is None:
+            data = self.plugins.dataset.load(self.config.data)
+            check_data_fits(self.config, data)
+            preflight(self.config, self.regimes, data, self.device)
+            if self.resuming:
+                self.run_dir.check_same_data(data.summary())
+            self.data = data
+        return self.data
+
+    def prepare(self) -> None:
+        """Load the data, then create (or reopen, when resuming) the run directory and write what a run
+        starts with; analyses are prepared on the stratified view of the data they use."""
+        if not self.resuming:
+            self.run_dir.check_free(self.force)
+        data = self.load_data()
+        if not self.resuming:
+            self.run_dir.create(self.force)
+        log(f"run directory: {self.run_dir}")
+        log(f"dataset {data.name}: {len(data.train_y)} train / {len(data.val_y)} val / {len(data.test_y)} test, "
+            f"images {'×'.join(map(str, data.image_shape))}, device {self.device}; regimes "
+            f"{', '.join(r.name for r in self.regimes)}")
+        try:
+            if self.resuming:
+                self.run_dir.clear_temporaries()
+            else:
+                self.run_dir.start(dump_yaml(self.config), self.config.to_dict(), environment_record(self))
+            write_json(self.run_dir / "dataset.json", data.summary())
+            self.context = RunContext(self.config, self.run_dir.path, model_infos(self.regimes), self.progress)
+            write_models(self.run_dir.path, self.context.models)
+            self.run_dir.set_status("running")
+        except OSError as exc:
+            raise self.run_dir.write_failure(exc, self.resuming) from None
+        self.analysed = analysis_view(data, self.config.analysis.max_images_per_split, self.config.data.split_seed)
+        if self.analysed is not data:
+            log(f"analyses use a stratified subset: {len(self.analysed.train_y)} train / {len(self.analysed.val_y)} "
+                f"val / {len(self.analysed.test_y)} test images (analysis.max_images_per_split)")
+        self._plan_clock()
+
+    def _plan_clock(self) -> None:
+        data, cfg = self.data, self.config
+        for regime in self.regimes:
+            steps = math.ceil(len(Trainer.training_images(regime, data)) / cfg.train.batch_size) \
+                * self.plugins.epochs_for(regime)
+            self.clock.plan(regime.name, steps * len(self.seeds), step_flops(self, regime))
+            for seed in self.seeds:
+                if self.run_dir.checkpoint(regime.name, seed).exists():
+                    self.clock.skip(regime.name, steps)
+
+    def initial_encoder(self, seed: int) -> Encoder:
+        """The seed's initial encoder, saved once so that every regime (and a resumed run) starts from it."""
+        data, cfg = self.data, self.config
+        encoder = build_encoder(cfg.model, data.image_shape, seed)
+        path = self.run_dir.initial_weights(seed)
+        if path.exists():
+            load_state_dict_checked(encoder, load_checkpoint(path)["encoder"], f"initial weights {path}")
+        else:
+            save_checkpoint(path, {"format": "replearn-checkpoint", "kind": "init", "seed": seed,
+                                   "encoder": encoder.state_dict(), "encoder_spec": encoder_spec(cfg.model, data.image_shape),
+                                   "config": cfg.to_dict(), "in_shape": list(encoder.in_shape),
+                                   "num_classes": data.num_classes, "dataset": data.summary(), "regime": "random",
+                                   "replearn": __version__})
+        self.encoders.setdefault(seed, {})["random"] = encoder
+        return encoder
+
+    def train(self, regime: Regime | str, seed: int) -> Encoder:
+        """Train ``regime`` from the seed's initial encoder (or load it, when its checkpoint exists)."""
+        regime = self.plugins.regime(regime) if isinstance(regime, str) else regime
+        init = self.encoders.get(seed, {}).get("random") or self.initial_encoder(seed)
+        self.clock.begin(regime.name)
+        encoder = copy.deepcopy(init)
+        head = build_head(regime, encoder, self.data, seed)
+        final = self.run_dir.checkpoint(regime.name, seed)
+        if final.exists():
+            row = self._load_trained(regime, seed, encoder, head)
+        else:
+            row = self._fit(regime, seed, encoder, head)
+        self.model_rows.append(row)
+        self.encoders[seed][regime.name] = encoder
+        return encoder
+
+    def _load_trained(self, regime: Regime, seed: int, encoder: Encoder, head: torch.nn.Module) -> dict[str, Any]:
+        final = self.run_dir.checkpoint(regime.name, seed)
+        ckpt = load_checkpoint(final)
+        load_state_dict_checked(encoder, ckpt["encoder"], f"checkpoint {final}")
+        load_state_dict_checked(head, ckpt["head"], f"checkpoint {final}")
+        encoder.to(self.device), head.to(self.device)
+        log(f"{regime.name} seed {seed}: loaded finished checkpoint {final}")
+        return read_json(final.with_suffix(".json"))
+
+    def _fit(self, regime: Regime, seed: int, encoder: Encoder, head: torch.nn.Module) -> dict[str, Any]:
+        """Train, then evaluate on test and save the final checkpoint, its row and its reconstructions."""
+        cfg, data, rd = self.config, self.data, self.run_dir
+        state_path = rd.train_state(regime.name, seed)
+        if state_path.exists():
+            log(f"{regime.name} seed {seed}: resuming from {state_path}")
+        snapshot_images = data.test_x[:cfg.analysis.reconstructions] if cfg.analysis.reconstructions else None
+        callbacks = [ProgressBar(self.progress), *([EpochProbe(cfg.train.probe_train_images)]
+                                                   if cfg.train.probe_every_epoch else []),
+                     *([Snapshots(snapshot_images)] if snapshot_images is not None else []),
+                     MetricsCSV(rd.train_metrics(regime.name, seed)), Checkpoint(state_path), EpochLog(self.clock),
+                     SignalStop(self.stopper, str(state_path))]
+        settings = TrainSettings.from_config(cfg.train, self.plugins.epochs_for(regime))
+        outcome = Trainer(regime, encoder, head, data, settings, seed=seed, device=self.device,
+                          callbacks=callbacks).fit()
+        row = test_row(self, regime, seed, encoder, head, outcome)
+        save_checkpoint(rd.checkpoint(regime.name, seed),
+                        checkpoint_payload(self, regime, seed, encoder, head, len(outcome.history)))
+        write_json(rd.checkpoint(regime.name, seed).with_suffix(".json"), row)
+        state_path.unlink(missing_ok=True)
+        return row
+
+    def extract(self, seed: int) -> dict[str, Features]:
+        """Features of every model of the seed for every analysed split, each extracted once: the
+        seed-independent baselines (raw pixels, PCA of pixels) once per run, the encoders once per seed."""
+        started = time.perf_counter()
+        data, cfg = self.analysed, self.config
+        splits = {"train": data.train_x, "val": data.val_x, "test": data.test_x}
+        if "pixels" not in self._baselines:
+            log("extracting baseline features: raw pixels, PCA of pixels")
+            self._baselines["pixels"] = pixel_features(splits)
+            self._baselines["pca"] = pca_baseline(self._baselines["pixels"]["input"], cfg.model.latent_dim)
+        encoders = self.encoders[seed]
+        log(f"extracting features of {', '.join(encoders)}")
+        features = {"pixels": self._baselines["pixels"], "pca": self._baselines["pca"]}
+        for name, encoder in encoders.items():
+            features[name] = extract_splits(encoder, splits, cfg.analysis.max_stage_features, self.device)
+        self._features[seed] = features
+        self._extraction_seconds += time.perf_counter() - started
+        self._extraction_started = started
+        return features
+
+    def analyse(self, seed: int) -> dict[str, pd.DataFrame]:
+        """Run every analysis on the seed's features (in the order their requirements give) and keep the tables."""
+        features = self._features.pop(seed)
+        fresh = [m for m in features if m not in self._baselines.get("analysed", ())]
+        self._baselines["analysed"] = ["pixels", "pca"]
+        points = stratified_subset(self.analysed.test_y.numpy(), self.config.analysis.analysis_points,
+                                   self.config.data.split_seed)
+        ctx = SeedContext(self.context, seed, self.analysed, features, self.encoders[seed], fresh, points)
+        started = time.perf_counter()
+        for analysis in self.plugins.analyses:
+            one_started = time.perf_counter()
+            for key, frame in analysis.compute(ctx).items():
+                ctx.tables[key] = frame
+                self.results.setdefault(key, []).append(frame)
+            if time.perf_counter() - one_started > 0.5:
+                log(f"seed {seed}: {analysis.name} done ({time.perf_counter() - one_started:.1f}s)")
+        self.clock.analysed(time.perf_counter() - getattr(self, "_extraction_started", started))
+        log(f"seed {seed}: analyses done in {time.perf_counter() - started:.1f}s{self.clock.suffix()}")
+        return ctx.tables
+
+    def finish(self, wall_seconds: float) -> dict[str, Any]:
+        """Across-seed analyses, then every table and the run's summary on disk."""
+        for analysis in self.plugins.analyses:
+            for key, frame in analysis.finish(self.context).items():
+                self.results.setdefault(key, []).append(frame)
+        self.run_dir.write_tables(self.results, self.model_rows)
+        self.run_dir.record_thread_choices()
+        summary = summarize(self.run_dir.path, self.config, wall_seconds)
+        summary.update(feature_extraction_seconds=round(self._extraction_seconds, 1), state="complete")
+        write_json(self.run_dir / "metrics" / "summary.json", summary)
+        return summary
+
+    def render(self, status: dict[str, Any] | None = None) -> Path:
+        """The HTML report, from the run directory's files alone."""
+        return render_report(self.run_dir.path, status=status)
+
+    def run(self) -> Path:
+        """Every stage in order; returns the report's path. On SIGINT/SIGTERM the work done is kept and the
+        run is resumable; any failure after the directory exists leaves status ``failed`` with the reason."""
+        started = time.perf_counter()
+        self.prepare()
+        try:
+            with self.stopper:
+                for seed in self.seeds:
+                    self.initial_encoder(seed)
+                    for regime in self.regimes:
+                        self.train(regime, seed)
+                    self.extract(seed)
+                    self.analyse(seed)
+                wall = round(time.perf_counter() - started, 1)
+                self.finish(wall)
+                # complete means every artifact, the report included, exists: it is rendered as complete first
+                report = self.render({"state": "complete", "message": "", "wall_seconds": wall})
+                self.run_dir.set_status("complete", wall_seconds=wall)
+        except BaseException as exc:
+            raise self._failed(exc) from None
+        for line in closing_summary(self.run_dir.path, time.perf_counter() - started, report):
+            log(line)
+        return report
+
+    def _failed(self, exc: BaseException) -> BaseException:
+        """Record why the run stopped and return the exception to raise."""
+        rd = self.run_dir
+        if isinstance(exc, KeyboardInterrupt):  # a signal outside the training loop: those phases are redone
+            stop = TrainingInterrupted(str(rd), self.stopper.requested or "SIGINT")
+            rd.record_failure("interrupted", f"stopped by {stop.signal_name}; resume to finish")
+            return stop
+        if isinstance(exc, TrainingInterrupted):
+            rd.record_failure("interrupted", f"stopped by {exc.signal_name}; state saved in {exc.run_dir}")
+        elif isinstance(exc, TrainingDiverged):
+            rd.record_failure("diverged", exc.one_line())
+            rd.write_tables(self.results, self.model_rows)
+            self.render()
+        elif isinstance(exc, OSError):  # disk full, a file removed or made read-only under the run
+            return rd.write_failure(exc, self.resuming)
+        elif isinstance(exc, ReplearnError) and rd.is_run():
+            rd.record_failure("failed", exc.one_line())
+        elif isinstance(exc, Exception) and rd.is_run():
+            rd.record_failure("failed", f"{type(exc).__name__}: {str(exc)[:200]}")
+        return exc
+
+
+def environment_record(experiment: Experiment) -> dict[str, Any]:
+    """What ran where: versions, machine, threads, device, seeds and the command."""
+    device = experiment.device
+    return {
+        "replearn": __version__, "python": platform.python_version(), "torch": torch.__version__,
+        "numpy": np.__version__, "scikit-learn": sklearn.__version__, "pandas": pd.__version__,
+        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(), "threads": parallel.record(), "device": str(device),
+        "cuda": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
+        "seeds": experiment.config.train.seeds, "command": " ".join(sys.argv),
+    }
+
+
+def model_infos(regimes: list[Regime]) -> list[ModelInfo]:
+    """The analysed models: the baselines, the untrained encoder, then every regime."""
+    return baseline_models() + [ModelInfo(r.name, r.label or r.name, r.color, "regime", r.needs_labels,
+                                          type(r).reconstruct is not Regime.reconstruct) for r in regimes]
+
+
+def build_head(regime: Regime, encoder: Encoder, data: Dataset, seed: int) -> torch.nn.Module:
+    """The regime's head, seeded (the same seed always gives the same head)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed((seed, 1), seeding.HEAD))
+        return regime.build_head(encoder, DataInfo(data.image_shape, data.num_classes))
+
+
+def step_flops(experiment: Experiment, regime: Regime) -> float:
+    """FLOPs of one training step of the regime, from a throwaway encoder; used only to weigh the run's ETA."""
+    data, device = experiment.data, experiment.device
+    encoder = build_encoder(experiment.config.model, data.image_shape, 0).to(device)
+    head = build_head(regime, encoder, data, 0).to(device)
+    return training_step_flops(regime, encoder, head, data.train_x[:2].to(device), data.train_y[:2].to(device),
+                               experiment.config.train.batch_size)
+
+
+def checkpoint_payload(experiment: Experiment, regime: Regime, seed: int, encoder: Encoder, head: torch.nn.Module,
+                       epochs: int) -> dict[str, Any]:
+    """A final checkpoint: enough to rebuild the encoder and reproduce its features without the run."""
+    cfg, data = experiment.config, experiment.data
+    return {"format": "replearn-checkpoint", "kind": "model", "regime": regime.name, "regime_spec": regime.spec,
+            "seed": seed, "encoder": encoder.state_dict(), "encoder_spec": encoder_spec(cfg.model, data.image_shape),
+            "head": head.state_dict(), "config": cfg.to_dict(), "in_shape": list(encoder.in_shape),
+            "num_classes": data.num_classes, "dataset": data.summary(), "epochs_trained": epochs,
+            "replearn": __version__}
+
+
+def test_row(experiment: Experiment, regime: Regime, seed: int, encoder: Encoder, head: torch.nn.Module,
+             outcome: Any) -> dict[str, Any]:
+    """The trained model's row of models.csv (test loss and metrics, the regime's own test results), saving
+    its test arrays and reconstructions beside it."""
+    cfg, data, rd, device = experiment.config, experiment.data, experiment.run_dir, experiment.device
+    test = evaluate(regime, encoder, head, data.test_x, data.test_y, device, eval_batch_size(regime, cfg.train.batch_size))
+    row: dict[str, Any] = {"model": regime.name, "seed": seed, "epochs": len(outcome.history),
+                           **{f"test_{k}": v for k, v in test.items()}}
+    snapshot_images = data.test_x[:cfg.analysis.reconstructions] if cfg.analysis.reconstructions else None
+    with torch.no_grad(), eval_mode(encoder, head):
+        scalars, arrays = regime.test_report(encoder, head, data.test_x, 1000)
+        if outcome.snapshots is not None and len(outcome.history) == experiment.plugins.epochs_for(regime):
+            recon = torch.from_numpy(outcome.snapshots[-1])  # the last epoch's snapshot is the final model's
+        elif snapshot_images is not None:
+            recon = regime.reconstruct(encoder, head, snapshot_images.to(device).contiguous(memory_format=torch.channels_last))
+        else:
+            recon = None
+    row.update({f"test_{k}": v for k, v in scalars.items()})
+    if outcome.history:
+        row["train_seconds"] = float(sum(h["train_seconds"] for h in outcome.history))
+    log(f"{regime.name} seed {seed}: test " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()))
+    if arrays:
+        save_npz(rd / "artifacts" / f"test_{regime.name}_seed{seed}.npz", **arrays)
+    if recon is not None:
+        save_npz(rd / "artifacts" / f"reconstructions_{regime.name}_seed{seed}.npz",
+                 inputs=data.to_unit_range(snapshot_images).numpy(),
+                 final=data.to_unit_range(recon.float().cpu()).numpy(),
+                 over_epochs=(data.to_unit_range(torch.from_numpy(outcome.snapshots)).numpy()
+                              if outcome.snapshots is not None else np.zeros((0,), np.float32)))
+    return row

@@ -1,0 +1,121 @@
+"""Resolving a config's plug-ins: the dataset, the encoder, the regimes and the analyses it names, each
+found in its registry (or imported by path) and its own options validated against its ``Options``.
+
+``config.py`` never imports a plug-in; this is where a config meets them, when an ``Experiment`` is built
+(and for ``--help``, which lists every registered plug-in's options).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from .analyses import ANALYSES, Analysis, default_analyses, ordered_analyses
+from .config import Config, field_docs
+from .data import DATASETS, DatasetSource, make_dataset_source
+from .encoders import ENCODERS, encoder_kwargs
+from .errors import ConfigError
+from .options import option_docs, options_dict
+from .regimes import REGIMES, Regime, make_regime, regime_name
+
+
+@dataclass
+class Plugins:
+    """Every plug-in one config names, resolved, with validated options; ``config`` records them all."""
+
+    config: Config
+    dataset: DatasetSource
+    regimes: list[Regime]
+    analyses: list[Analysis]
+
+    def epochs_for(self, regime: Regime | str) -> int:
+        """A regime's epochs: its own ``epochs`` option, else ``train.epochs``."""
+        if isinstance(regime, str):
+            regime = next(r for r in self.regimes if r.name == regime)
+        epochs = getattr(regime.options, "epochs", None)
+        return self.config.train.epochs if epochs is None else epochs
+
+    def regime(self, name: str) -> Regime:
+        for regime in self.regimes:
+            if regime.name == name:
+                return regime
+        raise ConfigError(f"regime '{name}' is not trained by this experiment",
+                          f"choose one of: {', '.join(r.name for r in self.regimes)}")
+
+
+def resolve(cfg: Config) -> Plugins:
+    """Resolve and validate every plug-in ``cfg`` names; the returned config records each one's options in
+    full (defaults included), as config.yaml will."""
+    dataset = make_dataset_source(cfg.data)
+    model_options = _encoder_options(cfg)
+    regimes = [make_regime(spec, cfg.regimes.get(regime_name(spec))) for spec in cfg.train.regimes]
+    _check_regimes(cfg, regimes)
+    analyses = ordered_analyses(default_analyses() + list(cfg.analysis.extra), cfg.analyses)
+    _check_analysis_options(cfg, analyses)
+    resolved = dataclasses.replace(
+        cfg, data=dataclasses.replace(cfg.data, plugin_options=options_dict(dataset.options)),
+        model=model_options)
+    return Plugins(resolved, dataset, regimes, analyses)
+
+
+def _encoder_options(cfg: Config) -> Any:
+    """The model section with the encoder's own options validated (and filled in, for an encoder that
+    declares ``Options``)."""
+    model = cfg.model
+    if model.layers:
+        return model
+    factory = ENCODERS.get(model.name)
+    kwargs = encoder_kwargs(factory, model, (1, 1, 1))
+    if not dataclasses.is_dataclass(getattr(factory, "Options", None)):
+        return model
+    own = {k: v for k, v in kwargs.items() if k not in ("in_shape", "latent_dim")}
+    return dataclasses.replace(model, kwargs={}, plugin_options=own)
+
+
+def _check_regimes(cfg: Config, regimes: list[Regime]) -> None:
+    names = [r.name for r in regimes]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"config key 'train.regimes' names two regimes called {names}",
+                          "list each regime once (give a plug-in regime its own `name`)")
+    if cfg.train.budget == "equal-steps":
+        for regime in regimes:
+            epochs = getattr(regime.options, "epochs", None)
+            if epochs is not None and epochs != cfg.train.epochs:
+                raise ConfigError(f"regimes.{regime.name}.epochs={epochs} gives {regime.name} another budget than "
+                                  f"train.epochs={cfg.train.epochs}, but train.budget is equal-steps",
+                                  "drop it so that every regime trains as long, or set train.budget=per-regime")
+    stray = sorted(set(cfg.selection) - set(names))
+    if stray:
+        raise ConfigError(f"config section 'selection' describes '{stray[0]}', which train.regimes does not train",
+                          f"describe only trained regimes ({', '.join(names)})")
+    unused = sorted(set(cfg.regimes) - set(names))
+    if unused:
+        known = [n for n in unused if n in REGIMES]
+        hint = (f"add {known[0]} to train.regimes, or drop its options" if known
+                else f"options are keyed by regime name: {', '.join(names)}")
+        raise ConfigError(f"config section 'regimes' has options for '{unused[0]}', which train.regimes does not "
+                          "train", hint)
+
+
+def _check_analysis_options(cfg: Config, analyses: list[Analysis]) -> None:
+    names = [a.name for a in analyses]
+    unused = sorted(set(cfg.analyses) - set(names))
+    if unused:
+        raise ConfigError(f"config section 'analyses' has options for '{unused[0]}', which this run does not "
+                          "compute", f"options are keyed by analysis name: {', '.join(names)}; add a plug-in "
+                          "analysis to analysis.extra first")
+
+
+def plugin_docs() -> list[tuple[str, str, Any, str]]:
+    """(key, type, default, help) of every key: the sections', then each registered plug-in's own options."""
+    rows = list(field_docs())
+    for name, cls in DATASETS.items():
+        rows += [(f"{key} [dataset {name}]", *rest) for key, *rest in option_docs(cls.Options, "data")]
+    for name, factory in ENCODERS.items():
+        if dataclasses.is_dataclass(getattr(factory, "Options", None)):
+            rows += [(f"{key} [encoder {name}]", *rest) for key, *rest in option_docs(factory.Options, "model")]
+    for name, cls in REGIMES.items():
+        rows += option_docs(cls.Options, f"regimes.{name}")
+    for name, cls in ANALYSES.items():
+        rows += option_docs(cls.Options, f"analyses.{name}")
+    return rows
