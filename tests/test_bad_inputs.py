@@ -383,7 +383,7 @@ def fingerprint(root: Path) -> dict[str, str]:
 def test_bad_input_answers_in_one_line(case_id, what, build, fragment, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "dont_write_bytecode", True)  # importing a user's module must not add a cache file
-    monkeypatch.setattr("replearn.data.DEBIAN_DATASET_DIR", tmp_path / "no-debian")
+    monkeypatch.setattr("replearn.data.readers.DEBIAN_DATASET_DIR", tmp_path / "no-debian")
     argv = build(tmp_path)
     capsys.readouterr()
     before = fingerprint(tmp_path)

@@ -26,7 +26,7 @@ def test_yaml_round_trip():
     cfg = load_config(None, ["train.epochs=3", "model.channels=[8, 16]", "analysis.probe_l2_grid=[0.1]"])
     import yaml
     assert config_from_dict(yaml.safe_load(dump_yaml(cfg))) == cfg
-    assert cfg.train.epochs == 3 and cfg.model.channels == [8, 16]
+    assert cfg.train.epochs == 3 and cfg.model.plugin_options["channels"] == [8, 16]
 
 
 def test_overrides_coerce_types():
@@ -51,7 +51,7 @@ def test_overrides_coerce_types():
 ])
 def test_bad_values_name_key_and_fix(override, fragment):
     with pytest.raises(ConfigError) as info:
-        load_config(None, [override])
+        resolve(load_config(None, [override]))  # a plug-in's own keys (model.kernel_size) are checked by resolve
     line = info.value.one_line()
     assert fragment in line and "\n" not in line and "fix:" in line
 
@@ -93,6 +93,6 @@ def test_selection_notes_are_checked_against_trained_regimes():
     raw = apply_overrides({}, ["selection.autoencoder=RankMe on validation (label-free)"])
     assert config_from_dict(raw).selection == {"autoencoder": "RankMe on validation (label-free)"}
     with pytest.raises(ConfigError, match="describes 'vae', which train.regimes does not train"):
-        config_from_dict({"selection": {"vae": "by hand"}})
+        resolve(config_from_dict({"selection": {"vae": "by hand"}}))
     with pytest.raises(ConfigError, match="must map regime names to a sentence each"):
         config_from_dict({"selection": ["vae"]})

@@ -132,3 +132,129 @@ def test_plugin_options_are_validated_like_config_keys(plugin_dir, blob_npz):
     raw["regimes"] = {"vae": {"beta": 2.0}}
     with pytest.raises(ConfigError, match="options for 'vae', which train.regimes does not train"):
         resolve(config_from_dict(raw))
+
+
+FOUR_KINDS = PLUGIN + textwrap.dedent('''
+
+    from dataclasses import dataclass
+
+    import numpy as np
+    import pandas as pd
+
+    from replearn.analyses import Analysis, Section
+    from replearn.data import Dataset, DatasetSource, LabelledArrays
+    from replearn.options import opt
+
+
+    @dataclass
+    class StripesOptions:
+        classes: int = opt(3, "how many stripe orientations (classes)", min=2, max=4)
+        size: int = opt(8, "image side in pixels", min=4)
+
+
+    class Stripes(DatasetSource):
+        """Images of one bright row, column or diagonal per class, plus noise."""
+
+        description = "synthetic stripes"
+        Options = StripesOptions
+
+        def make(self, n, seed):
+            rng = np.random.RandomState(seed)
+            s, k = self.options.size, self.options.classes
+            y = np.arange(n) % k
+            x = rng.randint(0, 60, size=(n, s, s)).astype(np.uint8)
+            for i, label in enumerate(y):
+                [x[i, s // 2, :], x[i, :, s // 2], x[i].reshape(-1)[::s + 1], x[i, 1, :]][label] += 150
+            return x, y
+
+        def load(self, cfg):
+            train_x, train_y = self.make(120, 1)
+            test_x, test_y = self.make(40, 2)
+            names = [f"stripe{i}" for i in range(self.options.classes)]
+            return Dataset.from_arrays("stripes", LabelledArrays(train_x, train_y, test_x, test_y, names), cfg,
+                                       source="my_plugins", scale=255.0)
+
+
+    @dataclass
+    class GapOptions:
+        layer: str = opt("latent", "the layer compared with each model's best layer")
+
+
+    class ProbeGap(Analysis):
+        """How far each model's chosen layer lags behind its best layer (reads the probes' table)."""
+
+        name = "probe_gap"
+        requires = ("probes",)
+        Options = GapOptions
+
+        def compute(self, ctx):
+            probes = ctx.tables["probes"]
+            linear = probes[probes.probe == "linear"]
+            rows = []
+            for model, part in linear.groupby("model"):
+                chosen = part[part.layer == self.options.layer]
+                if len(chosen):
+                    rows.append({"model": model, "seed": ctx.seed, "layer": self.options.layer,
+                                 "gap": float(part.test_accuracy.max() - chosen.test_accuracy.iloc[0])})
+            return {"probe_gap": pd.DataFrame(rows)}
+
+        def sections(self, run):
+            frame = run.csv("probe_gap")
+            if frame is None:
+                return []
+            return [Section("probe-gap", "Probe gap (plug-in)", guide="best layer minus the chosen layer",
+                            bullets=[f"{m}: {g:.3f}" for m, g in zip(frame.model, frame.gap)])]
+''')
+
+
+def test_a_dataset_an_analysis_a_regime_and_an_encoder_run_end_to_end_by_import_path(tmp_path, monkeypatch):
+    """Four plug-in kinds from one user module, each with its own options, with no edit inside replearn/."""
+    (tmp_path / "four_kinds.py").write_text(FOUR_KINDS)
+    monkeypatch.chdir(tmp_path)
+    raw = tiny_config(tmp_path / "unused.npz", epochs=2, regimes=["supervised", "four_kinds:Brightness"])
+    raw["data"] = {"name": "four_kinds:Stripes", "classes": 4, "size": 8, "val_fraction": 0.2}
+    raw["model"] = {"name": "four_kinds:TinyMLP", "latent_dim": 6, "kwargs": {"hidden": 10}}
+    raw["analysis"]["extra"] = ["four_kinds:ProbeGap"]
+    raw["analyses"] = {"probe_gap": {"layer": "hidden"}}
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(raw))
+    out = tmp_path / "run"
+    try:
+        assert main(["run", "exp.yaml", "--out", str(out), "--quiet"]) == 0
+    finally:
+        sys.modules.pop("four_kinds", None)
+    dataset = json.loads((out / "dataset.json").read_text())
+    assert dataset["name"] == "stripes" and dataset["num_classes"] == 4  # the dataset's own option took effect
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["data"]["classes"] == 4 and saved["analyses"] == {"probe_gap": {"layer": "hidden"}}
+    gap = pd.read_csv(out / "metrics" / "probe_gap.csv")  # computed after, and from, the probes' table
+    probes = pd.read_csv(out / "metrics" / "probes.csv").query("probe == 'linear'")
+    assert set(gap.layer) == {"hidden"} and {"supervised", "brightness", "random"} <= set(gap.model)
+    for model, value in zip(gap.model, gap.gap):
+        part = probes[probes.model == model]
+        assert value == pytest.approx(part.test_accuracy.max() - part[part.layer == "hidden"].test_accuracy.iloc[0])
+    html = (out / "report.html").read_text()
+    assert "Probe gap (plug-in)" in html and "brightness regression" in html
+    assert set(probes[probes.model == "brightness"].layer) == {"hidden", "latent"}
+
+
+def test_plugin_options_of_each_kind_are_checked_before_anything_runs(tmp_path, monkeypatch):
+    (tmp_path / "four_kinds.py").write_text(FOUR_KINDS)
+    monkeypatch.chdir(tmp_path)
+    base = tiny_config(tmp_path / "unused.npz", regimes=["supervised"])
+    base["data"] = {"name": "four_kinds:Stripes"}
+    cases = [({"data": {"name": "four_kinds:Stripes", "classes": 9}}, "data.classes' must be <= 4"),
+             ({"data": {"name": "four_kinds:Stripes", "clases": 3}}, "did you mean 'data.classes'"),
+             ({"model": {"name": "four_kinds:TinyMLP", "channels": [3]}}, "not an option of encoder 'four_kinds:TinyMLP', which declares no"),
+             ({"analysis": {**base["analysis"], "extra": ["four_kinds:ProbeGap"]},
+               "analyses": {"probe_gap": {"layr": "x"}}}, "did you mean 'analyses.probe_gap.layer'"),
+             ({"analyses": {"probe_gap": {"layer": "x"}}}, "unknown config key 'analyses.probe_gap'")]
+    try:
+        for change, message in cases:
+            (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**base, **change}))
+            with pytest.raises(ConfigError, match=message):
+                from replearn.experiment import Experiment
+
+                Experiment("bad.yaml", out=tmp_path / "never")
+            assert not (tmp_path / "never").exists()
+    finally:
+        sys.modules.pop("four_kinds", None)

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
-from ..options import build_options, options_dict, unknown_key
+from ..options import build_options, options_dict
 from ..registry import Registry, import_object
 
 
@@ -120,8 +120,9 @@ def encoder_kwargs(factory: Callable[..., Encoder], model_cfg: Any, in_shape: tu
         return {**kwargs, **options_dict(options)}
     if own:
         key = next(iter(own))
-        raise unknown_key(f"model.{key}", [f"model.{k}" for k in COMMON_MODEL_KEYS],
-                          f"encoder '{model_cfg.name}' declares no options: pass its arguments as model.kwargs")
+        raise ConfigError(f"config key 'model.{key}' is not an option of encoder '{model_cfg.name}', which "
+                          "declares no options of its own",
+                          f"pass its constructor's arguments as model.kwargs (e.g. model.kwargs.{key}), or remove it")
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):
