@@ -1,10 +1,13 @@
-"""Write the measured figures of ``benchmarks/results/*.json`` into benchmarks/README.md and README.md.
+"""Write the measured figures of ``benchmarks/results/*.json`` into README.md, docs/benchmarks.md and
+benchmarks/README.md.
 
 Every timing that README quotes comes from here, never typed by hand; ``tests/test_readme_claims.py``
-checks that both files hold exactly what this script writes from the saved results.
+checks that the three files hold exactly what this script writes from the saved results. README gets one
+row per command (its Results table); docs/benchmarks.md and benchmarks/README.md get every benchmark's
+one-line result.
 
-    python benchmarks/update_readmes.py          # rewrite the two blocks
-    python benchmarks/update_readmes.py --check  # exit 1 if either is out of date
+    python benchmarks/update_readmes.py          # rewrite the generated blocks
+    python benchmarks/update_readmes.py --check  # exit 1 if any is out of date
 """
 from __future__ import annotations
 
@@ -89,10 +92,13 @@ def replace_block(text: str, start: str, end: str, block: str) -> str:
 
 
 def expected_files(results: dict[str, dict] | None = None) -> dict[Path, str]:
+    """Each file with a generated block, as it should be now."""
     results = load_results() if results is None else results
-    bench, readme = HERE / "README.md", ROOT / "README.md"
-    return {bench: replace_block(bench.read_text(encoding="utf-8"), BENCH_START, BENCH_END, benchmarks_block(results)),
-            readme: replace_block(readme.read_text(encoding="utf-8"), README_START, README_END, readme_block(results))}
+    readme = ROOT / "README.md"
+    out = {readme: replace_block(readme.read_text(encoding="utf-8"), README_START, README_END, readme_block(results))}
+    for path in (ROOT / "docs" / "benchmarks.md", HERE / "README.md"):
+        out[path] = replace_block(path.read_text(encoding="utf-8"), BENCH_START, BENCH_END, benchmarks_block(results))
+    return out
 
 
 def main() -> None:

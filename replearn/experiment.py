@@ -198,9 +198,10 @@ class Experiment:
         outcome = Trainer(regime, encoder, head, data, settings, seed=seed, device=self.device,
                           callbacks=callbacks).fit()
         row = test_row(self, regime, seed, encoder, head, outcome)
+        # the row first: the final checkpoint's existence is what marks the regime as trained on resume
+        write_json(rd.checkpoint(regime.name, seed).with_suffix(".json"), row)
         save_checkpoint(rd.checkpoint(regime.name, seed),
                         checkpoint_payload(self, regime, seed, encoder, head, len(outcome.history)))
-        write_json(rd.checkpoint(regime.name, seed).with_suffix(".json"), row)
         state_path.unlink(missing_ok=True)
         return row
 

@@ -50,8 +50,7 @@ def resolve(cfg: Config) -> Plugins:
     model_options = _encoder_options(cfg)
     regimes = [make_regime(spec, cfg.regimes.get(regime_name(spec))) for spec in cfg.train.regimes]
     _check_regimes(cfg, regimes)
-    analyses = ordered_analyses(default_analyses() + list(cfg.analysis.extra), cfg.analyses)
-    _check_analysis_options(cfg, analyses)
+    analyses = ordered_analyses(default_analyses() + list(cfg.analysis.extra), cfg.analyses)  # checks their options
     resolved = dataclasses.replace(
         cfg, data=dataclasses.replace(cfg.data, plugin_options=options_dict(dataset.options)),
         model=model_options)
@@ -95,15 +94,6 @@ def _check_regimes(cfg: Config, regimes: list[Regime]) -> None:
                 else f"options are keyed by regime name: {', '.join(names)}")
         raise ConfigError(f"config section 'regimes' has options for '{unused[0]}', which train.regimes does not "
                           "train", hint)
-
-
-def _check_analysis_options(cfg: Config, analyses: list[Analysis]) -> None:
-    names = [a.name for a in analyses]
-    unused = sorted(set(cfg.analyses) - set(names))
-    if unused:
-        raise ConfigError(f"config section 'analyses' has options for '{unused[0]}', which this run does not "
-                          "compute", f"options are keyed by analysis name: {', '.join(names)}; add a plug-in "
-                          "analysis to analysis.extra first")
 
 
 def plugin_docs() -> list[tuple[str, str, Any, str]]:

@@ -9,8 +9,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "replearn"
 MAX_LINES = 60
 MAX_PARAMS = 8
-# numeric kernels that read best whole (named in the closing note of the work that set these limits)
-LONG_KERNELS = {"fit_softmax_regression"}
+# numeric kernels that read best whole (none at present: fit_softmax_regression was split into named steps)
+LONG_KERNELS: set[str] = set()
 
 
 def _modules() -> dict[str, Path]:

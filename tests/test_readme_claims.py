@@ -1,4 +1,5 @@
-"""README's measured figures come from the saved benchmark results, and the two READMEs agree."""
+"""README's measured figures come from the saved benchmark results, README, docs/benchmarks.md and
+benchmarks/README.md agree with them, and README stays short (the rest lives in docs/)."""
 import importlib.util
 import re
 from pathlib import Path
@@ -13,11 +14,13 @@ def load_updater():
     return module
 
 
-def test_readme_and_benchmarks_readme_hold_what_the_saved_results_say():
+def test_readme_and_benchmark_pages_hold_what_the_saved_results_say():
     updater = load_updater()
+    assert {ROOT / "README.md", ROOT / "docs" / "benchmarks.md", ROOT / "benchmarks" / "README.md"} <= \
+        set(updater.expected_files())
     for path, expected in updater.expected_files().items():
         assert path.read_text(encoding="utf-8") == expected, \
-            f"{path.name} is out of date with benchmarks/results: run python benchmarks/update_readmes.py"
+            f"{path.relative_to(ROOT)} is out of date with benchmarks/results: run python benchmarks/update_readmes.py"
 
 
 def test_every_timing_in_readme_is_inside_the_generated_block():
@@ -37,3 +40,12 @@ def test_generated_rows_quote_the_saved_numbers():
     bench = updater.benchmarks_block(results)
     for r in results.values():
         assert r["summary"] in bench
+
+
+def test_readme_is_at_most_200_lines_and_keeps_its_two_setup_commands():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 200, f"README.md has {len(text.splitlines())} lines; move detail to docs/"
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    test_command = next(line for line in ci.splitlines() if line.startswith("python3 -m venv"))
+    assert test_command in text, "README's test command must be the one .ci/run runs"
+    assert re.search(r"python3 -m venv \.venv .*\.venv/bin/replearn run\n", text), "README lacks its run command"

@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..artifacts import atomic_write_bytes, atomic_write_text, load_npz, read_json, save_npz
+from .. import artifacts
+from ..artifacts import atomic_write_text, load_npz, read_json, save_npz
 from ..config import Config
 from ..errors import ConfigError
 from ..options import safe_load_bounded
@@ -254,8 +255,8 @@ class RunArtifacts:
     def export(self, rel: str, data: bytes) -> None:
         """Write a file for papers (figures/, tables/) into the run directory; if that is not possible the
         report says so instead of failing."""
-        try:
-            atomic_write_bytes(self.run_dir / rel, data)
+        try:  # through the module, so that a test can make every write fail as on a full disk
+            artifacts.atomic_write_bytes(self.run_dir / rel, data)
         except OSError as exc:
             note = f"{rel.split('/')[0]}/ could not be written ({exc.strerror or type(exc).__name__})"
             if note not in self.not_written:
