@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="alternating timings of each loop (the fastest counts)")
     args = parser.parse_args()
     root = Path(__file__).resolve().parents[1]
-    resnet = ["model.name=resnet", f"model.kwargs={{depth: 18, width: {args.width}}}", "model.latent_dim=128"]
+    resnet = ["model.name=resnet", "model.depth=18", f"model.width={args.width}", "model.latent_dim=128"]
     cfg = load_config(root / "experiments" / "objectives.yaml", ["train.epochs=1", "train.probe_every_epoch=false"]
                       + [f"regimes.{r}.epochs=1" for r in ("supervised", "autoencoder", "denoising", "vae", "contrastive")]
                       + (resnet if args.resnet18 else []))

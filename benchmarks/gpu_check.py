@@ -146,7 +146,7 @@ def main() -> None:
         run_dir = Path(tempfile.mkdtemp()) / "fm"
         extra = [f"--data-root={args.data_root}"] if args.data_root else []
         wall = cli("run", "fashion_mnist_resnet18", *extra, "--set", f"train.device={args.device}", "--set",
-                   f"train.epochs={args.fm_epochs}", "--set", f"model.kwargs.width={args.fm_width}", "--set",
+                   f"train.epochs={args.fm_epochs}", "--set", f"model.width={args.fm_width}", "--set",
                    f"data.train_subset={args.fm_subset}", "--out", str(run_dir), "--quiet", log=log,
                    timeout=args.fm_timeout)
         fm = {"wall_seconds": round(wall, 1), "epochs": args.fm_epochs, "width": args.fm_width}

@@ -3,10 +3,10 @@
 * ``docs/configuration.md``, the option reference: every config key with its type, default and meaning, from
   the option declarations (``replearn.plugins.plugin_docs``: the sections' own keys, then every registered
   dataset's, encoder's, regime's and analysis's options);
-* ``docs/reliability.md``, the bad-input catalogue: every case of ``tests/test_bad_inputs.py`` (``CASES``) with
+* ``docs/reliability.md``, the bad-input catalogue: every case of ``tests/cli/test_bad_inputs*.py`` (``CASES``) with
   the message fragment replearn answers with and, where the case is a plain command line, that command.
 
-Only the text between each file's ``<!-- generated:… -->`` markers is rewritten. ``tests/test_docs.py``
+Only the text between each file's ``<!-- generated:… -->`` markers is rewritten. ``tests/integration/test_docs.py``
 regenerates both in memory and fails when a file is stale.
 
     python docs/generate.py          # rewrite the generated blocks
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -30,14 +31,19 @@ CATALOGUE_MARKERS = ("<!-- generated:catalogue:start -->", "<!-- generated:catal
 LONG_ARGUMENT = 48  # longer arguments are shortened in the catalogue's command column
 
 
-def cell(text: str) -> str:
-    """Text for one Markdown table cell: pipes escaped, no line breaks."""
+def one_line(text: str) -> str:
+    """Text for one Markdown table cell: no line breaks, pipes escaped (they would end the cell)."""
     return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def cell(text: str) -> str:
+    """Plain text for a table cell, where ``<key>`` is shown as such, not taken for an HTML tag."""
+    return re.sub(r"<(?=[A-Za-z/!?])", "&lt;", one_line(text))
 
 
 def code(text: str) -> str:
     """A code span for a table cell (double backticks when the text holds one)."""
-    text = cell(text)
+    text = one_line(text)
     return f"`` {text} ``" if "`" in text else f"`{text}`"
 
 
@@ -93,19 +99,23 @@ def options_block() -> str:
 
 
 def load_bad_input_cases() -> list[tuple]:
-    """``CASES`` of tests/test_bad_inputs.py, imported by file path (its helpers import ``conftest``)."""
+    """``CASES`` of every tests/cli/test_bad_inputs*.py, imported by file path (their helpers import
+    ``conftest`` and each other)."""
     tests = ROOT / "tests"
-    added = str(tests) not in sys.path
-    if added:
-        sys.path.insert(0, str(tests))
+    folders = [str(tests), str(tests / "cli")]
+    added = [f for f in folders if f not in sys.path]
+    sys.path[:0] = added
+    cases: list[tuple] = []
     try:
-        spec = importlib.util.spec_from_file_location("replearn_docs_bad_inputs", tests / "test_bad_inputs.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        for path in sorted((tests / "cli").glob("test_bad_inputs*.py")):
+            spec = importlib.util.spec_from_file_location(f"replearn_docs_{path.stem}", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            cases += list(getattr(module, "CASES", []))
     finally:
-        if added:
-            sys.path.remove(str(tests))
-    return list(module.CASES)
+        for folder in added:
+            sys.path.remove(folder)
+    return cases
 
 
 def plain_command(build: Callable) -> list[str] | None:

@@ -2,9 +2,11 @@
 
 Trains each setting of a grid from the same initial encoder as the experiment's own runs (seed 0, the
 experiment's budget) and records, after the last epoch, the validation criteria: the regime's own
-validation loss and reconstruction error, RankMe of the validation latents (Garrido et al. 2023) — none of
-them uses labels — and the validation accuracy of the per-epoch latent linear probe (which uses validation
-labels, and is marked as such wherever it chose a value). It then names the best setting by ``--criterion``:
+validation loss and metrics (``val_recon_mse`` is always the error on clean inputs; the denoising and
+VAE objectives' own errors are ``val_denoising_mse`` and ``val_sampled_recon_mse``), RankMe of the
+validation latents (Garrido et al. 2023) — none of them uses labels — and the validation accuracy of the
+per-epoch latent linear probe (which uses validation labels, and is marked as such wherever it chose a
+value). It then names the best setting by ``--criterion``:
 
     label-free (default): RankMe of the validation latents (higher is better). The regime's own validation
                           loss is not comparable across settings that change the loss itself (more noise
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import sys
 import tempfile
 import time
@@ -105,11 +108,28 @@ def main() -> None:
 
 
 def append_aligned(out: Path, frame: pd.DataFrame) -> None:
-    """Add ``frame``'s rows to the CSV ``out``, aligning columns by name (grids of different regimes have
-    different option columns; a missing value stays empty)."""
+    """Add ``frame``'s rows to the CSV ``out``, aligning columns by name: grids of different regimes have
+    different option columns, and every value must stay under its own header. A column new to the file is
+    placed where ``frame`` has it (``merged_columns``: a regime's options beside the others'); a value a row
+    does not have stays empty. The file is replaced in one step, never left half written."""
     if out.exists():
-        frame = pd.concat([pd.read_csv(out), frame], ignore_index=True, sort=False)
-    frame.to_csv(out, index=False)
+        existing = pd.read_csv(out)
+        columns = merged_columns(list(existing.columns), list(frame.columns))
+        frame = pd.concat([existing, frame], ignore_index=True, sort=False)[columns]
+    partial = out.with_name(out.name + ".partial")
+    frame.to_csv(partial, index=False)
+    os.replace(partial, out)
+
+
+def merged_columns(existing: list[str], new: list[str]) -> list[str]:
+    """``existing`` with each column of ``new`` it lacks inserted before the column that follows it in ``new``
+    (so a new option goes beside the other options, before ``epochs``), or at the end."""
+    order = list(existing)
+    for i, column in enumerate(new):
+        if column not in order:
+            following = next((c for c in new[i + 1:] if c in order), None)
+            order.insert(order.index(following) if following is not None else len(order), column)
+    return order
 
 
 if __name__ == "__main__":

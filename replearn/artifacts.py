@@ -10,6 +10,7 @@ import io
 import json
 import os
 import pickle
+import stat
 import tempfile
 import zipfile
 from pathlib import Path
@@ -47,20 +48,52 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return path
 
 
-def check_output_file(path: str | Path, option: str) -> None:
-    """Refuse, before any work, an output file that is a directory or lies in a place that cannot be written."""
-    path = Path(path)
+def enclosing_run(directory: Path) -> Path | None:
+    """The replearn run directory that ``directory`` is, or lies inside (links resolved), if any."""
+    here = Path(os.path.realpath(directory))
+    for folder in (here, *here.parents):
+        if (folder / RUN_MARKER).is_file():
+            return folder
+    return None
+
+
+def _refuse_special(path: Path, option: str) -> None:
+    """Refuse an output path that exists as anything but a regular file: replacing it with one (the atomic
+    rename does) would destroy a directory's place, a link, a fifo, a device or a socket."""
+    if path.is_symlink():
+        raise RunDirError(f"{option} '{path}' is a symbolic link; replearn does not replace links",
+                          f"give {option} the path of a regular file, or a new name")
     if path.is_dir():
         raise RunDirError(f"{option} '{path}' is a directory", f"give {option} a file name, e.g. {path / 'out'}")
+    if path.exists() and not stat.S_ISREG(path.stat().st_mode):
+        raise RunDirError(f"{option} '{path}' is not a regular file (a fifo, device or socket)",
+                          f"give {option} the path of a regular file, or a new name")
+
+
+def check_output_file(path: str | Path, option: str, force: bool = False, own_default: bool = False) -> None:
+    """Refuse, before any work, an output path replearn must not write: anything but a regular file, an existing
+    file of a replearn run (its artifacts are never replaced, even with ``--force``, except ``own_default``,
+    the command's own default output), an existing file without ``force``, or a place that cannot be written."""
+    path = Path(path)
+    _refuse_special(path, option)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise RunDirError(f"{option} '{path}': folder '{parent}' does not exist", f"create it or choose another {option}")
+    run = enclosing_run(parent)
+    if path.exists() and not own_default:
+        if run is not None:
+            raise RunDirError(f"{option} '{path}' is a file of the replearn run '{run}', and a run's files are never "
+                              "replaced", f"write {option} outside the run directory, or to a new name")
+        if not force:
+            raise RunDirError(f"{option} '{path}' exists", f"pass --force to replace it, or choose another {option}")
     if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise RunDirError(f"{option} '{path}' is not writable", f"choose a writable place for {option}")
 
 
 def write_output(path: str | Path, option: str, write: Any) -> Any:
-    """Run ``write()``; a failure of the file system (disk full, permissions) becomes a one-line error."""
+    """Run ``write()`` once the path is checked again (something may have appeared there while the command
+    worked); a failure of the file system (disk full, permissions) becomes a one-line error."""
+    _refuse_special(Path(path), option)
     try:
         return write()
     except OSError as exc:

@@ -5,6 +5,7 @@ Errors in the user's input print one line (problem and fix) and exit with status
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import textwrap
@@ -89,12 +90,17 @@ def _add_run(sub: Any) -> None:
     run.add_argument("--threads", metavar="N", help=THREADS_HELP)
 
 
+FORCE_HELP = ("replace {option} if it is an existing file (never a file of a replearn run, nor anything that is not a "
+              "regular file)")
+
+
 def _add_report(sub: Any) -> None:
     report = sub.add_parser("report", help="re-render a run's HTML report from its saved artifacts",
                             description="Re-render the HTML report of a run directory from its saved metrics and "
                                         "arrays; nothing is retrained or re-extracted.")
     report.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `replearn run`")
     report.add_argument("--out", metavar="FILE", help="write the HTML here (default: RUN_DIR/report.html)")
+    report.add_argument("--force", action="store_true", help=FORCE_HELP.format(option="--out"))
 
 
 def _add_probe(sub: Any) -> None:
@@ -104,7 +110,8 @@ def _add_probe(sub: Any) -> None:
                                        "penalty chosen on the validation split, and report test accuracy. Uses the "
                                        "run's own split and probe settings, so it reproduces the run's numbers. "
                                        "Models replearn did not train: a state_dict with --model (layers by module "
-                                       "path, read with forward hooks) or a TorchScript file (its output).",
+                                       "path, read with forward hooks), or, with --trust-model-code, a torch.export "
+                                       ".pt2 program (its output and graph nodes) or a TorchScript file (its output).",
                            epilog="examples:\n  replearn probe reports/fmnist-*/checkpoints/autoencoder_seed0.pt "
                                   "--dataset fashion-mnist --layer latent\n"
                                   "  replearn probe resnet.pt --model mypkg.nets:resnet18 --model-kwargs "
@@ -116,14 +123,16 @@ def _add_probe(sub: Any) -> None:
     probe.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a data.* or analysis.* setting, e.g. --set data.train_subset=0")
     probe.add_argument("--json", metavar="PATH", help="where to write the results (default: next to the checkpoint)")
+    probe.add_argument("--force", action="store_true", help=FORCE_HELP.format(option="--json"))
     probe.add_argument("--threads", metavar="N", help=THREADS_HELP)
 
 
 def _add_features(sub: Any) -> None:
     features = sub.add_parser("features", help="export a model's features at chosen layers to an .npz file",
                               description="Extract the features of any model (a replearn checkpoint, a state_dict "
-                                          "with --model, or a TorchScript file) at the chosen layers for the "
-                                          "train, validation and test splits, pooled as for probing, in eval mode, "
+                                          "with --model, or a trusted torch.export or TorchScript file) at the "
+                                          "chosen layers for the train, validation and test splits, pooled as for "
+                                          "probing, in eval mode, "
                                           "and write them with the labels to one .npz file (arrays "
                                           "'<layer>.<split>' and 'labels.<split>') for scikit-learn, rsatoolbox, "
                                           "netrep or any other tool.",
@@ -132,6 +141,7 @@ def _add_features(sub: Any) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     _model_arguments(features, "export")
     features.add_argument("--out", required=True, metavar="FILE", help="the .npz file to write")
+    features.add_argument("--force", action="store_true", help=FORCE_HELP.format(option="--out"))
     features.add_argument("--data-root", metavar="DIR", help="directory holding the dataset's files")
     features.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                           help="override a data.* or analysis.* setting, e.g. --set analysis.max_stage_features=4096")
@@ -141,12 +151,18 @@ def _add_features(sub: Any) -> None:
 def _model_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
     """The model file, --model, --model-kwargs, --dataset and --layer, shared by `probe` and `features`."""
     parser.add_argument("checkpoint", metavar="MODEL_FILE",
-                        help="a .pt file from a run's checkpoints/ folder, a state_dict of the --model, or a "
-                             "TorchScript file")
+                        help="a .pt file from a run's checkpoints/ folder or a state_dict of the --model (both read "
+                             "as weights only: no code in them runs), or, with --trust-model-code, a torch.export "
+                             ".pt2 or TorchScript file")
     parser.add_argument("--model", metavar="IMPORT_PATH",
                         help="for a state_dict saved elsewhere: the nn.Module class or factory it belongs to, as "
                              "package.module:Name; --layer then names module paths (e.g. layer1, blocks.3) read "
-                             "by forward hooks, and 'latent' is the module's output")
+                             "by forward hooks, and 'latent' is the module's output. For a checkpoint of a plug-in "
+                             "encoder: its import path, confirming that replearn may import it")
+    parser.add_argument("--trust-model-code", action="store_true",
+                        help="allow a TorchScript or torch.export (.pt2) file: loading either RUNS CODE THE FILE "
+                             "CONTAINS, so pass it only for files from an author you trust (--layer names a node of "
+                             "a .pt2 program's graph; a TorchScript file gives its output only)")
     parser.add_argument("--model-kwargs", metavar="JSON", default="{}",
                         help="keyword arguments for --model as a JSON object, e.g. '{\"num_classes\": 10}'")
     parser.add_argument("--dataset", required=True, metavar="NAME", help=f"dataset to {verb} on (`replearn datasets`)")
@@ -198,13 +214,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .artifacts import check_output_file, write_output
+    from .artifacts import check_output_file, check_run_dir, write_output
     from .report import render_report
 
-    if args.out:
-        check_output_file(args.out, "--out")
-    target = args.out or str(Path(args.run_dir) / "report.html")
-    print(write_output(target, "--out" if args.out else "report", lambda: render_report(args.run_dir, args.out)))
+    default = check_run_dir(args.run_dir, need="report") / "report.html"
+    target = Path(args.out) if args.out else default
+    option = "--out" if args.out else "report"
+    check_output_file(target, option, force=args.force, own_default=target.absolute() == default.absolute())
+    print(write_output(target, option, lambda: render_report(args.run_dir, args.out)))
     return 0
 
 
@@ -213,7 +230,7 @@ def _model_kwargs(text: str) -> dict:
 
     try:
         kwargs = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: arrays or objects nested thousands deep
         kwargs = None
     if not isinstance(kwargs, dict):
         raise ReplearnError(f"--model-kwargs must be a JSON object, got {text[:60]!r}", "write it as '{\"name\": value}'")
@@ -224,12 +241,18 @@ def _data_overrides(args: argparse.Namespace) -> list[str]:
     return list(args.overrides) + ([f"data.root={args.data_root}"] if args.data_root else [])
 
 
+def _model_source(args: argparse.Namespace) -> Any:
+    from .evaluate import ModelSource
+
+    return ModelSource(Path(args.checkpoint), args.model, _model_kwargs(args.model_kwargs), args.trust_model_code)
+
+
 def cmd_probe(args: argparse.Namespace) -> int:
     from .evaluate import probe_model
 
     _apply_threads(args.threads)
-    table, json_path = probe_model(args.checkpoint, args.dataset, args.layer, _data_overrides(args), args.json,
-                                   args.knn, args.model, _model_kwargs(args.model_kwargs))
+    table, json_path = probe_model(_model_source(args), args.dataset, args.layer, _data_overrides(args), args.json,
+                                   args.knn, args.force)
     print(table)
     print(f"results written to {json_path}")
     return 0
@@ -239,8 +262,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     from .evaluate import export_features
 
     _apply_threads(args.threads)
-    out = export_features(args.checkpoint, args.dataset, args.layer, _data_overrides(args), args.out, args.model,
-                          _model_kwargs(args.model_kwargs))
+    out = export_features(_model_source(args), args.dataset, args.layer, _data_overrides(args), args.out, args.force)
     print(f"features written to {out}")
     return 0
 
@@ -259,6 +281,9 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``replearn`` command. Every failure ends in one line on stderr and exit status 2 (130 when
+    interrupted): replearn's own errors name the problem and the fix; any other exception is summarised
+    the same way (with REPLEARN_DEBUG=1 it is raised with its traceback instead)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -277,6 +302,41 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("replearn: interrupted", file=sys.stderr)
         return 130
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 — not replearn's own: still one line, exit 2
+        if os.environ.get(DEBUG_VARIABLE):
+            raise
+        print(f"replearn: error: {foreign_error(exc).one_line()}", file=sys.stderr)
+        return 2
+
+
+DEBUG_VARIABLE = "REPLEARN_DEBUG"
+MEMORY_WORDS = ("out of memory", "can't allocate", "cannot allocate", "failed to allocate", "not enough memory")
+
+
+def foreign_error(exc: BaseException) -> ReplearnError:
+    """The one-line form of an exception that is not a ReplearnError: what it was and what to do about it."""
+    detail = " ".join(str(exc).split())
+    detail = detail if len(detail) <= 200 else detail[:200] + "…"
+    debug = f"rerun with {DEBUG_VARIABLE}=1 to see the traceback"
+    if isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and
+                                        any(w in detail.lower() for w in MEMORY_WORDS)):
+        return ReplearnError(f"ran out of memory ({type(exc).__name__}{': ' + detail if detail else ''})",
+                             "use a smaller model (model.channels, model.width, model.latent_dim), a smaller "
+                             "train.batch_size or fewer images (data.train_subset, analysis.max_images_per_split)")
+    if isinstance(exc, OSError):
+        where = f" '{exc.filename}'" if getattr(exc, "filename", None) else ""
+        return ReplearnError(f"{type(exc).__name__}: {exc.strerror or detail or 'operating system error'}{where}",
+                             "check that the path exists and is readable (writable, for outputs), then run again; "
+                             f"{debug}")
+    if isinstance(exc, RecursionError):
+        return ReplearnError(f"an input is nested too deeply to process (RecursionError: {detail})",
+                             "flatten the JSON, YAML or file contents you passed")
+    if isinstance(exc, SystemExit):
+        return ReplearnError(f"code run by replearn (a plug-in or a library) called sys.exit({exc.code!r})",
+                             "remove the sys.exit call from the plug-in, or run that code on its own")
+    return ReplearnError(f"{type(exc).__name__}{': ' + detail if detail else ''}",
+                         f"this is not a mistake replearn checks for: {debug}, and report it as a bug if the input "
+                         "looks right")
 
 
 if __name__ == "__main__":

@@ -50,8 +50,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = _f("conv", "encoder: a registered name (conv; resnet, with model.kwargs depth 8/18/34 and width) or "
-                           "an import path package.module:Name")
+    name: str = _f("conv", "encoder: a registered name (conv, with model.channels and model.kernel_size; resnet, "
+                           "with model.depth 10/18/34 and model.width) or an import path package.module:Name")
     kwargs: dict[str, Any] = _f({}, "keyword arguments for an encoder that declares no options of its own (a class "
                                     "or factory given by import path); for one that does, more of its options")
     latent_dim: int = _f(32, "dimension of the latent vector after the last stage", min=1)

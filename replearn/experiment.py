@@ -13,9 +13,9 @@ are loaded, an interrupted one restarts from its last completed step, analyses a
 from __future__ import annotations
 
 import copy
-import math
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -42,6 +42,7 @@ from .log import RunClock, log
 from .plugins import Plugins, resolve
 from .preflight import check_data_fits, preflight
 from .regimes import DataInfo, Regime
+from .regimes.base import reconstruction_mse, reconstructs
 from .report import render_report
 from .rundir import RunDir
 from .seeding import derive_seed
@@ -65,6 +66,8 @@ class Experiment:
         self.force, self.progress, self.resuming = force, progress, False
         self.device = resolve_device(self.config.train.device)
         self.data: Dataset | None = None
+        self.analysed: Dataset | None = None  # the stratified view of the data the analyses use (prepare)
+        self.context: RunContext | None = None  # what every seed's analyses share (prepare)
         self.encoders: dict[int, dict[str, Encoder]] = {}
         self.model_rows: list[dict[str, Any]] = []
         self.results: dict[str, list[pd.DataFrame]] = {}
@@ -73,6 +76,8 @@ class Experiment:
         self._baselines: dict[str, Any] = {}
         self._features: dict[int, dict[str, Features]] = {}
         self._extraction_seconds = 0.0
+        self._seed_analysis_started: dict[int, float] = {}  # when each seed's extraction began (for the ETA)
+        self._running = False  # set once this process has marked the run directory as running (prepare)
 
     @classmethod
     def resume(cls, run_dir: str | Path, progress: bool = True) -> "Experiment":
@@ -95,10 +100,14 @@ class Experiment:
         """Load the dataset and check that the model, the regimes and the analyses fit it; writes nothing."""
         if self.data is None:
             data = self.plugins.dataset.load(self.config.data)
-            check_data_fits(self.config, data)
-            preflight(self.config, self.regimes, data, self.device)
-            if self.resuming:
-                self.run_dir.check_same_data(data.summary())
+            try:
+                check_data_fits(self.config, data, self.device)
+                preflight(self.config, self.regimes, data, self.device)
+                if self.resuming:
+                    self.run_dir.check_same_data(data.summary())
+            except BaseException:  # refused: a cache the source made for these data goes too
+                self.plugins.dataset.discard()
+                raise
             self.data = data
         return self.data
 
@@ -123,6 +132,7 @@ class Experiment:
             self.context = RunContext(self.config, self.run_dir.path, model_infos(self.regimes), self.progress)
             write_models(self.run_dir.path, self.context.models)
             self.run_dir.set_status("running")
+            self._running = True
         except OSError as exc:
             raise self.run_dir.write_failure(exc, self.resuming) from None
         self.analysed = analysis_view(data, self.config.analysis.max_images_per_split, self.config.data.split_seed)
@@ -134,7 +144,7 @@ class Experiment:
     def _plan_clock(self) -> None:
         data, cfg = self.data, self.config
         for regime in self.regimes:
-            steps = math.ceil(len(Trainer.training_images(regime, data)) / cfg.train.batch_size) \
+            steps = Trainer.steps_in_epoch(len(Trainer.training_images(regime, data)), cfg.train.batch_size) \
                 * self.plugins.epochs_for(regime)
             self.clock.plan(regime.name, steps * len(self.seeds), step_flops(self, regime))
             for seed in self.seeds:
@@ -222,7 +232,7 @@ class Experiment:
             features[name] = extract_splits(encoder, splits, cfg.analysis.max_stage_features, self.device)
         self._features[seed] = features
         self._extraction_seconds += time.perf_counter() - started
-        self._extraction_started = started
+        self._seed_analysis_started[seed] = started
         return features
 
     def analyse(self, seed: int) -> dict[str, pd.DataFrame]:
@@ -241,7 +251,7 @@ class Experiment:
                 self.results.setdefault(key, []).append(frame)
             if time.perf_counter() - one_started > 0.5:
                 log(f"seed {seed}: {analysis.name} done ({time.perf_counter() - one_started:.1f}s)")
-        self.clock.analysed(time.perf_counter() - getattr(self, "_extraction_started", started))
+        self.clock.analysed(time.perf_counter() - self._seed_analysis_started.pop(seed, started))
         log(f"seed {seed}: analyses done in {time.perf_counter() - started:.1f}s{self.clock.suffix()}")
         return ctx.tables
 
@@ -265,8 +275,8 @@ class Experiment:
         """Every stage in order; returns the report's path. On SIGINT/SIGTERM the work done is kept and the
         run is resumable; any failure after the directory exists leaves status ``failed`` with the reason."""
         started = time.perf_counter()
-        self.prepare()
         try:
+            self.prepare()
             with self.stopper:
                 for seed in self.seeds:
                     self.initial_encoder(seed)
@@ -286,8 +296,11 @@ class Experiment:
         return report
 
     def _failed(self, exc: BaseException) -> BaseException:
-        """Record why the run stopped and return the exception to raise."""
+        """Record why the run stopped and return the exception to raise. Only a run this process has marked
+        running is recorded: a failure before that (a refused resume, a taken --out) leaves the disk as it was."""
         rd = self.run_dir
+        if not self._running:
+            return exc
         if isinstance(exc, KeyboardInterrupt):  # a signal outside the training loop: those phases are redone
             stop = TrainingInterrupted(str(rd), self.stopper.requested or "SIGINT")
             rd.record_failure("interrupted", f"stopped by {stop.signal_name}; resume to finish")
@@ -298,13 +311,37 @@ class Experiment:
             rd.record_failure("diverged", exc.one_line())
             rd.write_tables(self.results, self.model_rows)
             self.render()
-        elif isinstance(exc, OSError):  # disk full, a file removed or made read-only under the run
+        elif isinstance(exc, OSError) and not outside_run(exc, rd.path):  # disk full, or the run's files changed
             return rd.write_failure(exc, self.resuming)
-        elif isinstance(exc, ReplearnError) and rd.is_run():
+        elif isinstance(exc, OSError):  # a file the run reads (the dataset's, a cache) went missing or unreadable
+            error = ReplearnError(f"could not read '{exc.filename}' during the run "
+                                  f"({exc.strerror or type(exc).__name__})",
+                                  "check that the file is there and readable, then resume with: replearn run "
+                                  f"--resume {shlex.quote(str(rd))}")
+            rd.record_failure("failed", error.one_line())
+            return error
+        elif isinstance(exc, ReplearnError):
             rd.record_failure("failed", exc.one_line())
-        elif isinstance(exc, Exception) and rd.is_run():
-            rd.record_failure("failed", f"{type(exc).__name__}: {str(exc)[:200]}")
+        elif isinstance(exc, SystemExit):
+            rd.record_failure("failed", f"code run by replearn (a plug-in or a library) called sys.exit({exc.code!r})")
+        elif isinstance(exc, Exception):
+            detail = " ".join(str(exc).split())[:200]
+            rd.record_failure("failed", f"{type(exc).__name__}{': ' + detail if detail else ''}")
         return exc
+
+
+def outside_run(exc: OSError, run_dir: Path) -> bool:
+    """Whether an OSError names a file outside the run directory (one the run reads, not one it writes)."""
+    name = exc.filename
+    if not isinstance(name, (str, os.PathLike)):
+        return False
+    try:
+        Path(name).resolve().relative_to(Path(run_dir).resolve())
+    except ValueError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def environment_record(experiment: Experiment) -> dict[str, Any]:
@@ -330,7 +367,7 @@ def build_head(regime: Regime, encoder: Encoder, data: Dataset, seed: int) -> to
     """The regime's head, seeded (the same seed always gives the same head)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed((seed, 1), seeding.HEAD))
-        return regime.build_head(encoder, DataInfo(data.image_shape, data.num_classes))
+        return regime.build_head(encoder, DataInfo(data.image_shape, data.num_classes, data.mean, data.std))
 
 
 def step_flops(experiment: Experiment, regime: Regime) -> float:
@@ -356,7 +393,9 @@ def checkpoint_payload(experiment: Experiment, regime: Regime, seed: int, encode
 def test_row(experiment: Experiment, regime: Regime, seed: int, encoder: Encoder, head: torch.nn.Module,
              outcome: Any) -> dict[str, Any]:
     """The trained model's row of models.csv (test loss and metrics, the regime's own test results), saving
-    its test arrays and reconstructions beside it."""
+    its test arrays and reconstructions beside it. ``test_recon_mse`` is, for every regime that reconstructs,
+    the error of its deterministic reconstruction of clean test images (a regime's own objective error, if
+    another, has its own column)."""
     cfg, data, rd, device = experiment.config, experiment.data, experiment.run_dir, experiment.device
     test = evaluate(regime, encoder, head, data.test_x, data.test_y, device, eval_batch_size(regime, cfg.train.batch_size))
     row: dict[str, Any] = {"model": regime.name, "seed": seed, "epochs": len(outcome.history),
@@ -364,6 +403,8 @@ def test_row(experiment: Experiment, regime: Regime, seed: int, encoder: Encoder
     snapshot_images = data.test_x[:cfg.analysis.reconstructions] if cfg.analysis.reconstructions else None
     with torch.no_grad(), eval_mode(encoder, head):
         scalars, arrays = regime.test_report(encoder, head, data.test_x, 1000)
+        if "recon_mse" not in test and "recon_mse" not in scalars and reconstructs(regime):
+            scalars = {**scalars, "recon_mse": reconstruction_mse(regime, encoder, head, data.test_x, 1000)}
         if outcome.snapshots is not None and len(outcome.history) == experiment.plugins.epochs_for(regime):
             recon = torch.from_numpy(outcome.snapshots[-1])  # the last epoch's snapshot is the final model's
         elif snapshot_images is not None:

@@ -53,8 +53,15 @@ def resolve(cfg: Config) -> Plugins:
     analyses = ordered_analyses(default_analyses() + list(cfg.analysis.extra), cfg.analyses)  # checks their options
     resolved = dataclasses.replace(
         cfg, data=dataclasses.replace(cfg.data, plugin_options=options_dict(dataset.options)),
-        model=model_options)
+        model=model_options, regimes={r.name: _set_options(r.options) for r in regimes},
+        analyses={a.name: _set_options(a.options) for a in analyses if options_dict(a.options)})
     return Plugins(resolved, dataset, regimes, analyses)
+
+
+def _set_options(options: Any) -> dict[str, Any]:
+    """Every option of a plug-in with the value it runs with (defaults included), leaving out those that
+    are unset (None: e.g. a regime's epochs, which then follows train.epochs)."""
+    return {k: v for k, v in options_dict(options).items() if v is not None}
 
 
 def _encoder_options(cfg: Config) -> Any:

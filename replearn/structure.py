@@ -20,7 +20,8 @@ def cluster_scores(features: ArrayLike, labels: ArrayLike, seed: int = 0, silhou
                    standardize: bool = True) -> dict[str, float]:
     """k-means (k = number of classes) on standardised features (``standardize=False``: centred only, keeping
     the features' relative scales, as for PCA components), scored against the classes by NMI and ARI, and the
-    silhouette of the true classes (cosine distance) on a fixed subsample."""
+    silhouette of the true classes (cosine distance) on a fixed subsample (NaN when every class has a
+    single point there: it is then undefined)."""
     x = _array(features)
     y = np.asarray(labels)
     if len(y) != len(x):
@@ -34,11 +35,20 @@ def cluster_scores(features: ArrayLike, labels: ArrayLike, seed: int = 0, silhou
     pred = KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(z)
     rng = np.random.RandomState(seed)
     keep = rng.permutation(len(x))[:silhouette_points]
-    sil = float(silhouette_score(z[keep], y[keep], metric="cosine")) if len(np.unique(y[keep])) > 1 else 0.0
-    if not np.isfinite(sil):
-        sil = 0.0
     return {"kmeans_nmi": float(normalized_mutual_info_score(y, pred)),
-            "kmeans_ari": float(adjusted_rand_score(y, pred)), "silhouette": sil}
+            "kmeans_ari": float(adjusted_rand_score(y, pred)), "silhouette": class_silhouette(z[keep], y[keep])}
+
+
+def class_silhouette(z: np.ndarray, y: np.ndarray) -> float:
+    """Silhouette of the classes (cosine distance): 0.0 for a single class, as before; NaN when it is
+    undefined because there are as many classes as points (one image per class)."""
+    classes = len(np.unique(y))
+    if classes < 2:
+        return 0.0
+    if classes > len(y) - 1:  # scikit-learn defines it for 2 <= classes <= points - 1
+        return float("nan")
+    sil = float(silhouette_score(z, y, metric="cosine"))
+    return sil if np.isfinite(sil) else 0.0
 
 
 def neighbour_sets(x: ArrayLike, k: int = 10) -> torch.Tensor:

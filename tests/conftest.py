@@ -13,6 +13,9 @@ from replearn.data import DEBIAN_DATASET_DIR
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TEST_DATA = Path(__file__).resolve().parent / "data"
+
 FMNIST_DIR = DEBIAN_DATASET_DIR / "fashion-mnist"
 needs_fashion_mnist = pytest.mark.skipif(
     not (FMNIST_DIR / "train-images-idx3-ubyte.gz").is_file(),

@@ -2,10 +2,11 @@
 chosen, and the caveats a reader needs before comparing numbers."""
 from __future__ import annotations
 
-import math
+from typing import Any
 
 import pandas as pd
 
+from ..training.loop import Trainer
 from .base import Analysis, RunArtifacts, Section, register_analysis
 from .render import PLUS_MINUS, table
 
@@ -26,25 +27,18 @@ class Protocol(Analysis):
         if not train or not regimes:
             return []
         images = run.dataset.get("train")
+        unlabelled = run.dataset.get("unlabelled") or 0  # label-free regimes also train on these
         batch = train.get("batch_size")
-        steps_per_epoch = math.ceil(images / batch) if isinstance(images, int) and isinstance(batch, int) and batch else None
-        rows = []
-        for m in regimes:
-            own = options.get(m.name) or {}
-            epochs = own.get("epochs") if own.get("epochs") is not None else train.get("epochs")
-            settings = ", ".join(f"{k} {v}" for k, v in own.items() if k != "epochs")
-            rows.append({"model": m.label, "epochs": epochs,
-                         "optimisation steps": epochs * steps_per_epoch if steps_per_epoch and epochs is not None else None,
-                         "labels in training": "yes" if m.trained_with_labels else "no",
-                         "settings": settings or "defaults",
-                         "how the settings were chosen": chosen_by.get(m.name) or (
-                             "replearn's defaults (not tuned here)" if not settings else "as configured (not recorded)")})
-        frame = pd.DataFrame(rows)
+        known = isinstance(images, int) and isinstance(unlabelled, int) and isinstance(batch, int) and batch > 0
+        frame = pd.DataFrame([_budget_row(m, train, options, chosen_by, images + (0 if m.trained_with_labels else unlabelled)
+                                          if known else None) for m in regimes])
         equal = frame["optimisation steps"].nunique(dropna=False) == 1
+        steps_per_epoch = Trainer.steps_in_epoch(images, batch) if known else None
         budget = (f"Equal budgets: every regime trained {frame['epochs'].iloc[0]} epochs of {steps_per_epoch} batches of "
                   f"{batch} images ({train.get('optimizer')}, learning rate {train.get('lr')}, "
                   f"{train.get('schedule')} schedule)." if equal else
-                  "Budgets differ between regimes (train.budget = per-regime): compare them with that in mind.")
+                  "Budgets differ between regimes (train.budget = per-regime, or label-free regimes also train on "
+                  "the dataset's unlabelled images): compare them with that in mind.")
         seeds = train.get("seeds") or [0]
         bullets = [budget,
                    "Linear probes: standardised features, multinomial logistic regression fitted to convergence "
@@ -72,3 +66,16 @@ class Protocol(Analysis):
                            "transfer of features learned with all labels, not learning from few labels.")
         return [Section("protocol", "Protocol", GUIDE, bullets=bullets, table=table(frame, "protocol", run),
                         caption="Training budget of every regime.")]
+
+
+def _budget_row(model: Any, train: dict, options: dict, chosen_by: dict, images: int | None) -> dict[str, Any]:
+    """One regime's row of the protocol table: its epochs, images and steps, and how its settings were chosen."""
+    own = options.get(model.name) or {}
+    epochs = own.get("epochs") if own.get("epochs") is not None else train.get("epochs")
+    batch = train.get("batch_size")
+    steps = Trainer.steps_in_epoch(images, batch) * epochs if images is not None and epochs is not None else None
+    settings = ", ".join(f"{k} {v}" for k, v in own.items() if k != "epochs")
+    return {"model": model.label, "epochs": epochs, "training images": images, "optimisation steps": steps,
+            "labels in training": "yes" if model.trained_with_labels else "no", "settings": settings or "defaults",
+            "how the settings were chosen": chosen_by.get(model.name) or (
+                "replearn's defaults (not tuned here)" if not settings else "as configured (not recorded)")}

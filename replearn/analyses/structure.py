@@ -20,6 +20,8 @@ GUIDE = ("How class structure shows without labels: k-means on the final layer s
          "ARI), the silhouette of the true classes (cosine), the UMAP projection's trustworthiness, and the fraction "
          "of 10-nearest-neighbour sets each pair of models shares.")
 NEIGHBOURS = 10
+SILHOUETTE_UNDEFINED = (" The silhouette is left blank: the analysed test images hold one image per class, and it "
+                        "is defined only when some class has two (raise data.test_subset or analysis.analysis_points).")
 
 
 @register_analysis("structure")
@@ -68,4 +70,5 @@ class Structure(Analysis):
         return [Section("structure", "Structure without labels", GUIDE,
                         figures=[figure(plots.structure_bars(structure, run.styles()), "structure", run)],
                         table=table(means.rename_axis("model").reset_index(), "structure", run),
-                        caption="Final layer of each model on the analysis subset of test images; means over seeds.")]
+                        caption="Final layer of each model on the analysis subset of test images; means over seeds."
+                        + (SILHOUETTE_UNDEFINED if structure["silhouette"].isna().any() else ""))]

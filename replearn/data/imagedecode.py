@@ -1,25 +1,105 @@
 """Image-file decoding with Pillow, run in worker processes (Pillow holds the GIL while decoding small images,
-so threads would not help): plain functions of file paths that return arrays or reasons, never raise."""
+so threads would not help): plain functions of file paths that return arrays or reasons, never raise; the
+worker pool that runs them, which ends with the run however it ends; and bounded reads of regular files.
+
+Only regular files are read, opened without blocking (a fifo or a device named ``x.png`` is refused, never
+read), no larger than ``MAX_FILE_BYTES``, and an image whose header claims more pixels than Pillow's
+decompression-bomb limit is a bad file, not an allocation.
+"""
 from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import itertools
+import multiprocessing
+import os
+import signal
+import stat
+import threading
+import warnings
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from ..errors import DataError
+
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+MAX_FILE_BYTES = 1 << 30  # no image file replearn reads is larger (a link to a disk image named .png is refused)
+READ_BLOCK = 1 << 20
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+FILE_KINDS = {stat.S_IFIFO: "a fifo", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+              stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder", stat.S_IFLNK: "a link"}
+
+
+def file_kind(mode: int) -> str:
+    """What a file of this ``st_mode`` is, in words ("a fifo", "a character device", …)."""
+    return FILE_KINDS.get(stat.S_IFMT(mode), "a special file")
 
 
 def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror  # without the path, which the caller names
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 80 else text[:80] + "…"
 
 
-def scan_headers(paths: list[str]) -> list[tuple[str, int, int] | str]:
-    """For each file, (mode, width, height) from its header alone, or the reason it cannot be opened."""
+def open_regular(path: str) -> tuple[int, int]:
+    """An open descriptor of ``path`` and its size, if it is a regular file of at most MAX_FILE_BYTES; else
+    OSError or ValueError saying why. Opened without blocking, so a fifo or a device never stalls the call."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"not a regular file but {file_kind(info.st_mode)}")
+        if info.st_size > MAX_FILE_BYTES:
+            raise ValueError(f"{info.st_size / 2**30:.1f} GiB, larger than the {MAX_FILE_BYTES / 2**30:.0f} GiB "
+                             "an image file may have")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, info.st_size
+
+
+def file_digest(path: str) -> tuple[int, bytes]:
+    """The size and SHA-256 of a regular file's bytes, read in blocks (memory stays bounded) and no further
+    than the size it had when opened; OSError or ValueError when it cannot be read."""
+    fd, size = open_regular(path)
+    digest = hashlib.sha256()
+    try:
+        done = 0
+        while done < size:
+            block = os.read(fd, min(READ_BLOCK, size - done))
+            if not block:
+                break
+            digest.update(block)
+            done += len(block)
+    finally:
+        os.close(fd)
+    return done, digest.digest()
+
+
+@contextlib.contextmanager
+def _image(path: str) -> Iterator[Any]:
+    """The Pillow image of a regular file; a decompression bomb (more pixels than Pillow's limit) raises."""
     from PIL import Image
 
+    fd, _ = open_regular(path)
+    with os.fdopen(fd, "rb") as fh, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(fh) as im:
+            yield im
+
+
+def scan_headers(paths: list[str]) -> list[tuple[str, int, int] | str]:
+    """For each file, (mode, width, height) from its header alone, or the reason it cannot be opened."""
     out: list[tuple[str, int, int] | str] = []
     for path in paths:
         try:
-            with Image.open(path) as im:
+            with _image(path) as im:
                 out.append((im.mode, im.size[0], im.size[1]))
         except Exception as exc:  # Pillow raises many types for bad files; each becomes a reason string
             out.append(_reason(exc))
@@ -34,7 +114,7 @@ def decode(paths: list[str], size: int, colour: bool) -> list[np.ndarray | str]:
     out: list[np.ndarray | str] = []
     for path in paths:
         try:
-            with Image.open(path) as im:
+            with _image(path) as im:
                 im.load()
                 if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit / float grey: scale to 8 bits
                     values = np.asarray(im, dtype=np.float64)
@@ -48,3 +128,98 @@ def decode(paths: list[str], size: int, colour: bool) -> list[np.ndarray | str]:
         except Exception as exc:  # a truncated or corrupt file is reported, not raised
             out.append(_reason(exc))
     return out
+
+
+# ---------------------------------------------------------------- signals and the worker pool
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Within the block SIGTERM raises KeyboardInterrupt, as SIGINT does, unless the program handles SIGTERM
+    itself (the run's Stopper, say): a run stopped while its images are read then ends its workers and
+    removes what it had half-written, and the command reports an interrupted run instead of dying silently."""
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM held back until the block ends (then delivered): for steps that must not be cut
+    in half, such as removing a half-written folder or starting worker processes."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _worker_setup(parent: int) -> None:
+    """In each worker: the run's process decides when to stop (Ctrl-C reaches the whole process group) and
+    then ends the workers; a worker whose parent dies is killed with it (Linux)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    kill = getattr(pool, "kill_workers", None)  # Python 3.14+
+    if kill is not None:
+        kill()
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        with contextlib.suppress(Exception):
+            process.kill()
+
+
+def map_chunks(fn: Callable[..., list], chunks: list[list[str]], args: tuple, workers: int) -> Iterator[list]:
+    """``fn(chunk, *args)`` for each chunk, in order: in this process when ``workers`` is 1 or the chunks are
+    few, else in worker processes with at most two chunks per worker in flight, so memory stays bounded.
+    However the iteration ends (done, an exception, a signal's KeyboardInterrupt, the consumer closing it),
+    no worker outlives it: on anything but completion they are killed at once. A worker that dies (killed,
+    out of memory) raises a one-line DataError instead of hanging the run."""
+    if workers == 1 or len(chunks) < 8:
+        for chunk in chunks:
+            yield fn(chunk, *args)
+        return
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"  # as torch's DataLoader
+    queue = iter(chunks)
+    pending: deque[Future] = deque()
+    done = False
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
+                               initializer=_worker_setup, initargs=(os.getpid(),))
+    try:
+        with signals_held():  # the first submit starts the workers: with the stop signals held until
+            pending.extend(pool.submit(fn, chunk, *args)  # _worker_setup has set their handlers
+                           for chunk in itertools.islice(queue, 2 * workers))
+        while pending:
+            result = pending.popleft().result()
+            pending.extend(pool.submit(fn, chunk, *args) for chunk in itertools.islice(queue, 1))
+            yield result
+        done = True
+    except BrokenProcessPool:
+        raise DataError("an image-decoding worker process ended unexpectedly (killed, or out of memory?)",
+                        "run again; if it recurs, set a smaller data.image_size or use fewer threads "
+                        "(--threads 1 decodes in the main process)") from None
+    finally:
+        if not done:
+            _kill_workers(pool)
+        pool.shutdown(wait=True, cancel_futures=True)

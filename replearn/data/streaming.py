@@ -10,8 +10,10 @@ count towards its resident memory until the kernel reclaims them, so a pass over
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -58,14 +60,20 @@ def raw_file_layout(path: Path, image_shape: tuple[int, int, int], transposed: b
     return FileLayout(0, size // image_bytes, tuple(image_shape), transposed)  # type: ignore[arg-type]
 
 
+def read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, bool, int]:
+    """Shape, dtype, Fortran order and data offset from a .npy file's header (a header of more than 10 kB is
+    refused); raises OSError or ValueError for a file that is not one."""
+    with open(path, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = reader(fh, max_header_size=10_000)
+        return tuple(shape), dtype, bool(fortran), fh.tell()
+
+
 def npy_layout(path: Path) -> tuple[tuple[int, ...], int]:
     """Shape and data offset of a uint8, C-ordered .npy file (raises a DataError for anything else)."""
     try:
-        with open(path, "rb") as fh:
-            version = np.lib.format.read_magic(fh)
-            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = reader(fh, max_header_size=10_000)
-            offset = fh.tell()
+        shape, dtype, fortran, offset = read_npy_header(path)
     except (OSError, ValueError) as exc:
         raise DataError(f"{path} is not a readable .npy file ({type(exc).__name__})",
                         "delete it so that it is made again") from None
@@ -75,6 +83,54 @@ def npy_layout(path: Path) -> tuple[tuple[int, ...], int]:
     if os.path.getsize(path) < offset + math.prod(shape):
         raise DataError(f"{path} is shorter than its header says (truncated)", "delete it so that it is made again")
     return shape, offset
+
+
+SAMPLE_BLOCKS = 64
+SAMPLE_BYTES = 16 << 10
+
+
+def sampled_digest(path: Path, offset: int, nbytes: int) -> str:
+    """A digest of ``nbytes`` (the data's size) and of SAMPLE_BLOCKS blocks spread evenly over the data from
+    ``offset`` on, the first and last included: read in constant time however large the file, it tells
+    data that were zeroed, overwritten or cut short from what was written."""
+    digest = hashlib.blake2b(str(nbytes).encode(), digest_size=16)
+    step = max(SAMPLE_BYTES, (nbytes - SAMPLE_BYTES) // max(1, SAMPLE_BLOCKS - 1))
+    starts = sorted({min(i * step, max(0, nbytes - SAMPLE_BYTES)) for i in range(SAMPLE_BLOCKS)})
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for start in starts:
+            digest.update(os.pread(fd, min(SAMPLE_BYTES, nbytes - start), offset + start))
+    finally:
+        os.close(fd)
+    return digest.hexdigest()
+
+
+def data_crc32(path: Path, offset: int, nbytes: int) -> int:
+    """The CRC-32 of ``nbytes`` bytes of a file from ``offset`` on, read in blocks (about 3 GB/s)."""
+    crc = 0
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        done = 0
+        while done < nbytes:
+            block = os.pread(fd, min(8 << 20, nbytes - done), offset + done)
+            if not block:
+                break
+            crc = zlib.crc32(block, crc)
+            done += len(block)
+    finally:
+        os.close(fd)
+    return crc
+
+
+def vanished(path: str, exc: OSError | None = None) -> DataError:
+    """The one-line error for a file of images that was deleted, cut short or made unreadable while a run
+    was reading it."""
+    what = ("was deleted while the run was reading it" if isinstance(exc, FileNotFoundError) else
+            f"could not be read ({exc.strerror or type(exc).__name__})" if exc is not None else
+            "ended early: it was cut short while the run was reading it")
+    return DataError(f"the image file '{path}' {what}",
+                     "run the command again (an interrupted run continues with replearn run --resume RUN_DIR): "
+                     "a decoded-image cache is then checked and made again from the image files")
 
 
 class ImageStore:
@@ -130,16 +186,20 @@ class ImageStore:
         ordered = rows[order]
         flat = out.reshape(len(rows), -1)
         breaks = np.flatnonzero(np.diff(ordered) != 1) + 1
-        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError as exc:  # deleted or made unreadable under the run: not a full disk
+            raise vanished(self.path, exc) from None
         try:
             for run in np.split(np.arange(len(rows)), breaks):
                 first, count = int(ordered[run[0]]), len(run)
                 want = count * self._image_bytes
                 data = os.pread(fd, want, self._offset + first * self._image_bytes)
                 if len(data) != want:
-                    raise DataError(f"{self.path} ended early (truncated while in use?)",
-                                    "delete the cache so that it is made again")
+                    raise vanished(self.path)
                 flat[order[run]] = np.frombuffer(data, dtype=np.uint8).reshape(count, -1)
+        except OSError as exc:
+            raise vanished(self.path, exc) from None
         finally:
             os.close(fd)
         return np.ascontiguousarray(out.transpose(0, 1, 3, 2)) if self.layout.transposed else out

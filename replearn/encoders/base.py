@@ -115,6 +115,10 @@ def encoder_kwargs(factory: Callable[..., Encoder], model_cfg: Any, in_shape: tu
     extra = dict(model_cfg.kwargs or {})
     options_cls = getattr(factory, "Options", None)
     if dataclasses.is_dataclass(options_cls):
+        both = sorted(set(own) & set(extra))
+        if both:
+            raise ConfigError(f"config keys 'model.{both[0]}' and 'model.kwargs.{both[0]}' both set the encoder's "
+                              f"{both[0]}", f"keep one of them (model.{both[0]} is the usual place)")
         options = build_options(options_cls, "model", {**own, **extra},
                                 known=[f"model.{k}" for k in COMMON_MODEL_KEYS], owner=f"encoder '{model_cfg.name}'")
         return {**kwargs, **options_dict(options)}

@@ -1,7 +1,12 @@
 """A ResNet family (He et al. 2016) with the CIFAR-style stem: a 3×3 convolution and no max-pool, so small
 images keep their resolution into stage 1 (the network behind the usual ≈ 93–95% CIFAR-10 ResNet-18).
 
-Basic blocks only; depth 8, 18 or 34 sets the blocks per stage. The four stages are named ``stage1`` …
+Basic blocks only. The depth is the count of weight layers, as in ResNet-18 and -34 (He et al.): the stem
+convolution, two convolutions per block and the final linear layer (here ``latent``), not the 1×1 projection
+shortcuts; 10, 18 or 34 sets the blocks per stage to 1/1/1/1, 2/2/2/2 or 3/4/6/3. One block per stage is
+the layout timm calls ``resnet10t``. replearn called that ResNet-10 "depth 8" until it was named by its layer
+count: ``model.depth: 8`` is refused with the new name, while a checkpoint that records depth 8 still
+loads (the same network). The four stages are named ``stage1`` …
 ``stage4`` (stride 1, 2, 2, 2; widths w, 2w, 4w, 8w) and ``latent`` is a linear map of the globally
 average-pooled last stage, so the autoencoder's decoder mirrors it like any other encoder.
 """
@@ -16,15 +21,31 @@ from ..errors import ConfigError
 from ..options import opt
 from .base import ENCODERS, Encoder, StageInfo
 
-BLOCKS = {8: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
+BLOCKS = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}  # weight layers: 2 + 2 · blocks
+OLD_NAMES = {8: 10}  # checkpoints written before the ResNet-10 was named by its layer count record depth 8
 
 
 @dataclass
 class ResNetOptions:
     """The ResNet encoder's own keys, written in the ``model`` section (or in ``model.kwargs``)."""
 
-    depth: int = opt(18, "depth: 8, 18 or 34 (basic blocks per stage 1/1/1/1, 2/2/2/2, 3/4/6/3)", choices=(8, 18, 34))
+    depth: int = opt(18, "depth, counted in weight layers: 10, 18 or 34 (basic blocks per stage 1/1/1/1, 2/2/2/2, "
+                     "3/4/6/3)")
     width: int = opt(64, "base width: stage widths are w, 2w, 4w, 8w (64 is ResNet-18's; 16 suits a CPU)", min=1)
+
+    def __post_init__(self) -> None:
+        check_depth(self.depth)
+
+
+def check_depth(depth: int) -> None:
+    """Refuse a depth replearn does not build; the old name of the ResNet-10, depth 8, gets its new name."""
+    if depth in OLD_NAMES:
+        raise ConfigError(f"model.depth={depth} is now called {OLD_NAMES[depth]}: the ResNet is named by its "
+                          f"{OLD_NAMES[depth]} weight layers (stem, {OLD_NAMES[depth] - 2} block convolutions, latent)",
+                          f"set model.depth={OLD_NAMES[depth]} (the same network)")
+    if depth not in BLOCKS:
+        raise ConfigError(f"config key 'model.depth' has invalid value {depth!r}, not a ResNet depth replearn builds",
+                          f"choose one of: {', '.join(map(str, BLOCKS))}")
 
 
 class BasicBlock(nn.Module):
@@ -51,15 +72,15 @@ class BasicBlock(nn.Module):
 
 @ENCODERS.register("resnet")
 class ResNetEncoder(Encoder):
-    """ResNet-``depth`` (8, 18 or 34) of base width ``width``; stages named stage1..stage4, then ``latent``."""
+    """ResNet-``depth`` (10, 18 or 34 weight layers) of base width ``width``; stages named stage1..stage4, then
+    ``latent``. ``depth=8``, the ResNet-10's old name, is accepted here so that old checkpoints still load."""
 
     Options = ResNetOptions
 
     def __init__(self, in_shape: tuple[int, int, int], latent_dim: int = 512, depth: int = 18, width: int = 64) -> None:
         super().__init__()
-        if depth not in BLOCKS:
-            raise ConfigError(f"model.kwargs.depth={depth} is not a ResNet depth replearn builds",
-                              f"choose one of {', '.join(map(str, BLOCKS))}")
+        depth = OLD_NAMES.get(depth, depth)
+        check_depth(depth)
         if not isinstance(width, int) or width < 1:
             raise ConfigError(f"model.kwargs.width must be a positive integer, got {width!r}", "e.g. 64 (or 16 on a CPU)")
         c_in, h, w = in_shape

@@ -13,6 +13,7 @@ options by ``regimes.<name>.<key>`` in the config.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
@@ -23,15 +24,18 @@ import torch.nn as nn
 from ..options import build_options, opt
 from ..encoders import Encoder
 from ..errors import ConfigError
-from ..registry import Registry
+from ..registry import Registry, is_import_path
 
 
 @dataclass(frozen=True)
 class DataInfo:
-    """What a head needs to know of the data."""
+    """What a head needs to know of the data: the image shape, the classes, and the per-channel mean and
+    standard deviation (of pixels in [0, 1]) the images were standardised with (None: not known)."""
 
     image_shape: tuple[int, int, int]
     num_classes: int
+    pixel_mean: tuple[float, ...] | None = None
+    pixel_std: tuple[float, ...] | None = None
 
 
 @dataclass
@@ -72,7 +76,10 @@ class Regime:
         raise NotImplementedError
 
     def metrics(self, sums: dict[str, float], images: int, pixels: int) -> dict[str, float]:
-        """Per-epoch (or per-split) metrics from the summed statistics of ``images`` images."""
+        """Per-epoch (or per-split) metrics from the summed statistics of ``images`` images. ``recon_mse``
+        (from ``sq_error``) means one thing in every regime: the mean squared error per pixel of the
+        deterministic reconstruction of the clean input, what ``reconstruct`` returns; a regime whose loss
+        measures another error (of a corrupted input, of a sampled latent) reports it under its own name."""
         out = {}
         if "correct" in sums:
             out["accuracy"] = sums["correct"] / images
@@ -94,15 +101,64 @@ class Regime:
 
     def test_report(self, encoder: Encoder, head: nn.Module, x: torch.Tensor, batch_size: int
                     ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-        """Regime-specific test results: scalars for models.csv and arrays for artifacts/."""
+        """Regime-specific test results: scalars for models.csv and arrays for artifacts/. A scalar named
+        like one of ``metrics`` replaces that test metric; a regime that reconstructs but whose ``metrics``
+        have no ``recon_mse`` reports it here (``reconstruction_mse``), else models.csv computes it."""
         return {}, {}
 
 
+MAX_NAME, MAX_LABEL = 60, 60  # characters of a plug-in regime's name (files, tables) and label (legends)
+
+
 def check_regime(obj: Any, path: str) -> type[Regime]:
+    """What a regime import path names must be: a Regime subclass whose declared attributes have the types
+    and forms replearn uses them in (a colour matplotlib can draw, a short label, a name that can name
+    files, booleans that are booleans, a dataclass ``Options``)."""
     if not (isinstance(obj, type) and issubclass(obj, Regime)):
         raise ConfigError(f"regime import path '{path}' names a {type(obj).__name__}, not a Regime",
                           "point it at a subclass of replearn.regimes.Regime")
+    where = f"regime '{path}'"
+    for attr in ("name", "label", "head_name", "reads", "reference", "loss_text"):
+        if not isinstance(getattr(obj, attr), str):
+            raise ConfigError(f"{where} declares {attr} = {_shown(getattr(obj, attr))}, which is not a string",
+                              f"set {obj.__name__}.{attr} to a string")
+    for attr in ("needs_labels", "batch_dependent_loss"):
+        if not isinstance(getattr(obj, attr), bool):
+            raise ConfigError(f"{where} declares {attr} = {_shown(getattr(obj, attr))}, which is not True or False",
+                              f"set {obj.__name__}.{attr} to True or False")
+    if (obj.name and not obj.name.replace("-", "_").isidentifier()) or len(obj.name) > MAX_NAME:
+        raise ConfigError(f"{where} has the name {_shown(obj.name)}, which cannot name files",
+                          f"give the class a `name` of at most {MAX_NAME} letters, digits and '_'")
+    if len(obj.label) > MAX_LABEL or not obj.label.isprintable():
+        raise ConfigError(f"{where} declares the label {_shown(obj.label)}, which is not a short printable text",
+                          f"give it a label of at most {MAX_LABEL} printable characters (it names the model in "
+                          "tables and legends)")
+    regime_colour(obj, where)
+    if not (isinstance(obj.Options, type) and dataclasses.is_dataclass(obj.Options)):
+        raise ConfigError(f"{where} declares Options that are not a dataclass",
+                          "subclass replearn.regimes.RegimeOptions with @dataclass and declare each option with "
+                          "replearn.options.opt")
     return obj
+
+
+def regime_colour(cls: type[Regime], where: str) -> str:
+    """The regime's colour as #rrggbb, or a one-line error if matplotlib cannot draw it (the report's figures
+    and legends use it)."""
+    from matplotlib.colors import to_hex  # matplotlib is imported only when a plug-in's colour is checked
+
+    colour = cls.color
+    try:
+        if not isinstance(colour, str):
+            raise ValueError(colour)
+        return to_hex(colour)
+    except ValueError:
+        raise ConfigError(f"{where} declares the colour {_shown(colour)}, which is not a colour",
+                          "set its color to '#rrggbb' (e.g. '#1f77b4') or a colour name such as 'tab:blue'") from None
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:60] + "…"
 
 
 REGIMES: Registry[type[Regime]] = Registry("regime", check_regime)
@@ -134,6 +190,8 @@ def make_regime(spec: str, raw_options: dict[str, Any] | None = None) -> Regime:
                           "give the class a `name` of letters, digits and '_'")
     options = build_options(cls.Options, f"regimes.{name}", dict(raw_options or {}), owner=f"regime '{name}'")
     regime = cls(options, spec)
+    if is_import_path(spec):  # a plug-in's colour as #rrggbb, whatever form it was declared in
+        regime.color = regime_colour(cls, f"regime '{spec}'")  # type: ignore[misc]
     if not cls.name:
         regime.name = name  # type: ignore[misc]
         regime.label = cls.label or name  # type: ignore[misc]
@@ -142,3 +200,25 @@ def make_regime(spec: str, raw_options: dict[str, Any] | None = None) -> Regime:
 
 def sum_squared_error(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (recon.detach().float() - target.float()).square().sum()
+
+
+def reconstructs(regime: Regime) -> bool:
+    """Whether the regime reconstructs images (overrides ``reconstruct``)."""
+    return type(regime).reconstruct is not Regime.reconstruct
+
+
+@torch.no_grad()
+def reconstruction_mse(regime: Regime, encoder: Encoder, head: nn.Module, x: torch.Tensor,
+                       batch_size: int) -> float | None:
+    """Mean squared error per pixel of ``regime.reconstruct`` on the clean images ``x`` (on the encoder's
+    device, in batches of ``batch_size``), or None for a regime that does not reconstruct."""
+    device = next(encoder.parameters()).device
+    total, count = 0.0, 0
+    for start in range(0, len(x), batch_size):
+        xb = x[start:start + batch_size].to(device).contiguous(memory_format=torch.channels_last)
+        recon = regime.reconstruct(encoder, head, xb)
+        if recon is None:
+            return None
+        total += float((recon.double() - xb.double()).square().sum())
+        count += xb.numel()
+    return total / max(count, 1)

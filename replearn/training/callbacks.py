@@ -28,7 +28,7 @@ class Checkpoint(Callback):
     """Saves the resumable state after every epoch and before any stop; resumes from it when it exists."""
 
     def __init__(self, path: Path) -> None:
-        self.path = Path(path)
+        self.path = self.saves_to = Path(path)
 
     def on_train_start(self, trainer: Trainer) -> None:
         if self.path.exists():

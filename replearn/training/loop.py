@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from .. import parallel
 from ..encoders import Encoder
-from ..errors import TrainingDiverged, TrainingInterrupted
+from ..errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from ..regimes import Regime
 from ..seeding import AUGMENT, derive_seed
 from .state import TrainState
@@ -66,7 +66,10 @@ class StopTraining(Exception):
 
 class Callback:
     """Hooks around the loop; each defaults to doing nothing. ``on_validation`` may add columns to the
-    epoch's row before it is recorded; ``on_epoch_end`` sees it recorded (state advanced to the next epoch)."""
+    epoch's row before it is recorded; ``on_epoch_end`` sees it recorded (state advanced to the next epoch).
+    A callback that saves a resumable state names the file in ``saves_to`` (quoted when training fails)."""
+
+    saves_to: Any = None
 
     def on_train_start(self, trainer: "Trainer") -> None: ...
     def on_epoch_start(self, trainer: "Trainer") -> None: ...
@@ -107,7 +110,7 @@ class Trainer:
         self.regime, self.encoder, self.head, self.data, self.settings = regime, encoder, head, data, settings
         self.seed, self.device, self.callbacks = seed, torch.device(device), list(callbacks)
         self.images = self.training_images(regime, data)
-        self.steps_per_epoch = math.ceil(len(self.images) / settings.batch_size)
+        self.steps_per_epoch = self.steps_in_epoch(len(self.images), settings.batch_size)
         encoder.to(self.device).to(memory_format=torch.channels_last)
         head.to(self.device).to(memory_format=torch.channels_last)
         self.layer_names, self.params, index = layer_groups(encoder, head, regime.head_name)
@@ -117,6 +120,13 @@ class Trainer:
         self.state = TrainState(len(self.layer_names), self.device)
         self.resumed_from: dict[str, int] | None = None
         self.threads = 1
+
+    @staticmethod
+    def steps_in_epoch(images: int, batch_size: int) -> int:
+        """Batches per epoch: ceil(images / batch_size), except that a last batch of a single image joins the
+        one before it (batch norm cannot train on one image; runs whose last batch is larger are unchanged)."""
+        steps = math.ceil(images / batch_size)
+        return steps - 1 if steps > 1 and images % batch_size == 1 else steps
 
     @staticmethod
     def training_images(regime: Regime, data: Any) -> Any:
@@ -161,13 +171,14 @@ class Trainer:
     def _step(self, order: torch.Tensor, step: int) -> torch.Tensor:
         """One optimisation step on the ``step``-th batch of the epoch's order."""
         bs, state, device = self.settings.batch_size, self.state, self.device
-        idx = order[step * bs:(step + 1) * bs]
+        end = len(order) if step == self.steps_per_epoch - 1 else (step + 1) * bs  # the last batch takes the rest
+        idx = order[step * bs:end]
         xb = self.images[idx]
         if self.settings.augment:
             xb = augment_batch(xb, torch.Generator().manual_seed(derive_seed((self.seed, state.epoch, step), AUGMENT)))
         y = self.data.train_y[idx].to(device, non_blocking=True) if self.regime.needs_labels else None
-        loss, stats = self.regime.loss(self.encoder, self.head, to_device(xb, device), y,
-                                       step_generator(self.seed, state.epoch, step, device))
+        loss, stats = check_step_output(self.regime, self.regime.loss(
+            self.encoder, self.head, to_device(xb, device), y, step_generator(self.seed, state.epoch, step, device)))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
@@ -208,6 +219,32 @@ class Trainer:
             getattr(callback, hook)(self, *args)
 
 
+def check_step_output(regime: Regime, output: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """A regime's ``loss`` result, checked: (a scalar tensor, {statistic name: one-element tensor}); anything
+    else is a one-line ConfigError naming the regime (the trainer sums the statistics as tensors)."""
+    where = f"regime '{getattr(regime, 'spec', regime.name)}'"
+    fix = "return (loss, {name: a tensor summed over the batch}), e.g. (loss, {'correct': (pred == y).sum()})"
+    if not (isinstance(output, tuple) and len(output) == 2):
+        raise ConfigError(f"{where}: loss() returned {_described(output)}, not a (loss, stats) pair", fix)
+    loss, stats = output
+    if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
+        raise ConfigError(f"{where} returned a loss that is not a scalar tensor ({_described(loss)})",
+                          "return loss.mean() or a sum")
+    if not isinstance(stats, dict):
+        raise ConfigError(f"{where}: loss() returned its statistics as {_described(stats)}, not a dict", fix)
+    for key, value in stats.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor) or value.numel() != 1:
+            raise ConfigError(f"{where}: loss() returned the statistic {str(key)[:40]!r} as {_described(value)}, "
+                              "not a one-element tensor", fix)
+    return loss, stats
+
+
+def _described(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    return "None" if value is None else f"a {type(value).__name__}"
+
+
 def diverged(trainer: Trainer, loss: torch.Tensor, sq: torch.Tensor) -> TrainingDiverged:
     """The one-line error for a non-finite loss or gradient, naming the layer and the largest finite norm."""
     names, state = trainer.layer_names, trainer.state
@@ -217,8 +254,7 @@ def diverged(trainer: Trainer, loss: torch.Tensor, sq: torch.Tensor) -> Training
     norms = sq.sqrt()
     finite = [(float(norms[i]), names[i]) for i in range(len(names)) if torch.isfinite(norms[i])]
     largest = f"; largest finite gradient norm {max(finite)[0]:.3g} in {max(finite)[1]}" if finite else ""
-    saved = next((f"; the last good state is in {c.path}" for c in trainer.callbacks if hasattr(c, "path")
-                  and hasattr(c, "save")), "")
+    saved = next((f"; the last good state is in {c.saves_to}" for c in trainer.callbacks if c.saves_to), "")
     return TrainingDiverged(f"{trainer.regime.name} training (seed {trainer.seed}) diverged at epoch {state.epoch + 1}, "
                             f"step {state.step + 1}: {what}{where}{largest}{saved}",
                             "lower train.lr (e.g. --set train.lr=0.001) or use the adam optimizer, then re-run")

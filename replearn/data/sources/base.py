@@ -48,6 +48,10 @@ class DatasetSource:
         """One phrase saying whether the dataset's files are available here (``root``: data.root)."""
         return "needs data.root"
 
+    def discard(self) -> None:
+        """Remove what the last ``load`` wrote (a cache it made), called when the run refuses the data, so
+        that a refused run leaves the disk as it was. Most sources write nothing."""
+
 
 def not_found(name: str, root: str | None) -> str:
     """The status of a source whose files were looked for in ``idx_search_dirs`` and not found."""

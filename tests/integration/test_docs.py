@@ -17,7 +17,8 @@ The blocks of one document run in order in one directory (a test also runs the e
 document when they have not run yet). An HTML comment on the line right before a fence changes that:
 
 * ``<!-- docs-test: setup -->``: run before the document's other blocks. Identical setup blocks (the same
-  text and the same files) run once per session and their output is copied to each document that has one.
+  text, naming the same file blocks) run once per session and their output is copied to each document that
+  has one.
 * ``<!-- docs-test: file NAME -->``: the block is the file NAME, written into the directory before any block
   runs (a Python file is compiled here, a config validated as above); another block of the document must
   use it (name it), which is where it runs: a run that imports the module or reads the config.
@@ -40,7 +41,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SHELL, PYTHON, YAML, SAMPLES = {"bash", "sh", "console"}, {"python"}, {"yaml"}, {"text", "output"}
 CONFIG_SECTIONS = {"name", "data", "model", "train", "analysis", "regimes", "analyses", "selection"}
@@ -160,32 +161,39 @@ class Workspace:
     env: dict[str, str]
     outcome: dict[int, str | None] = field(default_factory=dict)
 
-    def populate(self, where: Path) -> None:
-        """The repository's experiments/ and the document's file blocks, in ``where``."""
+    def populate(self, where: Path, files: list[Block] | None = None) -> None:
+        """The repository's experiments/ and the document's file blocks (or ``files``), in ``where``."""
         where.mkdir(parents=True, exist_ok=True)
         (where / "experiments").symlink_to(ROOT / "experiments")
-        for block in BLOCKS[self.doc]:
+        for block in BLOCKS[self.doc] if files is None else files:
             if block.marker == "file":
                 (where / block.arg).write_text(block.text, encoding="utf-8")
 
-    def files_key(self) -> str:
-        return "".join(f"{b.arg}\n{b.text}" for b in BLOCKS[self.doc] if b.marker == "file")
+    def files_named_by(self, block: Block) -> list[Block]:
+        """The file blocks that ``block`` names (by file or module name): what its outcome depends on."""
+        return [b for b in BLOCKS[self.doc] if b.marker == "file"
+                and re.search(rf"\b{re.escape(Path(b.arg).stem)}\b", block.text)]
 
     def run_setup(self, cache: dict[str, tuple[Path, str | None]], base: Path) -> None:
         for block in BLOCKS[self.doc]:
             if block.marker != "setup":
                 continue
-            key = hashlib.sha256(f"{block.lang}\n{block.text}\n{self.files_key()}".encode()).hexdigest()[:16]
+            files = self.files_named_by(block)
+            key = hashlib.sha256("\n".join([block.lang, block.text, *(f"{b.arg}\n{b.text}" for b in files)])
+                                 .encode()).hexdigest()[:16]
             if key not in cache:
                 where = base / f"setup-{key}"
-                self.populate(where)
+                self.populate(where, files)
                 cache[key] = (where, execute(block, where, self.env))
             where, error = cache[key]
             for item in where.iterdir():
                 target = self.path / item.name
-                if item.name == "experiments" or target.exists():
+                if item.name in ("experiments", "__pycache__") or target.exists():
                     continue
-                (shutil.copytree if item.is_dir() else shutil.copy2)(item, target, symlinks=True)
+                if item.is_dir():
+                    shutil.copytree(item, target, symlinks=True)
+                else:
+                    shutil.copy2(item, target)
             self.outcome[block.line] = error
 
     def run_through(self, block: Block) -> str | None:
@@ -262,7 +270,7 @@ def load_generator():
 
 def test_generated_docs_are_current():
     """docs/configuration.md (from the option declarations) and docs/reliability.md's bad-input catalogue
-    (from tests/test_bad_inputs.py) hold exactly what docs/generate.py writes."""
+    (from tests/cli/test_bad_inputs.py) hold exactly what docs/generate.py writes."""
     for path, expected in load_generator().expected_files().items():
         assert path.read_text(encoding="utf-8") == expected, \
             f"{path.relative_to(ROOT)} is out of date: run python docs/generate.py"

@@ -5,8 +5,9 @@ import pytest
 from replearn.plugins import resolve
 from replearn.config import Config, apply_overrides, config_from_dict, dump_yaml, load_config, load_yaml
 from replearn.errors import ConfigError
+from conftest import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 
 
 def test_defaults_are_the_digits_experiment():

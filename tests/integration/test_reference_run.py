@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TEST_DATA
 
-REFERENCE = Path(__file__).resolve().parent / "data" / "digits_reference_348a773"
+REFERENCE = TEST_DATA / "digits_reference_348a773"
 TIMING = {"train_seconds", "train_images_per_s", "seconds", "wall_seconds"}
 
 

@@ -86,9 +86,10 @@ def test_user_regime_and_encoder_run_end_to_end_by_import_path(plugin_dir, blob_
     init = torch.load(out / "checkpoints" / "init_seed0.pt", weights_only=True)["encoder"]
     assert set(init) == set(ckpt["encoder"])
     capsys.readouterr()
-    # replearn probe rebuilds the user's encoder from the checkpoint and reproduces the run's probe
+    # replearn probe rebuilds the user's encoder from the checkpoint (its import path confirmed with --model:
+    # replearn imports no module a file names) and reproduces the run's probe
     assert main(["probe", str(out / "checkpoints" / "brightness_seed0.pt"), "--dataset", "npz", "--layer", "latent",
-                 "--json", str(plugin_dir / "probe.json")]) == 0
+                 "--model", "my_plugins:TinyMLP", "--json", str(plugin_dir / "probe.json")]) == 0
     result = json.loads((plugin_dir / "probe.json").read_text())["results"][0]
     run_acc = probes.query("model == 'brightness' and layer == 'latent' and probe == 'linear'").test_accuracy.iloc[0]
     assert abs(result["linear_test_accuracy"] - run_acc) <= 0.005
@@ -225,7 +226,7 @@ def test_a_dataset_an_analysis_a_regime_and_an_encoder_run_end_to_end_by_import_
     dataset = json.loads((out / "dataset.json").read_text())
     assert dataset["name"] == "stripes" and dataset["num_classes"] == 4  # the dataset's own option took effect
     saved = yaml.safe_load((out / "config.yaml").read_text())
-    assert saved["data"]["classes"] == 4 and saved["analyses"] == {"probe_gap": {"layer": "hidden"}}
+    assert saved["data"]["classes"] == 4 and saved["analyses"]["probe_gap"] == {"layer": "hidden"}
     gap = pd.read_csv(out / "metrics" / "probe_gap.csv")  # computed after, and from, the probes' table
     probes = pd.read_csv(out / "metrics" / "probes.csv").query("probe == 'linear'")
     assert set(gap.layer) == {"hidden"} and {"supervised", "brightness", "random"} <= set(gap.model)

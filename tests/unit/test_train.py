@@ -177,3 +177,43 @@ def test_trainer_runs_without_any_callback_and_writes_nothing(blob_npz, tmp_path
     out = Trainer(sup, enc, head, data, TrainSettings(epochs=1, batch_size=16)).fit()
     assert len(out.history) == 1 and "val_accuracy" in out.history[0]
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_label_free_regimes_train_on_the_unlabelled_split_and_labelled_ones_never_see_it(blob_npz):
+    import dataclasses
+
+    from replearn.regimes import Regime
+
+    seen = {}
+
+    class Recorder(Regime):
+        """Records whether a batch holds unlabelled images (all pixels 7.0) and returns a trivial loss."""
+
+        def __init__(self, name, needs_labels):
+            super().__init__()
+            self.name, self.needs_labels = name, needs_labels
+
+        def build_head(self, encoder, data):
+            return torch.nn.Linear(encoder.latent_dim, 1)
+
+        def loss(self, encoder, head, x, y, generator):
+            if encoder.training:  # training batches only (validation runs in eval mode)
+                marked = (x == 7.0).flatten(1).all(1)
+                seen.setdefault(self.name, []).append((int(marked.sum()), len(x), y is None))
+            return head(encoder(x)).square().mean(), {}
+
+    cfg = config_from_dict(tiny_config(blob_npz, epochs=1, probe_every_epoch=False))
+    data = load_dataset(cfg.data)
+    unlabelled = torch.full((40, *data.image_shape), 7.0)
+    data = dataclasses.replace(data, unlabelled_x=unlabelled)
+    for name, needs_labels in (("labelled", True), ("label_free", False)):
+        regime = Recorder(name, needs_labels)
+        enc = build_encoder(cfg.model, data.image_shape, 0)
+        trainer = Trainer(regime, enc, build_head(regime, enc, data, 0), data, TrainSettings(epochs=1, batch_size=16))
+        out = trainer.fit()
+        assert len(out.history) == 1
+    n = len(data.train_y)
+    assert sum(m for m, _, _ in seen["labelled"]) == 0 and sum(b for _, b, _ in seen["labelled"]) == n
+    assert all(not y_none for _, _, y_none in seen["labelled"])
+    assert sum(m for m, _, _ in seen["label_free"]) == 40 and sum(b for _, b, _ in seen["label_free"]) == n + 40
+    assert all(y_none for _, _, y_none in seen["label_free"])

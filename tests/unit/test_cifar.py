@@ -1,5 +1,6 @@
-"""CIFAR-10/100 in both official layouts, written here to the published byte format (no download), and a
-crafted pickle that must be refused without running its code."""
+"""CIFAR-10/100 in both official layouts, written here to the published byte format (no download), a
+crafted pickle that must be refused without running its code, and files whose labels, data or size do not
+match the format, refused before any array is built from them."""
 from __future__ import annotations
 
 import os
@@ -11,7 +12,7 @@ import pytest
 
 from replearn.config import DataConfig
 from replearn.data import load_dataset
-from replearn.data.cifar_format import safe_unpickle
+from replearn.data.cifar_format import check_labels, records_in, safe_unpickle
 from replearn.errors import DataError
 
 TEN = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -128,3 +129,89 @@ def test_missing_or_partial_cifar_files_are_named(tmp_path):
     with pytest.raises(DataError, match="not a whole number of 3073-byte records"):
         load_dataset(DataConfig(name="cifar10", root=str(tmp_path / "again")))
     assert truncated.exists()
+
+
+# ---------------------------------------------------------------- the format checked before arrays are built
+
+
+@pytest.mark.parametrize("labels, fragment", [
+    (["cat"] * 20, "[0] is 'cat' (str)"),
+    ([0] * 19 + [None], "[19] is None (NoneType)"),
+    ([True] * 20, "[0] is True (bool)"),
+    ([0.0] * 20, "[0] is 0.0 (float)"),
+    ([[0]] * 20, "[0] is a list of 1 items"),
+    ([2**64] * 20, "includes the label 18446744073709551616"),
+    ([-1] * 20, "includes the label -1"),
+    ([10] * 20, "includes the label 10, but the labels are class indices 0..9"),
+    (list(range(10)), "holds 10 labels for 20 images"),
+    (np.zeros((20, 1), np.int64), "not one class index per image"),
+    (np.zeros(20, np.float32), "is a float32 array"),
+    ({b"a": 1}, "is a dict of 1 items, not a list of class indices"),
+])
+def test_cifar_labels_must_be_class_indices(labels, fragment):
+    with pytest.raises(DataError) as caught:
+        check_labels(labels, 20, 10, "batch 'labels'")
+    assert fragment in str(caught.value)
+
+
+def test_cifar_labels_as_ints_numpy_ints_or_an_integer_array_load():
+    expected = np.arange(20) % 10
+    for labels in ([int(v) for v in expected], [np.int64(v) for v in expected], expected.astype(np.uint8)):
+        out = check_labels(labels, 20, 10, "labels")
+        assert out.dtype == np.int64 and np.array_equal(out, expected)
+
+
+def test_cifar_pickles_larger_than_the_format_allows_are_refused_before_reading(tmp_path):
+    path = tmp_path / "big"
+    path.write_bytes(pickle.dumps({b"data": b"x" * 5000}))
+    with pytest.raises(DataError, match="more than the 1,000 a CIFAR file of that name can"):
+        safe_unpickle(path, limit=1000)
+    assert safe_unpickle(path)[b"data"] == b"x" * 5000
+    assert records_in("train.bin") == records_in("train") == 50_000 and records_in("data_batch_3") == 10_000
+
+
+def test_only_latin1_text_to_bytes_is_allowed_in_a_cifar_pickle(tmp_path):
+    path = tmp_path / "codec"
+    path.write_bytes(b"\x80\x02c_codecs\nencode\nq\x00X\x03\x00\x00\x00abcX\x06\x00\x00\x00latin1\x86R.")
+    assert safe_unpickle(path) == b"abc"  # how Python 2 pickles (the official files) store bytes
+    path.write_bytes(b"\x80\x02c_codecs\nencode\nq\x00X\x03\x00\x00\x00abcX\x04\x00\x00\x00zlib\x86R.")
+    with pytest.raises(DataError, match="_codecs.encode with encoding 'zlib' is not allowed"):
+        safe_unpickle(path)
+
+
+def test_label_names_that_would_expand_are_not_decoded(tmp_path):
+    write_cifar10_python(tmp_path)
+    big = b"n" * 10_000
+    meta = tmp_path / "cifar-10-batches-py" / "batches.meta"
+    meta.write_bytes(pickle.dumps({b"label_names": [big] * 10}, protocol=2))  # shared: 10 kB on disk
+    data = load_dataset(DataConfig(name="cifar10", root=str(tmp_path)))
+    assert data.class_names == [str(i) for i in range(10)]  # names too long for a class name: numbered instead
+
+
+def test_cifar_binary_size_is_checked_against_the_format_before_reading(tmp_path):
+    write_cifar10_binary(tmp_path)
+    batch = tmp_path / "cifar-10-batches-bin" / "data_batch_5.bin"
+    with open(batch, "r+b") as fh:
+        fh.truncate(10_001 * 3073)
+    with pytest.raises(DataError, match="holds 10,001 records of 3073 bytes; a CIFAR file of that name holds at most"):
+        load_dataset(DataConfig(name="cifar10", root=str(tmp_path)))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
+def test_an_unreadable_cifar_file_is_named(tmp_path):
+    write_cifar10_python(tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "test_batch").chmod(0)
+    with pytest.raises(DataError, match=r"test_batch cannot be read \(Permission denied\)"):
+        load_dataset(DataConfig(name="cifar10", root=str(tmp_path)))
+
+
+def test_a_cifar_file_the_system_refuses_to_read_is_named(tmp_path, monkeypatch):
+    """The same as above for any user (root reads every file): the read itself fails with PermissionError."""
+    write_cifar10_binary(tmp_path)
+
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(np, "fromfile", refuse)
+    with pytest.raises(DataError, match=r"data_batch_1.bin cannot be read \(Permission denied\) — fix: check that"):
+        load_dataset(DataConfig(name="cifar10", root=str(tmp_path)))

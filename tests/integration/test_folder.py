@@ -161,3 +161,129 @@ def test_store_reads_rows_in_any_order_with_repeats(tmp_path):
     assert torch.equal(store[torch.tensor([3, 4, 4, 0, 1])], want)
     assert store.shape == (6, 2, 3, 3) and len(store[1:4]) == 3 and store[2].shape == (2, 3, 3)
     assert torch.equal(store.subset(np.array([4]))[:], want[1:2])
+
+
+# ---------------------------------------------------------------- the decode cache is checked when read back
+
+
+def _the_cache(tmp_path: Path) -> Path:
+    (cache,) = (tmp_path / "cache").glob("folder-*")
+    return cache
+
+
+def _zero_pixels(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[folder_module.HEADER_BYTES:] = bytes(len(data) - folder_module.HEADER_BYTES)
+    path.write_bytes(bytes(data))
+
+
+def _in_place_of_the_cache(cache: Path) -> None:
+    import shutil
+
+    shutil.rmtree(cache)
+    cache.write_text("junk")
+
+
+DAMAGE = {
+    "an array of another shape": lambda c: np.save(c / "all_x.npy", np.zeros((30, 1, 4, 4), np.uint8)),
+    "float pixels": lambda c: np.save(c / "all_x.npy", np.load(c / "all_x.npy").astype(np.float32) / 255),
+    "an array cut short": lambda c: (c / "all_x.npy").write_bytes((c / "all_x.npy").read_bytes()[:-64]),
+    "labels of another length": lambda c: np.save(c / "all_y.npy", np.load(c / "all_y.npy")[:-1]),
+    "labels rewritten": lambda c: np.save(c / "all_y.npy", np.zeros_like(np.load(c / "all_y.npy"))),
+    "a missing array": lambda c: (c / "all_x.npy").unlink(),
+    "zeroed pixels": lambda c: _zero_pixels(c / "all_x.npy"),
+    "malformed meta.json": lambda c: (c / "meta.json").write_text("{'not': json"),
+    "meta.json that is a list": lambda c: (c / "meta.json").write_text("[1, 2]"),
+    "meta.json with a wrong shape": lambda c: (c / "meta.json").write_text(
+        (c / "meta.json").read_text().replace('"shape": [\n    30', '"shape": [\n    31')),
+    "a file in place of the cache folder": _in_place_of_the_cache,
+}
+
+
+def _no_decoding(monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(folder_module, "decode", refuse)
+    monkeypatch.setattr(folder_module, "scan_headers", refuse)
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_a_damaged_cache_is_detected_rebuilt_and_then_reused(damage, tmp_path, capsys, monkeypatch):
+    """Damaged caches once gave tracebacks, or (float or zeroed pixels) trained on garbage with exit 0 and
+    were never repaired. Each fails its check against meta.json, is decoded again (one log line), and the
+    repaired cache is then read without decoding."""
+    monkeypatch.setattr("replearn.log._quiet", False)  # another test's --quiet may still be in force
+    x, y = grey_images(30)
+    write_tree(tmp_path / "t", x, y)
+    cfg = cfg_for(tmp_path / "t", tmp_path)
+    first = load_dataset(cfg)
+    DAMAGE[damage](_the_cache(tmp_path))
+    capsys.readouterr()
+    again = load_dataset(cfg)
+    err = capsys.readouterr().err
+    assert err.count("failed its check (") == 1 and "decoding the images again" in err, err
+    assert torch.equal(again.train_x, first.train_x) and torch.equal(again.test_y, first.test_y)
+    assert not list((tmp_path / "cache").glob("*.stale-*")) and not list((tmp_path / "cache").glob("*.partial-*"))
+    _no_decoding(monkeypatch)
+    assert torch.equal(load_dataset(cfg).test_x, first.test_x)
+    assert "failed its check" not in capsys.readouterr().err
+
+
+def test_a_zeroed_streamed_cache_is_caught_by_its_sampled_checksum(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("replearn.log._quiet", False)
+    x, y = grey_images(300, size=40)  # streamed under a 1 MiB budget: only sampled blocks are checked
+    write_tree(tmp_path / "t", x, y)
+    cfg = cfg_for(tmp_path / "t", tmp_path, memory_budget_mb=1)
+    first = load_dataset(cfg)
+    assert first.streamed
+    _zero_pixels(_the_cache(tmp_path) / "all_x.npy")
+    capsys.readouterr()
+    again = load_dataset(cfg)
+    assert "all_x.npy has other bytes than were written (sampled checksum)" in capsys.readouterr().err
+    assert torch.equal(again.train_x[:], first.train_x[:])
+
+
+def test_meta_json_records_what_each_array_holds(tmp_path):
+    import json
+    import zlib
+
+    x, y = grey_images(30)
+    write_tree(tmp_path / "t", x, y)
+    load_dataset(cfg_for(tmp_path / "t", tmp_path))
+    cache = _the_cache(tmp_path)
+    meta = json.loads((cache / "meta.json").read_text())
+    record = meta["arrays"]["all_x.npy"]
+    pixels = np.load(cache / "all_x.npy")
+    assert record["shape"] == [30, 1, 8, 8] and record["dtype"] == "uint8" and record["bytes"] == pixels.nbytes
+    assert record["crc32"] == zlib.crc32(pixels.tobytes())
+    assert meta["arrays"]["all_y.npy"]["crc32"] == zlib.crc32(np.load(cache / "all_y.npy").tobytes())
+
+
+def test_a_failed_cache_write_leaves_nothing_behind(tmp_path, monkeypatch):
+    import errno
+
+    x, y = grey_images(30)
+    write_tree(tmp_path / "t", x, y)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(folder_module, "array_record", disk_full)
+    with pytest.raises(DataError, match=r"could not be written in .* \(No space left on device\); nothing was kept"):
+        load_dataset(cfg_for(tmp_path / "t", tmp_path))
+    assert not (tmp_path / "cache").exists()
+
+
+def test_data_too_large_for_memory_are_refused_before_anything_is_written(tmp_path, monkeypatch):
+    """600 images at 1024 px once ended in a MemoryError traceback after decoding, leaving the cache."""
+    x, y = grey_images(30)
+    write_tree(tmp_path / "t", x, y)
+    monkeypatch.setattr(folder_module, "available_memory", lambda: 256 << 20)
+    with pytest.raises(DataError, match=r"30 images of 1×1024×1024 would take 120.0 MiB as normalised float32 "
+                                        r"\(about 480.0 MiB while loading\), more than the 256.0 MiB") as err:
+        load_dataset(cfg_for(tmp_path / "t", tmp_path, image_size=1024))
+    assert "data.memory_budget_mb=" in err.value.fix
+    assert not (tmp_path / "cache").exists()
+    data = load_dataset(cfg_for(tmp_path / "t", tmp_path, image_size=1024, memory_budget_mb=64))
+    assert data.streamed and data.image_shape == (1, 1024, 1024)  # streamed, the same data fit

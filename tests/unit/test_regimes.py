@@ -12,7 +12,7 @@ from replearn.data import load_dataset
 from replearn.encoders import build_encoder
 from replearn.errors import ConfigError
 from replearn.regimes import REGIMES, DataInfo, Regime, make_regime
-from replearn.regimes.contrastive import nt_xent, random_views
+from replearn.regimes.contrastive import ContrastiveOptions, nt_xent, random_views
 from replearn.regimes.denoising import corrupt
 from replearn.regimes.vae import kl_per_dim
 from replearn.experiment import build_head
@@ -141,7 +141,7 @@ def test_vae_beta_and_fixed_decoder_std():
     x = torch.randn(6, 1, 8, 8)
     g = torch.Generator().manual_seed(2)
     loss, sums = regime.loss(enc, head, x, None, g)
-    expected = (0.5 * sums["sq_error"] + 3.0 * sums["kl"]) / 6  # log σ² = 0 for σ = 1
+    expected = (0.5 * sums["sampled_sq_error"] + 3.0 * sums["kl"]) / 6  # log σ² = 0 for σ = 1
     assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-4)
     with pytest.raises(ConfigError, match="regimes.vae.beta.*must be > 0"):
         make_regime("vae", {"beta": 0.0})
@@ -165,7 +165,7 @@ def test_nt_xent_matches_a_direct_computation():
 
 def test_random_views_are_seeded_and_identity_without_augmentation():
     x = torch.randn(6, 1, 8, 8)
-    same = random_views(x, torch.Generator().manual_seed(0), crop_min_scale=1.0, flip=False, jitter=0.0)
+    same = random_views(x, torch.Generator().manual_seed(0), ContrastiveOptions(crop_min_scale=1.0, flip=False, jitter=0.0))
     assert torch.allclose(same, x, atol=1e-5)
     a = random_views(x, torch.Generator().manual_seed(1))
     b = random_views(x, torch.Generator().manual_seed(1))
@@ -175,7 +175,7 @@ def test_random_views_are_seeded_and_identity_without_augmentation():
 
 def test_flip_mirrors_the_image():
     x = torch.arange(16.0).view(1, 1, 4, 4).repeat(64, 1, 1, 1)
-    views = random_views(x, torch.Generator().manual_seed(0), crop_min_scale=1.0, flip=True, jitter=0.0)
+    views = random_views(x, torch.Generator().manual_seed(0), ContrastiveOptions(crop_min_scale=1.0, flip=True, jitter=0.0))
     flipped = torch.isclose(views, x.flip(3), atol=1e-5).flatten(1).all(1)
     kept = torch.isclose(views, x, atol=1e-5).flatten(1).all(1)
     assert (flipped | kept).all() and 10 < int(flipped.sum()) < 54

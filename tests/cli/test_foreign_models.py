@@ -1,10 +1,12 @@
 """`replearn probe` of models replearn did not train: an nn.Module by import path with its state_dict, read
-at named layers by forward hooks, and a TorchScript file. Each result must equal a probe computed here
+at named layers by forward hooks, a torch.export program read at its output and graph nodes, and a
+TorchScript file (the last two only with --trust-model-code). Each result must equal a probe computed here
 directly from the same model's activations."""
 from __future__ import annotations
 
 import json
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -91,11 +93,12 @@ def test_state_dict_probed_by_import_path_at_two_named_layers(user_model, tmp_pa
 
 
 def test_torchscript_file_is_probed_at_its_output(user_model, tmp_path, capsys):
-    scripted = torch.jit.script(user_model.eval())
-    torch.jit.save(scripted, str(tmp_path / "tinynet.ts"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated as of torch 2.13
+        torch.jit.save(torch.jit.script(user_model.eval()), str(tmp_path / "tinynet.ts"))
     out = tmp_path / "ts.json"
-    assert main(["probe", str(tmp_path / "tinynet.ts"), "--dataset", "digits", "--json", str(out)]) == 0, \
-        capsys.readouterr().err
+    assert main(["probe", str(tmp_path / "tinynet.ts"), "--dataset", "digits", "--trust-model-code",
+                 "--json", str(out)]) == 0, capsys.readouterr().err
     rows = json.loads(out.read_text())["results"]
     data = load_dataset(DataConfig())
     with torch.no_grad():
@@ -171,6 +174,34 @@ def test_a_plain_module_by_import_path_trains_under_every_regime_and_is_probed_a
     sup = probes[(probes.model == "supervised") & (probes.layer == "latent") & (probes.probe == "linear")]
     assert sup.test_accuracy.iloc[0] > 0.9  # the blobs are easy: a trained module separates them
     checkpoint = tmp_path / "run" / "checkpoints" / "supervised_seed0.pt"
-    assert main(["probe", str(checkpoint), "--dataset", "npz", "--set", f"data.root={tmp_path / 'blobs.npz'}",
-                 "--layer", "block", "--json", str(tmp_path / "p.json")]) == 0
+    probe = ["probe", str(checkpoint), "--dataset", "npz", "--set", f"data.root={tmp_path / 'blobs.npz'}",
+             "--layer", "block", "--json", str(tmp_path / "p.json")]
+    assert main(probe) == 2  # the checkpoint names an import path: replearn imports it only when the user does
+    assert main([*probe, "--model", "user_tinynet:TinyNet"]) == 0
     assert json.loads((tmp_path / "p.json").read_text())["results"][0]["layer"] == "block"
+
+
+def test_torch_export_program_is_probed_and_exported_at_its_output_and_graph_nodes(user_model, tmp_path, capsys):
+    """A .pt2 program (exported in eval mode with a free batch size): its 'relu' node is the stem's output, its
+    output the logits; the probe and the exported features equal those of the eager model."""
+    program = torch.export.export(user_model.eval(), (torch.zeros(2, 1, 8, 8),),
+                                  dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, str(tmp_path / "tinynet.pt2"))
+    relu = next(n.name for n in program.graph.nodes if n.op == "call_function" and "relu" in n.name)
+    out = tmp_path / "pt2.json"
+    assert main(["probe", str(tmp_path / "tinynet.pt2"), "--dataset", "digits", "--trust-model-code",
+                 "--layer", relu, "--layer", "latent", "--json", str(out)]) == 0, capsys.readouterr().err
+    result = json.loads(out.read_text())
+    data = load_dataset(DataConfig())
+    got = {row["layer"]: row["linear_test_accuracy"] for row in result["results"]}
+    assert got[relu] == pytest.approx(direct_probe(user_model, "stem", data), abs=1e-4)
+    with torch.no_grad():
+        logits = {s: user_model(getattr(data, f"{s}_x")) for s in ("train", "val", "test")}
+    expected = linear_probe(*((logits[s], getattr(data, f"{s}_y")) for s in ("train", "val", "test")),
+                            [1e-5, 1e-4, 1e-3, 1e-2], 500, 3e-4).test_accuracy
+    assert got["latent"] == pytest.approx(expected, abs=1e-4)
+    assert result["model"] == "torch.export" and result["trusted_code"] is True
+    assert result["protocol"]["splits"]["test"] == len(data.test_y) and result["protocol"]["l2_chosen_on"] == "validation"
+    assert main(["features", str(tmp_path / "tinynet.pt2"), "--dataset", "digits", "--trust-model-code",
+                 "--layer", "latent", "--out", str(tmp_path / "f.npz")]) == 0
+    assert np.allclose(np.load(tmp_path / "f.npz")["latent.test"], logits["test"].numpy(), atol=1e-5)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from conftest import REPO_ROOT
 
-PACKAGE = Path(__file__).resolve().parents[1] / "replearn"
+PACKAGE = REPO_ROOT / "replearn"
 MAX_LINES = 60
 MAX_PARAMS = 8
 # numeric kernels that read best whole (none at present: fit_softmax_regression was split into named steps)

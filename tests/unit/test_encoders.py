@@ -159,7 +159,7 @@ def test_resnet_stages_shapes_and_block_counts(depth, blocks):
 
 
 def test_resnet_supervised_and_autoencoder_run_end_to_end(tmp_path, blob_npz):
-    """ResNet-8 under both regimes from the same initial weights, the decoder mirrored from its stages."""
+    """ResNet-10 under both regimes from the same initial weights, the decoder mirrored from its stages."""
     import yaml
 
     from replearn.artifacts import read_json
@@ -167,7 +167,7 @@ def test_resnet_supervised_and_autoencoder_run_end_to_end(tmp_path, blob_npz):
     from conftest import tiny_config
 
     raw = tiny_config(blob_npz, epochs=1)
-    raw["model"] = {"name": "resnet", "latent_dim": 16, "kwargs": {"depth": 8, "width": 4}}
+    raw["model"] = {"name": "resnet", "latent_dim": 16, "kwargs": {"depth": 10, "width": 4}}
     (tmp_path / "exp.yaml").write_text(yaml.safe_dump(raw))
     assert main(["run", str(tmp_path / "exp.yaml"), "--out", str(tmp_path / "run"), "--quiet"]) == 0
     assert read_json(tmp_path / "run" / "status.json")["state"] == "complete"

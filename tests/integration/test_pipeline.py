@@ -8,7 +8,7 @@ import yaml
 
 from replearn.cli import main
 
-from conftest import needs_fashion_mnist, tiny_config
+from conftest import needs_fashion_mnist, tiny_config, REPO_ROOT
 
 
 def write_config(tmp_path, raw):
@@ -171,7 +171,7 @@ def test_every_declared_dependency_is_imported_by_a_default_run(tmp_path):
     from conftest import make_blob_images
     import numpy as np
 
-    root = Path(__file__).resolve().parents[1]
+    root = REPO_ROOT
     declared = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
     names = {re.split(r"[<>=!~ \[]", d, maxsplit=1)[0].lower() for d in declared}
     import_name = {"scikit-learn": "sklearn", "pyyaml": "yaml"}
