@@ -73,7 +73,8 @@ def readme_block(results: dict[str, dict]) -> str:
     if objectives:
         rows.append(f"| `replearn run objectives` (5 regimes) | {duration(objectives['wall_s'])} | "
                     f"{objectives['peak_rss_mb'] / 1024:.1f} GB | {objectives['supervised_test_accuracy']:.4f} | "
-                    f"{_probes(objectives['latent_probe'])} | {where(results['objectives'])}, quiet |")
+                    f"{_probes(objectives['latent_probe'])} | {where(results['objectives'])}, "
+                    f"{results['objectives'].get('conditions', 'quiet')} |")
     contention = results.get("contention")
     if contention:
         competitor = "a busy loop" if contention.get("competitor") == "loop" else "the same run"
