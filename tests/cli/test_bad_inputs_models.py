@@ -70,12 +70,21 @@ class ForwardWrites(nn.Module):
         return self.lin(x.flatten(1)) + mapped.float().sum() * 0
 
 
+_SCRIPTED: dict[type, torch.jit.ScriptModule] = {}
+
+
 def torchscript_file(tmp: Path, module_class: type = SetstateWrites, name: str = "model.pt") -> Path:
-    """A TorchScript archive of ``module_class`` aimed at ``tmp/pwned``, saved with a .pt suffix like a checkpoint."""
+    """A TorchScript archive of ``module_class`` aimed at ``tmp/pwned``, saved with a .pt suffix like a checkpoint.
+    Each class is scripted once per process (scripting it again fails on torch's renamed ``nn.Linear`` type in
+    the ``__getstate__`` annotation); only its ``target`` changes between files."""
     path = tmp / name
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated as of torch 2.13
-        torch.jit.save(torch.jit.script(module_class(str(tmp / "pwned"))), str(path))
+        if module_class not in _SCRIPTED:
+            _SCRIPTED[module_class] = torch.jit.script(module_class(str(tmp / "pwned")))
+        scripted = _SCRIPTED[module_class]
+        scripted.target = str(tmp / "pwned")
+        torch.jit.save(scripted, str(path))
     return path
 
 
