@@ -193,9 +193,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise ReplearnError(f"--seeds must be at least 1, got {args.seeds}", "pass --seeds 1 or more")
         overrides.append(f"train.seeds=[{', '.join(str(s) for s in range(args.seeds))}]")
     if args.resume:
-        if args.config or overrides or args.out or args.threads:
+        if args.config or overrides or args.out or args.threads or args.force:
             raise ReplearnError("--resume continues a run with its saved config and thread setting; CONFIG, --set, "
-                                "--seeds, --data-root, --out and --threads cannot be combined with it",
+                                "--seeds, --data-root, --out, --threads and --force cannot be combined with it",
                                 "drop those options, or start a new run without --resume")
         experiment = Experiment.resume(args.resume, progress=not args.quiet)
         if parallel.thread_setting() is None:

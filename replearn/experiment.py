@@ -282,8 +282,10 @@ class Experiment:
                     self.initial_encoder(seed)
                     for regime in self.regimes:
                         self.train(regime, seed)
+                        self._stop_if_asked()
                     self.extract(seed)
                     self.analyse(seed)
+                    self._stop_if_asked()
                 wall = round(time.perf_counter() - started, 1)
                 self.finish(wall)
                 # complete means every artifact, the report included, exists: it is rendered as complete first
@@ -294,6 +296,12 @@ class Experiment:
         for line in closing_summary(self.run_dir.path, time.perf_counter() - started, report):
             log(line)
         return report
+
+    def _stop_if_asked(self) -> None:
+        """Stop between stages when a signal arrived after the training loop's last look (it only records
+        the signal while training): what is finished is on disk, and a resume continues from there."""
+        if self.stopper.requested:
+            raise TrainingInterrupted(str(self.run_dir), self.stopper.requested)
 
     def _failed(self, exc: BaseException) -> BaseException:
         """Record why the run stopped and return the exception to raise. Only a run this process has marked
@@ -309,8 +317,11 @@ class Experiment:
             rd.record_failure("interrupted", f"stopped by {exc.signal_name}; state saved in {exc.run_dir}")
         elif isinstance(exc, TrainingDiverged):
             rd.record_failure("diverged", exc.one_line())
-            rd.write_tables(self.results, self.model_rows)
-            self.render()
+            try:  # best effort: what was measured before the divergence, and a report saying it diverged
+                rd.write_tables(self.results, self.model_rows)
+                self.render()
+            except Exception:  # the divergence is the error to report, not a failure while recording it
+                pass
         elif isinstance(exc, OSError) and not outside_run(exc, rd.path):  # disk full, or the run's files changed
             return rd.write_failure(exc, self.resuming)
         elif isinstance(exc, OSError):  # a file the run reads (the dataset's, a cache) went missing or unreadable

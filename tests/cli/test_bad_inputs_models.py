@@ -12,6 +12,7 @@ import json
 import os
 import stat
 import struct
+import subprocess
 import sys
 import warnings
 import zipfile
@@ -70,21 +71,24 @@ class ForwardWrites(nn.Module):
         return self.lin(x.flatten(1)) + mapped.float().sum() * 0
 
 
-_SCRIPTED: dict[type, torch.jit.ScriptModule] = {}
-
-
 def torchscript_file(tmp: Path, module_class: type = SetstateWrites, name: str = "model.pt") -> Path:
     """A TorchScript archive of ``module_class`` aimed at ``tmp/pwned``, saved with a .pt suffix like a checkpoint.
-    Each class is scripted once per process (scripting it again fails on torch's renamed ``nn.Linear`` type in
-    the ``__getstate__`` annotation); only its ``target`` changes between files."""
+    Scripted in this process when torch can; once another test has scripted an ``nn.Linear`` of other settings,
+    torch renames that type and scripting the ``__getstate__`` annotation fails, so then in a fresh interpreter."""
     path = tmp / name
+    target = str(tmp / "pwned")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated as of torch 2.13
-        if module_class not in _SCRIPTED:
-            _SCRIPTED[module_class] = torch.jit.script(module_class(str(tmp / "pwned")))
-        scripted = _SCRIPTED[module_class]
-        scripted.target = str(tmp / "pwned")
-        torch.jit.save(scripted, str(path))
+        try:
+            torch.jit.save(torch.jit.script(module_class(target)), str(path))
+            return path
+        except RuntimeError:
+            pass
+    here = Path(__file__).resolve().parent
+    code = (f"import sys, warnings; sys.path[:0] = {[str(here), str(here.parent)]!r}; "
+            "warnings.simplefilter('ignore'); import torch, test_bad_inputs_models as m; "
+            f"torch.jit.save(torch.jit.script(m.{module_class.__name__}({target!r})), {str(path)!r})")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300, capture_output=True)
     return path
 
 
