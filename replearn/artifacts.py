@@ -148,23 +148,31 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``; refuse anything that needs arbitrary unpickling."""
+def load_weights_only(path: Path, what: str, fix: str) -> Any:
+    """The object in a torch.save file, read with ``weights_only=True`` (tensors and plain values only);
+    a file that would need arbitrary unpickling is refused. ``what`` names the file in messages and ``fix``
+    is the advice for a file that cannot be read."""
     import torch
 
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "disallowed content"
+        raise CheckpointError(f"{what} was refused: it holds objects other than tensors and plain values, which "
+                              f"could run code when loaded ({first[:120]})",
+                              "load only files written by replearn or saved as torch.save(model.state_dict()), "
+                              "from sources you trust") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(f"{what} is not a readable PyTorch file ({type(exc).__name__})", fix) from None
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``; refuse anything that needs arbitrary unpickling."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist", "pass the path of a .pt file written by replearn")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "disallowed content"
-        raise CheckpointError(f"checkpoint '{path}' was refused: it holds objects other than tensors and plain "
-                              f"values, which could run code when loaded ({first[:120]})",
-                              "only load checkpoints written by replearn from sources you trust") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint '{path}' is not a readable PyTorch file ({type(exc).__name__})",
-                              "it may be truncated; re-run training or copy the file again") from None
+    payload = load_weights_only(path, f"checkpoint '{path}'",
+                                "it may be truncated; re-run training or copy the file again")
     if not isinstance(payload, dict) or payload.get("format") != "replearn-checkpoint":
         raise CheckpointError(f"'{path}' is not a replearn checkpoint", "pass a checkpoint from a run's checkpoints/ folder")
     return payload

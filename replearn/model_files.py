@@ -12,7 +12,6 @@ when the user passes ``--trust-model-code``.
 from __future__ import annotations
 
 import logging
-import pickle
 import warnings
 import zipfile
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import torch
 
+from .artifacts import load_weights_only
 from .data.readers import MAX_INFLATION, available_memory
 from .errors import CheckpointError
 
@@ -93,15 +93,7 @@ def read_weights(path: Path) -> Any:
     """The object in a torch.save file, read with ``weights_only=True`` (tensors and plain values) once
     ``check_archive`` has bounded its size; anything that would need arbitrary unpickling is refused."""
     check_archive(path)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "disallowed content"
-        raise CheckpointError(f"'{path}' was refused: it holds objects other than tensors and plain values, which "
-                              f"could run code when loaded ({first[:120]})",
-                              "load only files from sources you trust, saved as torch.save(model.state_dict())") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(f"'{path}' is not a readable PyTorch file ({type(exc).__name__})", UNREADABLE_FIX) from None
+    return load_weights_only(path, f"'{path}'", UNREADABLE_FIX)
 
 
 def refuse_code_file(path: Path, kind: str, with_model: bool) -> CheckpointError:

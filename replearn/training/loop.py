@@ -91,8 +91,7 @@ class JoinedImages:
 
     def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
         idx = torch.as_tensor(idx)
-        head = torch.as_tensor(self.first[idx[:1].clamp(max=self.split - 1)])
-        out = torch.empty((len(idx), *head.shape[1:]), dtype=head.dtype)
+        out = torch.empty((len(idx), *self.first.shape[1:]), dtype=torch.float32)  # both hold normalised float32
         low = idx < self.split
         if low.any():
             out[low] = torch.as_tensor(self.first[idx[low]])

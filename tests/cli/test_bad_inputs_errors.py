@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import pickle
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +20,8 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # docs/generate.py imports this file by path
     sys.path.insert(0, str(HERE))
 
-from replearn.cli import main  # noqa: E402
-
-from test_bad_inputs import fingerprint, plugin_module, tiny, write_yaml  # noqa: E402
+from test_bad_inputs import plugin_module, tiny, write_yaml  # noqa: E402
+from test_bad_inputs import test_bad_input_answers_in_one_line as catalogue_case  # noqa: E402
 
 CIFAR10_PY = [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]
 CIFAR10_BIN = [f"data_batch_{k}.bin" for k in range(1, 6)] + ["test_batch.bin"]
@@ -172,35 +170,10 @@ CASES = [
 ]
 
 
-def tree_fingerprint(root: Path) -> dict[str, object]:
-    """``test_bad_inputs.fingerprint``, with a file this user may not read identified by its size, mode and
-    modification time instead of its hash."""
-    try:
-        return fingerprint(root)
-    except PermissionError:
-        return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mode, p.stat().st_mtime_ns)
-                for p in sorted(root.rglob("*"))}
-
-
 @pytest.mark.parametrize("case_id, what, build, fragment", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_answers_in_one_line(case_id, what, build, fragment, tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # importing a user's module must not add a cache file
-    monkeypatch.setattr("replearn.data.readers.DEBIAN_DATASET_DIR", tmp_path / "no-debian")
-    monkeypatch.delenv("REPLEARN_DATA", raising=False)
-    argv = build(tmp_path)
-    capsys.readouterr()
-    before = tree_fingerprint(tmp_path)
-    started = time.monotonic()
-    code = main(argv)
-    seconds = time.monotonic() - started
-    err = capsys.readouterr().err.strip()
-    assert code == 2, f"{case_id} {what}: exit {code}, stderr {err!r}"
-    assert seconds < 30, f"{case_id}: took {seconds:.1f}s to refuse"
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    assert err.startswith("replearn: error: ") and " — fix: " in err, err
-    assert fragment in err, f"{case_id}: {fragment!r} not in {err!r}"
-    assert tree_fingerprint(tmp_path) == before, f"{case_id}: files on disk changed"
+    """The catalogue's harness: exit 2, one line with the fragment, no traceback, nothing on disk changed."""
+    catalogue_case(case_id, what, build, fragment, tmp_path, capsys, monkeypatch)
 
 
 def test_case_ids_are_unique_in_order_and_in_this_files_range():
