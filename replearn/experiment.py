@@ -69,6 +69,7 @@ class Experiment:
         self.analysed: Dataset | None = None  # the stratified view of the data the analyses use (prepare)
         self.context: RunContext | None = None  # what every seed's analyses share (prepare)
         self.encoders: dict[int, dict[str, Encoder]] = {}
+        self.heads: dict[int, dict[str, torch.nn.Module]] = {}  # each trained regime's head, by seed
         self.model_rows: list[dict[str, Any]] = []
         self.results: dict[str, list[pd.DataFrame]] = {}
         self.stopper = Stopper()
@@ -181,6 +182,7 @@ class Experiment:
             row = self._fit(regime, seed, encoder, head)
         self.model_rows.append(row)
         self.encoders[seed][regime.name] = encoder
+        self.heads.setdefault(seed, {})[regime.name] = head
         return encoder
 
     def _load_trained(self, regime: Regime, seed: int, encoder: Encoder, head: torch.nn.Module) -> dict[str, Any]:
@@ -242,7 +244,8 @@ class Experiment:
         self._baselines["analysed"] = ["pixels", "pca"]
         points = stratified_subset(self.analysed.test_y.numpy(), self.config.analysis.analysis_points,
                                    self.config.data.split_seed)
-        ctx = SeedContext(self.context, seed, self.analysed, features, self.encoders[seed], fresh, points)
+        ctx = SeedContext(self.context, seed, self.analysed, features, self.encoders[seed], fresh, points,
+                          heads=self.heads.get(seed, {}))
         started = time.perf_counter()
         for analysis in self.plugins.analyses:
             one_started = time.perf_counter()

@@ -107,6 +107,7 @@ class SeedContext:
     fresh: list[str]
     points: np.ndarray
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    heads: dict[str, torch.nn.Module] = field(default_factory=dict)  # each trained regime's head (eval mode)
 
     @property
     def cfg(self) -> Config:
