@@ -104,6 +104,9 @@ class Experiment:
             try:
                 check_data_fits(self.config, data, self.device)
                 preflight(self.config, self.regimes, data, self.device)
+                layers = ["input"] + build_encoder(self.config.model, data.image_shape, 0).layer_names
+                for analysis in self.plugins.analyses:
+                    analysis.check(self.config, data, layers)
                 if self.resuming:
                     self.run_dir.check_same_data(data.summary())
             except BaseException:  # refused: a cache the source made for these data goes too

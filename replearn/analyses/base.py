@@ -156,6 +156,10 @@ class Analysis:
     def __init__(self, options: Any = None) -> None:
         self.options = options if options is not None else self.Options()
 
+    def check(self, cfg: Config, data: Any, layers: list[str]) -> None:
+        """Refuse, before anything is written, options that this run's data (a ``Dataset``) or encoder (its
+        layer names, input first) cannot satisfy: raise a ``ConfigError`` naming the option and the fix."""
+
     def compute(self, ctx: SeedContext) -> dict[str, pd.DataFrame]:
         return {}
 
