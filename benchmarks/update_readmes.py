@@ -22,6 +22,7 @@ RESULTS = HERE / "results"
 ORDER = ["setup", "end_to_end", "objectives", "contention", "training", "probe", "projection", "extraction"]
 BENCH_START, BENCH_END = "<!-- results:start -->", "<!-- results:end -->"
 README_START, README_END = "<!-- timings:start -->", "<!-- timings:end -->"
+STUDIES_START, STUDIES_END = "<!-- studies:start -->", "<!-- studies:end -->"
 
 
 def load_results(folder: Path = RESULTS) -> dict[str, dict]:
@@ -86,6 +87,50 @@ def readme_block(results: dict[str, dict]) -> str:
     return "\n".join(rows)
 
 
+def _studies(results: dict[str, dict]) -> list[dict]:
+    return [r for name, r in results.items() if name.startswith("study-")]
+
+
+def _cell(row: dict, value: str) -> str:
+    return f"{row[value]:.3f} [{row['95% low']:.3f}, {row['95% high']:.3f}]"
+
+
+def _x_columns(frame_rows: list[dict], fixed: set[str]) -> list[str]:
+    return [k for k in frame_rows[0] if k not in fixed] if frame_rows else []
+
+
+def study_tables(study: dict) -> str:
+    """A study's curves as Markdown: latent-probe accuracy [95% interval over seeds] per regime and swept
+    value, and each regime's gap to the reference [paired-bootstrap 95% interval]."""
+    probes, gaps = study["tables"].get("probes", []), study["tables"].get("gap", [])
+    keys = _x_columns(probes, {"model", "accuracy", "95% low", "95% high", "seeds"})
+    models = list(dict.fromkeys(r["model"] for r in probes))
+    comparisons = list(dict.fromkeys(r["comparison"] for r in gaps))
+    rows = {}
+    for r in probes:
+        rows.setdefault(tuple(r[k] for k in keys), {})[r["model"]] = _cell(r, "accuracy")
+    for r in gaps:
+        rows.setdefault(tuple(r[k] for k in keys), {})[r["comparison"]] = _cell(r, "accuracy difference")
+    head = [k for k in keys if k != "panel" or len({x[0] for x in rows}) > 1]
+    lines = ["| " + " | ".join(head + models + comparisons) + " |", "|" + "---|" * (len(head) + len(models) + len(comparisons))]
+    for x, cells in rows.items():
+        shown = [str(v) for k, v in zip(keys, x) if k in head]
+        lines.append("| " + " | ".join(shown + [cells.get(m, "") for m in models + comparisons]) + " |")
+    return "\n".join(lines)
+
+
+def studies_block(results: dict[str, dict], full: bool) -> str:
+    """Each recorded study: its command, runs, wall time and machine; with ``full`` its curves too."""
+    out = []
+    for study in _studies(results):
+        name = study["spec"]["name"]
+        out.append(f"**`replearn sweep experiments/{name}_sweep.yaml`**: {study['runs']} runs in "
+                   f"{duration(study['wall_s'])} ({where(study)}, {study['conditions']}).")
+        if full:
+            out += ["", study_tables(study), ""]
+    return "\n".join(out).strip()
+
+
 def replace_block(text: str, start: str, end: str, block: str) -> str:
     if start not in text or end not in text:
         raise SystemExit(f"markers {start} … {end} are missing")
@@ -99,6 +144,11 @@ def expected_files(results: dict[str, dict] | None = None) -> dict[Path, str]:
     out = {readme: replace_block(readme.read_text(encoding="utf-8"), README_START, README_END, readme_block(results))}
     for path in (ROOT / "docs" / "benchmarks.md", HERE / "README.md"):
         out[path] = replace_block(path.read_text(encoding="utf-8"), BENCH_START, BENCH_END, benchmarks_block(results))
+    if _studies(results):
+        out[readme] = replace_block(out[readme], STUDIES_START, STUDIES_END, studies_block(results, full=False))
+        studies = ROOT / "docs" / "studies.md"
+        out[studies] = replace_block(studies.read_text(encoding="utf-8"), STUDIES_START, STUDIES_END,
+                                     studies_block(results, full=True))
     return out
 
 

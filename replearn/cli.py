@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report(sub)
     _add_probe(sub)
     _add_features(sub)
+    _add_sweep(sub)
+    _add_compare(sub)
     datasets = sub.add_parser("datasets", help="list the datasets, their options and whether their files are available",
                               description="List known datasets, what they are, their own options (data.<key>) and "
                                           "where their files were found.")
@@ -88,6 +90,13 @@ def _add_run(sub: Any) -> None:
     run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     run.add_argument("--quiet", action="store_true", help="print only the report path")
     run.add_argument("--threads", metavar="N", help=THREADS_HELP)
+    run.add_argument("--tensorboard", action="store_true",
+                     help="also write TensorBoard logs under RUN_DIR/tensorboard/ (analysis.tensorboard=true; "
+                          "pip install 'replearn[tensorboard]'), then: tensorboard --logdir RUN_DIR/tensorboard")
+    run.add_argument("--nproc", type=int, metavar="N",
+                     help="train with N processes on this machine, started for you by torchrun (one per GPU with "
+                          "NCCL, or CPU processes with gloo); the same global batch and results as one process "
+                          "(docs/distributed.md). Several machines: torchrun --nnodes … -m replearn run")
 
 
 FORCE_HELP = ("replace {option} if it is an existing file (never a file of a replearn run, nor anything that is not a "
@@ -192,6 +201,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.seeds < 1:
             raise ReplearnError(f"--seeds must be at least 1, got {args.seeds}", "pass --seeds 1 or more")
         overrides.append(f"train.seeds=[{', '.join(str(s) for s in range(args.seeds))}]")
+    if args.tensorboard:
+        overrides.append("analysis.tensorboard=true")
+    if args.nproc is not None and args.nproc != 1:
+        return _launch(args, overrides)
     if args.resume:
         if args.config or overrides or args.out or args.threads or args.force:
             raise ReplearnError("--resume continues a run with its saved config and thread setting; CONFIG, --set, "
@@ -206,11 +219,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         report = experiment.run()
     except TrainingInterrupted as stop:
-        print(f"interrupted by {stop.signal_name}; the work done so far is saved. "
-              f"Resume with: replearn run --resume {shlex.quote(str(run_dir))}", file=sys.stderr)
+        if experiment.world.main:
+            print(f"interrupted by {stop.signal_name}; the work done so far is saved. "
+                  f"Resume with: replearn run --resume {shlex.quote(str(run_dir))}", file=sys.stderr)
         return 130
-    print(report)
+    finally:
+        from .distributed import shutdown
+
+        shutdown()
+    if experiment.world.main:
+        print(report)
     return 0
+
+
+def _launch(args: argparse.Namespace, overrides: list[str]) -> int:
+    """``replearn run --nproc N``: every check of a run's inputs (config, plug-ins, data, run directory, what N
+    processes need) here, in one process, so that bad input is one line; then torchrun starts the N."""
+    from .experiment import Experiment
+    from .launch import check_nproc, launch, without_nproc
+
+    if args.resume:
+        experiment, extra = Experiment.resume(args.resume, progress=False), []
+    else:
+        experiment = Experiment(args.config, overrides, out=args.out, force=args.force, progress=False)
+        experiment.run_dir.check_free(args.force)
+        extra = [] if args.out else ["--out", str(experiment.run_dir)]
+    check_nproc(args.nproc, experiment.config.train, experiment.device)
+    experiment.load_data()
+    run_dir = experiment.run_dir.path
+    del experiment  # its data: the processes load their own
+    return launch(args.nproc, without_nproc(args.argv) + extra, run_dir)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -267,6 +305,110 @@ def cmd_features(args: argparse.Namespace) -> int:
     return 0
 
 
+EXAMPLES_SWEEP = """\
+spec file (docs/studies.md):
+  name: bottleneck
+  base: fashion_mnist                 # a bundled experiment or a YAML path
+  set: {train.epochs: 5}              # fixed overrides of every run
+  grid: {model.latent_dim: [8, 32, 128, 512]}
+  seeds: [0, 1, 2]
+  backend: local                      # or slurm (submitit job array; slurm: {timeout_min: 60, ...})
+  parallel: 2                         # local: runs side by side, the cores split between them
+
+examples:
+  replearn sweep experiments/bottleneck_sweep.yaml
+  replearn sweep --base digits --grid model.latent_dim=8,32 --seeds 0,1 --set train.epochs=3
+  replearn sweep experiments/depth_sweep.yaml --parallel 2   # run it again after a stop: only missing runs run
+  replearn compare reports/sweeps/bottleneck                 # the cross-run report
+"""
+
+
+def _add_sweep(sub: Any) -> None:
+    sweep = sub.add_parser("sweep", help="run the cross product of config values x seeds, one run each",
+                           description="Run one replearn run per combination of the grid's values and per seed, "
+                                       "each in its own run directory under one sweep directory with a manifest "
+                                       "(sweep.json). Every run's config is validated before the first starts. "
+                                       "Running the same sweep again skips finished runs and resumes interrupted "
+                                       "ones. Compare the runs with `replearn compare SWEEP_DIR`.",
+                           epilog=EXAMPLES_SWEEP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sweep.add_argument("spec", nargs="?", metavar="SPEC.yaml", help="a sweep spec (or give --grid instead)")
+    sweep.add_argument("--base", metavar="CONFIG", help="without a spec: the base config (default: digits)")
+    sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                       help="without a spec: a swept key and its values, e.g. model.latent_dim=8,32 or "
+                            "model.channels=[16,32],[16,32,64] (repeatable: the cross product)")
+    sweep.add_argument("--seeds", metavar="S1,S2", help="without a spec: the seeds, e.g. 0,1,2 (default: the base "
+                                                        "config's train.seeds)")
+    sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="without a spec: a fixed override of every run (repeatable)")
+    sweep.add_argument("--name", help="without a spec: the sweep's name (default: from the base and the keys)")
+    sweep.add_argument("--out", metavar="DIR", help="the sweep directory (default: the spec's out, else "
+                                                    "reports/sweeps/<name>)")
+    sweep.add_argument("--parallel", metavar="N", help="local backend: N runs side by side, the cores split "
+                                                       "between them (overrides the spec)")
+    sweep.add_argument("--backend", metavar="NAME", help="local or slurm (overrides the spec)")
+    sweep.add_argument("--dry-run", action="store_true", help="validate and list the runs; run nothing, write nothing")
+    sweep.add_argument("--quiet", action="store_true", help="print only the sweep directory")
+
+
+def _add_compare(sub: Any) -> None:
+    compare = sub.add_parser("compare", help="one HTML report across runs: a sweep's, or any run directories",
+                             description="Read the saved results of the runs of sweep directories or of plain run "
+                                         "directories and write compare.html with figures/ and tables/: probe "
+                                         "accuracy (latent and best layer), each regime's gap to the reference with "
+                                         "its paired-bootstrap interval, CKA between regimes and between runs, "
+                                         "intrinsic dimension and gradient norms by layer, all against the swept "
+                                         "value (the config keys that differ between runs), and a table of every "
+                                         "run. Runs on other datasets or encoders are shown side by side.",
+                             epilog="examples:\n  replearn compare reports/sweeps/bottleneck\n"
+                                    "  replearn compare reports/digits-a reports/digits-b --out reports/ab",
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    compare.add_argument("dirs", nargs="+", metavar="RUN_OR_SWEEP_DIR", help="sweep or run directories")
+    compare.add_argument("--out", metavar="DIR", help="output folder (default: SWEEP_DIR/compare for one sweep, "
+                                                      "else reports/compare-<timestamp>); an earlier comparison "
+                                                      "there is replaced")
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import load_spec, plan_sweep, spec_from_options
+    from .sweep_backends import execute
+
+    given = [o for o, v in (("--base", args.base), ("--grid", args.grid), ("--seeds", args.seeds),
+                            ("--set", args.overrides), ("--name", args.name)) if v]
+    if args.spec and given:
+        raise ReplearnError(f"{given[0]} cannot be combined with a spec file", "put it in the spec, or drop the spec")
+    if not args.spec and not args.grid:
+        raise ReplearnError("no sweep given", "pass a spec file (replearn sweep SPEC.yaml) or --grid KEY=V1,V2")
+    raw = load_spec(args.spec) if args.spec else spec_from_options(args.base, args.grid, args.seeds, args.overrides)
+    if not args.spec:
+        raw["name"] = args.name or "-".join([Path(raw["base"]).stem] + [k.split(".")[-1] for k in raw["grid"]])
+    if args.parallel is not None:
+        raw["parallel"] = int(args.parallel) if args.parallel.strip().lstrip("-").isdigit() else args.parallel
+    if args.backend is not None:
+        raw["backend"] = args.backend
+    sweep = plan_sweep(raw, args.out)
+    if args.dry_run:
+        for cell in sweep.cells:
+            print(f"{sweep.out / cell.name}: {' '.join(shlex.quote(o) for o in cell.overrides)}")
+        return 0
+    try:
+        execute(sweep, quiet=args.quiet)
+    except TrainingInterrupted:
+        print(f"sweep interrupted; finished runs are kept. Finish it with the same command: it skips complete runs "
+              f"and resumes the interrupted one ({sweep.out})", file=sys.stderr)
+        return 130
+    print(sweep.out)
+    if not args.quiet:
+        print(f"compare the runs with: replearn compare {shlex.quote(str(sweep.out))}", file=sys.stderr)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare
+
+    print(compare(args.dirs, args.out))
+    return 0
+
+
 def cmd_datasets(args: argparse.Namespace) -> int:
     from .data import DATASETS, dataset_status
     from .options import option_docs
@@ -286,11 +428,12 @@ def main(argv: list[str] | None = None) -> int:
     the same way (with REPLEARN_DEBUG=1 it is raised with its traceback instead)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.command is None:
         parser.print_help()
         return 2
     handler = {"run": cmd_run, "report": cmd_report, "probe": cmd_probe, "features": cmd_features,
-               "datasets": cmd_datasets}[args.command]
+               "datasets": cmd_datasets, "sweep": cmd_sweep, "compare": cmd_compare}[args.command]
     try:
         return handler(args)
     except ReplearnError as exc:
@@ -328,6 +471,12 @@ def foreign_error(exc: BaseException) -> ReplearnError:
         return ReplearnError(f"{type(exc).__name__}: {exc.strerror or detail or 'operating system error'}{where}",
                              "check that the path exists and is readable (writable, for outputs), then run again; "
                              f"{debug}")
+    from .distributed import peer_failure
+
+    if peer_failure(exc):
+        return ReplearnError(f"another process of this distributed run stopped or stopped answering ({detail})",
+                             "see the first error above (torchrun names the rank that failed); the run resumes from "
+                             "its last saved state with: replearn run --resume RUN_DIR")
     if isinstance(exc, RecursionError):
         return ReplearnError(f"an input is nested too deeply to process (RecursionError: {detail})",
                              "flatten the JSON, YAML or file contents you passed")

@@ -25,6 +25,7 @@ SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 BUDGETS = ("equal-steps", "per-regime")
 LAYOUTS = ("auto", "channels-first", "channels-last")
+PRECISIONS = ("fp32", "bf16")
 MAX_SEED = 2**31 - 1  # numpy's and scikit-learn's seeds must fit in 32 bits; derived seeds add to them
 RUN_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,79}")
 
@@ -83,6 +84,20 @@ class TrainConfig:
                               "classes that a mirror image keeps, e.g. clothing; not digits)")
     probe_every_epoch: bool = _f(True, "fit a latent linear probe on the validation split after each epoch")
     probe_train_images: int = _f(5000, "training images used by the per-epoch probe", min=10)
+    precision: str = _f("fp32", "fp32, or bf16: the training step's forward pass and loss under bfloat16 autocast "
+                        "(CUDA or CPU; weights, optimiser and evaluation stay float32; recorded in environment.json)",
+                        choices=PRECISIONS)
+    backend: str = _f("auto", "collective backend when several processes train (torchrun or --nproc): auto is NCCL "
+                      "on CUDA and gloo on the CPU", choices=("auto", "gloo", "nccl"))
+    sync_batchnorm: bool = _f(False, "with several processes, batch norm statistics over the whole global batch "
+                                     "(SyncBatchNorm; NCCL only) instead of each process's share")
+    collective_timeout: float = _f(600.0, "seconds a process waits in a collective for the others before it stops "
+                                          "with an error (a process that died never hangs the run)", gt=0.0)
+    labels_per_class: int = _f(0, "label budget: regimes trained with labels, and every probe, see only this many "
+                               "labelled training images per class (a class-balanced subset seeded by "
+                               "data.split_seed, the same for every regime and seed; cycled so that every regime "
+                               "still takes the same steps), while label-free regimes train on every image; "
+                               "0 = all labels", min=0)
 
 
 @dataclass
@@ -114,9 +129,15 @@ class AnalysisConfig:
                            "implementation (pip install 'replearn[umap]'; ~25 s of import and compilation)",
                            choices=("replearn", "umap-learn"))
     reconstructions: int = _f(10, "test images shown with their autoencoder reconstructions", min=0)
+    skip: list[str] = _f([], "built-in analyses to leave out (e.g. [projection, attributions] for a quick sweep "
+                             "cell); the report leaves out their sections", list_default=True, may_be_empty=True)
     extra: list[str] = _f([], "further analyses to compute beside the built-in ones: registered names or import "
                               "paths package.module:Name (their options under analyses.<name>.<key>)",
                           list_default=True, may_be_empty=True)
+    tensorboard: bool = _f(False, "also write TensorBoard logs under <run dir>/tensorboard/ (replearn run "
+                                  "--tensorboard): loss, metrics and per-layer gradient norms per step and epoch, "
+                                  "weight histograms per epoch, each model's test latents for the embedding "
+                                  "projector (pip install 'replearn[tensorboard]')")
     figure_formats: list[str] = _f(["png", "svg", "pdf"], "files written for every report figure under figures/ "
                                    "(the report embeds its PNGs either way; SVG and PDF are for papers and take most "
                                    "of the rendering time)", choices=("png", "svg", "pdf"), list_default=True)
@@ -291,9 +312,10 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 
 def bundled_experiments() -> dict[str, Path]:
-    """The experiment files installed with replearn, by name (``replearn run fashion_mnist``)."""
+    """The experiment files installed with replearn, by name (``replearn run fashion_mnist``); the sweep specs
+beside them (``*_sweep.yaml``, for ``replearn sweep``) are not experiments."""
     folder = Path(__file__).resolve().parent / "experiments"
-    return {p.stem: p for p in sorted(folder.glob("*.yaml"))} if folder.is_dir() else {}
+    return {p.stem: p for p in sorted(folder.glob("*.yaml")) if not p.stem.endswith("_sweep")} if folder.is_dir() else {}
 
 
 def resolve_config_path(path: str | Path) -> Path:

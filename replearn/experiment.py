@@ -26,7 +26,7 @@ import pandas as pd
 import sklearn
 import torch
 
-from . import parallel, seeding
+from . import distributed, parallel, seeding
 from .version import __version__
 from .analyses import RunContext, SeedContext
 from .analyses.base import Features, ModelInfo, baseline_models, write_models
@@ -35,6 +35,7 @@ from .artifacts import check_run_dir, load_checkpoint, load_state_dict_checked, 
     save_npz, write_json
 from .config import Config, apply_overrides, config_from_dict, dump_yaml, load_config
 from .data import Dataset, analysis_view, stratified_subset
+from .data.label_budget import analysis_train_view, labelled_subset, training_view
 from .encoders import Encoder, build_encoder, encoder_spec
 from .errors import ReplearnError, TrainingDiverged, TrainingInterrupted
 from .features import eval_mode, extract_splits, pca_baseline, pixel_features
@@ -46,6 +47,9 @@ from .regimes.base import reconstruction_mse, reconstructs
 from .report import render_report
 from .rundir import RunDir
 from .seeding import derive_seed
+from .training.grad_init import InitialGradNorms
+from .training.loop import Callback
+from .training.tensorboard import TensorBoard, run_log_dir
 from .training import (Checkpoint, EpochLog, EpochProbe, MetricsCSV, ProgressBar, SignalStop, Snapshots, Stopper,
                        Trainer, TrainSettings, eval_batch_size, evaluate, resolve_device, training_step_flops)
 
@@ -62,11 +66,13 @@ class Experiment:
             cfg = load_config(config, list(overrides))
         self.plugins: Plugins = resolve(cfg)
         self.config: Config = self.plugins.config
-        self.run_dir = RunDir(out) if out is not None else RunDir.default(cfg.name)
         self.force, self.progress, self.resuming = force, progress, False
-        self.device = resolve_device(self.config.train.device)
+        self.world, self.device = distributed.init(self.config.train, resolve_device(self.config.train.device))
+        chosen = RunDir(out) if out is not None else RunDir.default(cfg.name)
+        self.run_dir = RunDir(distributed.broadcast_object(chosen.path))  # rank 0's timestamp names it for all
         self.data: Dataset | None = None
         self.analysed: Dataset | None = None  # the stratified view of the data the analyses use (prepare)
+        self.labelled: np.ndarray | None = None  # train.labels_per_class: the labelled training images (load_data)
         self.context: RunContext | None = None  # what every seed's analyses share (prepare)
         self.encoders: dict[int, dict[str, Encoder]] = {}
         self.heads: dict[int, dict[str, torch.nn.Module]] = {}  # each trained regime's head, by seed
@@ -109,6 +115,9 @@ class Experiment:
                     analysis.check(self.config, data, layers)
                 if self.resuming:
                     self.run_dir.check_same_data(data.summary())
+                if self.config.train.labels_per_class:
+                    self.labelled = labelled_subset(data.train_y.numpy(), self.config.train.labels_per_class,
+                                                    self.config.data.split_seed, data.class_names)
             except BaseException:  # refused: a cache the source made for these data goes too
                 self.plugins.dataset.discard()
                 raise
@@ -117,7 +126,13 @@ class Experiment:
 
     def prepare(self) -> None:
         """Load the data, then create (or reopen, when resuming) the run directory and write what a run
-        starts with; analyses are prepared on the stratified view of the data they use."""
+        starts with; analyses are prepared on the stratified view of the data they use. With several processes
+        rank 0 alone writes, once every rank has checked its inputs."""
+        distributed.wait_for_main()
+        if not self.world.main:
+            self.analysed = analysis_view(self.load_data(), self.config.analysis.max_images_per_split,
+                                          self.config.data.split_seed)
+            return
         if not self.resuming:
             self.run_dir.check_free(self.force)
         data = self.load_data()
@@ -139,10 +154,12 @@ class Experiment:
             self._running = True
         except OSError as exc:
             raise self.run_dir.write_failure(exc, self.resuming) from None
-        self.analysed = analysis_view(data, self.config.analysis.max_images_per_split, self.config.data.split_seed)
+        self.analysed = analysis_view(self.probe_data(), self.config.analysis.max_images_per_split,
+                                      self.config.data.split_seed)
         if self.analysed is not data:
             log(f"analyses use a stratified subset: {len(self.analysed.train_y)} train / {len(self.analysed.val_y)} "
-                f"val / {len(self.analysed.test_y)} test images (analysis.max_images_per_split)")
+                f"val / {len(self.analysed.test_y)} test images ("
+                f"{'train.labels_per_class, ' if self.labelled is not None else ''}analysis.max_images_per_split)")
         self._plan_clock()
 
     def _plan_clock(self) -> None:
@@ -155,6 +172,17 @@ class Experiment:
                 if self.run_dir.checkpoint(regime.name, seed).exists():
                     self.clock.skip(regime.name, steps)
 
+    def probe_data(self) -> Dataset:
+        """The data every probe may fit on: the training split cut to the label budget's images when it is set."""
+        return self.data if self.labelled is None else analysis_train_view(self.data, self.labelled)
+
+    def training_data(self, regime: Regime) -> Dataset:
+        """What ``regime`` trains on: the label budget's images (cycled) for a regime that needs labels, when a
+        budget is set; otherwise the whole dataset."""
+        if self.labelled is None or not regime.needs_labels:
+            return self.data
+        return training_view(self.data, self.labelled)
+
     def initial_encoder(self, seed: int) -> Encoder:
         """The seed's initial encoder, saved once so that every regime (and a resumed run) starts from it."""
         data, cfg = self.data, self.config
@@ -162,7 +190,7 @@ class Experiment:
         path = self.run_dir.initial_weights(seed)
         if path.exists():
             load_state_dict_checked(encoder, load_checkpoint(path)["encoder"], f"initial weights {path}")
-        else:
+        elif self.world.main:  # the other ranks built the same weights from the same seed
             save_checkpoint(path, {"format": "replearn-checkpoint", "kind": "init", "seed": seed,
                                    "encoder": encoder.state_dict(), "encoder_spec": encoder_spec(cfg.model, data.image_shape),
                                    "config": cfg.to_dict(), "in_shape": list(encoder.in_shape),
@@ -204,14 +232,19 @@ class Experiment:
         if state_path.exists():
             log(f"{regime.name} seed {seed}: resuming from {state_path}")
         snapshot_images = data.test_x[:cfg.analysis.reconstructions] if cfg.analysis.reconstructions else None
-        callbacks = [ProgressBar(self.progress), *([EpochProbe(cfg.train.probe_train_images)]
+        probe_data = None if self.labelled is None else self.probe_data()
+        callbacks = [ProgressBar(self.progress), *([EpochProbe(cfg.train.probe_train_images, probe_data)]
                                                    if cfg.train.probe_every_epoch else []),
                      *([Snapshots(snapshot_images)] if snapshot_images is not None else []),
                      MetricsCSV(rd.train_metrics(regime.name, seed)), Checkpoint(state_path), EpochLog(self.clock),
-                     SignalStop(self.stopper, str(state_path))]
+                     *study_callbacks(self, regime, seed), SignalStop(self.stopper, str(state_path))]
+        if not self.world.main:  # the other ranks train their shares, resume with rank 0 and write nothing
+            callbacks = [Checkpoint(state_path), SignalStop(self.stopper, str(state_path))]
         settings = TrainSettings.from_config(cfg.train, self.plugins.epochs_for(regime))
-        outcome = Trainer(regime, encoder, head, data, settings, seed=seed, device=self.device,
+        outcome = Trainer(regime, encoder, head, self.training_data(regime), settings, seed=seed, device=self.device,
                           callbacks=callbacks).fit()
+        if not self.world.main:
+            return {}
         row = test_row(self, regime, seed, encoder, head, outcome)
         # the row first: the final checkpoint's existence is what marks the regime as trained on resume
         write_json(rd.checkpoint(regime.name, seed).with_suffix(".json"), row)
@@ -226,6 +259,10 @@ class Experiment:
         started = time.perf_counter()
         data, cfg = self.analysed, self.config
         splits = {"train": data.train_x, "val": data.val_x, "test": data.test_x}
+        if not self.world.main:  # the other ranks extract their shares of every split for rank 0
+            for encoder in self.encoders[seed].values():
+                extract_splits(encoder, splits, cfg.analysis.max_stage_features, self.device, gathered=True)
+            return {}
         if "pixels" not in self._baselines:
             log("extracting baseline features: raw pixels, PCA of pixels")
             self._baselines["pixels"] = pixel_features(splits)
@@ -234,7 +271,8 @@ class Experiment:
         log(f"extracting features of {', '.join(encoders)}")
         features = {"pixels": self._baselines["pixels"], "pca": self._baselines["pca"]}
         for name, encoder in encoders.items():
-            features[name] = extract_splits(encoder, splits, cfg.analysis.max_stage_features, self.device)
+            features[name] = extract_splits(encoder, splits, cfg.analysis.max_stage_features, self.device,
+                                            gathered=True)
         self._features[seed] = features
         self._extraction_seconds += time.perf_counter() - started
         self._seed_analysis_started[seed] = started
@@ -290,8 +328,12 @@ class Experiment:
                         self.train(regime, seed)
                         self._stop_if_asked()
                     self.extract(seed)
-                    self.analyse(seed)
+                    if self.world.main:
+                        self.analyse(seed)
+                    distributed.wait_for_main()  # the other ranks wait for rank 0's analyses
                     self._stop_if_asked()
+                if not self.world.main:
+                    return self.run_dir / "report.html"
                 wall = round(time.perf_counter() - started, 1)
                 self.finish(wall)
                 # complete means every artifact, the report included, exists: it is rendered as complete first
@@ -306,8 +348,9 @@ class Experiment:
     def _stop_if_asked(self) -> None:
         """Stop between stages when a signal arrived after the training loop's last look (it only records
         the signal while training): what is finished is on disk, and a resume continues from there."""
-        if self.stopper.requested:
-            raise TrainingInterrupted(str(self.run_dir), self.stopper.requested)
+        requested = distributed.first_request(self.stopper.requested)  # a signal on any rank stops them all
+        if requested:
+            raise TrainingInterrupted(str(self.run_dir), requested)
 
     def _failed(self, exc: BaseException) -> BaseException:
         """Record why the run stopped and return the exception to raise. Only a run this process has marked
@@ -371,6 +414,7 @@ def environment_record(experiment: Experiment) -> dict[str, Any]:
         "cpu_count": os.cpu_count(), "threads": parallel.record(), "device": str(device),
         "cuda": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
         "seeds": experiment.config.train.seeds, "command": " ".join(sys.argv),
+        "precision": experiment.config.train.precision, **distributed.describe(),
     }
 
 
@@ -378,6 +422,15 @@ def model_infos(regimes: list[Regime]) -> list[ModelInfo]:
     """The analysed models: the baselines, the untrained encoder, then every regime."""
     return baseline_models() + [ModelInfo(r.name, r.label or r.name, r.color, "regime", r.needs_labels,
                                           type(r).reconstruct is not Regime.reconstruct) for r in regimes]
+
+
+def study_callbacks(experiment: Experiment, regime: Regime, seed: int) -> list[Callback]:
+    """The per-layer gradient norms at initialisation (always) and TensorBoard's logs (when asked for)."""
+    rd = experiment.run_dir
+    callbacks: list[Callback] = [InitialGradNorms(rd / "metrics" / f"grad_init_{regime.name}_seed{seed}.csv")]
+    if experiment.config.analysis.tensorboard:
+        callbacks.append(TensorBoard(run_log_dir(rd.path, regime.name, seed)))
+    return callbacks
 
 
 def build_head(regime: Regime, encoder: Encoder, data: Dataset, seed: int) -> torch.nn.Module:

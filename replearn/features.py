@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from . import parallel
+from . import distributed, parallel
 from .encoders import Encoder, StageInfo
 
 Features = dict[str, dict[str, torch.Tensor]]
@@ -49,18 +49,25 @@ def pooled_dims(encoder: Encoder, max_features: int) -> dict[str, int]:
     return dims
 
 
-@torch.inference_mode()
 def extract_features(encoder: Encoder, x: torch.Tensor, layers: list[str] | None = None,
                      max_stage_features: int = 1024, batch_size: int = 1000,
                      device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-    """Flattened (N × D) features of each requested layer for images ``x``, as float32 on the CPU."""
+    """Flattened (N × D) features of each requested layer for images ``x``, as float32 on the CPU. The
+    encoder is moved to ``device`` and channels-last outside inference mode, so that its weights stay
+    ordinary tensors that later gradient-based analyses (attributions) can differentiate through."""
+    encoder.to(device=device, memory_format=torch.channels_last)
+    with torch.inference_mode():
+        return _extract(encoder, x, layers, max_stage_features, batch_size, device)
+
+
+def _extract(encoder: Encoder, x: torch.Tensor, layers: list[str] | None, max_stage_features: int,
+             batch_size: int, device: torch.device | str) -> dict[str, torch.Tensor]:
     layers = layers or encoder.layer_names
     infos = {i.name: i for i in encoder.feature_info}
     grids = {name: pooled_grid(infos[name], max_stage_features) for name in layers if name != "latent"}
     chunks: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
-    # one memory format for every encoder, trained here or loaded from a checkpoint: convolution kernels
-    # differ between formats in the last bits, and a probe must see the same features either way
-    encoder.to(device=device, memory_format=torch.channels_last)
+    # one memory format for every encoder (set by the caller), trained here or loaded from a checkpoint:
+    # convolution kernels differ between formats in the last bits, and a probe must see the same features
     with eval_mode(encoder):
         fused = fuse_batchnorm(encoder)
     with parallel.use_threads(extraction_threads(fused, x, batch_size, device)):
@@ -100,12 +107,19 @@ def extraction_threads(encoder: nn.Module, x: torch.Tensor, batch_size: int, dev
 
 
 def extract_splits(encoder: Encoder, splits: dict[str, torch.Tensor], max_stage_features: int,
-                   device: torch.device | str = "cpu", layers: list[str] | None = None) -> Features:
-    """``{layer: {split: features}}`` for every split, extracted once."""
+                   device: torch.device | str = "cpu", layers: list[str] | None = None, *,
+                   gathered: bool = False) -> Features:
+    """``{layer: {split: features}}`` for every split, extracted once. ``gathered``: shared between the
+    processes of a distributed run (DINO's gathered extraction): each extracts a contiguous share of every
+    split and every rank receives the whole, in dataset order (the same as one process with one)."""
     out: Features = {}
     for split, x in splits.items():
-        for layer, feats in extract_features(encoder, x, layers, max_stage_features, device=device).items():
-            out.setdefault(layer, {})[split] = feats
+        def rows(lo: int, hi: int) -> dict[str, torch.Tensor]:
+            return extract_features(encoder, x[lo:hi], layers, max_stage_features, device=device)
+
+        feats = distributed.gather_rows(rows, len(x)) if gathered else rows(0, len(x))
+        for layer, values in feats.items():
+            out.setdefault(layer, {})[split] = values
     return out
 
 

@@ -50,7 +50,7 @@ def resolve(cfg: Config) -> Plugins:
     model_options = _encoder_options(cfg)
     regimes = [make_regime(spec, cfg.regimes.get(regime_name(spec))) for spec in cfg.train.regimes]
     _check_regimes(cfg, regimes)
-    analyses = ordered_analyses(default_analyses() + list(cfg.analysis.extra), cfg.analyses)  # checks their options
+    analyses = ordered_analyses(default_analyses(cfg.analysis.skip) + list(cfg.analysis.extra), cfg.analyses)  # checks their options
     resolved = dataclasses.replace(
         cfg, data=dataclasses.replace(cfg.data, plugin_options=options_dict(dataset.options)),
         model=model_options, regimes={r.name: _set_options(r.options) for r in regimes},

@@ -45,8 +45,13 @@ def blob_npz(tmp_path: Path) -> Path:
     return path
 
 
+INTERPRETABILITY = ["attributions", "sanity", "faithfulness", "invariance", "robustness", "units"]
+
+
 def tiny_config(npz: Path, **train: object) -> dict:
-    """A raw config dict for a seconds-long run on the blob dataset."""
+    """A raw config dict for a seconds-long run on the blob dataset. The interpretability analyses are left
+    out (each has its own end-to-end test, which clears ``analysis.skip``): they would add seconds of
+    figure drawing to every one of the many tiny runs."""
     return {"name": "tiny",
             "data": {"name": "npz", "root": str(npz), "val_fraction": 0.2},
             "model": {"channels": [4, 8], "latent_dim": 6},
@@ -54,7 +59,8 @@ def tiny_config(npz: Path, **train: object) -> dict:
             "analysis": {"max_stage_features": 32, "projection_points": 0, "reconstructions": 4,
                          "label_counts": [1, 5], "label_draws": 2, "analysis_points": 60,
                          "probe_l2_grid": [1e-3, 1e-1], "knn_k_grid": [3],
-                         "figure_formats": ["png"]}}  # SVG/PDF copies are tested once (test_pipeline)
+                         "figure_formats": ["png"],  # SVG/PDF copies are tested once (test_pipeline)
+                         "skip": list(INTERPRETABILITY)}}
 
 
 @pytest.fixture

@@ -18,6 +18,8 @@ GUIDE = ("Test accuracy of a linear probe on each model's final layer when only 
 
 def label_efficiency_table(ctx: SeedContext) -> pd.DataFrame:
     cfg, labels, probes = ctx.cfg, ctx.labels, ctx.tables["probes"]
+    budget = cfg.train.labels_per_class  # under a label budget the training split is the budget's images: fewer only
+    counts = [c for c in cfg.analysis.label_counts if not budget or c < budget]
 
     def model_frame(model: str) -> pd.DataFrame:
         layer = final_layer(ctx.features[model])
@@ -25,8 +27,7 @@ def label_efficiency_table(ctx: SeedContext) -> pd.DataFrame:
         fit = ProbeFit(min(100, cfg.analysis.probe_max_iter), cfg.analysis.probe_tol, ctx.standardize(model),
                        cfg.analysis.probe_selection)
         frame = label_efficiency((f["train"], labels["train"]), (f["val"], labels["val"]), (f["test"], labels["test"]),
-                                 cfg.analysis.label_counts, cfg.analysis.label_draws, cfg.analysis.probe_l2_grid,
-                                 ctx.seed, fit)
+                                 counts, cfg.analysis.label_draws, cfg.analysis.probe_l2_grid, ctx.seed, fit)
         full = probes[(probes.model == model) & (probes.layer == layer) & (probes.probe == "linear")]
         frame = pd.concat([frame, pd.DataFrame([{"per_class": -1, "labels": len(labels["train"]), "draw": 0,
                                                  "test_accuracy": float(full.test_accuracy.iloc[0]),
@@ -60,9 +61,14 @@ class LabelEfficiency(Analysis):
         shown.index = [run.style(m)[0] for m in shown.index]
         marked = {m.name for m in run.models if m.trained_with_labels}
         with_labels = [run.style(m)[0] for m in run.order(list(marked))]
-        caveat = (f" Models trained with every label ({', '.join(with_labels)}; dashed) saw all labels while "
-                  "training, so their few-label points measure how well their features transfer, not label "
-                  "efficiency." if with_labels else "")
+        budget = (run.config.get("train") or {}).get("labels_per_class") or 0
+        seen = f"the budget's {budget} labels per class" if budget else "all labels"
+        caveat = (f" Models trained with {'labels' if budget else 'every label'} ({', '.join(with_labels)}; dashed) "
+                  f"saw {seen} while training, so their few-label points measure how well their features transfer, "
+                  "not label efficiency." if with_labels else "")
+        if budget:
+            caveat += (f" Under the label budget, column 'all' means the budget's {budget} labelled images per class,"
+                       " the only labels any probe saw.")
         return [Section("labels", "Label efficiency", GUIDE + caveat,
                         figures=[figure(plots.label_efficiency_curves(eff, run.styles(), marked), "label_efficiency",
                                         run)],

@@ -16,10 +16,15 @@ from ..options import build_options, unknown_key
 from .base import ANALYSES, Analysis
 
 
-def default_analyses() -> list[str]:
+def default_analyses(skip: list[str] | tuple[str, ...] = ()) -> list[str]:
     """The built-in analyses (those defined in this package), in registration order: the order they
-    compute in when nothing requires otherwise."""
-    return [name for name, cls in ANALYSES.items() if cls.__module__.startswith(f"{__package__}.")]
+    compute in when nothing requires otherwise; less those named in ``skip`` (``analysis.skip``)."""
+    builtin = [name for name, cls in ANALYSES.items() if cls.__module__.startswith(f"{__package__}.")]
+    for name in skip:
+        if name not in builtin:
+            raise ConfigError(f"analysis.skip names '{str(name)[:80]}', which is not a built-in analysis",
+                              f"choose from: {', '.join(builtin)}")
+    return [name for name in builtin if name not in skip]
 
 
 def analysis_name(cls: type[Analysis], spec: str) -> str:
@@ -59,6 +64,9 @@ def dependency_order(requires: dict[str, tuple[str, ...]]) -> list[str]:
     for name, needs in requires.items():
         for need in needs:
             if need not in requires:
+                if need in ANALYSES and ANALYSES.get(need).__module__.startswith(f"{__package__}."):
+                    raise ConfigError(f"analysis '{name}' requires the analysis '{need}', which analysis.skip "
+                                      "leaves out", f"remove '{need}' from analysis.skip, or skip '{name}' too")
                 raise ConfigError(f"analysis '{name}' requires the analysis '{need}', which is not among the "
                                   f"analyses run", f"add '{need}' to analysis.extra (its name or import path), "
                                   f"or leave '{name}' out")
@@ -109,10 +117,12 @@ def report_analyses(config: dict[str, Any]) -> tuple[list[Analysis], list[str]]:
     saved options that no longer validate: its sections use the defaults)."""
     section = config.get("analysis") if isinstance(config.get("analysis"), dict) else {}
     extra = section.get("extra") if isinstance(section.get("extra"), list) else []
+    skip = section.get("skip") if isinstance(section.get("skip"), list) else []
     saved = config.get("analyses") if isinstance(config.get("analyses"), dict) else {}
     analyses: dict[str, Analysis] = {}
     notes = []
-    for spec in [*default_analyses(), *(str(s) for s in extra)]:
+    builtin = [name for name in default_analyses() if name not in skip]
+    for spec in [*builtin, *(str(s) for s in extra)]:
         try:
             name, cls = next(iter(resolve_analyses([spec]).items()))
             if name in analyses:

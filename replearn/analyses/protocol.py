@@ -30,8 +30,10 @@ class Protocol(Analysis):
         unlabelled = run.dataset.get("unlabelled") or 0  # label-free regimes also train on these
         batch = train.get("batch_size")
         known = isinstance(images, int) and isinstance(unlabelled, int) and isinstance(batch, int) and batch > 0
+        labelled = _labelled_images(train, run.dataset, images) if known else None
         frame = pd.DataFrame([_budget_row(m, train, options, chosen_by, images + (0 if m.trained_with_labels else unlabelled)
-                                          if known else None) for m in regimes])
+                                          if known else None, labelled if m.trained_with_labels else None)
+                              for m in regimes])
         equal = frame["optimisation steps"].nunique(dropna=False) == 1
         steps_per_epoch = Trainer.steps_in_epoch(images, batch) if known else None
         budget = (f"Equal budgets: every regime trained {frame['epochs'].iloc[0]} epochs of {steps_per_epoch} batches of "
@@ -61,21 +63,44 @@ class Protocol(Analysis):
                                  " This run has one seed: differences of a few tenths of a point between regimes are "
                                  "within the variation between seeds (repeat with --seeds 3).")]
         with_labels = [m.label for m in regimes if m.trained_with_labels]
-        if with_labels:
+        if labelled:
+            bullets.insert(1, _label_budget_bullet(train, with_labels, labelled, images))
+        elif with_labels:
             bullets.append(f"{', '.join(with_labels)} saw every training label; their label-efficiency points measure "
                            "transfer of features learned with all labels, not learning from few labels.")
         return [Section("protocol", "Protocol", GUIDE, bullets=bullets, table=table(frame, "protocol", run),
                         caption="Training budget of every regime.")]
 
 
-def _budget_row(model: Any, train: dict, options: dict, chosen_by: dict, images: int | None) -> dict[str, Any]:
-    """One regime's row of the protocol table: its epochs, images and steps, and how its settings were chosen."""
+def _labelled_images(train: dict, dataset: dict, images: int) -> int | None:
+    """How many labelled training images the label budget (train.labels_per_class) leaves; None without one."""
+    budget, classes = train.get("labels_per_class") or 0, dataset.get("num_classes")
+    if not budget or not isinstance(classes, int):
+        return None
+    return min(images, budget * classes)
+
+
+def _label_budget_bullet(train: dict, with_labels: list[str], labelled: int, images: int) -> str:
+    """The protocol's statement of the label budget: who saw which images, and what the probes fitted on."""
+    trained = (f"{', '.join(with_labels)} trained on only these labelled images, cycled so that their epochs "
+               "have as many steps as everyone else's; " if with_labels else "")
+    return (f"Label budget: {train.get('labels_per_class')} labelled training images per class ({labelled} in all, "
+            "a class-balanced subset drawn with data.split_seed, the same for every regime and seed). "
+            f"{trained}label-free regimes trained on all {images} training images without labels (and on the "
+            f"dataset's unlabelled images, if it has any). Every probe was fitted on the same {labelled} labelled "
+            "images; validation and test splits are unchanged.")
+
+
+def _budget_row(model: Any, train: dict, options: dict, chosen_by: dict, images: int | None,
+                labelled: int | None = None) -> dict[str, Any]:
+    """One regime's row of the protocol table: its epochs, images (distinct labelled ones under a label budget)
+    and steps, and how its settings were chosen."""
     own = options.get(model.name) or {}
     epochs = own.get("epochs") if own.get("epochs") is not None else train.get("epochs")
     batch = train.get("batch_size")
     steps = Trainer.steps_in_epoch(images, batch) * epochs if images is not None and epochs is not None else None
     settings = ", ".join(f"{k} {v}" for k, v in own.items() if k != "epochs")
-    return {"model": model.label, "epochs": epochs, "training images": images, "optimisation steps": steps,
+    return {"model": model.label, "epochs": epochs, "training images": labelled or images, "optimisation steps": steps,
             "labels in training": "yes" if model.trained_with_labels else "no", "settings": settings or "defaults",
             "how the settings were chosen": chosen_by.get(model.name) or (
                 "replearn's defaults (not tuned here)" if not settings else "as configured (not recorded)")}

@@ -4,7 +4,9 @@ noise floor that cross-regime similarity should be read against)."""
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .. import plots
@@ -16,6 +18,19 @@ from .render import figure, table
 GUIDE = ("Linear CKA between every pair of layers of two encoders (1 = same representation up to rotation and "
          "scale), estimated from unbiased HSIC over minibatches of the same test images. Compare cross-regime "
          "similarity with the seed-vs-seed maps: those are the noise floor.")
+
+
+SAVED_POINTS = 2000  # latents kept per regime for CKA between runs (`replearn compare`)
+
+
+def save_latents(ctx: SeedContext, latents: dict[str, Any]) -> None:
+    """Each regime's latent on the first ``SAVED_POINTS`` evaluation images, with their indices and labels
+    (artifacts/cka_features_seed<S>.npz), so that a comparison of runs can measure CKA between runs on the
+    same images."""
+    if latents:
+        points = ctx.points[:SAVED_POINTS]
+        ctx.save("cka_features", points=np.asarray(points), labels=ctx.data.test_y.numpy()[points],
+                 **{m: np.asarray(f[:SAVED_POINTS], dtype=np.float32) for m, f in latents.items()})
 
 
 def long_format(matrix: pd.DataFrame, pair: str, seed: int) -> pd.DataFrame:
@@ -32,6 +47,7 @@ class Similarity(Analysis):
         kept = {m: {layer: f["test"][ctx.points] for layer, f in ctx.features[m].items()}
                 for m in [*regimes, "random"] if m in ctx.features}
         ctx.memory(self.name)[ctx.seed] = {m: kept[m] for m in regimes}
+        save_latents(ctx, {m: kept[m]["latent"] for m in regimes if "latent" in kept[m]})
         pairs = list(itertools.combinations(regimes, 2)) + [(r, "random") for r in regimes if "random" in kept]
         if not pairs:
             return {}

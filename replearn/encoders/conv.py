@@ -1,4 +1,11 @@
-"""replearn's own small CNN: stages of conv → batch norm → ReLU → 2×2 max-pool, then a linear latent."""
+"""replearn's own small CNN: stages of conv → batch norm → ReLU → 2×2 max-pool, then a linear latent.
+
+For depth studies the stages can go without batch norm (``model.batch_norm``), take further 3×3-style
+convolutions (``model.convs_per_stage``) and skip connections around those (``model.residual``). Each
+convolution block is then a named layer of its own (``stage2_1``, ``stage2_2``, …, then ``stage2``, the
+block that ends with the pooling), so that probes, dimensions and gradient norms are reported per
+convolution; the default (one convolution, batch norm, no skips) is the original encoder, weight for weight.
+"""
 from __future__ import annotations
 
 import torch
@@ -18,11 +25,42 @@ class ConvOptions:
     channels: list[int] = opt([16, 32, 64], "output channels of each conv stage (one stage per entry)", min=1,
                               list_default=True)
     kernel_size: int = opt(3, "convolution kernel size (odd)", min=1, max=9)
+    batch_norm: bool = opt(True, "batch norm after every convolution (false: a plain CNN whose convolutions have "
+                                 "biases instead, for studying vanishing and exploding gradients with depth)")
+    convs_per_stage: int = opt(1, "convolutions per stage (the first changes the channels, the others keep them); "
+                                  "each is a named layer (stage2_1, …, stage2), so depth can be swept beyond the "
+                                  "number of stages", min=1, max=32)
+    residual: bool = opt(False, "an identity skip connection around each convolution of a stage after its first "
+                                "(ResNet-style; needs model.convs_per_stage ≥ 2)")
 
     def __post_init__(self) -> None:
         if self.kernel_size % 2 == 0:
             raise ConfigError(f"config key 'model.kernel_size' must be odd, got {self.kernel_size}",
                               "use 3, 5 or 7 so that convolutions keep the image size")
+        if self.residual and self.convs_per_stage < 2:
+            raise ConfigError("config key 'model.residual' is true but a stage has only one convolution "
+                              "(model.convs_per_stage = 1), so there is nothing to skip",
+                              "set model.convs_per_stage to 2 or more, or model.residual to false")
+
+
+class ResidualConv(nn.Module):
+    """relu(x + norm(conv(x))): a convolution that keeps the channels, with an identity skip around it."""
+
+    def __init__(self, channels: int, kernel_size: int, batch_norm: bool) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2, bias=not batch_norm)
+        self.norm = nn.BatchNorm2d(channels) if batch_norm else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x + self.norm(self.conv(x)))
+
+
+def conv_block(c_in: int, c_out: int, kernel_size: int, batch_norm: bool, residual: bool) -> list[nn.Module]:
+    """One convolution with its normalisation and ReLU, or a residual block (``residual``: the channels are kept)."""
+    if residual:
+        return [ResidualConv(c_out, kernel_size, batch_norm)]
+    conv = nn.Conv2d(c_in, c_out, kernel_size, padding=kernel_size // 2, bias=not batch_norm)
+    return [conv, *([nn.BatchNorm2d(c_out)] if batch_norm else []), nn.ReLU(inplace=True)]
 
 
 @ENCODERS.register("conv")
@@ -33,7 +71,8 @@ class ConvEncoder(Encoder):
     Options = ConvOptions
 
     def __init__(self, in_shape: tuple[int, int, int], channels: list[int], kernel_size: int = 3,
-                 latent_dim: int = 64) -> None:
+                 latent_dim: int = 64, batch_norm: bool = True, convs_per_stage: int = 1,
+                 residual: bool = False) -> None:
         super().__init__()
         c_in, h, w = in_shape
         self.in_shape = tuple(in_shape)
@@ -45,12 +84,13 @@ class ConvEncoder(Encoder):
                 raise ConfigError(f"{len(channels)} stages are too many for {in_shape[1]}×{in_shape[2]} images "
                                   f"(stage {i} would see {h}×{w} pixels)",
                                   f"use at most {i - 1} entries in model.channels")
-            self.stages[f"stage{i}"] = nn.Sequential(
-                nn.Conv2d(c_in, c_out, kernel_size, padding=kernel_size // 2, bias=False),
-                nn.BatchNorm2d(c_out),
-                nn.ReLU(inplace=True),
-                nn.MaxPool2d(2),
-            )
+            for j in range(1, convs_per_stage):  # the stage's convolutions before its last, each a named layer
+                self.stages[f"stage{i}_{j}"] = nn.Sequential(*conv_block(c_in if j == 1 else c_out, c_out, kernel_size,
+                                                                         batch_norm, residual and j > 1))
+                info.append(StageInfo(f"stage{i}_{j}", c_out, h, w, 2 ** (i - 1), f"stages.stage{i}_{j}"))
+            last_in = c_in if convs_per_stage == 1 else c_out
+            self.stages[f"stage{i}"] = nn.Sequential(*conv_block(last_in, c_out, kernel_size, batch_norm, residual),
+                                                     nn.MaxPool2d(2))
             c_in, h, w = c_out, h // 2, w // 2
             info.append(StageInfo(f"stage{i}", c_out, h, w, 2 ** i, f"stages.stage{i}"))
         input_dim = in_shape[0] * in_shape[1] * in_shape[2]

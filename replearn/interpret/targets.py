@@ -77,9 +77,8 @@ def latent_probe(ctx: Any, model: str) -> ProbeLogits:
     cache = ctx.memory("latent_probe")
     key = (ctx.seed, model)
     if key not in cache:
-        from ..analyses.base import final_layer  # the analyses package imports this module's users
         layers = ctx.features[model]
-        layer = final_layer(layers)
+        layer = "latent" if "latent" in layers else "input"  # the model's final layer, as the probes name it
         for old in [k for k in cache if k[0] != ctx.seed]:  # earlier seeds' encoders are not kept alive
             del cache[old]
         probes = ctx.tables.get("probes")

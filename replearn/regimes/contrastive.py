@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import distributed
 from ..options import opt
 from ..encoders import Encoder
 from .base import DataInfo, Regime, RegimeOptions, register_regime
@@ -238,12 +239,29 @@ def random_views(x: torch.Tensor, generator: torch.Generator, options: Contrasti
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     """SimCLR's normalised-temperature cross-entropy over the 2N views, and how many views rank their
-    partner first among the other 2N − 1."""
+    partner first among the other 2N − 1. In a distributed training step the N pairs are every rank's
+    (``gathered_nt_xent``)."""
+    if distributed.batch_is_sharded():
+        return gathered_nt_xent(z1, z2, temperature)
     z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
     n = len(z1)
     logits = z @ z.T / temperature
     logits.fill_diagonal_(float("-inf"))
     targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(logits, targets), (logits.argmax(1) == targets).sum()
+
+
+def gathered_nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """NT-Xent of this rank's 2n views against the 2N views of every rank (negatives from the whole global
+    batch), averaged over this rank's views; the gathers return gradients to the rank that made each row."""
+    all1, offset = distributed.gather_with_grad(z1)
+    all2, _ = distributed.gather_with_grad(z2)
+    z = F.normalize(torch.cat([all1, all2]).float(), dim=1)
+    n, total = len(z1), len(all1)
+    mine = torch.cat([torch.arange(offset, offset + n), torch.arange(total + offset, total + offset + n)]).to(z.device)
+    logits = z[mine] @ z.T / temperature
+    logits[torch.arange(2 * n, device=z.device), mine] = float("-inf")
+    targets = torch.cat([mine[n:], mine[:n]])
     return F.cross_entropy(logits, targets), (logits.argmax(1) == targets).sum()
 
 

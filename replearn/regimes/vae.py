@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .. import distributed
 from ..options import opt
 from ..encoders import Encoder
 from .autoencoder import Reconstructing
@@ -79,7 +80,7 @@ class VAE(Reconstructing):
         kl = kl_per_dim(mu, logvar).sum(1)
         pixels = x[0].numel()
         variance = (torch.tensor(self.options.decoder_std ** 2, device=x.device) if self.options.decoder_std > 0
-                    else (sq.detach().mean() / pixels).clamp_min(1e-4))
+                    else (distributed.batch_mean(sq.detach()) / pixels).clamp_min(1e-4))  # σ of the global batch
         nll = 0.5 * pixels * torch.log(variance) + 0.5 * sq / variance
         loss = (nll + self.options.beta * kl).mean()
         return loss, {"sampled_sq_error": sq.detach().sum(), "kl": kl.detach().sum()}

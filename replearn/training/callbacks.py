@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..artifacts import load_checkpoint, load_state_dict_checked, save_checkpoint, write_csv
 from ..features import eval_mode, extract_features
 from ..log import RunClock, log
@@ -37,8 +38,9 @@ class Checkpoint(Callback):
                                                                                f"resume state {self.path} ({key})"))
 
     def save(self, trainer: Trainer) -> None:
-        payload = trainer.state.payload(trainer.modules)
-        save_checkpoint(self.path, {**payload, "regime": trainer.regime.name, "seed": trainer.seed})
+        payload = trainer.state.payload(trainer.modules)  # on every rank (it sums theirs); rank 0 writes it
+        if distributed.world().main:
+            save_checkpoint(self.path, {**payload, "regime": trainer.regime.name, "seed": trainer.seed})
 
     def on_epoch_end(self, trainer: Trainer, row: dict[str, float]) -> None:
         self.save(trainer)
@@ -65,11 +67,12 @@ class EpochProbe(Callback):
     """Validation accuracy of a linear probe (fixed L2) on the latent after each epoch, fitted on a fixed,
     seeded subset of ``images`` training images: a cheap view of how linearly separable the latent becomes."""
 
-    def __init__(self, images: int) -> None:
-        self.images = images
+    def __init__(self, images: int, data: Any = None) -> None:
+        self.images, self.data = images, data  # data: the probe's own (e.g. under a label budget), else the trainer's
 
     def on_validation(self, trainer: Trainer, row: dict[str, float]) -> None:
-        data, n = trainer.data, len(trainer.data.train_x)
+        data = self.data if self.data is not None else trainer.data
+        n = len(data.train_x)
         idx = torch.from_numpy(np.sort(np.random.RandomState(trainer.seed).permutation(n)[:self.images]))
         row["val_latent_probe_accuracy"] = epoch_probe(trainer.encoder, data, idx, trainer.device)
 
@@ -154,12 +157,14 @@ class SignalStop(Callback):
         self._deferring.enter_context(self.stopper.deferring())
 
     def on_step_end(self, trainer: Trainer, loss: torch.Tensor) -> None:
-        if self.stopper.requested:
-            raise StopTraining(self.stopper.requested, self.where)
+        requested = distributed.first_request(self.stopper.requested)  # a signal on any rank stops every rank here
+        if requested:
+            raise StopTraining(requested, self.where)
 
     def on_epoch_end(self, trainer: Trainer, row: dict[str, float]) -> None:
-        if self.stopper.requested:  # arrived during validation, the probe or the checkpoint
-            raise StopTraining(self.stopper.requested, self.where)
+        requested = distributed.first_request(self.stopper.requested)  # arrived during validation, probe, checkpoint
+        if requested:
+            raise StopTraining(requested, self.where)
 
     def on_train_end(self, trainer: Trainer) -> None:
         if self._deferring is not None:

@@ -18,14 +18,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .. import parallel
+from .. import distributed, parallel
 from ..encoders import Encoder
 from ..errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from ..regimes import Regime
 from ..seeding import AUGMENT, derive_seed
 from .state import TrainState
-from .steps import (augment_batch, epoch_order, eval_batch_size, evaluate, flush_denormals, layer_groups,
-                    make_optimizer, step_generator, to_device, training_threads)
+from .steps import (augment_batch, autocast, epoch_order, eval_batch_size, evaluate, fast_cuda, flush_denormals,
+                    layer_groups, make_optimizer, resident_images, step_generator, to_device, training_threads)
 
 
 @dataclass
@@ -39,6 +39,8 @@ class TrainSettings:
     weight_decay: float = 0.0
     schedule: str = "cosine"
     augment: bool = False
+    precision: str = "fp32"
+    sync_batchnorm: bool = False
 
     @classmethod
     def from_config(cls, train: Any, epochs: int) -> "TrainSettings":
@@ -112,6 +114,9 @@ class Trainer:
         self.steps_per_epoch = self.steps_in_epoch(len(self.images), settings.batch_size)
         encoder.to(self.device).to(memory_format=torch.channels_last)
         head.to(self.device).to(memory_format=torch.channels_last)
+        self.world, self.images = distributed.world(), resident_images(self.images, self.device, settings.augment)
+        self.loss_fn = distributed.ddp_loss(regime, encoder, head, self.device, settings.sync_batchnorm)
+        fast_cuda(self.device, settings.precision)
         self.layer_names, self.params, index = layer_groups(encoder, head, regime.head_name)
         self.group_index = torch.tensor(index, device=self.device)
         self.optimizer, self.scheduler = make_optimizer(self.params, settings, settings.epochs * self.steps_per_epoch)
@@ -157,6 +162,7 @@ class Trainer:
             except StopTraining as stop:
                 self._emit("on_stop")
                 raise TrainingInterrupted(stop.where, stop.reason) from None
+        distributed.sync_buffers(self.encoder, self.head)
         return TrainOutcome(state.history, np.stack(state.snapshots) if state.snapshots else None, self.resumed_from)
 
     @contextlib.contextmanager
@@ -168,28 +174,33 @@ class Trainer:
             self._emit("on_train_end")
 
     def _step(self, order: torch.Tensor, step: int) -> torch.Tensor:
-        """One optimisation step on the ``step``-th batch of the epoch's order."""
+        """One optimisation step on the ``step``-th batch of the epoch's order; with several processes each
+        takes its share of that batch, weighted so that the averaged gradient is the whole batch's."""
         bs, state, device = self.settings.batch_size, self.state, self.device
         end = len(order) if step == self.steps_per_epoch - 1 else (step + 1) * bs  # the last batch takes the rest
         idx = order[step * bs:end]
-        xb = self.images[idx]
-        if self.settings.augment:
-            xb = augment_batch(xb, torch.Generator().manual_seed(derive_seed((self.seed, state.epoch, step), AUGMENT)))
-        y = self.data.train_y[idx].to(device, non_blocking=True) if self.regime.needs_labels else None
-        loss, stats = check_step_output(self.regime, self.regime.loss(
-            self.encoder, self.head, to_device(xb, device), y, step_generator(self.seed, state.epoch, step, device)))
+        mine = distributed.share(len(idx))
+        if self.settings.augment:  # augmented whole, then shared: the one-process batch, image for image
+            xb = augment_batch(self.images[idx], torch.Generator().manual_seed(
+                derive_seed((self.seed, state.epoch, step), AUGMENT)))[mine]
+        else:
+            xb = self.images[idx[mine]]
+        y = self.data.train_y[idx[mine]].to(device, non_blocking=True) if self.regime.needs_labels else None
+        with distributed.sharded_batch(), autocast(self.settings.precision, device):
+            loss, stats = check_step_output(self.regime, self.loss_fn(
+                to_device(xb, device), y, step_generator(self.seed, state.epoch, step, device, self.world.rank)))
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * (self.world.size * len(xb) / len(idx))).backward()
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
         sq = torch.zeros(len(self.layer_names), device=device).index_add_(
             0, self.group_index, torch.stack(torch._foreach_norm(grads)) ** 2)
-        if not (torch.isfinite(loss) and torch.isfinite(sq).all()):
+        if not distributed.all_true(bool(torch.isfinite(loss) and torch.isfinite(sq).all())):
             state.step = step
             self._emit("on_stop")
             raise diverged(self, loss, sq)
         self.optimizer.step()
         self.scheduler.step()
-        state.add(loss, stats, sq.sqrt(), len(idx))
+        state.add(loss, stats, sq.sqrt(), len(xb))
         return loss
 
     def _end_epoch(self, seconds: float) -> None:
@@ -200,7 +211,7 @@ class Trainer:
                               lambda stats, seen: regime.metrics(stats, seen, pixels))
         row["threads"] = self.threads
         val = evaluate(regime, self.encoder, self.head, data.val_x, data.val_y, self.device,
-                       eval_batch_size(regime, self.settings.batch_size))
+                       eval_batch_size(regime, self.settings.batch_size)) if self.world.main else {}  # rank 0 reports
         row.update({f"val_{k}": v for k, v in val.items()})
         self._emit("on_validation", row)
         state.history.append(row)

@@ -47,10 +47,43 @@ def layer_groups(encoder: Encoder, head: nn.Module, head_name: str
     return names, params, index
 
 
-def step_generator(seed: int, epoch: int, step: int, device: torch.device) -> torch.Generator:
+def step_generator(seed: int, epoch: int, step: int, device: torch.device, rank: int = 0) -> torch.Generator:
     """The random source of one training step (augmentation, noise, sampling): a pure function of
-    (seed, epoch, step), so that a resumed run draws exactly what an uninterrupted one would."""
-    return torch.Generator(device=device).manual_seed(derive_seed((seed, epoch, step, 1), seeding.STEP))
+    (seed, epoch, step), so that a resumed run draws exactly what an uninterrupted one would; each further
+    process (``rank``) of a distributed run draws its own stream for its share of the batch."""
+    base = derive_seed((seed, epoch, step, 1), seeding.STEP)
+    return torch.Generator(device=device).manual_seed(base if rank == 0 else derive_seed((base, rank), RANK_STREAM))
+
+
+RANK_STREAM = (1, 998_244_353)  # (a step's seed, rank): the step's draws on a further process of a distributed run
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast for ``train.precision`` bf16 (on CUDA or the CPU); nothing for fp32."""
+    if precision != "bf16":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def fast_cuda(device: torch.device, precision: str) -> None:
+    """On CUDA, let cuDNN pick the fastest convolution algorithms when the results need not be bit-for-bit
+    repeatable (bf16 already gives that up); nothing on the CPU."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = precision == "bf16"
+
+
+GPU_RESIDENT_SHARE = 0.25  # the training images move to the GPU when they take at most this share of its free memory
+
+
+def resident_images(images: Any, device: torch.device, augment: bool) -> Any:
+    """The training images on the GPU when they are one tensor that fits (no host-to-device copy per batch),
+    else as they are (the CPU; streamed or joined images; batches augmented on the CPU)."""
+    if device.type != "cuda" or augment or not isinstance(images, torch.Tensor):
+        return images
+    free, _ = torch.cuda.mem_get_info(device)
+    if images.numel() * images.element_size() > GPU_RESIDENT_SHARE * free:
+        return images
+    return images.to(device, non_blocking=True)
 
 
 @torch.no_grad()

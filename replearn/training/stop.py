@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+import time
 from typing import Any, Iterator
 
 
@@ -15,15 +16,23 @@ class Stopper:
     raises ``TrainingInterrupted``. At any other moment (extraction, analyses, rendering), or on a second
     signal, it interrupts at once with ``KeyboardInterrupt``, since those phases are redone on resume;
     ``requested`` still names the signal, so the run can record that it was interrupted and by what.
+    A repeat within ``ECHO_SECONDS`` of the first, while training, is the same request (torchrun forwards
+    the Ctrl-C that the terminal has already sent every process), not a second one.
     """
+
+    ECHO_SECONDS = 2.0
 
     def __init__(self) -> None:
         self.requested: str | None = None
         self._deferring = False
         self._previous: dict[int, Any] = {}
+        self._first_at = 0.0
 
     def _handle(self, signum: int, frame: Any) -> None:
         first = self.requested is None
+        if not first and self._deferring and time.monotonic() - self._first_at < self.ECHO_SECONDS:
+            return
+        self._first_at = time.monotonic() if first else self._first_at
         self.requested = self.requested or signal.Signals(signum).name
         if not self._deferring or not first:
             raise KeyboardInterrupt

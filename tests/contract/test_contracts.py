@@ -34,9 +34,16 @@ def test_every_dataset_documents_its_options_and_says_where_its_files_are(name, 
     assert isinstance(status, str) and status
 
 
-@pytest.mark.parametrize("name", ENCODERS.names())
-def test_every_encoder_names_its_layers_and_returns_them(name):
-    encoder = build_encoder(model_config(name=name, latent_dim=5, **SMALL_ENCODER.get(name, {})), (1, 16, 16), 0)
+CONV_VARIANTS = [{"batch_norm": False}, {"convs_per_stage": 3}, {"convs_per_stage": 2, "residual": True},
+                 {"convs_per_stage": 2, "residual": True, "batch_norm": False}]
+ENCODER_CASES = [(name, {}) for name in ENCODERS.names()] + [("conv", variant) for variant in CONV_VARIANTS]
+
+
+@pytest.mark.parametrize("name,variant", ENCODER_CASES, ids=[f"{n}-{'-'.join(f'{k}={v}' for k, v in o.items()) or 'default'}"
+                                                             for n, o in ENCODER_CASES])
+def test_every_encoder_names_its_layers_and_returns_them(name, variant):
+    encoder = build_encoder(model_config(name=name, latent_dim=5, **SMALL_ENCODER.get(name, {}), **variant),
+                            (1, 16, 16), 0)
     options = getattr(ENCODERS.get(name), "Options", None)
     if options is not None:
         _documented(options, "model")

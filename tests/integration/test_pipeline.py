@@ -174,12 +174,14 @@ def test_every_declared_dependency_is_imported_by_a_default_run(tmp_path):
     root = REPO_ROOT
     declared = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
     names = {re.split(r"[<>=!~ \[]", d, maxsplit=1)[0].lower() for d in declared}
-    import_name = {"scikit-learn": "sklearn", "pyyaml": "yaml"}
+    import_name = {"scikit-learn": "sklearn", "pyyaml": "yaml", "scikit-image": "skimage"}
     train_x, train_y = make_blob_images(120, seed=1)
     test_x, test_y = make_blob_images(60, seed=2)
     npz = tmp_path / "blobs.npz"
     np.savez(npz, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y)
-    config = write_config(tmp_path, tiny_config(npz))
+    raw = tiny_config(npz)
+    raw["analysis"]["skip"] = []  # every default analysis, the interpretability ones included
+    config = write_config(tmp_path, raw)
     script = ("import sys; from replearn.cli import main; "
               f"code = main(['run', {str(config)!r}, '--out', {str(tmp_path / 'out')!r}, '--quiet']); "
               "print(' '.join(sorted({m.split('.')[0] for m in sys.modules}))); sys.exit(code)")

@@ -26,7 +26,7 @@ from replearn.analyses import ANALYSES
 from replearn.artifacts import read_json
 from replearn.cli import main
 
-from conftest import make_blob_images, tiny_config
+from conftest import INTERPRETABILITY, make_blob_images, tiny_config
 
 TIMING_COLUMNS = ("train_seconds", "train_images_per_s", "seconds")
 
@@ -74,7 +74,8 @@ def _phases() -> list[tuple[str, object, str, int]]:
     phases = [("training-step", replearn.training.loop, "step_generator", 3),
               ("last-epoch-validation", replearn.training.loop, "evaluate", 2),
               ("extraction", replearn.experiment, "extract_splits", 1)]
-    phases += [(f"analysis-{name}", cls, "compute", 1) for name, cls in ANALYSES.items()]
+    phases += [(f"analysis-{name}", cls, "compute", 1) for name, cls in ANALYSES.items()
+               if name not in INTERPRETABILITY]  # the tiny run leaves those out (tested in their own runs)
     phases.append(("rendering", replearn.report, "build_context", 1))
     return phases
 

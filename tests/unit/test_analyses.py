@@ -3,6 +3,7 @@ user's analysis by import path from outside replearn, the report's choice of ana
 helpers every analysis uses (feature-matrix validation, neighbour search)."""
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from replearn.analyses import (ANALYSES, Analysis, RunArtifacts, Section, default_analyses, ordered_analyses,
                                report_analyses)
 from replearn.analyses.order import dependency_order
+from replearn.plugins import resolve
 from replearn.arrays import as_feature_matrix
 from replearn.errors import ConfigError, ReplearnError
 from replearn.neighbours import _bf16_matmul_is_fast, nearest_neighbours
@@ -21,7 +23,8 @@ from replearn.report import build_context
 from replearn.seeding import LABEL_DRAW, derive_seed
 
 BUILT_IN = ["probes", "dimensions", "similarity", "label_efficiency", "projection", "structure", "inspection",
-            "training", "summary", "run_info", "protocol"]
+            "training", "summary", "run_info", "protocol", "attributions", "sanity", "faithfulness", "invariance",
+            "robustness", "units", "tensorboard_export"]
 
 PLUGIN = textwrap.dedent('''
     """A user's analysis, outside replearn: the gap between each model's linear and kNN probe."""
@@ -95,7 +98,9 @@ def test_built_in_order_is_todays_and_every_requirement_computes_first():
         assert set(analysis.requires) <= done, analysis.name
         done.add(analysis.name)
     requires = {a.name: a.requires for a in ordered if a.requires}
-    assert requires == {"label_efficiency": ("probes",), "structure": ("projection",), "summary": ("probes",)}
+    assert requires == {"label_efficiency": ("probes",), "structure": ("projection",), "summary": ("probes",),
+                        "attributions": ("probes",), "sanity": ("probes",), "faithfulness": ("probes",),
+                        "robustness": ("probes",)}
 
 
 def test_order_follows_requires_and_keeps_ties_in_registration_order(monkeypatch):
@@ -344,3 +349,18 @@ def test_neighbours_are_exactly_the_searches_they_replaced(d):
                        _old_euclidean_self(x.double(), 2, 1024))]:
         assert torch.equal(got.values, want[0]) and torch.equal(got.indices, want[1])
     assert torch.equal(nearest_neighbours(x, x, 10, exclude_self=True).indices, _old_neighbour_sets(x, 10))
+
+
+def test_skip_leaves_out_built_ins_and_refuses_unknown_names_and_broken_requirements(tiny_cfg):
+    kept = default_analyses(["projection", "structure"])
+    assert "projection" not in kept and "structure" not in kept and "probes" in kept
+    assert [n for n in default_analyses() if n not in ("projection", "structure")] == kept
+    with pytest.raises(ConfigError, match="'nonsense', which is not a built-in analysis"):
+        default_analyses(["nonsense"])
+    with pytest.raises(ConfigError, match="requires the analysis 'projection', which analysis.skip leaves out") as info:
+        ordered_analyses(default_analyses(["projection"]))
+    assert "remove 'projection' from analysis.skip" in str(info.value)
+    config = dataclasses.replace(tiny_cfg, analysis=dataclasses.replace(tiny_cfg.analysis, skip=["projection", "structure"]))
+    assert {"projection", "structure"}.isdisjoint(a.name for a in resolve(config).analyses)
+    analyses, notes = report_analyses({"analysis": {"skip": ["projection"]}})
+    assert "projection" not in [a.name for a in analyses] and not notes

@@ -1,0 +1,194 @@
+"""Sanity checks for saliency maps (Adebayo et al. 2018, "Sanity Checks for Saliency Maps"): does an
+explanation change when what the model learned is destroyed?
+
+Model parameter randomisation, two ways: *cascading*, from the top down — the probe (or the regime's own
+head) first, then the latent layer, then each stage down to the first, cumulatively — and *independent*,
+one layer at a time. A layer is re-initialised with its own ``reset_parameters`` (seeded per layer, so
+the cascade and the independent test draw the same weights for it); a probe, which has no initialiser of
+its own, gets Gaussian weights and intercepts with the fitted ones' standard deviations. Each randomised
+model's maps are compared with the trained model's on the same images: Spearman rank correlation of the
+maps' absolute values and of the signed maps, SSIM (``skimage.metrics.structural_similarity``) and the
+Pearson correlation of HOG descriptors (``skimage.feature.hog``) of the absolute maps, each scaled to
+[0, 1] by its maximum.
+
+A method whose maps stay similar once every layer is randomised does not reflect what was learned
+(``not_reflecting``): the threshold is a mean Spearman rank correlation of the absolute maps of
+``THRESHOLD`` = 0.5 or more after full randomisation (Adebayo et al. show methods failing the check at
+rank correlations well above that, and methods passing it falling near 0)."""
+from __future__ import annotations
+
+import contextlib
+import copy
+import zlib
+from typing import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+from scipy.stats import rankdata
+from skimage.feature import hog
+from skimage.metrics import structural_similarity
+
+from ..errors import ConfigError
+from .explain import encoder_of, seeded, stage_module
+
+THRESHOLD = 0.5  # mean Spearman(|map|) after full randomisation at or above which a method is marked
+METRICS = ("spearman_abs", "spearman", "ssim", "hog")
+METRIC_LABELS = {"spearman_abs": "Spearman rank correlation (absolute)", "spearman": "Spearman rank correlation",
+                 "ssim": "SSIM", "hog": "HOG similarity"}
+PROBE = "probe"  # the name of the class-logit layer on top (a latent probe's weights, or a regime's own head)
+
+
+def randomisable_layers(model: nn.Module) -> list[str]:
+    """The layers of an explained model from the top down: the probe (or head), then every named layer of
+    its encoder that a module produces, deepest first."""
+    encoder = encoder_of(model)
+    layers = [PROBE]
+    for info in reversed(getattr(encoder, "feature_info", [])):
+        try:
+            stage_module(encoder, info.name)
+        except ConfigError:
+            continue
+        layers.append(info.name)
+    return layers
+
+
+def _layer_seed(seed: int, layer: str) -> int:
+    return (seed * 1_000_003 + zlib.crc32(layer.encode())) % (2 ** 63)
+
+
+def _reset(module: nn.Module) -> None:
+    for m in module.modules():
+        reset = getattr(m, "reset_parameters", None)
+        if callable(reset):
+            reset()
+
+
+def _randomise_probe(model: nn.Module) -> None:
+    coef, intercept = getattr(model, "coef", None), getattr(model, "intercept", None)
+    if isinstance(coef, torch.Tensor) and isinstance(intercept, torch.Tensor):  # a latent probe (ProbeLogits)
+        with torch.no_grad():
+            coef.copy_(torch.randn_like(coef) * coef.std())
+            intercept.copy_(torch.randn_like(intercept) * (intercept.std() if intercept.numel() > 1 else 0.0))
+        return
+    head = getattr(model, "head", None)
+    if not isinstance(head, nn.Module):
+        raise ConfigError(f"a {type(model).__name__} has neither probe weights nor a head to randomise",
+                          "explain a ProbeLogits or HeadLogits model")
+    _reset(head)
+
+
+def randomise_(model: nn.Module, layers: list[str], seed: int = 0) -> nn.Module:
+    """Re-initialise ``layers`` (names from ``randomisable_layers``) of ``model`` in place and return it; each
+    layer's draw depends only on ``seed`` and its name. The global random state is left as it was."""
+    encoder = encoder_of(model)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    for layer in layers:
+        with seeded(_layer_seed(seed, layer), device):
+            if layer == PROBE:
+                _randomise_probe(model)
+            else:
+                _reset(stage_module(encoder, layer))
+    return model
+
+
+def randomised(model: nn.Module, layers: list[str], seed: int = 0) -> nn.Module:
+    """A copy of ``model`` with ``layers`` re-initialised (``randomise_``); ``model`` is left as it is."""
+    return randomise_(copy.deepcopy(model), layers, seed).eval()
+
+
+@contextlib.contextmanager
+def restored(model: nn.Module) -> Iterator[nn.Module]:
+    """``model``, whose parameters and buffers are put back as they were when the block ends."""
+    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    try:
+        yield model
+    finally:
+        model.load_state_dict(saved)
+
+
+def _rowwise_corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each row of ``a`` with the same row of ``b``; 1 for two constant rows that are
+    equal, 0 when only one is constant (nothing in common to correlate)."""
+    a = a - a.mean(1, keepdims=True)
+    b = b - b.mean(1, keepdims=True)
+    na, nb = np.sqrt((a * a).sum(1)), np.sqrt((b * b).sum(1))
+    out = np.zeros(len(a))
+    ok = (na > 1e-12) & (nb > 1e-12)
+    out[ok] = (a[ok] * b[ok]).sum(1) / (na[ok] * nb[ok])
+    out[(na <= 1e-12) & (nb <= 1e-12)] = 1.0
+    return np.clip(out, -1.0, 1.0)
+
+
+def _unit(maps: np.ndarray) -> np.ndarray:
+    """Absolute maps, each scaled to [0, 1] by its maximum."""
+    a = np.abs(maps).astype(np.float64)
+    top = a.reshape(len(a), -1).max(1).reshape(-1, 1, 1)
+    return np.divide(a, top, out=np.zeros_like(a), where=top > 0)
+
+
+def _hog(image: np.ndarray) -> np.ndarray:
+    side = min(image.shape)
+    cell = max(1, side // 4)
+    block = 2 if side // cell >= 2 else 1
+    return hog(image, orientations=9, pixels_per_cell=(cell, cell), cells_per_block=(block, block), feature_vector=True)
+
+
+def similarity(reference: np.ndarray, maps: np.ndarray) -> dict[str, np.ndarray]:
+    """Per image (N×H×W maps): Spearman rank correlation of the absolute and of the signed maps, SSIM and
+    HOG similarity of the absolute maps scaled to [0, 1]."""
+    n = len(reference)
+    flat_ref, flat = reference.reshape(n, -1), maps.reshape(n, -1)
+    out = {"spearman_abs": _rowwise_corr(rankdata(np.abs(flat_ref), axis=1), rankdata(np.abs(flat), axis=1)),
+           "spearman": _rowwise_corr(rankdata(flat_ref, axis=1), rankdata(flat, axis=1))}
+    ref_u, u = _unit(reference), _unit(maps)
+    side = min(reference.shape[1:])
+    win = min(7, side if side % 2 else side - 1)
+    if win >= 3:
+        out["ssim"] = np.array([structural_similarity(r, m, data_range=1.0, win_size=win) for r, m in zip(ref_u, u)])
+    else:
+        out["ssim"] = np.full(n, np.nan)
+    out["hog"] = _rowwise_corr(np.stack([_hog(r) for r in ref_u]), np.stack([_hog(m) for m in u]))
+    return out
+
+
+def randomisation_tests(model: nn.Module, maps_of: Callable[[nn.Module], np.ndarray], seed: int = 0,
+                        reference: np.ndarray | None = None) -> pd.DataFrame:
+    """Cascading and independent randomisation of ``model`` (a class-logit target; randomised in place and
+    restored afterwards): one row per test and
+    layer with the mean (over images) of every similarity in ``METRICS`` between ``maps_of(randomised
+    model)`` and the trained model's maps (``reference``, else ``maps_of(model)``). ``step`` counts the
+    layers randomised from the top (cascading) or is the layer's place from the top (independent)."""
+    reference = maps_of(model) if reference is None else reference
+    layers = randomisable_layers(model)
+    rows, by_layer = [], {}
+    with restored(model):
+        for step, layer in enumerate(layers, start=1):
+            randomise_(model, [layer], seed)  # the layers above it are randomised already
+            sims = similarity(reference, maps_of(model))
+            rows.append({"test": "cascading", "layer": layer, "step": step,
+                         **{k: float(np.nanmean(v)) for k, v in sims.items()}})
+            if step == 1:
+                by_layer[layer] = sims  # the probe alone: the first cascading step is also its independent test
+    for step, layer in enumerate(layers, start=1):
+        sims = by_layer.get(layer)
+        if sims is None:
+            with restored(model):
+                sims = similarity(reference, maps_of(randomise_(model, [layer], seed)))
+        rows.append({"test": "independent", "layer": layer, "step": step,
+                     **{k: float(np.nanmean(v)) for k, v in sims.items()}})
+    return pd.DataFrame(rows)
+
+
+def not_reflecting(frame: pd.DataFrame, threshold: float = THRESHOLD, metric: str = "spearman_abs") -> pd.DataFrame:
+    """Per method and model (the columns of ``frame`` other than the test's: rows of
+    ``randomisation_tests`` with ``method`` and ``model`` columns), the similarity after full cascading
+    randomisation and whether it stays at or above ``threshold`` — the method's maps do not reflect what the
+    model learned. Mean Spearman rank correlation of the absolute maps ≥ 0.5 by default."""
+    keys = [c for c in ("model", "method", "seed") if c in frame.columns]
+    cascade = frame[frame.test == "cascading"].reset_index(drop=True)
+    last = cascade.loc[cascade.groupby(keys, sort=False).step.idxmax()] if keys else cascade.nlargest(1, "step")
+    out = last[keys + [metric]].rename(columns={metric: f"{metric}_fully_randomised"}).reset_index(drop=True)
+    out["not_reflecting"] = out[f"{metric}_fully_randomised"] >= threshold
+    return out

@@ -1,0 +1,46 @@
+"""End to end: a tiny run computes the attribution analyses (attributions, sanity, faithfulness) by default,
+writes their tables and arrays, and its report shows their sections."""
+from __future__ import annotations
+
+import pandas as pd
+import yaml
+
+from conftest import tiny_config
+from replearn.cli import main
+
+
+def test_tiny_run_writes_attribution_tables_and_report_sections(blob_npz, tmp_path):
+    raw = tiny_config(blob_npz, epochs=1)
+    raw["analysis"]["skip"] = []
+    raw["analysis"]["projection_points"] = 0
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "out"
+    assert main(["run", str(config), "--out", str(out), "--quiet"]) == 0
+    models = {"pixels", "random", "supervised", "supervised:head", "autoencoder"}
+
+    attributions = pd.read_csv(out / "metrics" / "attributions.csv")
+    assert set(attributions.model) == models
+    assert set(attributions.method) == {"integrated_gradients", "smoothgrad", "gradient_x_input", "gradcam"}
+    assert "gradcam" not in set(attributions[attributions.model == "pixels"].method)  # no stage to read
+    ig = attributions[attributions.method == "integrated_gradients"]
+    assert ig.completeness_delta.notna().all()
+
+    sanity = pd.read_csv(out / "metrics" / "sanity.csv")
+    assert set(sanity.model) == models - {"pixels", "random"} and set(sanity.test) == {"cascading", "independent"}
+    assert sanity[["spearman_abs", "spearman", "ssim", "hog"]].abs().le(1.0 + 1e-9).all().all()
+    assert set(sanity[sanity.model == "supervised"].layer) == {"probe", "latent", "stage2", "stage1"}
+
+    faithfulness = pd.read_csv(out / "metrics" / "faithfulness.csv")
+    assert set(faithfulness.model) == models and "random" in set(faithfulness.method)
+    assert faithfulness.deletion_auc.between(0, 1).all() and faithfulness.insertion_auc.between(0, 1).all()
+    assert faithfulness[faithfulness.method != "random"].infidelity.notna().all()
+
+    assert (out / "artifacts" / "attributions_seed0.npz").is_file()
+    assert (out / "artifacts" / "faithfulness_seed0.npz").is_file()
+    html = (out / "report.html").read_text()
+    for title in ("Attributions: what each model looks at", "Sanity checks: do the maps depend on what was learned?",
+                  "Faithfulness: deletion, insertion, infidelity, sensitivity"):
+        assert title in html, title
+    for figure in ("attributions", "sanity", "faithfulness"):
+        assert (out / "figures" / f"{figure}.png").is_file()

@@ -1,0 +1,116 @@
+"""`replearn sweep`: one run per grid value × seed under one sweep directory with a manifest; stopping a sweep
+and running it again finishes only the missing runs; submitit's local executor (the SLURM backend's job
+array) writes the same run directories as the local backend."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from replearn.cli import main
+
+from conftest import REPO_ROOT, make_blob_images, tiny_config
+
+
+def tiny_base(tmp: Path) -> Path:
+    """A seconds-long base config on blob images (one epoch, small analyses, PNG only)."""
+    train_x, train_y = make_blob_images(90, seed=1)
+    test_x, test_y = make_blob_images(45, seed=2)
+    np.savez(tmp / "blobs.npz", train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y)
+    raw = tiny_config(tmp / "blobs.npz", epochs=1, probe_every_epoch=False)
+    raw["analysis"].update(reconstructions=0, analysis_points=30)
+    (tmp / "base.yaml").write_text(yaml.safe_dump(raw))
+    return tmp / "base.yaml"
+
+
+def write_spec(tmp: Path, **extra: object) -> Path:
+    tiny_base(tmp)
+    spec = {"name": "tiny", "base": "base.yaml", "grid": {"model.latent_dim": [4, 6]}, "seeds": [0],
+            "threads": 1, "out": str(tmp / "sweep"), **extra}
+    (tmp / "spec.yaml").write_text(yaml.safe_dump(spec))
+    return tmp / "spec.yaml"
+
+
+def states(sweep: Path) -> dict[str, str]:
+    return {r["name"]: r["state"] for r in json.loads((sweep / "sweep.json").read_text())["runs"]}
+
+
+def status(run: Path) -> dict:
+    return json.loads((run / "status.json").read_text())
+
+
+def test_interrupted_sweep_then_rerun_finishes_only_the_missing_runs(tmp_path):
+    spec = write_spec(tmp_path)
+    sweep = tmp_path / "sweep"
+    first, second = sweep / "latent_dim-4_seed0", sweep / "latent_dim-6_seed0"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "MPLBACKEND": "Agg"}
+    process = subprocess.Popen([sys.executable, "-m", "replearn.cli", "sweep", str(spec)], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if (first / "status.json").is_file() and status(first)["state"] == "complete":
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "sweep interrupted" in err and "latent_dim-4_seed0: complete" in err
+    assert states(sweep)["latent_dim-4_seed0"] == "complete" and states(sweep)["latent_dim-6_seed0"] != "complete"
+    finished = {p: p.stat().st_mtime_ns for p in first.rglob("*") if p.is_file()}
+
+    assert main(["sweep", str(spec), "--quiet"]) == 0
+    assert states(sweep) == {"latent_dim-4_seed0": "complete", "latent_dim-6_seed0": "complete"}
+    assert {p: p.stat().st_mtime_ns for p in first.rglob("*") if p.is_file()} == finished, "a finished run was redone"
+    assert status(second)["state"] == "complete"
+    assert yaml.safe_load((second / "config.yaml").read_text())["model"]["latent_dim"] == 6
+    assert yaml.safe_load((second / "config.yaml").read_text())["train"]["seeds"] == [0]
+    manifest = json.loads((sweep / "sweep.json").read_text())
+    assert manifest["keys"] == ["model.latent_dim"] and manifest["spec"]["seeds"] == [0]
+    assert [r["values"] for r in manifest["runs"]] == [{"model.latent_dim": 4}, {"model.latent_dim": 6}]
+    assert all("model.latent_dim=" in " ".join(r["overrides"]) for r in manifest["runs"])
+
+    again = {p: p.stat().st_mtime_ns for p in sweep.rglob("*") if p.is_file() and p.name != "sweep.json"}
+    assert main(["sweep", str(spec), "--quiet"]) == 0  # everything complete: nothing runs again
+    assert {p: p.stat().st_mtime_ns for p in sweep.rglob("*") if p.is_file() and p.name != "sweep.json"} == again
+
+
+def comparable(run: Path) -> dict[str, object]:
+    """What two runs of the same config must share: config and results (timings left out)."""
+    probes = pd.read_csv(run / "metrics" / "probes.csv").drop(columns=["seconds"])
+    models = pd.read_csv(run / "metrics" / "models.csv").drop(columns=["train_seconds"], errors="ignore")
+    return {"config": (run / "config.yaml").read_text(), "probes": probes.fillna(-1).to_dict("list"),
+            "models": models.fillna(-1).to_dict("list")}
+
+
+def test_slurm_job_array_through_submitit_local_executor_matches_the_local_side_by_side_backend(tmp_path, capsys):
+    pytest.importorskip("submitit")
+    spec = write_spec(tmp_path, parallel=2)  # the local reference runs side by side, one thread each
+    assert main(["sweep", str(spec), "--quiet"]) == 0
+    assert (tmp_path / "sweep" / "logs" / "latent_dim-4_seed0.log").is_file()
+    slurm_spec = write_spec(tmp_path, backend="slurm", slurm={"cluster": "local", "timeout_min": 10},
+                            out=str(tmp_path / "slurm"))
+    assert main(["sweep", str(slurm_spec), "--quiet"]) == 0, capsys.readouterr().err
+    manifest = json.loads((tmp_path / "slurm" / "sweep.json").read_text())
+    assert all(r["state"] == "complete" and r.get("job_id") for r in manifest["runs"])
+    for name in ("latent_dim-4_seed0", "latent_dim-6_seed0"):
+        assert comparable(tmp_path / "sweep" / name) == comparable(tmp_path / "slurm" / name), name
+
+
+def test_dry_run_lists_the_runs_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tiny_base(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    assert main(["sweep", "--base", "base.yaml", "--grid", "model.channels=[4],[4,8]", "--grid",
+                 "train.lr=0.01,0.001", "--seeds", "0,1", "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 * 2 * 2 and sorted(tmp_path.rglob("*")) == before
+    assert any("channels-4-8_lr-0.01_seed1" in line and "'model.channels=[4, 8]'" in line for line in lines)

@@ -1,0 +1,99 @@
+"""Sanity checks (replearn.interpret.sanity, Adebayo et al. 2018): a trained model's maps lose their
+similarity once its layers are randomised, a map that ignores the weights (an edge detector on the input)
+keeps a similarity of 1 and is marked, and the randomisation leaves the model as it was."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from conftest import make_blob_images
+from replearn.config import model_config
+from replearn.encoders import build_encoder
+from replearn.interpret.attributions import Settings, attribute
+from replearn.interpret.explain import hookable
+from replearn.interpret.sanity import (METRICS, THRESHOLD, not_reflecting, randomisable_layers, randomisation_tests,
+                                       randomised, similarity)
+from replearn.interpret.targets import HeadLogits, ProbeLogits
+
+
+def trained_model() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A small conv encoder and linear head trained on the blob images (the class is where a square is)."""
+    torch.manual_seed(0)
+    x_np, y_np = make_blob_images(240, seed=1)
+    x = torch.from_numpy(x_np).float().unsqueeze(1) / 255.0
+    x = (x - x.mean()) / x.std()
+    y = torch.from_numpy(y_np).long()
+    encoder = build_encoder(model_config(channels=[4, 8], latent_dim=6), (1, 8, 8), 0)
+    head = nn.Linear(6, 3)
+    model = HeadLogits(encoder, head)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(120):
+        optimiser.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        optimiser.step()
+    model.eval()
+    assert (model(x).argmax(1) == y).float().mean() > 0.9
+    return hookable(model), x[:6], y[:6]
+
+
+def edges(x: torch.Tensor) -> np.ndarray:
+    """A Sobel edge map of the input: an 'explanation' that never looks at the model."""
+    kx = torch.tensor([[1.0, 0, -1], [2, 0, -2], [1, 0, -1]]).view(1, 1, 3, 3)
+    gx, gy = F.conv2d(x, kx, padding=1), F.conv2d(x, kx.transpose(2, 3), padding=1)
+    return (gx ** 2 + gy ** 2).sqrt()[:, 0].numpy()
+
+
+def test_trained_model_maps_lose_their_similarity_while_an_edge_detector_keeps_it():
+    model, x, y = trained_model()
+    settings = Settings(smoothgrad_samples=16)
+
+    def smoothgrad(m: nn.Module) -> np.ndarray:
+        return attribute("smoothgrad", m, x, y, settings).maps
+
+    frames = [randomisation_tests(model, smoothgrad).assign(method="smoothgrad"),
+              randomisation_tests(model, lambda m: edges(x)).assign(method="edges")]
+    frame = pd.concat(frames).assign(model="trained")
+    assert set(frame.test) == {"cascading", "independent"}
+    assert list(frame[frame.test == "cascading"].layer) == ["probe", "latent", "stage2", "stage1"] * 2
+    full = frame[(frame.test == "cascading") & (frame.step == frame.step.max())].set_index("method")
+    assert full.loc["smoothgrad", "spearman_abs"] < 0.3 and full.loc["smoothgrad", "ssim"] < 0.5
+    edge_rows = frame[frame.method == "edges"]
+    assert np.allclose(edge_rows[list(METRICS)].to_numpy(), 1.0)
+    marks = not_reflecting(frame).set_index("method")
+    assert bool(marks.loc["edges", "not_reflecting"]) and not bool(marks.loc["smoothgrad", "not_reflecting"])
+    assert THRESHOLD == 0.5
+
+
+def test_randomisation_changes_only_the_named_layers_and_restores_the_model():
+    model, x, y = trained_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    copy = randomised(model, ["probe", "stage2"], seed=1)
+    after = copy.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(("head.", "encoder.stages.stage2.")) for k in changed)
+    assert any(k.startswith("encoder.stages.stage2.") for k in changed)
+    assert torch.equal(randomised(model, ["stage2"], seed=1).state_dict()["encoder.stages.stage2.0.weight"],
+                       after["encoder.stages.stage2.0.weight"]), "a layer's draw depends on the seed and its name"
+    randomisation_tests(model, lambda m: attribute("gradient_x_input", m, x, y, Settings()).maps)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_a_probe_is_randomised_with_the_spread_of_its_fitted_weights():
+    encoder = build_encoder(model_config(channels=[4, 8], latent_dim=6), (1, 8, 8), 0)
+    coef = torch.randn(6, 3) * 2.0
+    probe = ProbeLogits(encoder, torch.zeros(6), torch.ones(6), coef, torch.zeros(3))
+    assert randomisable_layers(probe) == ["probe", "latent", "stage2", "stage1"]
+    new = randomised(probe, ["probe"], seed=0).coef
+    assert not torch.equal(new, coef) and 0.5 < float(new.std() / coef.std()) < 2.0
+
+
+def test_similarity_of_a_map_with_itself_is_one_and_with_its_negative_is_not():
+    maps = np.random.default_rng(0).normal(size=(3, 8, 8))
+    same = similarity(maps, maps)
+    assert all(np.allclose(v, 1.0) for v in same.values())
+    flipped = similarity(maps, -maps)
+    assert np.allclose(flipped["spearman"], -1.0) and np.allclose(flipped["spearman_abs"], 1.0)
+    assert np.allclose(similarity(maps, np.zeros_like(maps))["hog"], 0.0)
