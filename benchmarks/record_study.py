@@ -4,7 +4,8 @@ that `benchmarks/update_readmes.py` writes its curves and wall time into README.
     replearn sweep experiments/bottleneck_sweep.yaml && replearn compare reports/sweeps/bottleneck
     python benchmarks/record_study.py reports/sweeps/bottleneck --wall 2099 --conditions "beside the test suite"
 
-The wall time is the sweep's own (e.g. from /usr/bin/time); without --wall the runs' wall times are summed.
+The wall time is the sweep's own (e.g. from /usr/bin/time); without --wall the runs' wall times are summed. No
+matmul rate is recorded: the sweep ran before this script, so ``--conditions`` says what the machine was doing.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from common import machine, matmul_peak_gflops, report
+from common import machine, report
 
 TABLES = ("probes", "gap", "grad_init", "best_layer")
 
@@ -34,12 +35,10 @@ def main() -> None:
         if path.is_file():
             tables[name] = pd.read_csv(path).to_dict(orient="records")
     spec = manifest["spec"]
-    gflops = matmul_peak_gflops(2048, 5)
     summary = (f"study {spec['name']}: {len(runs)} runs ({', '.join(spec['grid'])} × seeds {spec['seeds']}) "
-               f"in {wall / 60:.1f} min, {args.conditions} [matmul {gflops:.0f} GFLOP/s]")
+               f"in {wall / 60:.1f} min, {args.conditions}")
     report(f"study-{spec['name']}", {"summary": summary, "wall_s": wall, "runs": len(runs), "spec": spec,
-                                      "conditions": args.conditions, "tables": tables, "machine": machine(),
-                                      "matmul_gflops": gflops})
+                                      "conditions": args.conditions, "tables": tables, "machine": machine()})
 
 
 if __name__ == "__main__":
