@@ -126,8 +126,7 @@ def studies_block(results: dict[str, dict], full: bool) -> str:
         name = study["spec"]["name"]
         out.append(f"**`replearn sweep experiments/{name}_sweep.yaml`**: {study['runs']} runs in "
                    f"{duration(study['wall_s'])} ({where(study)}, {study['conditions']}).")
-        if full:
-            out += ["", study_tables(study), ""]
+        out += ["", study_tables(study), ""] if full else [""]
     return "\n".join(out).strip()
 
 
