@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pytest
 
 import test_bad_inputs as catalogue
@@ -44,6 +45,34 @@ def second_run(t: Path) -> Callable[[], object]:
     return e.run
 
 
+STL_IMAGE = 3 * 96 * 96
+
+
+def stl10_run(t: Path, train: int = 12, test: int = 10, train_y: int | None = None, sparse_x: bool = False,
+              test_y: int | None = None) -> list[str]:
+    """A `replearn run` of STL-10 files in the published format; ``train_y`` (bytes) makes the label file sparse
+    and that long, ``sparse_x`` makes train_X.bin a sparse file of ``train`` images."""
+    folder = t / "stl10_binary"
+    folder.mkdir()
+    rng = np.random.RandomState(0)
+    for split, n in (("train", train), ("test", test)):
+        path = folder / f"{split}_X.bin"
+        if split == "train" and sparse_x:
+            with open(path, "wb") as fh:
+                fh.truncate(n * STL_IMAGE)
+        else:
+            path.write_bytes(rng.randint(0, 255, n * STL_IMAGE).astype(np.uint8).tobytes())
+        labels = folder / f"{split}_y.bin"
+        claimed = train_y if split == "train" else test_y
+        if claimed is not None:
+            with open(labels, "wb") as fh:
+                fh.truncate(claimed)
+        else:
+            labels.write_bytes((np.arange(n) % 10 + 1).astype(np.uint8).tobytes())
+    raw = catalogue.tiny(t, data={"name": "stl10", "root": str(t), "unlabelled": 0})
+    return ["run", catalogue.write_yaml(t, raw), "--out", str(t / "out")]
+
+
 CASES = [
     ("B320", "Python API: analyse(0) before any other stage", lambda t: stage_before_prepare(t, "analyse"), "analyse(0) was called before prepare()"),
     ("B321", "Python API: extract(0) before prepare()", lambda t: stage_before_prepare(t, "extract"), "extract(0) was called before prepare()"),
@@ -52,6 +81,9 @@ CASES = [
     ("B324", "Python API: initial_encoder(0) before prepare()", lambda t: stage_before_prepare(t, "initial"), "initial_encoder(0) was called before prepare()"),
     ("B325", "Python API: analyse(0) after training, before extract(0)", lambda t: analyse_before_extract(t), "analyse(0) was called before extract(0)"),
     ("B326", "Python API: run() of an experiment that already ran to completion", lambda t: second_run(t), "already run to completion"),
+    ("B327", "STL-10 train_y.bin far longer than its images (sparse; read whole before)", lambda t: stl10_run(t, train_y=64 << 20), "has 12 images but train_y.bin has 67,108,864 labels"),
+    ("B328", "STL-10 train_X.bin holding more images than the format's 5,000", lambda t: stl10_run(t, train=5_001, sparse_x=True), "STL-10's train_X.bin holds at most 5,000"),
+    ("B329", "STL-10 test_y.bin shorter than its images", lambda t: stl10_run(t, test_y=9), "test_X.bin has 10 images but test_y.bin has 9 labels"),
 ]
 
 
@@ -76,3 +108,26 @@ def test_round4_bad_input_answers_in_one_line(case_id, what, build, fragment, tm
 def test_round4_case_ids_are_unique_in_order_and_in_range():
     ids = [case_id for case_id, *_ in CASES]
     assert ids == sorted(set(ids), key=lambda i: int(i[1:])) and all(320 <= int(i[1:]) <= 369 for i in ids)
+
+
+def test_stl10_files_claiming_gigabytes_are_refused_in_seconds_with_bounded_memory(tmp_path):
+    """The issue's own sizes, in a fresh process: a 10 GiB sparse train_y.bin, then a train_X.bin of 2,000,000
+    images (55 GB, sparse), each refused within seconds with the memory of importing replearn."""
+    import os
+    import subprocess
+    import sys
+
+    argv = stl10_run(tmp_path, train_y=10 << 30)
+    probe = ("import resource, sys\nfrom replearn.cli import main\ncode = main(sys.argv[1:])\n"
+             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\nsys.exit(code)")
+    env = {**os.environ, "REPLEARN_DATA": str(tmp_path / "none")}
+    for fragment in ("has 10,737,418,240 labels", "holds 2,000,000 images"):
+        started = time.monotonic()
+        result = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, cwd=tmp_path,
+                                timeout=120, env=env)
+        seconds = time.monotonic() - started
+        assert result.returncode == 2 and fragment in result.stderr and "Traceback" not in result.stderr, result.stderr
+        assert seconds < 60 and int(result.stdout.split()[-1]) / 1024 < 1500
+        assert not (tmp_path / "out").exists()
+        with open(tmp_path / "stl10_binary" / "train_X.bin", "wb") as fh:
+            fh.truncate(2_000_000 * STL_IMAGE)
