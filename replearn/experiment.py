@@ -120,7 +120,8 @@ class Experiment:
                     self.run_dir.check_same_data(data.summary())
                 if self.config.train.labels_per_class:
                     self.labelled = labelled_subset(data.train_y.numpy(), self.config.train.labels_per_class,
-                                                    self.config.data.split_seed, data.class_names)
+                                                    self.config.data.split_seed, data.class_names,
+                                                    data.num_classes)
             except BaseException:  # refused: a cache the source made for these data goes too
                 self.plugins.dataset.discard()
                 raise

@@ -73,6 +73,20 @@ def stl10_run(t: Path, train: int = 12, test: int = 10, train_y: int | None = No
     return ["run", catalogue.write_yaml(t, raw), "--out", str(t / "out")]
 
 
+def budget_run(t: Path, full: bool = False) -> list[str]:
+    """A label budget over blobs whose class 2 is only in the test split; ``full``: every analysis, as a real
+    config would (the failure then came late, after the run directory was written)."""
+    from conftest import make_blob_images
+
+    x, y = make_blob_images(96, seed=1)
+    npz = catalogue.blobs_npz(t, train_x=x[y != 2], train_y=y[y != 2], name="budget.npz")
+    raw = catalogue.tiny(t, train={"labels_per_class": 2})
+    raw["data"]["root"] = str(npz)
+    if full:
+        raw["analysis"]["skip"] = []
+    return ["run", catalogue.write_yaml(t, raw), "--out", str(t / "out")]
+
+
 CASES = [
     ("B320", "Python API: analyse(0) before any other stage", lambda t: stage_before_prepare(t, "analyse"), "analyse(0) was called before prepare()"),
     ("B321", "Python API: extract(0) before prepare()", lambda t: stage_before_prepare(t, "extract"), "extract(0) was called before prepare()"),
@@ -84,6 +98,8 @@ CASES = [
     ("B327", "STL-10 train_y.bin far longer than its images (sparse; read whole before)", lambda t: stl10_run(t, train_y=64 << 20), "has 12 images but train_y.bin has 67,108,864 labels"),
     ("B328", "STL-10 train_X.bin holding more images than the format's 5,000", lambda t: stl10_run(t, train=5_001, sparse_x=True), "STL-10's train_X.bin holds at most 5,000"),
     ("B329", "STL-10 test_y.bin shorter than its images", lambda t: stl10_run(t, test_y=9), "test_X.bin has 10 images but test_y.bin has 9 labels"),
+    ("B330", "label budget with a class present in test but absent from train", lambda t: budget_run(t), "train.labels_per_class=2 but class '2' has no training image"),
+    ("B331", "the same, with every analysis (it failed late and left the run folder)", lambda t: budget_run(t, full=True), "class '2' has no training image"),
 ]
 
 
