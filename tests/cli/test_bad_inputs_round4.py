@@ -87,6 +87,16 @@ def budget_run(t: Path, full: bool = False) -> list[str]:
     return ["run", catalogue.write_yaml(t, raw), "--out", str(t / "out")]
 
 
+ENVIRONMENT: dict[str, str] = {}  # what the next case's command runs with (set by its builder)
+
+
+def with_env(variables: dict[str, str], argv: list[str]) -> list[str]:
+    """``argv`` run with these environment variables (as a hand-written torchrun environment would be)."""
+    ENVIRONMENT.clear()
+    ENVIRONMENT.update(variables)
+    return argv
+
+
 CASES = [
     ("B320", "Python API: analyse(0) before any other stage", lambda t: stage_before_prepare(t, "analyse"), "analyse(0) was called before prepare()"),
     ("B321", "Python API: extract(0) before prepare()", lambda t: stage_before_prepare(t, "extract"), "extract(0) was called before prepare()"),
@@ -100,13 +110,25 @@ CASES = [
     ("B329", "STL-10 test_y.bin shorter than its images", lambda t: stl10_run(t, test_y=9), "test_X.bin has 10 images but test_y.bin has 9 labels"),
     ("B330", "label budget with a class present in test but absent from train", lambda t: budget_run(t), "train.labels_per_class=2 but class '2' has no training image"),
     ("B331", "the same, with every analysis (it failed late and left the run folder)", lambda t: budget_run(t, full=True), "class '2' has no training image"),
+    ("B332", "--nproc that is not a whole number", lambda t: ["run", "--nproc", "1.5"], "argument --nproc: invalid int value: '1.5'"),
+    ("B333", "compare without a directory", lambda t: ["compare"], "the following arguments are required: RUN_OR_SWEEP_DIR"),
+    ("B334", "an abbreviated option (--npro for --nproc; it reached torchrun)", lambda t: ["run", "--npro", "2"], "abbreviations are not accepted"),
+    ("B335", "WORLD_SIZE and RANK set by hand without MASTER_ADDR", lambda t: with_env({"WORLD_SIZE": "2", "RANK": "0"}, ["run"]), "WORLD_SIZE=2 is set but MASTER_ADDR and MASTER_PORT are not"),
+    ("B336", "WORLD_SIZE that is not a number", lambda t: with_env({"WORLD_SIZE": "abc"}, ["run"]), "WORLD_SIZE='abc' is not a whole number"),
+    ("B337", "RANK outside the world", lambda t: with_env({"WORLD_SIZE": "2", "RANK": "2", "MASTER_ADDR": "localhost", "MASTER_PORT": "29500"}, ["run"]), "RANK=2 is outside 0..1"),
+    ("B338", "--threads far beyond the cores (libgomp ran out of memory)", lambda t: ["run", "--threads", "100000"], "more than 4 threads for each of this machine's"),
 ]
 
 
 @pytest.mark.parametrize("case_id, what, build, fragment", CASES, ids=[c[0] for c in CASES])
 def test_round4_bad_input_answers_in_one_line(case_id, what, build, fragment, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    ENVIRONMENT.clear()
     probe = build(tmp_path)
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in ENVIRONMENT.items():
+        monkeypatch.setenv(name, value)
     if isinstance(probe, list):
         catalogue.test_bad_input_answers_in_one_line(case_id, what, lambda t: probe, fragment, tmp_path, capsys,
                                                      monkeypatch)
