@@ -5,11 +5,13 @@ traceback, nothing on disk changed, under 30 s. A case whose builder returns a f
 a Python API call: it must raise a ``ReplearnError`` whose one line holds the fragment, and change nothing on disk."""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import test_bad_inputs as catalogue
@@ -97,6 +99,81 @@ def with_env(variables: dict[str, str], argv: list[str]) -> list[str]:
     return argv
 
 
+_FINISHED: list[Path] = []
+
+
+def run_copy(t: Path, name: str = "run") -> Path:
+    """A copy of one finished tiny run (trained once per test session), at ``t / name``."""
+    import shutil
+    import tempfile
+
+    if not _FINISHED:
+        _FINISHED.append(catalogue.finished_run(Path(tempfile.mkdtemp(prefix="replearn-round4-"))))
+    shutil.copytree(_FINISHED[0], t / name, symlinks=True)
+    return t / name
+
+
+def damaged(t: Path, rel: str, change: Callable[[Path], None]) -> list[str]:
+    """`replearn compare` of a run copy whose file ``rel`` is changed by ``change``, with a second good run."""
+    run = run_copy(t)
+    change(run / rel)
+    other = run_copy(t, "other")
+    config = other / "config.yaml"
+    config.write_text(config.read_text().replace("seeds:\n  - 0", "seeds:\n  - 1"))
+    return ["compare", str(run), str(other), "--out", str(t / "cmp")]
+
+
+def edit_csv(change: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable[[Path], None]:
+    def edit(path: Path) -> None:
+        change(pd.read_csv(path)).to_csv(path, index=False)
+    return edit
+
+
+def set_column(column: str, value: object) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    def change(frame: pd.DataFrame) -> pd.DataFrame:
+        frame[column] = frame[column].astype(object)
+        frame.loc[1, column] = value
+        return frame
+    return change
+
+
+def edit_models(path: Path) -> None:
+    models = json.loads(path.read_text())
+    models[-1]["color"] = "not-a-colour"
+    path.write_text(json.dumps(models))
+
+
+def uneven_predictions(path: Path) -> None:
+    arrays = dict(np.load(path))
+    arrays["supervised"] = arrays["supervised"][:-3]
+    np.savez(path, **arrays)
+
+
+def oversized(path: Path) -> None:
+    with open(path, "r+b") as fh:
+        fh.truncate(65 << 20)  # a sparse tail: the size alone must refuse it, before any read
+
+
+def copies(t: Path) -> list[str]:
+    run = run_copy(t, "a")
+    run_copy(t, "b")
+    return ["compare", str(run), str(t / "b"), "--out", str(t / "cmp")]
+
+
+def out_into_run(t: Path) -> list[str]:
+    run = run_copy(t)
+    (run / "compare.html").write_text("<html>stray</html>")
+    other = run_copy(t, "other")
+    return ["compare", str(other), "--out", str(run)]
+
+
+def escaping_manifest(t: Path) -> list[str]:
+    run_copy(t, "outside")
+    (t / "sweep").mkdir()
+    (t / "sweep" / "sweep.json").write_text(json.dumps({"keys": [], "runs": [{"name": "x", "dir": "../outside"}]}))
+    return ["compare", str(t / "sweep"), "--out", str(t / "cmp")]
+
+
 CASES = [
     ("B320", "Python API: analyse(0) before any other stage", lambda t: stage_before_prepare(t, "analyse"), "analyse(0) was called before prepare()"),
     ("B321", "Python API: extract(0) before prepare()", lambda t: stage_before_prepare(t, "extract"), "extract(0) was called before prepare()"),
@@ -117,6 +194,18 @@ CASES = [
     ("B336", "WORLD_SIZE that is not a number", lambda t: with_env({"WORLD_SIZE": "abc"}, ["run"]), "WORLD_SIZE='abc' is not a whole number"),
     ("B337", "RANK outside the world", lambda t: with_env({"WORLD_SIZE": "2", "RANK": "2", "MASTER_ADDR": "localhost", "MASTER_PORT": "29500"}, ["run"]), "RANK=2 is outside 0..1"),
     ("B338", "--threads far beyond the cores (libgomp ran out of memory)", lambda t: ["run", "--threads", "100000"], "more than 4 threads for each of this machine's"),
+    ("B340", "compare: probes.csv whose accuracy is text", lambda t: damaged(t, "metrics/probes.csv", edit_csv(set_column("test_accuracy", "high"))), "probes.csv' column 'test_accuracy' holds 'high', not a number"),
+    ("B341", "compare: probes.csv without its probe column", lambda t: damaged(t, "metrics/probes.csv", edit_csv(lambda f: f.drop(columns="probe"))), "probes.csv' has no 'probe' column"),
+    ("B342", "compare: probes.csv without its depth column", lambda t: damaged(t, "metrics/probes.csv", edit_csv(lambda f: f.drop(columns="depth"))), "probes.csv' has no 'depth' column"),
+    ("B343", "compare: probes.csv accuracy outside 0..1", lambda t: damaged(t, "metrics/probes.csv", edit_csv(set_column("test_accuracy", 1.5))), "column 'test_accuracy' holds 1.5, outside 0..1"),
+    ("B344", "compare: a colour in models.json that is not a colour", lambda t: damaged(t, "models.json", edit_models), "the colour 'not-a-colour', which is not a colour"),
+    ("B345", "compare: prediction arrays of different lengths", lambda t: damaged(t, "artifacts/predictions_seed0.npz", uneven_predictions), "predictions_seed0.npz' holds arrays of different lengths"),
+    ("B346", "compare: gradient-norm column of text", lambda t: damaged(t, "metrics/train_supervised_seed0.csv", edit_csv(set_column("grad_norm_stage1", "big"))), "column 'grad_norm_stage1' holds 'big'"),
+    ("B347", "compare: CKA of text", lambda t: damaged(t, "metrics/cka.csv", edit_csv(set_column("cka", "x"))), "cka.csv' column 'cka' holds 'x'"),
+    ("B348", "compare: a probes.csv beyond any run's size (294 MB read whole before)", lambda t: damaged(t, "metrics/probes.csv", oversized), "probes.csv' is 65 MiB, more than a run writes (64 MiB at most)"),
+    ("B349", "compare: two copies of one run (same config and seed), pooled as two seeds before", lambda t: copies(t), "are the same run (the same config and seeds 0)"),
+    ("B350", "compare --out into a run folder holding a stray compare.html", lambda t: out_into_run(t), "is a run or sweep directory: its tables/ and figures/ would be overwritten"),
+    ("B351", "compare: sweep.json naming a run outside the sweep (../outside)", lambda t: escaping_manifest(t), "names the run directory '../outside', which is not inside the sweep"),
 ]
 
 
