@@ -50,8 +50,28 @@ def _config_keys_help() -> str:
     return "\n".join(lines)
 
 
+class UsageError(Exception):
+    """A command line argparse refused: its message and the (sub)command whose --help shows the usage."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(message)
+        self.prog, self.message = prog, message
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with an argument error as one line (``main`` prints it, exit 2) instead of the multi-line usage,
+    and without abbreviations: ``--npro 2`` is refused, not taken for ``--nproc`` (nor passed on to torchrun)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        raise UsageError(self.prog, message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="replearn",
         description="Train one encoder under several objectives (supervised, autoencoders, contrastive, …) from the "
                     "same initial weights and compare what each learned: probes at every layer, similarity and "
@@ -427,7 +447,15 @@ def main(argv: list[str] | None = None) -> int:
     interrupted): replearn's own errors name the problem and the fix; any other exception is summarised
     the same way (with REPLEARN_DEBUG=1 it is raised with its traceback instead)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        fix = f"see {exc.prog} --help for the arguments it takes"
+        if exc.message.startswith("unrecognized arguments"):
+            fix = f"write each option in full (abbreviations are not accepted) and {fix[:1].lower()}{fix[1:]}"
+        usage = ReplearnError(exc.message, fix)
+        print(f"replearn: error: {usage.one_line()}", file=sys.stderr)
+        return 2
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.command is None:
         parser.print_help()

@@ -24,7 +24,8 @@ from . import compare_plots
 from .analyses import RunArtifacts, Section
 from .analyses.render import figure, table
 from .analyses.summary import reference_regime
-from .artifacts import atomic_write_text
+from .artifacts import RUN_MARKER, atomic_write_text
+from .compare_checks import check_duplicates, check_run
 from .compare_runs import Layout, RunEntry, find_runs, layout
 from .errors import RunDirError
 from .similarity import minibatch_cka
@@ -330,10 +331,15 @@ def default_out(paths: list[str | Path]) -> Path:
     return Path("reports") / f"compare-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def check_out(out: Path) -> None:
-    """The output folder must be absent, empty, or an earlier comparison (which is replaced)."""
+def check_out(out: Path, runs: list[RunEntry] | None = None) -> None:
+    """The output folder must be absent, empty, or an earlier comparison (which is replaced) — never a run or
+    sweep directory, whose tables/ and figures/ a comparison would overwrite."""
     if out.exists() and not out.is_dir():
         raise RunDirError(f"compare output '{out}' exists and is a file", "choose another --out directory")
+    inputs = {run.path.resolve() for run in runs or []}
+    if (out / RUN_MARKER).is_file() or (out / MANIFEST).is_file() or (out.exists() and out.resolve() in inputs):
+        raise RunDirError(f"compare output '{out}' is a run or sweep directory: its tables/ and figures/ would be "
+                          "overwritten", "choose another --out directory (e.g. a new folder beside it)")
     if out.is_dir() and any(out.iterdir()) and not (out / "compare.html").is_file():
         raise RunDirError(f"compare output '{out}' is a folder that is not an earlier comparison",
                           "choose another --out directory (an empty or new one)")
@@ -343,7 +349,10 @@ def compare(paths: list[str | Path], out: str | Path | None = None) -> Path:
     """Write the cross-run report of the given run or sweep directories; returns compare.html's path."""
     runs, swept, notes = find_runs(paths)
     target = Path(out) if out is not None else default_out(paths)
-    check_out(target)
+    check_out(target, runs)
+    check_duplicates(runs)
+    for run in runs:  # every input read and checked before anything is written
+        check_run(run)
     lay = layout(runs, swept)
     if not any(r.has_results for r in runs):
         raise RunDirError("none of the runs has saved results yet (metrics/probes.csv)",

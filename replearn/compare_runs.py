@@ -68,13 +68,29 @@ def _sweep_runs(path: Path) -> tuple[list[RunEntry], list[str], list[str]]:
     except (OSError, ValueError, KeyError, TypeError):
         raise RunDirError(f"'{path / MANIFEST}' is damaged", "run the sweep again to rewrite it") from None
     entries, notes = [], []
+    if not isinstance(runs, list) or not all(isinstance(run, dict) for run in runs):
+        raise RunDirError(f"'{path / MANIFEST}' is damaged", "run the sweep again to rewrite it")
     for run in runs:
         run_dir = path / str(run.get("dir", ""))
+        if not inside(run_dir, path):
+            raise RunDirError(f"'{path / MANIFEST}' names the run directory '{str(run.get('dir'))[:80]}', which is not "
+                              "inside the sweep", "run the sweep again to rewrite its manifest, or compare the run "
+                                                  "directory itself")
         if (run_dir / RUN_MARKER).is_file() and (run_dir / "config.yaml").is_file():
             entries.append(read_run(run_dir, f"{path.name}/{run_dir.name}"))
         else:
             notes.append(f"{path.name}/{run.get('name')}: not started")
     return entries, keys, notes
+
+
+def inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` names a folder below ``folder`` without climbing out of it (no absolute path, no ``..``);
+    a run folder inside the sweep that is a link is followed, as the sweep's owner made it."""
+    try:
+        rel = path.relative_to(folder)
+    except ValueError:
+        return False
+    return bool(rel.parts) and ".." not in rel.parts and rel.parts != (".",)
 
 
 def find_runs(paths: list[str | Path]) -> tuple[list[RunEntry], list[str], list[str]]:

@@ -56,9 +56,39 @@ def world() -> World:
     return _world
 
 
+TORCHRUN_FIX = ("start the processes with torchrun (or replearn run --nproc N), which sets WORLD_SIZE, RANK, "
+                "LOCAL_RANK, MASTER_ADDR and MASTER_PORT; or unset WORLD_SIZE to run one process")
+
+
+def _environment_int(name: str, default: str, low: int, high: int | None = None) -> int:
+    """An integer variable of torchrun's environment in ``low..high``, refused in one line otherwise."""
+    text = os.environ.get(name, default).strip() or default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"the environment variable {name}={text[:40]!r} is not a whole number", TORCHRUN_FIX) \
+            from None
+    if value < low or (high is not None and value > high):
+        span = f"{low}..{high}" if high is not None else f"at least {low}"
+        raise ConfigError(f"the environment variable {name}={value} is outside {span}", TORCHRUN_FIX)
+    return value
+
+
 def launched_size() -> int:
-    """How many processes torchrun started (``WORLD_SIZE``; 1 when not started by torchrun)."""
-    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+    """How many processes torchrun started (``WORLD_SIZE``; 1 when not started by torchrun). The rest of
+    torchrun's environment is checked with it, so that a hand-set or partial one is refused in one line."""
+    size = _environment_int("WORLD_SIZE", "1", 1)
+    if size > 1:
+        if "RANK" not in os.environ:
+            raise ConfigError(f"WORLD_SIZE={size} is set but RANK is not", TORCHRUN_FIX)
+        _environment_int("RANK", "", 0, size - 1)
+        _environment_int("LOCAL_RANK", "0", 0, size - 1)
+        missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name, "").strip()]
+        if missing:
+            raise ConfigError(f"WORLD_SIZE={size} is set but {' and '.join(missing)} "
+                              f"{'is' if len(missing) == 1 else 'are'} not (where the processes meet)", TORCHRUN_FIX)
+        _environment_int("MASTER_PORT", "", 1, 65535)
+    return size
 
 
 def backend_for(requested: str, device: torch.device) -> str:

@@ -85,6 +85,9 @@ class Experiment:
         self._extraction_seconds = 0.0
         self._seed_analysis_started: dict[int, float] = {}  # when each seed's extraction began (for the ETA)
         self._running = False  # set once this process has marked the run directory as running (prepare)
+        self._prepared = False  # prepare() has run: the data are loaded and the run directory exists
+        self._analysed_seeds: set[int] = set()  # the seeds analyse() has run for
+        self._completed = False  # run() finished: the run directory is complete and is not to be touched again
 
     @classmethod
     def resume(cls, run_dir: str | Path, progress: bool = True) -> "Experiment":
@@ -117,7 +120,8 @@ class Experiment:
                     self.run_dir.check_same_data(data.summary())
                 if self.config.train.labels_per_class:
                     self.labelled = labelled_subset(data.train_y.numpy(), self.config.train.labels_per_class,
-                                                    self.config.data.split_seed, data.class_names)
+                                                    self.config.data.split_seed, data.class_names,
+                                                    data.num_classes)
             except BaseException:  # refused: a cache the source made for these data goes too
                 self.plugins.dataset.discard()
                 raise
@@ -128,8 +132,13 @@ class Experiment:
         """Load the data, then create (or reopen, when resuming) the run directory and write what a run
         starts with; analyses are prepared on the stratified view of the data they use. With several processes
         rank 0 alone writes, once every rank has checked its inputs."""
+        self._refuse_if_complete("prepare()")
+        if self._prepared:
+            raise ReplearnError(f"prepare() was already called for {self.run_dir}",
+                                "call each stage once; build a new Experiment for another run")
         distributed.wait_for_main()
         if not self.world.main:
+            self._prepared = True
             self.analysed = analysis_view(self.load_data(), self.config.analysis.max_images_per_split,
                                           self.config.data.split_seed)
             return
@@ -156,6 +165,7 @@ class Experiment:
             raise self.run_dir.write_failure(exc, self.resuming) from None
         self.analysed = analysis_view(self.probe_data(), self.config.analysis.max_images_per_split,
                                       self.config.data.split_seed)
+        self._prepared = True
         if self.analysed is not data:
             log(f"analyses use a stratified subset: {len(self.analysed.train_y)} train / {len(self.analysed.val_y)} "
                 f"val / {len(self.analysed.test_y)} test images ("
@@ -185,6 +195,7 @@ class Experiment:
 
     def initial_encoder(self, seed: int) -> Encoder:
         """The seed's initial encoder, saved once so that every regime (and a resumed run) starts from it."""
+        self._need_stage(f"initial_encoder({seed!r})", "prepare()", self._prepared)
         data, cfg = self.data, self.config
         encoder = build_encoder(cfg.model, data.image_shape, seed)
         path = self.run_dir.initial_weights(seed)
@@ -201,6 +212,8 @@ class Experiment:
 
     def train(self, regime: Regime | str, seed: int) -> Encoder:
         """Train ``regime`` from the seed's initial encoder (or load it, when its checkpoint exists)."""
+        self._need_stage(f"train({regime if isinstance(regime, str) else regime.name!r}, {seed!r})", "prepare()",
+                         self._prepared)
         regime = self.plugins.regime(regime) if isinstance(regime, str) else regime
         init = self.encoders.get(seed, {}).get("random") or self.initial_encoder(seed)
         self.clock.begin(regime.name)
@@ -256,6 +269,8 @@ class Experiment:
     def extract(self, seed: int) -> dict[str, Features]:
         """Features of every model of the seed for every analysed split, each extracted once: the
         seed-independent baselines (raw pixels, PCA of pixels) once per run, the encoders once per seed."""
+        self._need_stage(f"extract({seed!r})", "prepare()", self._prepared)
+        self._need_stage(f"extract({seed!r})", f"train(regime, {seed!r})", seed in self.encoders)
         started = time.perf_counter()
         data, cfg = self.analysed, self.config
         splits = {"train": data.train_x, "val": data.val_x, "test": data.test_x}
@@ -280,6 +295,8 @@ class Experiment:
 
     def analyse(self, seed: int) -> dict[str, pd.DataFrame]:
         """Run every analysis on the seed's features (in the order their requirements give) and keep the tables."""
+        self._need_stage(f"analyse({seed!r})", "prepare()", self._prepared)
+        self._need_stage(f"analyse({seed!r})", f"extract({seed!r})", seed in self._features)
         features = self._features.pop(seed)
         fresh = [m for m in features if m not in self._baselines.get("analysed", ())]
         self._baselines["analysed"] = ["pixels", "pca"]
@@ -295,12 +312,15 @@ class Experiment:
                 self.results.setdefault(key, []).append(frame)
             if time.perf_counter() - one_started > 0.5:
                 log(f"seed {seed}: {analysis.name} done ({time.perf_counter() - one_started:.1f}s)")
+        self._analysed_seeds.add(seed)
         self.clock.analysed(time.perf_counter() - self._seed_analysis_started.pop(seed, started))
         log(f"seed {seed}: analyses done in {time.perf_counter() - started:.1f}s{self.clock.suffix()}")
         return ctx.tables
 
     def finish(self, wall_seconds: float) -> dict[str, Any]:
         """Across-seed analyses, then every table and the run's summary on disk."""
+        self._need_stage(f"finish({wall_seconds!r})", "prepare()", self._prepared)
+        self._need_stage(f"finish({wall_seconds!r})", "analyse(seed) of at least one seed", bool(self._analysed_seeds))
         for analysis in self.plugins.analyses:
             for key, frame in analysis.finish(self.context).items():
                 self.results.setdefault(key, []).append(frame)
@@ -318,6 +338,8 @@ class Experiment:
     def run(self) -> Path:
         """Every stage in order; returns the report's path. On SIGINT/SIGTERM the work done is kept and the
         run is resumable; any failure after the directory exists leaves status ``failed`` with the reason."""
+        self._refuse_if_complete("run()")
+        self._running = False  # only a run directory marked running by this call is recorded on failure
         started = time.perf_counter()
         try:
             self.prepare()
@@ -339,11 +361,27 @@ class Experiment:
                 # complete means every artifact, the report included, exists: it is rendered as complete first
                 report = self.render({"state": "complete", "message": "", "wall_seconds": wall})
                 self.run_dir.set_status("complete", wall_seconds=wall)
+                self._completed = True
         except BaseException as exc:
             raise self._failed(exc) from None
         for line in closing_summary(self.run_dir.path, time.perf_counter() - started, report):
             log(line)
         return report
+
+    def _need_stage(self, called: str, first: str, done: bool) -> None:
+        """Refuse a stage called out of order, naming the stage that must come first (nothing is touched)."""
+        self._refuse_if_complete(called)
+        if not done:
+            raise ReplearnError(f"{called} was called before {first}",
+                                f"call {first} first (the stages run in the order prepare, train, extract, analyse, "
+                                "finish, render; run() chains them)")
+
+    def _refuse_if_complete(self, called: str) -> None:
+        """A finished experiment is not run again: its run directory stays as it is."""
+        if self._completed:
+            raise ReplearnError(f"{called}: this experiment has already run to completion in {self.run_dir}",
+                                "build a new Experiment with another out= (or force=True to replace the run) "
+                                "to run it again")
 
     def _stop_if_asked(self) -> None:
         """Stop between stages when a signal arrived after the training loop's last look (it only records

@@ -80,6 +80,9 @@ def _cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
         return None
 
 
+THREADS_PER_CORE = 4  # a fixed thread count may oversubscribe the cores (to reproduce another machine's setting), this far
+
+
 def parse_threads(value: str | int | None, source: str) -> int | None:
     """A thread setting from a flag or the environment: None or 'auto' for automatic, else an int ≥ 1."""
     if value is None or (isinstance(value, str) and value.strip().lower() in ("", "auto")):
@@ -91,6 +94,10 @@ def parse_threads(value: str | int | None, source: str) -> int | None:
                           f"set {source} to e.g. 2, or to auto") from None
     if n < 1:
         raise ConfigError(f"{source} must be at least 1, got {n}", f"set {source} to 1 or more, or to auto")
+    most = THREADS_PER_CORE * available_cores()
+    if n > most:  # thousands of OpenMP threads exhaust memory (libgomp aborts) long before they could help
+        raise ConfigError(f"{source} {n} is more than {THREADS_PER_CORE} threads for each of this machine's "
+                          f"{available_cores()} available cores ({most})", f"set {source} to {most} or fewer, or to auto")
     return n
 
 

@@ -20,17 +20,23 @@ from ..seeding import derive_seed
 from .dataset import Dataset
 
 
-def labelled_subset(y: np.ndarray, per_class: int, seed: int, class_names: list[str] | None = None) -> np.ndarray:
-    """Sorted indices of ``per_class`` seeded random training images of every class; refused (one line) when
-    a class has fewer, so that the subset stays class-balanced."""
+def labelled_subset(y: np.ndarray, per_class: int, seed: int, class_names: list[str] | None = None,
+                    num_classes: int | None = None) -> np.ndarray:
+    """Sorted indices of ``per_class`` seeded random training images of every class of the dataset
+    (``num_classes``, else as many as ``class_names`` or the labels give); refused (one line) when a class has
+    fewer, or none (a class only the test split holds), so that the subset stays class-balanced."""
     y = np.asarray(y)
-    counts = np.bincount(y)
-    present = [c for c in range(len(counts)) if counts[c] > 0]
+    classes = max(num_classes or 0, len(class_names or ()), int(y.max()) + 1 if len(y) else 0)
+    counts = np.bincount(y, minlength=classes)
+    present = list(range(classes))
     rarest = min(present, key=lambda c: counts[c])
     if counts[rarest] < per_class:
         name = class_names[rarest] if class_names and rarest < len(class_names) else str(rarest)
-        raise ConfigError(f"train.labels_per_class={per_class} but class '{name}' has only {counts[rarest]} "
-                          "training images", f"set train.labels_per_class to at most {counts[rarest]}, or 0 for all")
+        held = (f"has only {counts[rarest]} training images" if counts[rarest] else
+                "has no training image (the dataset's other splits hold it)")
+        raise ConfigError(f"train.labels_per_class={per_class} but class '{name}' {held}",
+                          f"set train.labels_per_class to at most {counts[rarest]}, or 0 for all"
+                          if counts[rarest] else "give every class training images, or set train.labels_per_class=0")
     rng = np.random.RandomState(derive_seed((seed, per_class), seeding.LABEL_BUDGET) % 2**32)
     picked = [rng.permutation(np.flatnonzero(y == c))[:per_class] for c in present]
     return np.sort(np.concatenate(picked))

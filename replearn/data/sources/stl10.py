@@ -28,6 +28,7 @@ IMAGE_SHAPE = (3, 96, 96)
 IMAGE_BYTES = math.prod(IMAGE_SHAPE)  # 27,648
 LABELLED_FILES = ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin")
 UNLABELLED_FILE = "unlabeled_X.bin"
+MOST_IMAGES = {"train": 5_000, "test": 8_000, "unlabeled": 100_000}  # what the published files hold
 CLASSES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
 FIX = ("download stl10_binary.tar.gz from https://cs.stanford.edu/~acoates/stl10/ and unpack it again "
        "(pass --set data.root=DIR)")
@@ -58,6 +59,7 @@ class Stl10(DatasetSource):
             raise DataError(f"stl10: {path} is missing (the unlabelled images)",
                             f"{FIX}, or set data.unlabelled=0 to train without them")
         layout = raw_file_layout(path, IMAGE_SHAPE, transposed=True, fix=FIX)
+        check_count(path, layout.count, "unlabeled")
         rows = np.arange(min(self.options.unlabelled, layout.count))
         return replace(data, unlabelled_x=ImageStore(path, rows, data.mean, data.std, layout))
 
@@ -88,15 +90,33 @@ def read_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """The images (N×3×96×96 uint8, rows then columns: a view of the memory-mapped file) and labels 0..9."""
     x_path, y_path = folder / f"{split}_X.bin", folder / f"{split}_y.bin"
     count = raw_file_layout(x_path, IMAGE_SHAPE, transposed=True, fix=FIX).count
+    check_count(x_path, count, split)
+    try:  # the label file's size is checked before it is read: one byte a label, one label an image
+        label_bytes = os.path.getsize(y_path)
+    except OSError as exc:
+        raise DataError(f"stl10: {y_path} cannot be read ({exc.strerror or type(exc).__name__})", FIX) from None
+    if label_bytes != count:
+        raise DataError(f"stl10: {x_path.name} has {count:,} images but {y_path.name} has {label_bytes:,} labels "
+                        "(one byte each)", FIX)
     images = np.memmap(x_path, dtype=np.uint8, mode="r", shape=(count, *IMAGE_SHAPE)).transpose(0, 1, 3, 2)
-    labels = np.fromfile(y_path, dtype=np.uint8)
+    try:
+        labels = np.fromfile(y_path, dtype=np.uint8, count=count)
+    except OSError as exc:
+        raise DataError(f"stl10: {y_path} cannot be read ({exc.strerror or type(exc).__name__})", FIX) from None
     if len(labels) != count:
-        raise DataError(f"stl10: {x_path.name} has {count:,} images but {y_path.name} has {len(labels):,} labels",
-                        FIX)
+        raise DataError(f"stl10: {y_path.name} changed while it was read ({len(labels):,} of {count:,} labels)", FIX)
     if labels.min() < 1 or labels.max() > len(CLASSES):
         raise DataError(f"stl10: {y_path} holds labels {labels.min()}..{labels.max()}, not 1..{len(CLASSES)}",
                         FIX)
     return images, labels.astype(np.int64) - 1
+
+
+def check_count(path: Path, count: int, split: str) -> None:
+    """Refuse a file holding more images than STL-10's file of that split does (before anything is allocated)."""
+    most = MOST_IMAGES[split]
+    if count > most:
+        raise DataError(f"stl10: {path} holds {count:,} images of {IMAGE_BYTES:,} bytes; STL-10's {path.name} holds "
+                        f"at most {most:,} (a damaged file or not STL-10)", FIX)
 
 
 def class_names(folder: Path) -> list[str]:
