@@ -92,7 +92,11 @@ def _studies(results: dict[str, dict]) -> list[dict]:
 
 
 def _cell(row: dict, value: str) -> str:
-    return f"{row[value]:.3f} [{row['95% low']:.3f}, {row['95% high']:.3f}]"
+    """'0.871 [0.868, 0.874]'; a tie or a single seed (no low/high, or '–'): the value and the interval's name."""
+    low, high = row.get("95% low"), row.get("95% high")
+    if isinstance(low, (int, float)) and isinstance(high, (int, float)):
+        return f"{row[value]:.3f} [{low:.3f}, {high:.3f}]"
+    return f"{row[value]:.3f} ({row.get('interval') or 'no interval'})"
 
 
 def _x_columns(frame_rows: list[dict], fixed: set[str]) -> list[str]:
@@ -103,7 +107,7 @@ def study_tables(study: dict) -> str:
     """A study's curves as Markdown: latent-probe accuracy [95% interval over seeds] per regime and swept
     value, and each regime's gap to the reference [paired-bootstrap 95% interval]."""
     probes, gaps = study["tables"].get("probes", []), study["tables"].get("gap", [])
-    keys = _x_columns(probes, {"model", "accuracy", "95% low", "95% high", "seeds"})
+    keys = _x_columns(probes, {"model", "accuracy", "95% low", "95% high", "interval", "seeds"})
     models = list(dict.fromkeys(r["model"] for r in probes))
     comparisons = list(dict.fromkeys(r["comparison"] for r in gaps))
     rows = {}

@@ -2,8 +2,9 @@
 
 Every measure is read from the runs' saved files (nothing is retrained) and drawn against the swept value
 (``compare_runs.layout``): each model's linear-probe accuracy on the latent and on its best layer (chosen
-on validation accuracy), mean ± 95% t-interval over seeds; each regime's gap to the reference regime with
-a paired-bootstrap interval over the same test images of every seed; CKA between the regimes of a run and
+on validation accuracy), mean and 95% interval over seeds (``stats.seed_interval``: logit-scale t-interval for
+accuracies and CKA, none for one seed, a tie named as such); each regime's gap to the reference regime with a
+two-level paired bootstrap over seeds and the same test images (``stats.paired_gap``; one seed: images only); CKA between the regimes of a run and
 between runs (each run's latent against the same regime at the first swept value, same seed, on the same
 evaluation images); intrinsic dimension and gradient norms by layer; and a table of every run with the
 config values that differ. Figures go to figures/ (PNG) and tables to tables/ (CSV, LaTeX) beside
@@ -29,16 +30,28 @@ from .compare_checks import check_duplicates, check_run
 from .compare_runs import Layout, RunEntry, find_runs, layout
 from .errors import RunDirError
 from .similarity import minibatch_cka
-from .stats import mean_ci, paired_bootstrap
+from .stats import paired_gap, seed_interval, seeds_note
 from .sweep import MANIFEST, flow
 from .version import __version__
 
-PLUS_MINUS = "Error bars and ± are 95% intervals: a t-interval over seeds, or (gaps) a paired bootstrap over test images."
+PLUS_MINUS = ("Error bars and the low/high columns are 95% intervals, and the 'interval' column names each: a "
+              "t-interval over seeds (on the logit scale for accuracies and CKA, so it stays inside [0, 1]), or for "
+              "gaps a two-level paired bootstrap over seeds and test images (one seed: test images only). One seed "
+              "shows no interval; seeds that all gave the same value are a tie.")
 Measure = Callable[[RunEntry], list[dict[str, Any]]]
 
 
-def aggregate(lay: Layout, measure: Measure) -> pd.DataFrame:
-    """The measure of every run, pooled over the runs (seeds) of each point: mean and 95% t-interval."""
+def interval_columns(values: list[float], bounded: bool) -> dict[str, Any]:
+    """mean, low, high (missing for one seed or a tie) and the interval's name, for one point of a figure."""
+    iv = seed_interval(values, bounded=bounded)
+    shown = iv.has_interval
+    return {"mean": iv.mean, "low": iv.low if shown else np.nan, "high": iv.high if shown else np.nan,
+            "interval": iv.label(), "n": iv.n}
+
+
+def aggregate(lay: Layout, measure: Measure, bounded: bool = False) -> pd.DataFrame:
+    """The measure of every run, pooled over the runs (seeds) of each point: mean and 95% interval over seeds
+    (``bounded``: the measure lies in [0, 1], its interval too)."""
     rows = []
     for (panel, _label), runs in lay.groups.items():
         samples: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -46,13 +59,12 @@ def aggregate(lay: Layout, measure: Measure) -> pd.DataFrame:
             for row in measure(run):
                 samples.setdefault((row.get("panel", ""), row["series"]), []).append(row)
         for (sub, series), found in samples.items():
-            mean, low, high = mean_ci([r["value"] for r in found])
             value = runs[0].config.get(lay.x_key) if lay.x_key else None
             layers = sorted({str(r["layer"]) for r in found if "layer" in r})
             rows.append({"panel": " · ".join(p for p in (panel if len(lay.panels) > 1 else "", sub) if p) or "all runs",
                          "x_label": lay.x_label(value), "x": lay.x_position(value), "series": series,
                          "color": found[0]["color"],
-                         "mean": mean, "low": low, "high": high, "n": len(found),
+                         **interval_columns([r["value"] for r in found], bounded),
                          **({"layer": ", ".join(layers)} if layers else {})})
     return pd.DataFrame(rows)
 
@@ -165,7 +177,7 @@ def _correct(run: RunEntry, a: str, b: str) -> list[tuple[np.ndarray, np.ndarray
 
 def gaps(lay: Layout, reference: str) -> pd.DataFrame:
     """Each regime minus the reference (latent linear probe), pooled over the seeds of each point, with a
-    paired-bootstrap 95% interval over the same test images (``stats.paired_bootstrap``)."""
+    95% interval from ``stats.paired_gap``: two-level paired bootstrap (seeds, then the same test images)."""
     rows = []
     for (panel, _label), runs in lay.groups.items():
         regimes = list(dict.fromkeys(r for run in runs for r in run.artifacts.regimes() if r != reference))
@@ -173,13 +185,17 @@ def gaps(lay: Layout, reference: str) -> pd.DataFrame:
             pairs = [p for run in runs for p in _correct(run, regime, reference)]
             if not pairs or len({len(a) for a, _ in pairs}) != 1:
                 continue
-            boot = paired_bootstrap(np.stack([a for a, _ in pairs]), np.stack([b for _, b in pairs]), n_boot=2000)
+            boot = paired_gap(np.stack([a for a, _ in pairs]), np.stack([b for _, b in pairs]), n_boot=2000)
+            tie = boot["method"] == "tie"
+            how = ("tie: the same images right and wrong" if tie else
+                   f"two-level bootstrap, {len(pairs)} seeds" if len(pairs) > 1 else "bootstrap over images, 1 seed")
             label, color = runs[0].artifacts.style(regime)
             value = runs[0].config.get(lay.x_key) if lay.x_key else None
             rows.append({"panel": panel if len(lay.panels) > 1 else "all runs", "x_label": lay.x_label(value),
                          "x": lay.x_position(value), "series": f"{label} − {runs[0].artifacts.style(reference)[0]}",
-                         "color": color, "mean": boot["difference"], "low": boot["ci_low"], "high": boot["ci_high"],
-                         "n": len(pairs), "p": boot["p_value"]})
+                         "color": color, "mean": boot["difference"], "low": np.nan if tie else boot["ci_low"],
+                         "high": np.nan if tie else boot["ci_high"], "interval": how, "n": len(pairs),
+                         "p": boot["p_value"]})
     return pd.DataFrame(rows)
 
 
@@ -207,12 +223,11 @@ def cross_run_cka(lay: Layout) -> pd.DataFrame:
                     for regime in [r for r in run.artifacts.regimes() if r in arrays and r in ref]:
                         samples.setdefault(regime, []).append(minibatch_cka(arrays[regime], ref[regime]))
             for regime, values in samples.items():
-                mean, low, high = mean_ci(values)
                 label, color = runs[0].artifacts.style(regime)
                 value = runs[0].config.get(lay.x_key) if lay.x_key else None
                 rows.append({"panel": panel if len(lay.panels) > 1 else "all runs", "x_label": lay.x_label(value),
-                             "x": lay.x_position(value), "series": label, "color": color, "mean": mean, "low": low,
-                             "high": high, "n": len(values)})
+                             "x": lay.x_position(value), "series": label, "color": color,
+                             **interval_columns(values, bounded=True)})
     return pd.DataFrame(rows)
 
 
@@ -229,10 +244,13 @@ class Output:
 
 
 def result_table(frame: pd.DataFrame, lay: Layout, value: str, series: str = "model") -> pd.DataFrame:
-    """A figure's numbers as a table: panel, swept value, series, mean and 95% interval, and seeds."""
+    """A figure's numbers as a table: panel, swept value, series, mean, 95% interval and its name, and seeds; no
+    low/high columns when no point has an interval (one seed, or ties)."""
     x_title = lay.x_key or "runs"
     columns = {"panel": "panel", "x_label": x_title, "series": series, "layer": "best layer (by validation)",
-               "mean": value, "low": "95% low", "high": "95% high", "n": "seeds"}
+               "mean": value, "low": "95% low", "high": "95% high", "interval": "interval", "n": "seeds"}
+    if frame[["low", "high"]].isna().all().all():
+        frame = frame.drop(columns=["low", "high"])
     shown = frame.sort_values(["panel", "x"], kind="stable")[[c for c in columns if c in frame]]
     return shown.rename(columns=columns)
 
@@ -249,7 +267,8 @@ def figure_section(lay: Layout, out: Output, spec: dict[str, Any]) -> Section | 
                                       log_y=spec.get("log_y", False), zero_line=spec.get("zero", False))
     tab = result_table(frame, lay, spec["y"], spec.get("series", "model"))
     return Section(spec["name"], spec["title"], spec["guide"], figures=[figure(fig, spec["name"], out.exports)],
-                   table=table(tab, spec["name"], out.exports, decimals=4), caption=PLUS_MINUS)
+                   table=table(tab, spec["name"], out.exports, decimals=4),
+                   caption=PLUS_MINUS + " " + (seeds_note(int(frame.n.min())) or ""))
 
 
 def runs_section(runs: list[RunEntry], lay: Layout, notes: list[str], out: Output) -> Section:
@@ -276,7 +295,8 @@ GUIDES = {
     "probes": "Linear-probe test accuracy of every model's final layer (the latent; raw pixels: the input).",
     "best_layer": "Linear-probe test accuracy of each model's best layer, the layer chosen on validation accuracy.",
     "gap": "Each regime's latent-probe accuracy minus the reference regime's on the same test images; the "
-           "interval is a paired bootstrap over those images, pooling the seeds of each point.",
+           "interval is a two-level paired bootstrap (the seeds of each point, then the test images within each seed), "
+           "so it covers both the variation between seeds and test-set sampling.",
     "cka_regimes": "Linear CKA between the latents of two regimes of the same run (1: the same representation up "
                    "to rotation and scale).",
     "cka_runs": "Linear CKA of each regime's latent with the same regime at the first swept value (same seed, "
@@ -298,13 +318,13 @@ def sections(runs: list[RunEntry], lay: Layout, notes: list[str], out: Output) -
     regimes = list(dict.fromkeys(x for r in done for x in r.artifacts.regimes()))
     reference = reference_regime(regimes)
     lay_done = layout(done, lay.varying) if done else lay
-    specs = [("probes", "Final-layer probe accuracy", "accuracy", aggregate(lay_done, latent_probe), {}),
-             ("best_layer", "Best-layer probe accuracy", "accuracy", aggregate(lay_done, best_layer_probe), {}),
-             ("by_layer", "Probe accuracy by layer", "accuracy", aggregate(lay_done, probe_by_layer),
+    specs = [("probes", "Final-layer probe accuracy", "accuracy", aggregate(lay_done, latent_probe, True), {}),
+             ("best_layer", "Best-layer probe accuracy", "accuracy", aggregate(lay_done, best_layer_probe, True), {}),
+             ("by_layer", "Probe accuracy by layer", "accuracy", aggregate(lay_done, probe_by_layer, True),
               {"series": "layer"}),
              ("gap", f"Gap to {reference}", "accuracy difference",
               gaps(lay_done, reference) if reference else pd.DataFrame(), {"zero": True, "series": "comparison"}),
-             ("cka_regimes", "CKA between regimes", "CKA (latent)", aggregate(lay_done, regime_cka),
+             ("cka_regimes", "CKA between regimes", "CKA (latent)", aggregate(lay_done, regime_cka, True),
               {"series": "pair"}),
              ("cka_runs", "CKA between runs", "CKA with first value", cross_run_cka(lay_done), {"series": "regime"}),
              ("twonn", "Intrinsic dimension by layer", "TwoNN dimension",

@@ -74,5 +74,6 @@ class LabelEfficiency(Analysis):
                                         run)],
                         table=table(shown.rename_axis("model").reset_index(), "label_efficiency", run),
                         caption="Test accuracy by labelled images per class (column 'all': every training "
-                                "label). Here ± is the half-width of a 95% t-interval over the random draws of "
-                                "labelled images and the seeds together.")]
+                                "label). Brackets are 95% intervals over the random draws of labelled images and "
+                                "the seeds together (a t-interval on the logit scale, inside [0, 1]); 'tie' means "
+                                "every draw and seed gave the same accuracy.")]

@@ -11,7 +11,7 @@ from .. import plots
 from ..log import log, progress_bar
 from ..parallel import map_tasks, task_workers
 from ..probes import knn_probe, linear_probe
-from ..stats import format_mean_ci
+from ..stats import format_mean_ci, seeds_note
 from .base import Analysis, RunArtifacts, Section, SeedContext, final_layer, register_analysis
 from .render import PLUS_MINUS, figure, table
 
@@ -72,7 +72,7 @@ def probe_table(ctx: SeedContext) -> tuple[pd.DataFrame, dict[str, Any]]:
 
 
 def probe_matrix(probes: pd.DataFrame, run: RunArtifacts) -> pd.DataFrame:
-    """Model × layer rows with linear and kNN test accuracy (mean ± 95% CI over seeds) and the chosen settings."""
+    """Model × layer rows with linear and kNN test accuracy (mean and 95% interval over seeds, ``stats.format_mean_ci``) and the chosen settings."""
     rows = []
     order = run.layer_order()
     for model in run.order(list(probes.model.unique())):
@@ -104,7 +104,8 @@ class Probes(Analysis):
         if probes is None:
             return []
         return [Section("probes", "Probe accuracy by model and layer", GUIDE_TABLE,
-                        table=table(probe_matrix(probes, run), "probes", run), caption=PLUS_MINUS),
+                        table=table(probe_matrix(probes, run), "probes", run),
+                        caption=PLUS_MINUS + " " + (seeds_note(int(probes.seed.nunique())) or "")),
                 Section("depth", "Accuracy by depth", GUIDE_DEPTH,
                         figures=[figure(plots.accuracy_by_depth(probes, run.layer_order(), run.styles()),
                                         "accuracy_by_depth", run)])]

@@ -6,6 +6,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..stats import seeds_note
 from ..training.loop import Trainer
 from .base import Analysis, RunArtifacts, Section, register_analysis
 from .render import PLUS_MINUS, table
@@ -59,9 +60,8 @@ class Protocol(Analysis):
                    "latent has, probed like every other layer except for the scaling: its components keep their "
                    "relative variances (one common scale for all), since giving each unit variance would whiten "
                    "them and amplify the weakest; the untrained encoder of each seed.",
-                   PLUS_MINUS + (f" This run has {len(seeds)} seeds." if len(seeds) > 1 else
-                                 " This run has one seed: differences of a few tenths of a point between regimes are "
-                                 "within the variation between seeds (repeat with --seeds 3).")]
+                   PLUS_MINUS + f" This run has {len(seeds)} seed{'s' if len(seeds) != 1 else ''}. "
+                   + (seeds_note(len(seeds)) or "")]
         with_labels = [m.label for m in regimes if m.trained_with_labels]
         if labelled:
             bullets.insert(1, _label_budget_bullet(train, with_labels, labelled, images))

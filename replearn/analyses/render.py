@@ -17,7 +17,9 @@ import pandas as pd
 from .. import plots
 from .base import RunArtifacts
 
-PLUS_MINUS = "± is the half-width of a 95% t-interval over seeds (no ± when there is one seed)."
+PLUS_MINUS = ("Brackets are 95% intervals over seeds (replearn.stats: for accuracies a t-interval on the logit scale, "
+              "mapped back, so it stays inside [0, 1]); 'N seeds tie' means every seed gave the same value; one seed "
+              "shows no interval.")
 HEADERS = {  # metrics column names whose readable form is more than the name with spaces
     "dim": "features", "test_recon_mse": "test reconstruction MSE", "test_kl": "test KL (nats)",
     "test_active_units": "active units", "test_partner_top1": "test partner top-1",

@@ -11,13 +11,14 @@ import pandas as pd
 
 from ..artifacts import load_npz, write_json
 from ..log import format_duration
-from ..stats import format_mean_ci, mcnemar, mean_ci, paired_bootstrap
+from ..stats import format_mean_ci, gap_text, mcnemar, paired_gap, seed_interval, seeds_note
 from .base import Analysis, RunArtifacts, RunContext, Section, register_analysis
 from .render import PLUS_MINUS, table
 
 GUIDE = ("Headline numbers of this run. A classifier's accuracy is its own head on the test set; the probe "
          "accuracies are linear classifiers trained on frozen features, with the penalty chosen on the validation "
-         "split. ± is the half-width of a 95% t-interval over seeds.")
+         "split. Brackets are 95% intervals over seeds (on the logit scale, so they stay inside [0, 1]); a gap between "
+         "regimes has a two-level paired bootstrap over seeds and test images (one seed: test images only).")
 REFERENCES = {
     "fashion-mnist": [("logistic regression on raw pixels", 0.842, "Xiao, Rasul & Vollgraf 2017, arXiv:1708.07747, "
                                                                    "Table 3")],
@@ -27,8 +28,9 @@ REFERENCES = {
 
 def compare_regimes(run_dir: Path, seeds: list[int], a: str, b: str, n_boot: int = 10_000) -> dict[str, Any] | None:
     """Paired comparison of two models' final-layer linear probes on the same test images: the accuracy
-    difference (mean over seeds) with a paired-bootstrap 95% interval and p-value, McNemar per seed,
-    and the mean ± 95% t-interval of the per-seed differences."""
+    difference (mean over seeds) with a 95% interval and p-value (``stats.paired_gap``: two-level bootstrap
+    over seeds and images, or images only for one seed), McNemar per seed, and the t-interval of the per-seed
+    differences."""
     correct_a, correct_b = [], []
     for seed in seeds:
         path = run_dir / "artifacts" / f"predictions_seed{seed}.npz"
@@ -41,14 +43,14 @@ def compare_regimes(run_dir: Path, seeds: list[int], a: str, b: str, n_boot: int
     if not correct_a:
         return None
     ca, cb = np.stack(correct_a), np.stack(correct_b)
-    boot = paired_bootstrap(ca, cb, n_boot=n_boot)
-    per_seed = (ca.mean(1) - cb.mean(1)).tolist()
-    _, low, high = mean_ci(per_seed)
+    boot = paired_gap(ca, cb, n_boot=n_boot)
+    per_seed = boot["per_seed"]
+    t = seed_interval(per_seed)
     return {"a": a, "b": b, "layer": "latent", "seeds": len(ca), "n_test": int(ca.shape[1]),
             "accuracy_a": float(ca.mean()), "accuracy_b": float(cb.mean()),
             "difference": boot["difference"], "bootstrap_ci": [boot["ci_low"], boot["ci_high"]],
             "bootstrap_p": boot["p_value"], "bootstrap_n": n_boot, "per_seed_difference": per_seed,
-            "seed_mean_ci": [low, high] if len(per_seed) > 1 else None,
+            "seed_mean_ci": [t.low, t.high] if t.has_interval else None,
             "mcnemar_p_per_seed": [mcnemar(x, y)["p_value"] for x, y in zip(ca, cb)]}
 
 
@@ -57,17 +59,35 @@ def reference_regime(regimes: list[str]) -> str | None:
     return "supervised" if "supervised" in regimes else (regimes[0] if regimes else None)
 
 
+def _gap(c: dict[str, Any]) -> dict[str, Any]:
+    """A saved comparison as ``stats.gap_text`` expects it: two-level bootstrap for several seeds, images only for
+    one, a tie when the two models agreed on every image (zero gap, zero-width interval)."""
+    tie = c["difference"] == 0 and c["bootstrap_ci"][0] == c["bootstrap_ci"][1] == 0
+    method = "tie" if tie else ("bootstrap-2level" if c["seeds"] > 1 else "bootstrap-images")
+    return {"difference": c["difference"], "ci_low": c["bootstrap_ci"][0], "ci_high": c["bootstrap_ci"][1],
+            "method": method, "seeds": c["seeds"], "n_items": c["n_test"]}
+
+
+def seed_t_text(c: dict[str, Any]) -> str:
+    """The t-interval of the per-seed gaps in words, a tie when every seed gave the same gap ('' for one seed)."""
+    per_seed = c.get("per_seed_difference") or []
+    if len(per_seed) > 1 and len(set(per_seed)) == 1:
+        return f"every seed gives {100 * per_seed[0]:+.2f} pp (a tie across {len(per_seed)} seeds)"
+    if c.get("seed_mean_ci"):
+        low, high = c["seed_mean_ci"]
+        return f"t-interval of the {c['seeds']} per-seed gaps [{100 * low:+.2f}, {100 * high:+.2f}] pp"
+    return ""
+
+
 def comparison_sentence(c: dict[str, Any], label_a: str, label_b: str) -> str:
-    """One sentence stating a latent-probe gap with its interval and p-values."""
+    """One sentence stating a latent-probe gap with its interval (and what it covers) and p-values."""
     seeds = f"{c['seeds']} seed{'s' if c['seeds'] != 1 else ''}"
     floor = 1 / c.get("bootstrap_n", 10_000)
     p = f"p < {floor:.0g}" if c["bootstrap_p"] <= floor + 1e-12 else f"p = {c['bootstrap_p']:.2g}"
-    text = (f"{label_a[:1].upper() + label_a[1:]} minus {label_b}, linear probe on the latent: "
-            f"{100 * c['difference']:+.2f} percentage points ({100 * c['accuracy_a']:.2f}% vs "
-            f"{100 * c['accuracy_b']:.2f}%, {seeds}, {c['n_test']} test images); paired bootstrap 95% CI "
-            f"[{100 * c['bootstrap_ci'][0]:+.2f}, {100 * c['bootstrap_ci'][1]:+.2f}] pp, {p}")
-    if c.get("seed_mean_ci"):
-        text += f"; across seeds 95% t-interval [{100 * c['seed_mean_ci'][0]:+.2f}, {100 * c['seed_mean_ci'][1]:+.2f}] pp"
+    text = (f"{label_a[:1].upper() + label_a[1:]} minus {label_b}, linear probe on the latent "
+            f"({100 * c['accuracy_a']:.2f}% vs {100 * c['accuracy_b']:.2f}%, {seeds}): {gap_text(_gap(c))}, {p}")
+    if seed_t_text(c):
+        text += "; " + seed_t_text(c)
     mc = c.get("mcnemar_p_per_seed") or []
     if mc:
         text += "; McNemar p per seed: " + ", ".join(f"{p:.2g}" for p in mc)
@@ -96,8 +116,9 @@ class Summary(Analysis):
                 values = models[models.model == regime].test_accuracy.dropna()
                 if len(values):
                     bullets.append(f"{run.style(regime)[0]} classifier test accuracy: {format_mean_ci(values)}")
-        ranking = None
+        ranking, n_seeds = None, 0
         if probes is not None:
+            n_seeds = int(probes.seed.nunique())
             final = probes[(probes.probe == "linear") & probes.layer.isin(["latent", "input"])]
             rows = []
             for model in run.order(list(final.model.unique())):
@@ -120,7 +141,8 @@ class Summary(Analysis):
             return []
         return [Section("summary", "Summary", GUIDE, bullets=bullets, references=references,
                         table=table(ranking, "summary", run) if ranking is not None else None,
-                        caption="Every model's final layer, best first (linear probe, test split). " + PLUS_MINUS)]
+                        caption="Every model's final layer, best first (linear probe, test split). " + PLUS_MINUS
+                        + " " + (seeds_note(n_seeds) or ""))]
 
 
 def summarize(run_dir: Path, cfg: Any, wall_seconds: float) -> dict[str, Any]:
@@ -158,16 +180,9 @@ def closing_summary(run_dir: Path, wall_seconds: float, report: Path) -> list[st
         lines.append("final-layer linear probe (test): " + ", ".join(f"{run.style(m)[0]} {v:.4f}" for m, v in ranked))
     seeds = len(summary.get("seeds") or [])
     for c in run.metrics_json("comparison.json") or []:
-        if c.get("seed_mean_ci"):
-            low, high = c["seed_mean_ci"]
-            how = f"95% t-interval over {c['seeds']} seeds"
-        else:
-            low, high = c["bootstrap_ci"]
-            how = f"paired bootstrap over {c['n_test']} test images, 1 seed"
-        lines.append(f"{run.style(c['a'])[0]} − {run.style(c['b'])[0]} ({c['layer']} probe): "
-                     f"{100 * c['difference']:+.2f} pp, 95% CI [{100 * low:+.2f}, {100 * high:+.2f}] ({how})")
-    if seeds == 1 and run.metrics_json("comparison.json"):
-        lines.append("one seed: the intervals above cover test-set sampling only; repeat with --seeds 3 before "
-                     "claiming a difference between regimes")
+        line = f"{run.style(c['a'])[0]} − {run.style(c['b'])[0]} ({c['layer']} probe): {gap_text(_gap(c))}"
+        lines.append(line + (f"; {seed_t_text(c)}" if seed_t_text(c) else ""))
+    if run.metrics_json("comparison.json") and seeds_note(seeds):
+        lines.append(str(seeds_note(seeds)))
     lines.append(f"done in {format_duration(wall_seconds)}; report: {report} (figures/ and tables/ beside it)")
     return lines

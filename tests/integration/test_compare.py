@@ -38,7 +38,13 @@ def test_compare_of_a_sweep_writes_one_self_contained_report_with_figures_and_ta
     assert chosen <= {"input", "stage1", "stage2", "latent"} and chosen
     gap = pd.read_csv(out / "tables" / "gap.csv")
     assert set(gap.comparison) == {"autoencoder − supervised"}
-    assert (gap["95% low"] <= gap["accuracy difference"]).all() and (gap["accuracy difference"] <= gap["95% high"]).all()
+    tied = gap.interval.str.startswith("tie")
+    assert (gap[tied]["accuracy difference"] == 0).all() and (gap[tied]["95% low"] == "–").all()  # no zero-width CI
+    shown = gap[~tied].astype({"95% low": float, "95% high": float})
+    assert (shown["95% low"] <= shown["accuracy difference"]).all()
+    assert (shown["accuracy difference"] <= shown["95% high"]).all()
+    assert set(gap[~tied].interval) <= {"bootstrap over images, 1 seed"}
+    assert "95% low" not in probes.columns and set(probes.interval) == {"one seed, no interval"}  # one seed each
     cka_runs = pd.read_csv(out / "tables" / "cka_runs.csv")
     first = cka_runs[cka_runs["model.latent dim"] == 4]
     assert len(first) == 2 and (first["CKA with first value"] - 1).abs().max() < 1e-6  # each run against itself

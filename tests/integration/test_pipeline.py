@@ -157,7 +157,8 @@ def test_several_seeds_give_intervals_noise_floor_and_paired_test(tmp_path):
     comparison = next(c for c in comparisons if (c["a"], c["b"]) == ("supervised", "autoencoder"))
     assert comparison["seeds"] == 2 and len(comparison["mcnemar_p_per_seed"]) == 2
     html = (out / "report.html").read_text()
-    assert "Supervised minus autoencoder" in html and "±" in html
+    assert "Supervised minus autoencoder" in html and "two-level paired bootstrap over 2 seeds" in html
+    assert "Only 2 seeds" in html and "±" not in html.split("Supervised minus autoencoder")[1].split(".")[0]
 
 
 def test_every_declared_dependency_is_imported_by_a_default_run(tmp_path):

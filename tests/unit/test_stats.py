@@ -11,7 +11,7 @@ def test_mean_ci_matches_t_interval():
     expected = sps.t.interval(0.95, 2, loc=np.mean(v), scale=sps.sem(v))
     assert m == pytest.approx(np.mean(v)) and (lo, hi) == pytest.approx(expected)
     assert mean_ci([0.5]) == (0.5, 0.5, 0.5)
-    assert format_mean_ci([0.5]) == "0.5000" and "±" in format_mean_ci(v)
+    assert format_mean_ci([0.5]) == "0.5000" and "[" in format_mean_ci(v) and "±" not in format_mean_ci(v)
 
 
 def test_mcnemar_matches_binomial_test():
