@@ -28,6 +28,8 @@ ENCODER_EFFICIENCY = 0.3
 FLOAT64_SLOWDOWN = 2.0
 # average L-BFGS iterations of a linear-probe fit (capped at analysis.probe_max_iter)
 PROBE_ITERATIONS = 40
+# fixed seconds per training step (optimiser, data loading, callbacks: what a tiny model's steps cost)
+TRAIN_STEP_SECONDS = 0.01
 # seconds per report figure and per written format (PNG drawn once, then SVG and PDF; measured on digits)
 FIGURE_SECONDS, FORMAT_SECONDS = 0.35, 0.3
 
@@ -290,12 +292,14 @@ class Phase:
 
 
 def plan_run(shape: RunShape, analyses: list[str], train_images: int, epochs: int, seeds: int, rate: float,
-             held_bytes: float, train_bytes: float, formats: int) -> list[Phase]:
+             held_bytes: float, train_bytes: float, formats: int, batch_size: int = 64) -> list[Phase]:
     """Each phase's predicted time (all seeds) and peak memory: training, extraction, each analysis, the
     report. ``held_bytes``: what the run holds throughout (images and analysed features); ``train_bytes``:
     training's own peak (parameters, optimiser state, a batch's activations)."""
     train_passes = 3 * train_images * epochs * shape.regimes * seeds
-    phases = [Phase("training", Cost(passes=train_passes).time(shape, rate), held_bytes + train_bytes,
+    steps = math.ceil(train_images / batch_size) * epochs * shape.regimes * seeds
+    phases = [Phase("training", Cost(passes=train_passes, seconds=steps * TRAIN_STEP_SECONDS).time(shape, rate),
+                    held_bytes + train_bytes,
                     "train.batch_size or model.channels")]
     extraction = extraction_cost(shape)
     phases.append(Phase("extraction", seeds * extraction.time(shape, rate), held_bytes + extraction.bytes,

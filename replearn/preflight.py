@@ -86,7 +86,7 @@ def plan_run(cfg: Config, data: Dataset, analyses: list[str], device: torch.devi
     size = model_size(cfg, data.image_shape, cfg.train.batch_size)
     training = 4.0 * (PARAMETER_COPIES * size[0] + ACTIVATION_COPIES * size[1]) if size else 0.0
     phases = costs.plan_run(shape, analyses, len(data.train_y), cfg.train.epochs, len(cfg.train.seeds), rate, held,
-                            training, len(cfg.analysis.figure_formats))
+                            training, len(cfg.analysis.figure_formats), cfg.train.batch_size)
     available = available_memory() if available is None else available
     if torch.device(device).type == "cpu":
         worst = max(phases, key=lambda p: p.bytes)
