@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from .pca import EXACT_LIMIT, pca_method
+from .pca import pca_method
 
 # a conv net's training and inference on CPU reach about this fraction of the matmul rate (measured: 0.2–0.4)
 ENCODER_EFFICIENCY = 0.3

@@ -244,7 +244,8 @@ class Attributions(Analysis):
         sized = sized_options(self.options, arrays["images"].shape[1:])
         caption = (f"{len(arrays['images'])} test images, their true class explained; Integrated Gradients from the "
                    f"dataset-mean image in {sized.ig_steps} steps, SmoothGrad over {sized.smoothgrad_samples} noisy "
-                   "copies (per-image-size defaults unless set: analyses.attributions)" + (f"; Grad-CAM at {stage}, upsampled bilinearly" if stage else "")
+                   "copies (per-image-size defaults unless set: analyses.attributions)"
+                   + (f"; Grad-CAM at {stage}, upsampled bilinearly" if stage else "")
                    + ". The probe on raw pixels has no stage, so no Grad-CAM.")
         note = str(arrays.get("left_out", np.array("")))
         if note:
