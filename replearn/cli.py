@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import sys
 import textwrap
@@ -491,9 +492,14 @@ def foreign_error(exc: BaseException) -> ReplearnError:
     debug = f"rerun with {DEBUG_VARIABLE}=1 to see the traceback"
     if isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and
                                         any(w in detail.lower() for w in MEMORY_WORDS)):
+        asked = re.search(r"allocate (\d+) bytes", detail)
+        size = f" {int(asked.group(1)) / 2**30:,.1f} GiB asked at once;" if asked else ""
         return ReplearnError(f"ran out of memory ({type(exc).__name__}{': ' + detail if detail else ''})",
-                             "use a smaller model (model.channels, model.width, model.latent_dim), a smaller "
-                             "train.batch_size or fewer images (data.train_subset, analysis.max_images_per_split)")
+                             f"{size} the plan logged at the start names each phase's predicted peak: lower what "
+                             "bounds the largest — the pixels per image (data.image_size), the images analysed "
+                             "(analysis.max_images_per_split, analysis.analysis_points, analysis.projection_points) "
+                             "or, for training, train.batch_size and model.channels or model.width; rerun with "
+                             f"{DEBUG_VARIABLE}=1 to see where")
     if isinstance(exc, OSError):
         where = f" '{exc.filename}'" if getattr(exc, "filename", None) else ""
         return ReplearnError(f"{type(exc).__name__}: {exc.strerror or detail or 'operating system error'}{where}",

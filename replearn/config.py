@@ -116,12 +116,16 @@ class AnalysisConfig:
     knn_k_grid: list[int] = _f([10, 20], "neighbour counts tried by the kNN probe; chosen on validation",
                                min=1, list_default=True)
     knn_temperature: float = _f(0.07, "temperature of the kNN vote weights exp(sim / T)", gt=0.0)
+    knn_eval_points: int = _f(10000, "validation and test images the kNN probe classifies, a stratified subset of "
+                                     "each (its search costs training images × these × features; 0 = all)", min=0)
     label_counts: list[int] = _f([1, 5, 10, 50, 100], "labels per class given to the label-efficiency probes "
                                  "(plus all labels)", min=1, list_default=True)
     label_draws: int = _f(5, "random draws of the labelled images per label count", min=1)
     max_images_per_split: int = _f(0, "features for the analyses are extracted from at most this many images of "
                                       "each split, a stratified subset (0 = all; streamed data: 10,000)", min=0)
     analysis_points: int = _f(5000, "test images used by CKA, dimension and clustering analyses", min=10)
+    twonn_points: int = _f(2000, "of those, the TwoNN intrinsic dimension uses at most this many, a stratified "
+                                 "subset (its neighbour search costs these² × features)", min=3)
     cka_batch_size: int = _f(1000, "minibatch size of the unbiased-HSIC CKA estimator", min=4)
     projection_points: int = _f(5000, "test images embedded in 2-D with UMAP", min=0)
     projection_neighbors: int = _f(15, "UMAP neighbourhood size", min=2)

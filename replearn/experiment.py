@@ -39,9 +39,9 @@ from .data.label_budget import analysis_train_view, labelled_subset, training_vi
 from .encoders import Encoder, build_encoder, encoder_spec
 from .errors import ReplearnError, TrainingDiverged, TrainingInterrupted
 from .features import eval_mode, extract_splits, pca_baseline, pixel_features
-from .log import RunClock, log
+from .log import Heartbeat, RunClock, log
 from .plugins import Plugins, resolve
-from .preflight import check_data_fits, preflight
+from .preflight import check_data_fits, plan_run, preflight
 from .regimes import DataInfo, Regime
 from .regimes.base import reconstruction_mse, reconstructs
 from .report import render_report
@@ -52,6 +52,10 @@ from .training.loop import Callback
 from .training.tensorboard import TensorBoard, run_log_dir
 from .training import (Checkpoint, EpochLog, EpochProbe, MetricsCSV, ProgressBar, SignalStop, Snapshots, Stopper,
                        Trainer, TrainSettings, eval_batch_size, evaluate, resolve_device, training_step_flops)
+
+# an analysis predicted to take longer than this is announced with its prediction; one that runs longer than
+# HEARTBEAT_SECONDS says so every HEARTBEAT_SECONDS
+LONG_STEP_SECONDS, HEARTBEAT_SECONDS = 5.0, 10.0
 
 
 class Experiment:
@@ -80,6 +84,7 @@ class Experiment:
         self.results: dict[str, list[pd.DataFrame]] = {}
         self.stopper = Stopper()
         self.clock = RunClock(len(self.seeds))
+        self.phases: list[Any] = []  # the cost model's plan (preflight.plan_run), once the data are loaded
         self._baselines: dict[str, Any] = {}
         self._features: dict[int, dict[str, Features]] = {}
         self._extraction_seconds = 0.0
@@ -112,6 +117,7 @@ class Experiment:
             data = self.plugins.dataset.load(self.config.data)
             try:
                 check_data_fits(self.config, data, self.device)
+                self.phases = plan_run(self.config, data, [a.name for a in self.plugins.analyses], self.device)
                 preflight(self.config, self.regimes, data, self.device)
                 layers = ["input"] + build_encoder(self.config.model, data.image_shape, 0).layer_names
                 for analysis in self.plugins.analyses:
@@ -181,6 +187,11 @@ class Experiment:
             for seed in self.seeds:
                 if self.run_dir.checkpoint(regime.name, seed).exists():
                     self.clock.skip(regime.name, steps)
+        if self.phases:
+            seeds = max(1, len(self.seeds))
+            self.clock.plan_analyses({p.name: p.seconds / seeds for p in self.phases
+                                      if p.name not in ("training", "report")},
+                                     next((p.seconds for p in self.phases if p.name == "report"), 0.0))
 
     def probe_data(self) -> Dataset:
         """The data every probe may fit on: the training split cut to the label budget's images when it is set."""
@@ -290,6 +301,7 @@ class Experiment:
                                             gathered=True)
         self._features[seed] = features
         self._extraction_seconds += time.perf_counter() - started
+        self.clock.analysis_done("extraction", time.perf_counter() - started)
         self._seed_analysis_started[seed] = started
         return features
 
@@ -307,11 +319,18 @@ class Experiment:
         started = time.perf_counter()
         for analysis in self.plugins.analyses:
             one_started = time.perf_counter()
-            for key, frame in analysis.compute(ctx).items():
+            predicted = self.clock.analysis_plan.get(analysis.name, 0.0) * self.clock.correction()
+            if predicted > LONG_STEP_SECONDS:
+                log(f"seed {seed}: {analysis.name} (≈ {predicted:.0f}s predicted)")
+            with Heartbeat(f"seed {seed}: {analysis.name} running", HEARTBEAT_SECONDS):
+                frames = analysis.compute(ctx)
+            for key, frame in frames.items():
                 ctx.tables[key] = frame
                 self.results.setdefault(key, []).append(frame)
-            if time.perf_counter() - one_started > 0.5:
-                log(f"seed {seed}: {analysis.name} done ({time.perf_counter() - one_started:.1f}s)")
+            seconds = time.perf_counter() - one_started
+            self.clock.analysis_done(analysis.name, seconds)
+            if seconds > 0.5:
+                log(f"seed {seed}: {analysis.name} done ({seconds:.1f}s){self.clock.suffix()}")
         self._analysed_seeds.add(seed)
         self.clock.analysed(time.perf_counter() - self._seed_analysis_started.pop(seed, started))
         log(f"seed {seed}: analyses done in {time.perf_counter() - started:.1f}s{self.clock.suffix()}")
@@ -332,8 +351,25 @@ class Experiment:
         return summary
 
     def render(self, status: dict[str, Any] | None = None) -> Path:
-        """The HTML report, from the run directory's files alone."""
-        return render_report(self.run_dir.path, status=status)
+        """The HTML report, from the run directory's files alone; every LONG_STEP_SECONDS or so a line says
+        how far the drawing got, with the time it predicts is left."""
+        started = last = time.perf_counter()
+        planned = self.clock.render_plan * self.clock.correction()
+
+        def progress(name: str, done: int, total: int) -> None:
+            nonlocal last
+            now = time.perf_counter()
+            if now - last >= LONG_STEP_SECONDS:
+                last = now
+                left = max(planned - (now - started), (now - started) * (total - done) / max(done, 1))
+                log(f"report: {done}/{total} analyses drawn ({name}, {now - started:.0f}s); "
+                    f"≈ {left:.0f}s left")
+
+        if planned > LONG_STEP_SECONDS:
+            log(f"rendering the report (≈ {planned:.0f}s predicted)")
+        report = render_report(self.run_dir.path, status=status, progress=progress)
+        self.clock.finished_rendering()
+        return report
 
     def run(self) -> Path:
         """Every stage in order; returns the report's path. On SIGINT/SIGTERM the work done is kept and the

@@ -17,6 +17,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from . import distributed, parallel
 from .encoders import Encoder, StageInfo
+from .pca import EXACT_LIMIT, pca_method, principal_components
+from .pca import randomised_components as randomised_components  # re-exported: it lived here
 
 Features = dict[str, dict[str, torch.Tensor]]
 
@@ -123,55 +125,32 @@ def extract_splits(encoder: Encoder, splits: dict[str, torch.Tensor], max_stage_
     return out
 
 
-EXACT_PCA_FEATURES = 4096  # up to this many pixels the D×D covariance is small (≤ 128 MiB) and is used as before
-RANDOMISED_PCA_OVERSAMPLING, RANDOMISED_PCA_ITERATIONS = 16, 6
+EXACT_PCA_FEATURES = EXACT_LIMIT  # exact routes (covariance or Gram) while the smaller side is at most this
 
 
 def pca_baseline(pixels: dict[str, torch.Tensor], dims: int, exact_limit: int = EXACT_PCA_FEATURES) -> Features:
     """Raw pixels projected on their top ``dims`` principal components (fitted on train): the PCA baseline
     of the same dimension as the latent, under the layer name 'latent'.
 
-    Up to ``exact_limit`` pixels the components are the eigenvectors of the D×D covariance (the results of
-    every earlier run, digits and Fashion-MNIST included, are unchanged). Above it that matrix grows with the
-    image size squared (32 GiB at 256×256), so the components come from a seeded randomised SVD of the
-    centred data instead (``randomised_components``, with power iterations): time O(N·D·dims), memory
-    O((N + D)·dims) beyond the pixels, the same subspace to within rounding on images, whose spectra fall
-    off fast."""
+    The components come from ``pca.principal_components``' cheapest route for the training split's shape:
+    the D×D covariance when there are no more pixels than images and at most ``exact_limit`` of them (digits
+    and Fashion-MNIST: unchanged from earlier runs), the N×N Gram matrix when there are fewer training images
+    than pixels and at most ``exact_limit`` of them (exact; the D×D matrix, 4.6 GiB at 96² colour, is never
+    formed), and a seeded randomised SVD otherwise (time O(N·D·dims), memory O((N + D)·dims) beyond the
+    pixels, the same subspace to within rounding on images, whose spectra fall off fast)."""
     train = pixels["train"]
     dims = min(dims, train.shape[1])
-    if train.shape[1] <= exact_limit:
+    method = pca_method(*train.shape, exact_limit)
+    if method == "covariance":
         train = train.double()
         mean = train.mean(0)
         _, vecs = torch.linalg.eigh((train - mean).T @ (train - mean))
         basis = vecs[:, -dims:].flip(1)
         return {"latent": {split: ((x.double() - mean) @ basis).float() for split, x in pixels.items()}}
-    mean, basis = randomised_components(train.float(), dims)
+    mean, basis = principal_components(train if method == "gram" else train.float(), dims, exact_limit)
+    mean, basis = mean.float(), basis.float()
     offset = mean @ basis  # (x - mean) @ basis without a centred copy of x
     return {"latent": {split: x.float() @ basis - offset for split, x in pixels.items()}}
-
-
-def randomised_components(x: torch.Tensor, dims: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean, D×dims basis of the top principal components) of the rows of ``x`` by randomised SVD (Halko et
-    al. 2011, Alg. 4.4 and 5.1): the centring is applied as a rank-one correction, so nothing of the size of
-    ``x`` is allocated. Seeded by its own generator (the same data always give the same basis, the global RNG
-    is untouched); each component's sign is fixed so that its largest coordinate is positive."""
-    mean = x.mean(0)
-    rank = min(dims + RANDOMISED_PCA_OVERSAMPLING, *x.shape)
-
-    def times(m: torch.Tensor) -> torch.Tensor:  # (x - mean) @ m
-        return x @ m - mean @ m
-
-    def transposed_times(m: torch.Tensor) -> torch.Tensor:  # (x - mean).T @ m
-        return x.T @ m - torch.outer(mean, m.sum(0))
-
-    probe = torch.randn(x.shape[1], rank, generator=torch.Generator().manual_seed(0), dtype=x.dtype)
-    q = torch.linalg.qr(times(probe)).Q
-    for _ in range(RANDOMISED_PCA_ITERATIONS):
-        q = torch.linalg.qr(times(torch.linalg.qr(transposed_times(q)).Q)).Q
-    _, _, vh = torch.linalg.svd(transposed_times(q).T, full_matrices=False)
-    basis = vh[:dims].T
-    signs = torch.sign(basis.gather(0, basis.abs().argmax(0, keepdim=True)))
-    return mean, basis * torch.where(signs == 0, 1.0, signs)
 
 
 def pixel_features(splits: dict[str, torch.Tensor]) -> Features:

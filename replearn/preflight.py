@@ -10,10 +10,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import costs
 from .config import Config
 from .data import Dataset, analysis_view, available_memory
 from .encoders import Encoder, build_encoder
 from .errors import ConfigError, ReplearnError
+from .log import format_duration, log
 from .regimes import DataInfo, Regime
 from .training.loop import check_step_output
 
@@ -50,6 +52,54 @@ def check_data_fits(cfg: Config, data: Dataset, device: torch.device | str = "cp
     check_features_fit(analysed, cfg.model.latent_dim)
     check_model_fits(cfg, data.image_shape, cfg.train.batch_size, device)
     build_encoder(cfg.model, data.image_shape, 0)
+
+
+def run_shape(cfg: Config, data: Dataset, analysed: Dataset) -> costs.RunShape:
+    """The shape the cost model predicts from: the analysed splits, the images, the encoder's layers and its
+    forward FLOPs per image (counted on PyTorch's meta device: nothing is allocated)."""
+    layers, flops = 3, 0.0
+    try:
+        with torch.device("meta"):
+            encoder = build_encoder(cfg.model, data.image_shape, 0)
+            layers = len(encoder.layer_names)
+            from .parallel import count_flops
+
+            flops = count_flops([encoder], lambda: encoder(torch.empty((1, *data.image_shape), device="meta")))
+    except Exception:  # noqa: BLE001 — an encoder that cannot run on shapes alone: a rough size from its pixels
+        flops = 2e3 * math.prod(data.image_shape)
+    return costs.RunShape(len(analysed.train_y), len(analysed.val_y), len(analysed.test_y), tuple(data.image_shape),
+                          data.num_classes, len(cfg.train.regimes), layers, cfg.model.latent_dim, max(flops, 1.0),
+                          cfg.analysis, dict(cfg.analyses))
+
+
+def plan_run(cfg: Config, data: Dataset, analyses: list[str], device: torch.device | str = "cpu",
+             available: int | None = None, rate: float | None = None) -> list[costs.Phase]:
+    """Each phase's predicted time and peak memory (``costs.plan_run``) for this run, logged as the plan; a
+    phase that cannot fit in the memory available (``available`` bytes; default: what is free now) is refused
+    in one line naming the option that bounds it, before anything is written."""
+    analysed = analysis_view(data, cfg.analysis.max_images_per_split, cfg.data.split_seed)
+    shape = run_shape(cfg, data, analysed)
+    rate = costs.matmul_rate() if rate is None else rate
+    resident = 0 if data.streamed else len(data.train_y) + len(data.val_y) + len(data.test_y)
+    held = 4.0 * (resident * shape.pixels + FEATURE_COPIES * shape.images * (shape.pixels + shape.latent)
+                  + shape.images * shape.encoders * len(cfg.train.seeds) * shape.layers * shape.layer_features)
+    size = model_size(cfg, data.image_shape, cfg.train.batch_size)
+    training = 4.0 * (PARAMETER_COPIES * size[0] + ACTIVATION_COPIES * size[1]) if size else 0.0
+    phases = costs.plan_run(shape, analyses, len(data.train_y), cfg.train.epochs, len(cfg.train.seeds), rate, held,
+                            training, len(cfg.analysis.figure_formats), cfg.train.batch_size)
+    available = available_memory() if available is None else available
+    if torch.device(device).type == "cpu":
+        worst = max(phases, key=lambda p: p.bytes)
+        if worst.bytes > available:
+            raise ConfigError(f"the {worst.name} phase would need about {costs.format_bytes(worst.bytes)} of memory "
+                              f"({shape.images:,} analysed images of {shape.pixels:,} pixels), more than the "
+                              f"{costs.format_bytes(available)} available", f"lower {worst.fix}")
+    total = sum(p.seconds for p in phases)
+    top = sorted(phases, key=lambda p: -p.seconds)[:4]
+    log(f"plan: ≈ {format_duration(total)} at {rate / 1e9:.0f} GFLOP/s ("
+        + ", ".join(f"{p.name} {format_duration(p.seconds)}" for p in top)
+        + f"); peak memory ≈ {costs.format_bytes(max(p.bytes for p in phases))}")
+    return phases
 
 
 def check_features_fit(analysed: Dataset, latent_dim: int, available: int | None = None) -> None:

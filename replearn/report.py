@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import jinja2
@@ -27,8 +28,10 @@ def _env() -> jinja2.Environment:
                               autoescape=True, undefined=jinja2.StrictUndefined)
 
 
-def build_context(run_dir: Path, status: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Everything the template shows, read from the run directory."""
+def build_context(run_dir: Path, status: dict[str, Any] | None = None,
+                  progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+    """Everything the template shows, read from the run directory; ``progress(name, done, total)`` is called
+    after each analysis's sections are drawn."""
     run = RunArtifacts(run_dir)
     if status is not None:
         run.status = status
@@ -36,9 +39,11 @@ def build_context(run_dir: Path, status: dict[str, Any] | None = None) -> dict[s
     run.unreadable.extend(notes)
     sections = []
     try:
-        for analysis in analyses:
+        for done, analysis in enumerate(analyses, 1):
             try:
                 sections += [dataclasses.asdict(s) for s in analysis.sections(run)]
+                if progress is not None:
+                    progress(analysis.name, done, len(analyses))
             except Exception as exc:  # damaged or foreign artifacts: show every other section, name this one
                 detail = " ".join(str(exc).split())[:100]
                 run.unreadable.append(f"the '{analysis.name}' section, whose files could not be used "
@@ -57,9 +62,11 @@ def build_context(run_dir: Path, status: dict[str, Any] | None = None) -> dict[s
     }
 
 
-def render_report(run_dir: str | Path, out: str | Path | None = None, status: dict[str, Any] | None = None) -> Path:
+def render_report(run_dir: str | Path, out: str | Path | None = None, status: dict[str, Any] | None = None,
+                  progress: Callable[[str, int, int], None] | None = None) -> Path:
     """Render ``run_dir``'s report from its artifacts and write it atomically (default: run_dir/report.html).
-    ``status`` stands in for status.json: a run renders its report before it records itself complete."""
+    ``status`` stands in for status.json: a run renders its report before it records itself complete;
+    ``progress`` is told of each analysis's sections drawn (``build_context``)."""
     run_dir = check_run_dir(run_dir, need="report")
-    html = _env().get_template("report.html.j2").render(**build_context(run_dir, status))
+    html = _env().get_template("report.html.j2").render(**build_context(run_dir, status, progress))
     return atomic_write_text(Path(out) if out else run_dir / "report.html", html)

@@ -8,6 +8,7 @@ The options shared by the three attribution analyses (attributions, sanity, fait
 seed, model, method and settings (the three analyses share it through the run's memory)."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -37,19 +38,42 @@ FIRST_SEED = " Computed on the first seed only (analyses.{name}.every_seed: true
 class ExplainOptions:
     """The options every attribution analysis takes (written as analyses.<name>.<key>)."""
 
-    images: int = opt(8, "test images explained, as many of each class as can be (the same images for every "
-                      "model; at most the test split)", min=1)
+    images: int | None = opt(None, "test images explained, as many of each class as can be (the same images for "
+                             "every model; at most the test split; default by image size: 8, 4 above 128×128)", min=1)
     methods: list[str] = opt(list(METHODS), "attribution methods (Captum): " + ", ".join(METHODS),
                              choices=tuple(METHODS), list_default=True)
     gradcam_stage: str = opt("", "encoder stage Grad-CAM reads ('' = the deepest stage whose map is at least 4×4)")
-    ig_steps: int = opt(16, "Integrated Gradients' steps from the dataset-mean image", min=1)
+    ig_steps: int | None = opt(None, "Integrated Gradients' steps from the dataset-mean image (default by image "
+                               "size: 16, 8 above 64×64)", min=1)
     internal_batch_size: int = opt(256, "inputs Integrated Gradients and SmoothGrad evaluate at once (bounds "
                                    "memory)", min=1)
-    smoothgrad_samples: int = opt(8, "noisy copies of each image SmoothGrad averages", min=1)
+    smoothgrad_samples: int | None = opt(None, "noisy copies of each image SmoothGrad averages (default by image "
+                                         "size: 8, 4 above 64×64)", min=1)
     smoothgrad_noise: float = opt(0.15, "SmoothGrad's noise σ, as a fraction of the inputs' value range", gt=0.0,
                                   max=10.0)
     every_seed: bool = opt(False, "explain the models of every seed (default: the first seed only, which bounds "
                                   "the cost)")
+
+
+# the defaults of the options left unset, by image size (height × width up to the limit): every method's forward
+# and backward passes grow with the pixels, so above 64×64 the methods take fewer steps and samples and above
+# 128×128 explain fewer images, which keeps their share of a run's analysis time bounded (issue 28)
+SIZE_DEFAULTS: tuple[tuple[float, dict[str, int]], ...] = (
+    (64 * 64, {"images": 8, "ig_steps": 16, "smoothgrad_samples": 8, "steps": 16, "infidelity_samples": 8,
+               "sensitivity_samples": 2}),
+    (128 * 128, {"images": 8, "ig_steps": 8, "smoothgrad_samples": 4, "steps": 8, "infidelity_samples": 4,
+                 "sensitivity_samples": 1}),
+    (float("inf"), {"images": 4, "ig_steps": 8, "smoothgrad_samples": 4, "steps": 8, "infidelity_samples": 4,
+                    "sensitivity_samples": 1}))
+
+
+def sized_options(options: Any, image_shape: tuple[int, ...]) -> Any:
+    """``options`` with each option left unset (None) given its default for images of ``image_shape``
+    (C×H×W; ``SIZE_DEFAULTS``); options set in the config are kept."""
+    area = int(image_shape[-2]) * int(image_shape[-1])
+    defaults = next(values for limit, values in SIZE_DEFAULTS if area <= limit)
+    unset = {k: v for k, v in defaults.items() if hasattr(options, k) and getattr(options, k) is None}
+    return dataclasses.replace(options, **unset) if unset else options
 
 
 _HOOKABLE_CHECKED: set[tuple] = set()
@@ -60,6 +84,7 @@ def check_explain_options(options: ExplainOptions, name: str, cfg: Any, data: An
     one of the encoder's spatial stages. An encoder that Captum's layer hooks would misread (``check_hookable``)
     is refused only when Grad-CAM is asked for at a named stage; otherwise Grad-CAM is left out for it at
     compute time (the section says why) and the input-gradient methods, which hook no layer, still run."""
+    options = sized_options(options, data.image_shape)
     check_image_count(options.images, data, f"analyses.{name}.images")
     wants_stage = bool(options.gradcam_stage) and "gradcam" in options.methods
     key = (repr(cfg.model), tuple(data.image_shape))
@@ -106,6 +131,7 @@ class ExplainSetup:
 
 def explain_setup(ctx: SeedContext, options: ExplainOptions) -> ExplainSetup:
     data = ctx.data
+    options = sized_options(options, data.image_shape)
     index = select_images(data.test_y.numpy(), options.images, ctx.cfg.data.split_seed)
     x = data.test_x[torch.from_numpy(index)].float()
     cache = ctx.memory("interpret")
@@ -215,8 +241,11 @@ class Attributions(Analysis):
         names = run.dataset.get("class_names", [])
         labels = [str(names[int(v)]) if 0 <= int(v) < len(names) else str(int(v)) for v in arrays["labels"]]
         fig = maps_figure(arrays["images"], labels, panels, {m: model_label(run, m) for m in models}, stage)
+        sized = sized_options(self.options, arrays["images"].shape[1:])
         caption = (f"{len(arrays['images'])} test images, their true class explained; Integrated Gradients from the "
-                   f"dataset-mean image" + (f"; Grad-CAM at {stage}, upsampled bilinearly" if stage else "")
+                   f"dataset-mean image in {sized.ig_steps} steps, SmoothGrad over {sized.smoothgrad_samples} noisy "
+                   "copies (per-image-size defaults unless set: analyses.attributions)"
+                   + (f"; Grad-CAM at {stage}, upsampled bilinearly" if stage else "")
                    + ". The probe on raw pixels has no stage, so no Grad-CAM.")
         note = str(arrays.get("left_out", np.array("")))
         if note:

@@ -7,6 +7,7 @@ from typing import Any
 import pandas as pd
 
 from .. import plots
+from ..data import stratified_subset
 from ..dimension import participation_ratio, pca_dimension, twonn_dimension
 from ..parallel import map_tasks, task_workers
 from .base import Analysis, RunArtifacts, Section, SeedContext, register_analysis
@@ -21,13 +22,16 @@ GUIDE = ("How many dimensions each layer uses on test images: principal componen
 def dimension_table(ctx: SeedContext) -> pd.DataFrame:
     depths = layer_depths({m: ctx.features[m] for m in ctx.fresh})
     jobs = [(model, layer) for model in ctx.fresh for layer in ctx.features[model]]
+    cap = ctx.cfg.analysis.twonn_points
+    twonn_rows = stratified_subset(ctx.data.test_y.numpy()[ctx.points], cap, ctx.cfg.data.split_seed)
 
     def measure(job: tuple[str, str]) -> dict[str, Any]:
         model, layer = job
         x = ctx.features[model][layer]["test"][ctx.points]
         return {"model": model, "seed": ctx.seed, "layer": layer, "depth": depths[layer],
                 "features": int(x.shape[1]), "pca90": pca_dimension(x, 0.9),
-                "participation_ratio": participation_ratio(x), "twonn": twonn_dimension(x, seed=ctx.seed)}
+                "participation_ratio": participation_ratio(x),
+                "twonn": twonn_dimension(x[twonn_rows], max_points=cap, seed=ctx.seed)}
 
     return pd.DataFrame(map_tasks(measure, jobs, task_workers(len(jobs), phase="dimensions")))
 

@@ -17,7 +17,7 @@ from ..interpret.faithfulness import (area_under, fractions, infidelity_scores, 
                                       sensitivity_scores)
 from ..options import opt
 from ..plots import PAGE_WIDTH, plt
-from .attributions import FIRST_SEED, ExplainOptions, check_explain_options, explain_setup, maps_for
+from .attributions import FIRST_SEED, ExplainOptions, check_explain_options, explain_setup, maps_for, sized_options
 from .base import Analysis, RunArtifacts, Section, SeedContext, register_analysis
 from .render import figure, table
 
@@ -31,10 +31,13 @@ RANDOM = "random"
 
 @dataclass
 class FaithfulnessOptions(ExplainOptions):
-    steps: int = opt(16, "points of the deletion and insertion curves (fractions of the pixels)", min=1)
-    infidelity_samples: int = opt(8, "Gaussian perturbations per image for Captum's infidelity (0: skip it)", min=0)
-    sensitivity_samples: int = opt(2, "perturbations per image for Captum's sensitivity_max, each re-running the "
-                                      "method (0: skip it)", min=0)
+    steps: int | None = opt(None, "points of the deletion and insertion curves (fractions of the pixels; default "
+                                  "by image size: 16, 8 above 64×64)", min=1)
+    infidelity_samples: int | None = opt(None, "Gaussian perturbations per image for Captum's infidelity (0: skip "
+                                               "it; default by image size: 8, 4 above 64×64)", min=0)
+    sensitivity_samples: int | None = opt(None, "perturbations per image for Captum's sensitivity_max, each "
+                                                "re-running the method (0: skip it; default by image size: 2, 1 "
+                                                "above 64×64)", min=0)
     sensitivity_radius: float = opt(0.02, "sensitivity_max's perturbation radius, as a fraction of the inputs' "
                                            "value range", gt=0.0, max=1.0)
 
@@ -49,7 +52,7 @@ class Faithfulness(Analysis):
         check_explain_options(self.options, self.name, cfg, data)
 
     def compute(self, ctx: SeedContext) -> dict[str, pd.DataFrame]:
-        o = self.options
+        o = sized_options(self.options, ctx.data.image_shape)
         if not (ctx.first_seed or o.every_seed):
             return {}
         setup = explain_setup(ctx, o)

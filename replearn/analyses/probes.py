@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .. import plots
+from ..data import stratified_subset
 from ..log import log, progress_bar
 from ..parallel import map_tasks, task_workers
 from ..probes import knn_probe, linear_probe
@@ -34,12 +36,23 @@ def layer_depths(features: dict[str, dict[str, Any]]) -> dict[str, int]:
     return depths
 
 
+def knn_evaluation_rows(labels: dict[str, Any], cap: int, seed: int) -> dict[str, np.ndarray]:
+    """Rows of the validation and test splits the kNN probe classifies: a stratified subset of at most ``cap``
+    of each (all when ``cap`` is 0), so its search grows with the training images only."""
+    out = {}
+    for split in ("val", "test"):
+        y = np.asarray(labels[split])
+        out[split] = np.arange(len(y)) if cap == 0 else stratified_subset(y, cap, seed)
+    return out
+
+
 def probe_table(ctx: SeedContext) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Probe every layer of the seed's fresh models side by side (one thread each)."""
     cfg, features, labels = ctx.cfg, ctx.features, ctx.labels
     depths = layer_depths({m: features[m] for m in ctx.fresh})
     jobs = [(m, layer) for m in ctx.fresh for layer in features[m]]
     bar = progress_bar(len(jobs), f"probes seed {ctx.seed}", ctx.run.progress)
+    knn_rows = knn_evaluation_rows(labels, cfg.analysis.knn_eval_points, cfg.data.split_seed)
 
     def probe(job: tuple[str, str]) -> tuple[Any, float, Any, float]:
         model, layer = job
@@ -51,7 +64,8 @@ def probe_table(ctx: SeedContext) -> tuple[pd.DataFrame, dict[str, Any]]:
                            cfg.analysis.probe_selection)
         lin_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        knn = knn_probe(train, val, test, cfg.analysis.knn_k_grid, cfg.analysis.knn_temperature)
+        val_knn, test_knn = ((f[s][knn_rows[s]], labels[s][knn_rows[s]]) for s in ("val", "test"))
+        knn = knn_probe(train, val_knn, test_knn, cfg.analysis.knn_k_grid, cfg.analysis.knn_temperature)
         bar.update(1)
         log(f"  {model:>11} {layer:>7} (d={f['train'].shape[1]:>4}): linear {lin.test_accuracy:.4f}, "
             f"kNN {knn.test_accuracy:.4f}")

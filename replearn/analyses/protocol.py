@@ -52,7 +52,8 @@ class Protocol(Analysis):
                    f"{analysis.get('knn_temperature')}, k " + (f"chosen on validation from {analysis.get('knn_k_grid')}"
                                                                if len(analysis.get("knn_k_grid") or []) > 1 else
                                                                f"= {(analysis.get('knn_k_grid') or ['?'])[0]} (fixed)")
-                   + ". Nothing is chosen on the test split.",
+                   + _knn_cap(analysis) + ". Nothing is chosen on the test split.",
+                   _subset_bullet(analysis),
                    "Regime hyperparameters are those in the table; the last column says how each was chosen "
                    "(config key selection). Label-free criteria (RankMe, Garrido et al. 2023) are the default in "
                    "experiments/select_hparams.py; a criterion that used validation labels is named as such.",
@@ -70,6 +71,21 @@ class Protocol(Analysis):
                            "transfer of features learned with all labels, not learning from few labels.")
         return [Section("protocol", "Protocol", GUIDE, bullets=bullets, table=table(frame, "protocol", run),
                         caption="Training budget of every regime.")]
+
+
+def _knn_cap(analysis: dict) -> str:
+    """How many validation and test images the kNN probe classifies (analysis.knn_eval_points)."""
+    cap = analysis.get("knn_eval_points")
+    return f", classifying at most {cap:,} validation and test images each (stratified)" if cap else ""
+
+
+def _subset_bullet(analysis: dict) -> str:
+    """The stratified test subsets that bound the analyses whose cost grows faster than the images."""
+    points, twonn = analysis.get("analysis_points"), analysis.get("twonn_points")
+    text = (f"CKA, dimensions and clustering use at most {points:,} test images (analysis.analysis_points, "
+            "class-balanced)" if points else "CKA, dimensions and clustering use the test images")
+    return text + (f"; the TwoNN intrinsic dimension at most {twonn:,} of them (analysis.twonn_points)."
+                   if twonn else ".")
 
 
 def _labelled_images(train: dict, dataset: dict, images: int) -> int | None:
