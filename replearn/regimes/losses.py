@@ -20,7 +20,10 @@ from .. import distributed
 
 
 def _whole(z: torch.Tensor, gather: bool) -> tuple[torch.Tensor, int]:
-    """(every rank's rows of ``z`` in rank order, where this rank's rows start) when ``gather``, else (z, 0)."""
+    """(every rank's rows of ``z`` in rank order, where this rank's rows start) when ``gather``, else (z, 0);
+    half-precision embeddings (bf16 autocast) are computed with in float32, float64 ones kept."""
+    if z.is_floating_point() and z.dtype not in (torch.float32, torch.float64):
+        z = z.float()
     return distributed.gather_with_grad(z) if gather else (z, 0)
 
 
@@ -48,8 +51,8 @@ def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 0.0051,
     """Barlow Twins (Zbontar et al. 2021, Algorithm 1): the cross-correlation C of the two views' embeddings,
     each standardised over the batch (mean 0, unbiased standard deviation 1 per dimension), against the
     identity: Σᵢ (1 − Cᵢᵢ)² + λ Σᵢ≠ⱼ Cᵢⱼ². With ``gather``, C is over the global batch."""
-    a, _ = _whole(z1.float(), gather)
-    b, _ = _whole(z2.float(), gather)
+    a, _ = _whole(z1, gather)
+    b, _ = _whole(z2, gather)
     n = a.shape[0]
     a = (a - a.mean(0)) / a.std(0)
     b = (b - b.mean(0)) / b.std(0)
@@ -65,8 +68,8 @@ def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, sim_weight: float = 25.0, va
     view) + ν·covariance (the squared off-diagonal covariances, ÷ d, for each view); 25/25/1 published.
     Returns (loss, {"invariance", "variance", "covariance"}), the terms unweighted. With ``gather``, every
     term is over the global batch."""
-    a, _ = _whole(z1.float(), gather)
-    b, _ = _whole(z2.float(), gather)
+    a, _ = _whole(z1, gather)
+    b, _ = _whole(z2, gather)
     n, d = a.shape
     invariance = F.mse_loss(a, b)
     std_a, std_b = torch.sqrt(a.var(0) + eps), torch.sqrt(b.var(0) + eps)
@@ -85,7 +88,7 @@ def supcon_loss(z: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1,
     the other rows with i's label. ``z`` holds every view (e.g. both views of each image stacked, with
     ``labels`` repeated). An anchor without positives contributes nothing (and is not counted). With
     ``gather``, anchors are this rank's rows, positives and negatives every rank's."""
-    everyone, offset = _whole(z.float(), gather)
+    everyone, offset = _whole(z, gather)
     all_labels, _ = _whole(labels, gather)
     everyone = F.normalize(everyone, dim=1)
     n = len(z)
