@@ -2,5 +2,6 @@
 registers them)."""
 from .base import REGIMES, DataInfo, Regime, RegimeOptions, make_regime, regime_name, register_regime
 from . import supervised, autoencoder, denoising, vae, contrastive, joint  # noqa: E402,F401  (registration)
+from . import byol, simsiam, barlow_twins, vicreg, supcon, masked  # noqa: E402,F401  (registration)
 
 __all__ = ["REGIMES", "DataInfo", "Regime", "RegimeOptions", "make_regime", "regime_name", "register_regime"]

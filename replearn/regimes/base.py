@@ -59,6 +59,8 @@ class Regime:
     reference: ClassVar[str] = ""
     loss_text: ClassVar[str] = ""
     batch_dependent_loss: ClassVar[bool] = False  # True: evaluate in batches of train.batch_size, not 1000
+    # encoder passes per training image and step, (forward, backward): the Protocol's compute budget
+    passes: ClassVar[tuple[int, int]] = (1, 1)
     Options: ClassVar[type[RegimeOptions]] = RegimeOptions
 
     def __init__(self, options: RegimeOptions | None = None, spec: str | None = None) -> None:
@@ -98,6 +100,15 @@ class Regime:
     def reconstruct(self, encoder: Encoder, head: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
         """The model's reconstruction of ``x`` (eval mode, no grad), or None if it does not reconstruct."""
         return None
+
+    def embed(self, encoder: Encoder, head: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+        """The embedding the loss compares (a projector's output), for the collapse diagnostics; None when the
+        loss reads no embedding beyond the latent."""
+        return None
+
+    def after_step(self, encoder: Encoder, head: nn.Module, step: int, total_steps: int) -> None:
+        """Called after each optimiser step (``step`` of ``total_steps``, from 1), e.g. to move a target
+        network (BYOL); nothing by default."""
 
     def test_report(self, encoder: Encoder, head: nn.Module, x: torch.Tensor, batch_size: int
                     ) -> tuple[dict[str, float], dict[str, np.ndarray]]:

@@ -28,8 +28,9 @@ import torch.nn.functional as F
 from .. import distributed
 from ..options import opt
 from ..encoders import Encoder
-from .base import DataInfo, Regime, RegimeOptions, register_regime
+from .base import DataInfo, Regime, register_regime
 from .heads import ProjectionHead
+from .views import ViewOptions
 
 CROP_ATTEMPTS = 10  # torchvision's RandomResizedCrop.get_params
 CROP_RATIOS = (3 / 4, 4 / 3)
@@ -39,22 +40,10 @@ FALLBACK_MEAN, FALLBACK_STD = 0.5, 0.25
 
 
 @dataclass
-class ContrastiveOptions(RegimeOptions):
+class ContrastiveOptions(ViewOptions):
     temperature: float = opt(0.5, "NT-Xent temperature τ (SimCLR uses 0.5 for small images)", gt=0.0, max=100.0)
     projection_dim: int = opt(128, "output size of the projection head", min=1)
     hidden_dim: int = opt(0, "hidden size of the projection head (0 = the latent size)", min=0)
-    crop_min_scale: float = opt(0.3, "smallest area fraction of a random resized crop (torchvision's "
-                                "RandomResizedCrop: up to 10 draws, then the centre crop)", gt=0.0, max=1.0)
-    flip: bool = opt(True, "random horizontal flips (turn off for classes a mirror changes, e.g. digits)")
-    jitter: float = opt(0.4, "strength of the brightness and contrast jitter (0 = none; SimCLR's CIFAR "
-                        "recipe: 0.4)", min=0.0, max=1.0)
-    jitter_p: float = opt(0.8, "probability that an image's colour (or grey-level) jitter is applied", min=0.0,
-                          max=1.0)
-    saturation: float = opt(0.4, "strength of the saturation jitter, colour images only (0 = none)", min=0.0,
-                            max=1.0)
-    hue: float = opt(0.1, "largest hue shift, as a fraction of the colour circle, colour images only (0 = none)",
-                     min=0.0, max=0.5)
-    greyscale_p: float = opt(0.2, "probability that a view is turned grey, colour images only", min=0.0, max=1.0)
 
 
 class ContrastiveHead(ProjectionHead):
@@ -179,7 +168,7 @@ def adjust(u: torch.Tensor, op: str, factor: torch.Tensor) -> torch.Tensor:
     return hsv_to_rgb(torch.cat([hue, hsv[:, 1:]], 1))
 
 
-def colour_distort(u: torch.Tensor, generator: torch.Generator, options: ContrastiveOptions) -> torch.Tensor:
+def colour_distort(u: torch.Tensor, generator: torch.Generator, options: ViewOptions) -> torch.Tensor:
     """SimCLR's colour distortion of RGB images in [0, 1]: with probability ``jitter_p`` torchvision's
     ``ColorJitter(jitter, jitter, saturation, hue)`` — its four adjustments in a random order drawn per
     image, each factor uniform in [max(0, 1 − s), 1 + s] (hue: a shift in [−hue, hue]) — then with
@@ -204,7 +193,7 @@ def colour_distort(u: torch.Tensor, generator: torch.Generator, options: Contras
     return out
 
 
-def grey_jitter(x: torch.Tensor, generator: torch.Generator, options: ContrastiveOptions) -> torch.Tensor:
+def grey_jitter(x: torch.Tensor, generator: torch.Generator, options: ViewOptions) -> torch.Tensor:
     """Brightness and contrast jitter of standardised images that are not RGB: with probability
     ``jitter_p``, contrast × U(1 ± jitter) about the image's mean and brightness + U(± jitter)."""
     n, jitter = len(x), options.jitter
@@ -216,7 +205,7 @@ def grey_jitter(x: torch.Tensor, generator: torch.Generator, options: Contrastiv
     return (x - mean) * contrast + mean + brightness
 
 
-def random_views(x: torch.Tensor, generator: torch.Generator, options: ContrastiveOptions | None = None,
+def random_views(x: torch.Tensor, generator: torch.Generator, options: ViewOptions | None = None,
                  pixel_stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """One random augmentation of every standardised image of ``x`` (N×C×H×W): a random resized crop
     (``crop_boxes``), a horizontal flip with probability ½ if ``options.flip``, then on RGB images the
@@ -275,6 +264,7 @@ class Contrastive(Regime):
                  "random resized crop, flip, colour jitter and greyscale on colour images)")
     reads = "the encoder's latent, before the projection head"
     reference = "Chen et al. 2020 (SimCLR)"
+    passes = (2, 2)
     Options = ContrastiveOptions
 
     def build_head(self, encoder: Encoder, data: DataInfo) -> nn.Module:
@@ -288,6 +278,9 @@ class Contrastive(Regime):
         z = head(encoder(views))
         loss, top1 = nt_xent(z[:len(x)], z[len(x):], self.options.temperature)
         return loss, {"partner_top1": top1}
+
+    def embed(self, encoder: Encoder, head: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return head(encoder(x))
 
     def metrics(self, sums: dict[str, float], images: int, pixels: int) -> dict[str, float]:
         return {"partner_top1": sums["partner_top1"] / (2 * images)}

@@ -200,6 +200,8 @@ class Trainer:
             raise diverged(self, loss, sq)
         self.optimizer.step()
         self.scheduler.step()
+        self.regime.after_step(self.encoder, self.head, state.epoch * self.steps_per_epoch + step + 1,
+                               self.settings.epochs * self.steps_per_epoch)
         state.add(loss, stats, sq.sqrt(), len(xb))
         return loss
 
