@@ -166,8 +166,18 @@ def cknna(x: ArrayLike, y: ArrayLike, k: int = 10) -> float:
 
 
 def _reduced(x: torch.Tensor) -> torch.Tensor:
-    """Column-centred x expressed in its own principal axes (n × rank): the same Gram matrix, at most
-    min(n, p) columns, so no p × p matrix is formed."""
+    """Column-centred x, or, when it has more units than images, an n × n matrix with the same Gram matrix
+    (Rᵀ of the QR factorisation of Xcᵀ): the shape measures depend on x only through its Gram matrix, so no
+    p × p matrix is formed."""
+    xc = _centred(x)
+    if xc.shape[1] <= xc.shape[0]:
+        return xc
+    return torch.linalg.qr(xc.T).R.T
+
+
+def _full_rank(x: torch.Tensor) -> torch.Tensor:
+    """Column-centred x in its own principal axes, the directions of (numerically) zero variance dropped
+    (n × rank): CCA needs full column rank, and is unchanged by this invertible change of basis."""
     u, s, _ = torch.linalg.svd(_centred(x), full_matrices=False)
     keep = s > s.max().clamp_min(1e-300) * 1e-10 if len(s) else s > 0
     return u[:, keep] * s[keep]
@@ -220,7 +230,7 @@ def pwcca(x: ArrayLike, y: ArrayLike) -> float:
     a, b = _pair(x, y, "PWCCA", min_rows=4)
     if b.shape[1] < a.shape[1]:
         a, b = b, a
-    ra, rb = _reduced(a), _reduced(b)
+    ra, rb = _full_rank(a), _full_rank(b)
     if ra.shape[1] == 0 or rb.shape[1] == 0:
         return 0.0
     rho, variates = _canonical(ra, rb)
@@ -333,7 +343,7 @@ MEASURES: dict[str, Measure] = {m.name: m for m in [
     Measure("svcca", "SVCCA (99% variance)", svcca, True, False, _inv(True, True, True, False),
             "Raghu et al. 2017"),
     Measure("pwcca", "PWCCA", pwcca, True, False, _inv(False, True, True, False), "Morcos et al. 2018"),
-    Measure("rsa_spearman", "RSA (Spearman)", rsa_spearman, True, True, _inv(False, True, True, False),
+    Measure("rsa_spearman", "RSA (Spearman)", rsa_spearman, True, False, _inv(False, True, True, False),
             "Kriegeskorte et al. 2008"),
     Measure("rsa_wuc", "RSA (whitened cosine)", rsa_wuc, True, False, _inv(False, True, True, False),
             "Diedrichsen et al. 2021"),
