@@ -102,9 +102,9 @@ def _rbf_gram(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return torch.exp(-d2 / (2 * sigma ** 2 * median))
 
 
-def _cka_of_grams(k: torch.Tensor, l: torch.Tensor) -> float:
+def _cka_of_grams(k: torch.Tensor, g: torch.Tensor) -> float:
     kc = k - k.mean(0, keepdim=True) - k.mean(1, keepdim=True) + k.mean()
-    lc = l - l.mean(0, keepdim=True) - l.mean(1, keepdim=True) + l.mean()
+    lc = g - g.mean(0, keepdim=True) - g.mean(1, keepdim=True) + g.mean()
     norm = kc.norm() * lc.norm()
     return float((kc * lc).sum() / norm) if norm > 0 else 0.0
 
@@ -137,11 +137,11 @@ def mutual_knn(x: ArrayLike, y: ArrayLike, k: int = 10) -> float:
     return float(overlap.sum(1).mean() / k)
 
 
-def _hsic_unbiased(k: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
+def _hsic_unbiased(k: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """Unbiased HSIC (Song et al. 2012) of two n × n matrices, written for non-symmetric ones as the
     platonic-rep code does: tr(K̃L̃), 1ᵀK̃1 1ᵀL̃1, 1ᵀK̃L̃1 with K̃, L̃ the matrices with a zeroed diagonal."""
     m = k.shape[0]
-    kt, lt = k.clone().fill_diagonal_(0), l.clone().fill_diagonal_(0)
+    kt, lt = k.clone().fill_diagonal_(0), g.clone().fill_diagonal_(0)
     value = (kt * lt.T).sum() + kt.sum() * lt.sum() / ((m - 1) * (m - 2)) - 2 * (kt @ lt).sum() / (m - 2)
     return value / (m * (m - 3))
 

@@ -121,7 +121,8 @@ def load_side(path: str | Path) -> Side:
                               "pass two files from `replearn features` or two directories from `replearn run`")
         return load_run(path)
     if not path.is_file():
-        raise ReplearnError(f"'{path}' does not exist", "pass two files from `replearn features` or two run directories")
+        raise ReplearnError(f"'{path}' does not exist",
+                            "pass two files from `replearn features` or two run directories")
     return load_export(path)
 
 
@@ -218,7 +219,8 @@ def sections(values: pd.DataFrame, functional: pd.DataFrame, a: Side, b: Side) -
         shown = format_frame(f.rename(columns={**FUNCTIONAL, "model_a": "A", "model_b": "B"}), 3)
         out.append(Section("functional", "Functional agreement of the final-layer probes",
                            "Disagreement: fraction of images the two probes classify differently. Error consistency "
-                           "(Geirhos et al. 2020): Cohen's κ of their right/wrong vectors, 0 = chance overlap of errors.",
+                           "(Geirhos et al. 2020): Cohen's κ of their right/wrong vectors, 0 = chance overlap of "
+                           "errors.",
                            table={"columns": list(shown.columns), "rows": shown.values.tolist()},
                            caption=f"On the {int(functional.images.iloc[0])} saved evaluation images, mean over "
                                    f"{functional.seed.nunique()} seeds."))

@@ -122,8 +122,8 @@ class Rulers(Analysis):
                 row = probes[(probes.model == regime) & (probes.layer == layer) & (probes.probe == "linear")]
                 chosen = [float(row.chosen.iloc[0])] if len(row) else chosen
 
-            def accuracy(train: torch.Tensor, val: torch.Tensor, test: torch.Tensor) -> float:
-                return linear_probe((train, labels["train"]), (val, labels["val"]), (test, labels["test"]), chosen,
+            def accuracy(train: torch.Tensor, val: torch.Tensor, test: torch.Tensor, l2: list[float] = chosen) -> float:
+                return linear_probe((train, labels["train"]), (val, labels["val"]), (test, labels["test"]), l2,
                                     cfg.analysis.probe_max_iter, cfg.analysis.probe_tol, True).test_accuracy
 
             mean, axes = _principal(f["train"])
