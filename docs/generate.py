@@ -3,6 +3,7 @@
 * ``docs/configuration.md``, the option reference: every config key with its type, default and meaning, from
   the option declarations (``replearn.plugins.plugin_docs``: the sections' own keys, then every registered
   dataset's, encoder's, regime's and analysis's options);
+* ``docs/similarity.md``'s invariance table, from ``replearn.similarity_measures.MEASURES``;
 * ``docs/reliability.md``, the bad-input catalogue: every case of ``tests/cli/test_bad_inputs*.py`` (``CASES``) with
   the message fragment replearn answers with and, where the case is a plain command line, that command.
 
@@ -28,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 OPTIONS_MARKERS = ("<!-- generated:options:start -->", "<!-- generated:options:end -->")
 CATALOGUE_MARKERS = ("<!-- generated:catalogue:start -->", "<!-- generated:catalogue:end -->")
+INVARIANCE_MARKERS = ("<!-- generated:invariance:start -->", "<!-- generated:invariance:end -->")
 LONG_ARGUMENT = 48  # longer arguments are shortened in the catalogue's command column
 
 
@@ -147,6 +149,13 @@ def catalogue_block() -> str:
 # ---------------------------------------------------------------- files
 
 
+def invariance_block() -> str:
+    """docs/similarity.md's table of what each similarity measure is invariant to (asserted by
+    tests/unit/test_similarity_measures.py)."""
+    from replearn.similarity_measures import invariance_table
+    return invariance_table()
+
+
 def replace_block(text: str, markers: tuple[str, str], block: str, path: Path) -> str:
     start, end = markers
     if start not in text or end not in text:
@@ -158,7 +167,8 @@ def expected_files() -> dict[Path, str]:
     """Each generated file's full text as it should be now."""
     out = {}
     for name, markers, build in (("configuration.md", OPTIONS_MARKERS, options_block),
-                                 ("reliability.md", CATALOGUE_MARKERS, catalogue_block)):
+                                 ("reliability.md", CATALOGUE_MARKERS, catalogue_block),
+                                 ("similarity.md", INVARIANCE_MARKERS, invariance_block)):
         path = HERE / name
         out[path] = replace_block(path.read_text(encoding="utf-8"), markers, build(), path)
     return out

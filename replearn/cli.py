@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_features(sub)
     _add_sweep(sub)
     _add_compare(sub)
+    _add_similarity(sub)
     datasets = sub.add_parser("datasets", help="list the datasets, their options and whether their files are available",
                               description="List known datasets, what they are, their own options (data.<key>) and "
                                           "where their files were found.")
@@ -430,6 +431,40 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_similarity(sub: Any) -> None:
+    similarity = sub.add_parser(
+        "similarity", help="compare two models' representations of the same images by several similarity measures",
+        description="Every similarity measure (docs/similarity.md) between two feature exports (`replearn features`: "
+                    "every layer of A against every layer of B, on their test images) or two run directories (each "
+                    "regime's latent of A against each of B, per common seed, with the functional measures on their "
+                    "probes' predictions); writes similarity.html and tables/similarity.csv. Inputs of different "
+                    "images are refused.",
+        epilog="examples:\n  replearn features a.pt --dataset digits --out a.npz   (likewise b.npz)\n"
+               "  replearn similarity a.npz b.npz --out reports/ab\n"
+               "  replearn similarity reports/digits-a reports/digits-b --measures all",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    similarity.add_argument("a", metavar="A", help="a feature export (.npz) or a run directory")
+    similarity.add_argument("b", metavar="B", help="the same kind of input as A, of the same images")
+    similarity.add_argument("--measures", metavar="M1,M2", help="measures to compute, comma-separated, or 'all' "
+                            "(default: the cheap ones; see docs/similarity.md)")
+    similarity.add_argument("--images", type=int, default=1000, metavar="N",
+                            help="at most this many images (a seeded subsample; default 1000)")
+    similarity.add_argument("--out", metavar="DIR", help="output folder (default reports/similarity-<timestamp>); an "
+                                                         "earlier similarity report there is replaced")
+
+
+def cmd_similarity(args: argparse.Namespace) -> int:
+    from .similarity_measures import MEASURES
+    from .similarity_report import similarity
+
+    measures = None
+    if args.measures:
+        measures = list(MEASURES) if args.measures.strip() == "all" else \
+            [m.strip() for m in args.measures.split(",") if m.strip()]
+    print(similarity(args.a, args.b, args.out, measures, args.images))
+    return 0
+
+
 def cmd_datasets(args: argparse.Namespace) -> int:
     from .data import DATASETS, dataset_status
     from .options import option_docs
@@ -462,7 +497,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     handler = {"run": cmd_run, "report": cmd_report, "probe": cmd_probe, "features": cmd_features,
-               "datasets": cmd_datasets, "sweep": cmd_sweep, "compare": cmd_compare}[args.command]
+               "datasets": cmd_datasets, "sweep": cmd_sweep, "compare": cmd_compare,
+               "similarity": cmd_similarity}[args.command]
     try:
         return handler(args)
     except ReplearnError as exc:

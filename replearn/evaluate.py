@@ -27,6 +27,7 @@ from .encoders.tapped import ExportedGraph, TappedModule
 from .model_files import (CODE_FORMATS, TORCHSCRIPT, load_code_file, model_file_kind, read_weights,
                           refuse_code_file)
 from .probes import knn_probe, linear_probe
+from .similarity_report import image_fingerprints
 from .registry import is_import_path
 
 CHECKPOINT_FORMAT = "replearn-checkpoint"
@@ -332,11 +333,12 @@ def _protocol(loaded: LoadedModel, with_knn: bool) -> dict:
 def export_features(source: ModelSource, dataset: str, layers: list[str] | None, overrides: list[str],
                     out: str | Path, force: bool = False) -> Path:
     """Write the model's features at ``layers`` for every split to an .npz (``<layer>.<split>`` arrays, N × D,
-    pooled as for probing; ``labels.<split>``; ``layers``), for scikit-learn, rsatoolbox, netrep and others."""
+    pooled as for probing; ``labels.<split>``; ``images.test``, one fingerprint per test image; ``layers``), for scikit-learn, rsatoolbox, netrep and others."""
     out = Path(out)
-    if "labels" in (layers or []):
-        raise ConfigError("--layer 'labels' would be written as 'labels.<split>', the arrays that hold the class "
-                          "labels in the .npz", "read that layer with `replearn probe`, or give the submodule "
+    clash = next((name for name in ("labels", "images") if name in (layers or [])), None)
+    if clash:
+        raise ConfigError(f"--layer '{clash}' would be written as '{clash}.<split>', the arrays that hold the class "
+                          "labels and the image fingerprints in the .npz", "read that layer with `replearn probe`, or give the submodule "
                           "another name in the model's class")
     check_output_file(out, "--out", force=force)
     loaded = load_for_evaluation(source, dataset, layers, overrides, command="features")
@@ -345,6 +347,7 @@ def export_features(source: ModelSource, dataset: str, layers: list[str] | None,
     features = extract_splits(loaded.encoder, splits, loaded.cfg.analysis.max_stage_features, layers=loaded.layers)
     arrays = {f"{layer}.{split}": f.numpy() for layer, by_split in features.items() for split, f in by_split.items()}
     arrays.update({f"labels.{split}": getattr(data, f"{split}_y").numpy() for split in splits})
+    arrays["images.test"] = image_fingerprints(data.test_x.numpy())  # `replearn similarity` checks the image set
     arrays["layers"] = np.array(loaded.layers)
     return write_output(out, "--out", lambda: save_npz(out, **arrays))
 
