@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from common import ROOT, fashion_mnist_or_none, machine, report
-from replearn.artifacts import read_json
-from replearn.config import load_config
-from replearn.features import extract_features, pooled_grid
+from replearn.rundir.io import read_json
+from replearn.config.sections import load_config
+from replearn.encoders.extract import extract_features, pooled_grid
 from replearn.encoders import build_encoder
 
 
@@ -63,7 +63,7 @@ def main() -> None:
         runs = sorted((ROOT / "reports").glob("*/metrics/summary.json"), key=lambda p: p.stat().st_mtime)
         run_dir = runs[-1].parent.parent if runs else None
     if run_dir is not None:
-        from replearn.report import render_report
+        from replearn.report.html import render_report
 
         started = time.perf_counter()
         render_report(run_dir, Path("/tmp") / "replearn-bench-report.html")

@@ -26,12 +26,12 @@ from pathlib import Path
 
 
 from common import matmul_peak_gflops, report
-from replearn.config import DataConfig, load_config
+from replearn.config.sections import DataConfig, load_config
 from replearn.data import find_idx, load_dataset, read_idx
 from replearn.encoders import build_encoder
 from replearn.errors import DataError
-from replearn.features import extract_features
-from replearn.probes import linear_probe
+from replearn.encoders.extract import extract_features
+from replearn.metrics.probes import linear_probe
 import torch
 
 PROTOCOLS = {"same order": (True, "best"), "loader order, best": (False, "best"),

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from common import fashion_mnist_or_none, machine, report
-from replearn.config import load_config
-from replearn.features import extract_features
+from replearn.config.sections import load_config
+from replearn.encoders.extract import extract_features
 from replearn.encoders import build_encoder
-from replearn.probes import LinearProbe, Standardizer
+from replearn.metrics.probes import LinearProbe, Standardizer
 
 L2 = 1e-4  # the penalty the run's validation search picks most often on these features
 WIDE = 1024  # stage features pooled to at most this many: stage1 is then 16 channels × 8×8 = 1024 wide

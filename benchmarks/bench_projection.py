@@ -22,7 +22,7 @@ from common import ROOT, fashion_mnist_or_none, machine, report
 RUN_REPLEARN = """
 import sys, numpy as np
 sys.path.insert(0, {root!r})
-from replearn.projection import umap_embed
+from replearn.metrics.umap import umap_embed
 x = np.load({src!r})
 np.save({dst!r}, umap_embed(x, n_neighbors=15, seed=0))
 """
@@ -39,8 +39,8 @@ def vectors() -> tuple[np.ndarray, str]:
         rng = np.random.RandomState(0)
         y = rng.randint(0, 10, 10000)
         return (rng.randn(10, 256)[y] * 3 + rng.randn(10000, 256)).astype(np.float32), "synthetic clusters"
-    from replearn.config import load_config
-    from replearn.features import extract_features
+    from replearn.config.sections import load_config
+    from replearn.encoders.extract import extract_features
     from replearn.encoders import build_encoder
 
     cfg = load_config(ROOT / "experiments" / "fashion_mnist.yaml")
@@ -55,7 +55,7 @@ def timed(code: str) -> float:
 
 
 def main() -> None:
-    from replearn.projection import trustworthiness
+    from replearn.metrics.umap import trustworthiness
 
     x, source = vectors()
     with tempfile.TemporaryDirectory() as tmp:

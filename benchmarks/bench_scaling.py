@@ -30,11 +30,11 @@ from pathlib import Path
 import torch
 
 from common import ROOT, fashion_mnist_or_none, machine, matmul_peak_gflops, report
-from replearn.config import load_config
+from replearn.config.sections import load_config
 from replearn.data import Dataset
 from replearn.encoders import build_encoder
-from replearn.experiment import build_head
-from replearn.plugins import resolve
+from replearn.experiment.experiment import build_head
+from replearn.experiment.plugins import resolve
 from replearn.training import Trainer, TrainSettings
 
 RESULT_PREFIX = "SCALING-RESULT "
@@ -58,7 +58,7 @@ def experiment_config(overrides: list[str]):
 
 def trainer_rate(regime_name: str, images: int, device: str, overrides: list[str]) -> float:
     """Images/s of the trainer's second epoch (the first warms up); with torchrun, of this rank's process group."""
-    from replearn import distributed
+    from replearn.runtime import distributed
 
     cfg = experiment_config(overrides + [f"train.device={device}"])
     world, dev = distributed.init(cfg.train, torch.device(device))

@@ -34,9 +34,9 @@ from common import ROOT, matmul_peak_gflops, report
 
 SIZE, CLASSES = 32, 10
 SMALL_IMAGES = 13_000  # 1,040 validation and 2,600 test images: evaluation batches of 1000 occur
-PEAK = ("import resource, sys\nfrom replearn.cli import main\ntry:\n    code = main(sys.argv[1:])\nfinally:\n"
+PEAK = ("import resource, sys\nfrom replearn.cli.main import main\ntry:\n    code = main(sys.argv[1:])\nfinally:\n"
         "    print('PEAK_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)\nsys.exit(code)\n")
-LOAD = ("import resource, sys\nfrom replearn.config import DataConfig\nfrom replearn.data import load_dataset\n"
+LOAD = ("import resource, sys\nfrom replearn.config.sections import DataConfig\nfrom replearn.data import load_dataset\n"
         "d = load_dataset(DataConfig(name='folder', root=sys.argv[1], plugin_options={'test_fraction': 0.2}))\n"
         "print('PEAK_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)\n")
 
@@ -86,7 +86,7 @@ def main() -> None:
         write_s = time.perf_counter() - started
         # decode both once (in this process, with worker processes), so the measured runs read their caches
         os.environ["REPLEARN_CACHE"] = env["REPLEARN_CACHE"]
-        from replearn.config import DataConfig
+        from replearn.config.sections import DataConfig
         from replearn.data import load_dataset
 
         started = time.perf_counter()

@@ -26,12 +26,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from common import fashion_mnist_or_none, machine, matmul_peak_gflops, report
-from replearn import parallel
-from replearn.config import load_config
+from replearn.runtime import threads as parallel
+from replearn.config.sections import load_config
 from replearn.data import Dataset
 from replearn.encoders import build_encoder
-from replearn.experiment import build_head
-from replearn.plugins import resolve
+from replearn.experiment.experiment import build_head
+from replearn.experiment.plugins import resolve
 from replearn.regimes import make_regime
 from replearn.training import Checkpoint, MetricsCSV, Trainer, TrainSettings, eval_batch_size
 

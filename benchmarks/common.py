@@ -41,7 +41,7 @@ def matmul_peak_gflops(size: int = 1024, repeats: int = 10) -> float:
 
 def fashion_mnist_or_none(**overrides):
     """The real Fashion-MNIST dataset if installed, else None (benchmarks then say what they used)."""
-    from replearn.config import DataConfig
+    from replearn.config.sections import DataConfig
     from replearn.data import load_dataset
     from replearn.errors import DataError
 

@@ -58,10 +58,10 @@ def cifar_epoch_times(root: Path, device: str) -> dict:
     """Seconds for one training epoch of each regime of experiments/cifar10_resnet18.yaml."""
     import torch
 
-    from replearn.config import load_config
+    from replearn.config.sections import load_config
     from replearn.encoders import build_encoder
-    from replearn.experiment import build_head
-    from replearn.plugins import resolve
+    from replearn.experiment.experiment import build_head
+    from replearn.experiment.plugins import resolve
     from replearn.training import Trainer, TrainSettings
 
     cfg = load_config(ROOT / "experiments" / "cifar10_resnet18.yaml",

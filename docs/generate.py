@@ -1,9 +1,9 @@
 """Write the generated parts of the docs from their single sources:
 
 * ``docs/configuration.md``, the option reference: every config key with its type, default and meaning, from
-  the option declarations (``replearn.plugins.plugin_docs``: the sections' own keys, then every registered
+  the option declarations (``replearn.experiment.plugins.plugin_docs``: the sections' own keys, then every registered
   dataset's, encoder's, regime's and analysis's options);
-* ``docs/similarity.md``'s invariance table, from ``replearn.similarity_measures.MEASURES``;
+* ``docs/similarity.md``'s invariance table, from ``replearn.metrics.similarity_measures.MEASURES``;
 * ``docs/reliability.md``, the bad-input catalogue: every case of ``tests/cli/test_bad_inputs*.py`` (``CASES``) with
   the message fragment replearn answers with and, where the case is a plain command line, that command.
 
@@ -83,7 +83,7 @@ def option_groups(rows: list[tuple[str, str, Any, str]]) -> list[tuple[str, str,
 
 
 def options_block() -> str:
-    from replearn.plugins import plugin_docs
+    from replearn.experiment.plugins import plugin_docs
 
     lines = []
     for title, note, rows in option_groups(plugin_docs()):
@@ -152,7 +152,7 @@ def catalogue_block() -> str:
 def invariance_block() -> str:
     """docs/similarity.md's table of what each similarity measure is invariant to (asserted by
     tests/unit/test_similarity_measures.py)."""
-    from replearn.similarity_measures import invariance_table
+    from replearn.metrics.similarity_measures import invariance_table
     return invariance_table()
 
 

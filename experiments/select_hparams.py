@@ -33,9 +33,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from replearn import Experiment  # noqa: E402
-from replearn.config import apply_overrides, config_from_dict, load_yaml  # noqa: E402
-from replearn.dimension import rankme  # noqa: E402
-from replearn.features import extract_features  # noqa: E402
+from replearn.config.sections import apply_overrides, config_from_dict, load_yaml  # noqa: E402
+from replearn.metrics.dimension import rankme  # noqa: E402
+from replearn.encoders.extract import extract_features  # noqa: E402
 
 
 def parse_grid(items: list[str]) -> tuple[str, dict[str, list[str]]]:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from replearn.config import config_from_dict
+from replearn.config.sections import config_from_dict
 from replearn.data import DEBIAN_DATASET_DIR
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))

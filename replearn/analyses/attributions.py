@@ -17,15 +17,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..interpret.attributions import LABELS, METHODS, NEEDS_STAGE, Attribution, Settings, applies, attribute
-from ..encoders import build_encoder
-from ..errors import ConfigError
-from ..interpret.explain import (Explained, check_hookable, check_image_count, check_stage, default_stage,
+from replearn.interpret.attributions import LABELS, METHODS, NEEDS_STAGE, Attribution, Settings, applies, attribute
+from replearn.encoders import build_encoder
+from replearn.errors import ConfigError
+from replearn.interpret.explain import (Explained, check_hookable, check_image_count, check_stage, default_stage,
                                  explained_targets, mean_image, model_label, order_models, select_images)
-from ..options import opt
-from ..plots import PAGE_WIDTH, plt
-from .base import Analysis, RunArtifacts, Section, SeedContext, register_analysis
-from .render import figure, table
+from replearn.config.options import opt
+from replearn.analyses.plots import PAGE_WIDTH, plt
+from replearn.analyses.base import Analysis, RunArtifacts, Section, SeedContext, register_analysis
+from replearn.analyses.render import figure, table
 
 GUIDE = ("Which pixels raise each model's logit for the image's true class, by method: red raises it, blue lowers "
          "it (each map scaled to its own largest magnitude; Grad-CAM keeps only what raises it). Every column "

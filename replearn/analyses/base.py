@@ -27,13 +27,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import artifacts
-from ..artifacts import atomic_write_text, load_npz, read_json, save_npz
-from ..config import Config
-from ..errors import ConfigError
-from ..options import safe_load_bounded
-from ..registry import Registry
-from .exports import VectorExports
+from replearn.rundir import io as artifacts
+from replearn.rundir.io import atomic_write_text, load_npz, read_json, save_npz
+from replearn.config.sections import Config
+from replearn.errors import ConfigError
+from replearn.config.options import safe_load_bounded
+from replearn.config.registry import Registry
+from replearn.analyses.exports import VectorExports
 
 Features = dict[str, dict[str, torch.Tensor]]  # layer -> split -> (N × D) features
 
@@ -180,7 +180,7 @@ def check_analysis(obj: Any, path: str) -> type[Analysis]:
     if not (isinstance(obj.Options, type) and dataclasses.is_dataclass(obj.Options)):
         raise ConfigError(f"analysis '{path}' declares Options that are not a dataclass",
                           "decorate its Options class with @dataclass and declare each option with "
-                          "replearn.options.opt")
+                          "replearn.config.options.opt")
     if not (isinstance(obj.requires, tuple) and all(isinstance(r, str) for r in obj.requires)):
         raise ConfigError(f"analysis '{path}' declares requires as {type(obj.requires).__name__}, not a tuple "
                           "of analysis names", "write requires = ('probes',) with the names of the analyses it reads from")

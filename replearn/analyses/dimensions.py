@@ -6,13 +6,13 @@ from typing import Any
 
 import pandas as pd
 
-from .. import plots
-from ..data import stratified_subset
-from ..dimension import participation_ratio, pca_dimension, twonn_dimension
-from ..parallel import map_tasks, task_workers
-from .base import Analysis, RunArtifacts, Section, SeedContext, register_analysis
-from .probes import layer_depths
-from .render import figure, table
+from replearn.analyses import plots
+from replearn.data import stratified_subset
+from replearn.metrics.dimension import participation_ratio, pca_dimension, twonn_dimension
+from replearn.runtime.threads import map_tasks, task_workers
+from replearn.analyses.base import Analysis, RunArtifacts, Section, SeedContext, register_analysis
+from replearn.analyses.probes import layer_depths
+from replearn.analyses.render import figure, table
 
 GUIDE = ("How many dimensions each layer uses on test images: principal components needed for 90% of the "
          "variance, the participation ratio (a soft count of them), and the TwoNN intrinsic dimension of the data "

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from typing import Any
 
-from .. import plots
+from replearn.analyses import plots
 
 
 class VectorExports:
@@ -28,7 +28,7 @@ class VectorExports:
         if self._worker is None and not self._inline:
             try:
                 self._worker = subprocess.Popen(
-                    [sys.executable, "-c", "from replearn.plots import vector_worker; vector_worker()"],
+                    [sys.executable, "-c", "from replearn.analyses.plots import vector_worker; vector_worker()"],
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
             except OSError:
                 self._inline = True

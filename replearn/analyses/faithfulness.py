@@ -11,15 +11,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..interpret.attributions import LABELS, attribute
-from ..interpret.explain import model_color, model_label, order_models
-from ..interpret.faithfulness import (area_under, fractions, infidelity_scores, perturbation_curve, random_maps,
+from replearn.interpret.attributions import LABELS, attribute
+from replearn.interpret.explain import model_color, model_label, order_models
+from replearn.interpret.faithfulness import (area_under, fractions, infidelity_scores, perturbation_curve, random_maps,
                                       sensitivity_scores)
-from ..options import opt
-from ..plots import PAGE_WIDTH, plt
-from .attributions import FIRST_SEED, ExplainOptions, check_explain_options, explain_setup, maps_for, sized_options
-from .base import Analysis, RunArtifacts, Section, SeedContext, register_analysis
-from .render import figure, table
+from replearn.config.options import opt
+from replearn.analyses.plots import PAGE_WIDTH, plt
+from replearn.analyses.attributions import FIRST_SEED, ExplainOptions, check_explain_options, explain_setup, maps_for, sized_options
+from replearn.analyses.base import Analysis, RunArtifacts, Section, SeedContext, register_analysis
+from replearn.analyses.render import figure, table
 
 GUIDE = ("How well each method's ranking of pixels predicts what the model needs: deleting the most-attributed "
          "pixels first (replacing them by the dataset mean) should make the class probability fall fast (low "

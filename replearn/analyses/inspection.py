@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import torch.nn as nn
 
-from .. import plots
-from ..data import stratified_subset
-from ..neighbours import nearest_neighbours
-from ..options import opt
-from .base import Analysis, RunArtifacts, Section, SeedContext, final_layer, register_analysis
-from .render import figure, table
+from replearn.analyses import plots
+from replearn.data import stratified_subset
+from replearn.metrics.neighbours import nearest_neighbours
+from replearn.config.options import opt
+from replearn.analyses.base import Analysis, RunArtifacts, Section, SeedContext, final_layer, register_analysis
+from replearn.analyses.render import figure, table
 
 GUIDES = {
     "reconstructions": "Test images (top row) and each decoding regime's reconstruction of them. What survives the "

@@ -14,14 +14,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import plots
-from ..config import Config
-from ..data import STREAMED_ANALYSIS_IMAGES, stratified_subset
-from ..errors import ConfigError
-from ..interpret.invariance import NUISANCE_HELP, NUISANCES, encoder_features, invariance_rows
-from ..options import opt
-from .base import Analysis, RunArtifacts, Section, SeedContext, register_analysis
-from .render import figure, table
+from replearn.analyses import plots
+from replearn.config.sections import Config
+from replearn.data import STREAMED_ANALYSIS_IMAGES, stratified_subset
+from replearn.errors import ConfigError
+from replearn.interpret.invariance import NUISANCE_HELP, NUISANCES, encoder_features, invariance_rows
+from replearn.config.options import opt
+from replearn.analyses.base import Analysis, RunArtifacts, Section, SeedContext, register_analysis
+from replearn.analyses.render import figure, table
 
 GUIDE = ("How far each layer's representation of a test image moves when the image is slightly transformed "
          "(translated, rotated, noised, its contrast or brightness changed), relative to the distance between two "

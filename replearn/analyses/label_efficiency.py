@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .. import plots
-from ..parallel import map_tasks, task_workers
-from ..probes import ProbeFit, label_efficiency
-from ..stats import format_mean_ci
-from .base import Analysis, RunArtifacts, Section, SeedContext, final_layer, register_analysis
-from .render import figure, table
+from replearn.analyses import plots
+from replearn.runtime.threads import map_tasks, task_workers
+from replearn.metrics.probes import ProbeFit, label_efficiency
+from replearn.metrics.stats import format_mean_ci
+from replearn.analyses.base import Analysis, RunArtifacts, Section, SeedContext, final_layer, register_analysis
+from replearn.analyses.render import figure, table
 
 GUIDE = ("Test accuracy of a linear probe on each model's final layer when only a few labelled images per class "
          "are available (class-balanced random draws; the band spans draws and seeds). Representations that "

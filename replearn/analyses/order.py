@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import ConfigError
-from ..options import build_options, unknown_key
-from .base import ANALYSES, Analysis
+from replearn.errors import ConfigError
+from replearn.config.options import build_options, unknown_key
+from replearn.analyses.base import ANALYSES, Analysis
 
 
 def default_analyses(skip: list[str] | tuple[str, ...] = ()) -> list[str]:

@@ -8,14 +8,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import plots
-from ..data import stratified_subset
-from ..log import log, progress_bar
-from ..parallel import map_tasks, task_workers
-from ..probes import knn_probe, linear_probe
-from ..stats import format_mean_ci, seeds_note
-from .base import Analysis, RunArtifacts, Section, SeedContext, final_layer, register_analysis
-from .render import PLUS_MINUS, figure, table
+from replearn.analyses import plots
+from replearn.data import stratified_subset
+from replearn.runtime.log import log, progress_bar
+from replearn.runtime.threads import map_tasks, task_workers
+from replearn.metrics.probes import knn_probe, linear_probe
+from replearn.metrics.stats import format_mean_ci, seeds_note
+from replearn.analyses.base import Analysis, RunArtifacts, Section, SeedContext, final_layer, register_analysis
+from replearn.analyses.render import PLUS_MINUS, figure, table
 
 GUIDE_TABLE = ("Test accuracy of a linear probe (standardised features — PCA components keep their relative scales —, "
                "multinomial logistic regression) and a "

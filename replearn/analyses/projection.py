@@ -7,14 +7,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import plots
-from ..data import stratified_subset
-from ..errors import ConfigError
-from ..log import log
-from ..parallel import map_tasks, task_workers
-from ..projection import trustworthiness, umap_embed
-from .base import Analysis, RunArtifacts, Section, SeedContext, final_layer, register_analysis
-from .render import figure, table
+from replearn.analyses import plots
+from replearn.data import stratified_subset
+from replearn.errors import ConfigError
+from replearn.runtime.log import log
+from replearn.runtime.threads import map_tasks, task_workers
+from replearn.metrics.umap import trustworthiness, umap_embed
+from replearn.analyses.base import Analysis, RunArtifacts, Section, SeedContext, final_layer, register_analysis
+from replearn.analyses.render import figure, table
 
 GUIDE = ("2-D UMAP embeddings of test-set latent vectors, coloured by class, one panel per model. Trustworthiness "
          "(1 = every embedded neighbourhood is a true one) says how far to trust local structure; distances between "

@@ -6,10 +6,10 @@ from typing import Any
 
 import pandas as pd
 
-from ..stats import seeds_note
-from ..training.loop import Trainer
-from .base import Analysis, RunArtifacts, Section, register_analysis
-from .render import PLUS_MINUS, table
+from replearn.metrics.stats import seeds_note
+from replearn.training.loop import Trainer
+from replearn.analyses.base import Analysis, RunArtifacts, Section, register_analysis
+from replearn.analyses.render import PLUS_MINUS, table
 
 GUIDE = ("Every regime started from the same initial encoder of its seed. The table gives each one's training "
          "budget; the notes say how each hyperparameter was chosen and what to keep in mind when comparing.")

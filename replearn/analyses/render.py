@@ -14,10 +14,10 @@ from typing import Any
 
 import pandas as pd
 
-from .. import plots
-from .base import RunArtifacts
+from replearn.analyses import plots
+from replearn.analyses.base import RunArtifacts
 
-PLUS_MINUS = ("Brackets are 95% intervals over seeds (replearn.stats: for accuracies a t-interval on the logit scale, "
+PLUS_MINUS = ("Brackets are 95% intervals over seeds (replearn.metrics.stats: for accuracies a t-interval on the logit scale, "
               "mapped back, so it stays inside [0, 1]); 'N seeds tie' means every seed gave the same value; one seed "
               "shows no interval.")
 HEADERS = {  # metrics column names whose readable form is more than the name with spaces

@@ -1,7 +1,7 @@
 """Several similarity measures, and tests of the measures on the run's own models.
 
 Per seed, on at most ``images`` test images (the same ones every seed): every chosen measure
-(``replearn.similarity_measures``) between the final layers of each pair of models (raw pixels, PCA, the
+(``replearn.metrics.similarity_measures``) between the final layers of each pair of models (raw pixels, PCA, the
 random-init encoder and the regimes), and the functional measures on their final-layer probes' test
 predictions; the same measures between two regimes at every layer; and the principal-component deletion test
 of Ding et al. (2021): each regime's latent against itself with all but its top-k principal components deleted,
@@ -20,12 +20,12 @@ import pandas as pd
 import torch
 from scipy.stats import spearmanr
 
-from ..log import log
-from ..options import opt
-from ..probes import linear_probe
-from ..similarity_measures import DEFAULT_MEASURES, FUNCTIONAL, MEASURES, disagreement, error_consistency, subsample
-from .base import Analysis, RunArtifacts, RunContext, Section, SeedContext, final_layer, register_analysis
-from .render import table
+from replearn.runtime.log import log
+from replearn.config.options import opt
+from replearn.metrics.probes import linear_probe
+from replearn.metrics.similarity_measures import DEFAULT_MEASURES, FUNCTIONAL, MEASURES, disagreement, error_consistency, subsample
+from replearn.analyses.base import Analysis, RunArtifacts, RunContext, Section, SeedContext, final_layer, register_analysis
+from replearn.analyses.render import table
 
 REFERENCES = ["Kornblith, Norouzi, Lee & Hinton (2019). Similarity of neural network representations revisited. ICML.",
               "Ding, Denain & Steinhardt (2021). Grounding representation similarity through statistical testing. "

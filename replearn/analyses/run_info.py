@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .base import Analysis, RunArtifacts, Section, register_analysis
-from .render import table
+from replearn.analyses.base import Analysis, RunArtifacts, Section, register_analysis
+from replearn.analyses.render import table
 
 GUIDE_DATASET = ("Sizes of the splits. Validation is carved out of the training split; every hyperparameter (probe "
                  "penalty, kNN k) is chosen on it, never on test.")

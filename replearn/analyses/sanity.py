@@ -10,14 +10,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..interpret.attributions import LABELS, attribute
-from ..interpret.explain import model_color, model_label, order_models
-from ..interpret.sanity import METRIC_LABELS, METRICS, THRESHOLD, not_reflecting, randomisation_tests
-from ..options import opt
-from ..plots import PAGE_WIDTH, plt
-from .attributions import FIRST_SEED, ExplainOptions, check_explain_options, explain_setup, maps_for
-from .base import Analysis, RunArtifacts, Section, SeedContext, register_analysis
-from .render import figure, table
+from replearn.interpret.attributions import LABELS, attribute
+from replearn.interpret.explain import model_color, model_label, order_models
+from replearn.interpret.sanity import METRIC_LABELS, METRICS, THRESHOLD, not_reflecting, randomisation_tests
+from replearn.config.options import opt
+from replearn.analyses.plots import PAGE_WIDTH, plt
+from replearn.analyses.attributions import FIRST_SEED, ExplainOptions, check_explain_options, explain_setup, maps_for
+from replearn.analyses.base import Analysis, RunArtifacts, Section, SeedContext, register_analysis
+from replearn.analyses.render import figure, table
 
 GUIDE = ("Does a map depend on what the model learned? Each curve follows how similar a method's maps stay to the "
          "trained model's as its layers are re-initialised from the top (the probe or head, then the latent, then "

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import plots
-from ..log import log
-from ..similarity import cka_pairs
-from .base import Analysis, RunArtifacts, RunContext, Section, SeedContext, register_analysis
-from .render import figure, table
+from replearn.analyses import plots
+from replearn.runtime.log import log
+from replearn.metrics.similarity import cka_pairs
+from replearn.analyses.base import Analysis, RunArtifacts, RunContext, Section, SeedContext, register_analysis
+from replearn.analyses.render import figure, table
 
 GUIDE = ("Linear CKA between every pair of layers of two encoders (1 = same representation up to rotation and "
          "scale), estimated from unbiased HSIC over minibatches of the same test images. Compare cross-regime "

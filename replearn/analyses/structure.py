@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import plots
-from ..parallel import map_tasks, task_workers
-from ..structure import cluster_scores, neighbour_sets, set_overlap
-from .base import Analysis, RunArtifacts, Section, SeedContext, final_layer, register_analysis
-from .render import figure, table
+from replearn.analyses import plots
+from replearn.runtime.threads import map_tasks, task_workers
+from replearn.metrics.clustering import cluster_scores, neighbour_sets, set_overlap
+from replearn.analyses.base import Analysis, RunArtifacts, Section, SeedContext, final_layer, register_analysis
+from replearn.analyses.render import figure, table
 
 GUIDE = ("How class structure shows without labels: k-means on the final layer scored against the classes (NMI, "
          "ARI), the silhouette of the true classes (cosine), the UMAP projection's trustworthiness, and the fraction "

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..artifacts import load_npz, write_json
-from ..log import format_duration
-from ..stats import format_mean_ci, gap_text, mcnemar, paired_gap, seed_interval, seeds_note
-from .base import Analysis, RunArtifacts, RunContext, Section, register_analysis
-from .render import PLUS_MINUS, table
+from replearn.rundir.io import load_npz, write_json
+from replearn.runtime.log import format_duration
+from replearn.metrics.stats import format_mean_ci, gap_text, mcnemar, paired_gap, seed_interval, seeds_note
+from replearn.analyses.base import Analysis, RunArtifacts, RunContext, Section, register_analysis
+from replearn.analyses.render import PLUS_MINUS, table
 
 GUIDE = ("Headline numbers of this run. A classifier's accuracy is its own head on the test set; the probe "
          "accuracies are linear classifiers trained on frozen features, with the penalty chosen on the validation "

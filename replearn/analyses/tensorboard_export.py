@@ -9,10 +9,10 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ..config import Config
-from ..log import log
-from ..training.tensorboard import run_log_dir, summary_writer_class
-from .base import Analysis, SeedContext, register_analysis
+from replearn.config.sections import Config
+from replearn.runtime.log import log
+from replearn.training.tensorboard import run_log_dir, summary_writer_class
+from replearn.analyses.base import Analysis, SeedContext, register_analysis
 
 
 @register_analysis("tensorboard_export")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .. import plots
-from .base import Analysis, RunArtifacts, Section, register_analysis
-from .render import figure, table
+from replearn.analyses import plots
+from replearn.analyses.base import Analysis, RunArtifacts, Section, register_analysis
+from replearn.analyses.render import figure, table
 
 GUIDE_CURVES = ("Training loss (relative to the first epoch, so that every regime's loss fits one axis) and the "
                 "validation accuracy of a linear probe on the latent after each epoch (same probe settings every "

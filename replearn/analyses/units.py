@@ -14,15 +14,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import plots
-from ..config import Config
-from ..interpret.featvis import normalised_for_display, visualise
-from ..interpret.selectivity import (channel_responses, class_selectivity, constant_units, dead_units, most_selective,
+from replearn.analyses import plots
+from replearn.config.sections import Config
+from replearn.interpret.featvis import normalised_for_display, visualise
+from replearn.interpret.selectivity import (channel_responses, class_selectivity, constant_units, dead_units, most_selective,
                                      top_images)
-from ..options import opt
-from .base import Analysis, RunArtifacts, Section, SeedContext, register_analysis
-from .invariance import check_layer_names, encoder_depths, model_device
-from .render import figure, table
+from replearn.config.options import opt
+from replearn.analyses.base import Analysis, RunArtifacts, Section, SeedContext, register_analysis
+from replearn.analyses.invariance import check_layer_names, encoder_depths, model_device
+from replearn.analyses.render import figure, table
 
 GUIDE_SELECTIVITY = ("How class-specific single channels are: the class selectivity index of each channel, (μ_max − "
                      "μ_−max) / (μ_max + μ_−max) of its mean response to each class (1: responds to one class only, 0: "

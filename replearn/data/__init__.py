@@ -7,14 +7,14 @@ CIFAR, folder, STL-10), each a ``DatasetSource`` registered in ``DATASETS``. A u
 """
 from __future__ import annotations
 
-from .dataset import (STREAMED_ANALYSIS_IMAGES, Dataset, LabelledArrays, StoredSplits, analysis_view,
+from replearn.data.dataset import (STREAMED_ANALYSIS_IMAGES, Dataset, LabelledArrays, StoredSplits, analysis_view,
                       channel_moments, channel_stats, check_label_array, pixel_range, split_rows,
                       stratified_split, stratified_subset)
-from .readers import (DEBIAN_DATASET_DIR, IDX_FILES, available_memory, find_idx, idx_search_dirs, read_idx,
+from replearn.data.readers import (DEBIAN_DATASET_DIR, IDX_FILES, available_memory, find_idx, idx_search_dirs, read_idx,
                       read_npz_checked)
-from .sources import (DATASETS, DatasetSource, NoOptions, data_keys, dataset_class, dataset_status,
+from replearn.data.sources import (DATASETS, DatasetSource, NoOptions, data_keys, dataset_class, dataset_status,
                       load_dataset, make_dataset_source, register_dataset)
-from .streaming import FileLayout, ImageStore
+from replearn.data.streaming import FileLayout, ImageStore
 
 __all__ = ["DATASETS", "DEBIAN_DATASET_DIR", "Dataset", "DatasetSource", "FileLayout", "IDX_FILES", "ImageStore",
            "LabelledArrays", "NoOptions", "STREAMED_ANALYSIS_IMAGES", "StoredSplits", "analysis_view",

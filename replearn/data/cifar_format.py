@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
+from replearn.errors import DataError
 
 RECORD_PIXELS = 3 * 32 * 32
 LAYOUTS = {

@@ -17,9 +17,9 @@ from typing import Union
 import numpy as np
 import torch
 
-from ..config import DataConfig
-from ..errors import DataError
-from .streaming import ImageStore
+from replearn.config.sections import DataConfig
+from replearn.errors import DataError
+from replearn.data.streaming import ImageStore
 
 Images = Union[torch.Tensor, ImageStore]  # a split's images: in memory, or read from disk batch by batch
 

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..errors import DataError
+from replearn.errors import DataError
 
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 MAX_FILE_BYTES = 1 << 30  # no image file replearn reads is larger (a link to a disk image named .png is refused)

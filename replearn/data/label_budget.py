@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import seeding
-from ..errors import ConfigError
-from ..seeding import derive_seed
-from .dataset import Dataset
+from replearn.runtime import seeding
+from replearn.errors import ConfigError
+from replearn.runtime.seeding import derive_seed
+from replearn.data.dataset import Dataset
 
 
 def labelled_subset(y: np.ndarray, per_class: int, seed: int, class_names: list[str] | None = None,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from replearn.errors import DataError
 
 DEBIAN_DATASET_DIR = Path("/usr/share/datasets")
 IDX_FILES = {

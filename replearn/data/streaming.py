@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..errors import DataError
+from replearn.errors import DataError
 
 
 @dataclass(frozen=True)

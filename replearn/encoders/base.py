@@ -20,9 +20,9 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
-from ..errors import ConfigError
-from ..options import build_options, options_dict
-from ..registry import Registry, import_object
+from replearn.errors import ConfigError
+from replearn.config.options import build_options, options_dict
+from replearn.config.registry import Registry, import_object
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ import torch.nn as nn
 
 from dataclasses import dataclass
 
-from ..errors import ConfigError
-from ..options import opt
-from .base import ENCODERS, Encoder, StageInfo
+from replearn.errors import ConfigError
+from replearn.config.options import opt
+from replearn.encoders.base import ENCODERS, Encoder, StageInfo
 
 
 @dataclass

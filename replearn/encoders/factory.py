@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import ENCODERS, Encoder, create_encoder, encoder_kwargs
-from .tapped import tapped_encoder
+from replearn.encoders.base import ENCODERS, Encoder, create_encoder, encoder_kwargs
+from replearn.encoders.tapped import tapped_encoder
 
 
 def build_encoder(model_cfg: Any, in_shape: tuple[int, int, int], seed: int) -> Encoder:

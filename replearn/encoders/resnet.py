@@ -17,9 +17,9 @@ import torch.nn as nn
 
 from dataclasses import dataclass
 
-from ..errors import ConfigError
-from ..options import opt
-from .base import ENCODERS, Encoder, StageInfo
+from replearn.errors import ConfigError
+from replearn.config.options import opt
+from replearn.encoders.base import ENCODERS, Encoder, StageInfo
 
 BLOCKS = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}  # weight layers: 2 + 2 · blocks
 OLD_NAMES = {8: 10}  # checkpoints written before the ResNet-10 was named by its layer count record depth 8

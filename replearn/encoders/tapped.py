@@ -15,9 +15,9 @@ import torch
 import torch.fx
 import torch.nn as nn
 
-from ..errors import ConfigError
-from ..registry import is_import_path
-from .base import Encoder, StageInfo, build_module
+from replearn.errors import ConfigError
+from replearn.config.registry import is_import_path
+from replearn.encoders.base import Encoder, StageInfo, build_module
 
 
 def first_tensor(out: Any) -> torch.Tensor:

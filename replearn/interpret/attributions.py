@@ -18,8 +18,8 @@ import torch.nn as nn
 from captum.attr import (InputXGradient, IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel,
                          Saliency)
 
-from ..errors import ConfigError
-from .explain import encoder_of, seeded, stage_module
+from replearn.errors import ConfigError
+from replearn.interpret.explain import encoder_of, seeded, stage_module
 
 
 @dataclass
@@ -87,7 +87,7 @@ def gradcam(model: nn.Module, x: torch.Tensor, target: torch.Tensor, settings: S
                           "leave gradcam out for it")
     stage = settings.stage
     if stage is None:
-        from .explain import default_stage
+        from replearn.interpret.explain import default_stage
         stage = default_stage(encoder)
     if stage is None:
         raise ConfigError("Grad-CAM needs a spatial stage and the encoder has none", "leave gradcam out of the methods")

@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError
+from replearn.errors import ConfigError
 
 Corruption = Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]
 

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..encoders import Encoder
-from ..errors import ConfigError
+from replearn.encoders import Encoder
+from replearn.errors import ConfigError
 
 HEAD_SUFFIX = ":head"  # a regime's own classifier is explained as the model "<regime>:head"
 
@@ -155,7 +155,7 @@ def check_image_count(n: int, data: Any, key: str) -> None:
 
 def select_images(test_y: np.ndarray, n: int, seed: int) -> np.ndarray:
     """``n`` test images, as many of each class as can be (the same for every model, seed and analysis)."""
-    from ..data import stratified_subset
+    from replearn.data import stratified_subset
     n = min(n, len(test_y))
     idx = stratified_subset(test_y, n, seed)[:n]
     return np.sort(idx)
@@ -194,7 +194,7 @@ def explained_targets(ctx: Any, heads: bool = True) -> list[Explained]:
     """The models an attribution analysis explains on a seed (``targets.explained_models``: raw pixels on
     the first seed, the random-init encoder and every regime, each through its latent probe) and, with
     ``heads``, every regime's own linear classifier (``<regime>:head``)."""
-    from .targets import HeadLogits, explained_models, latent_probe
+    from replearn.interpret.targets import HeadLogits, explained_models, latent_probe
     out = []
     for model in explained_models(ctx):
         encoder = ctx.encoders.get(model)
@@ -209,7 +209,7 @@ def explained_targets(ctx: Any, heads: bool = True) -> list[Explained]:
 
 def own_classifier(head: nn.Module | None) -> nn.Module | None:
     """A regime's linear classifier on the latent, if its head is one or holds one (``classifier``)."""
-    from ..regimes.heads import ClassifierHead
+    from replearn.regimes.heads import ClassifierHead
     if isinstance(head, ClassifierHead):
         return head
     inner = getattr(head, "classifier", None)

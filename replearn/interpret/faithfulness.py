@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from captum.metrics import infidelity, sensitivity_max
 
-from .explain import seeded
+from replearn.interpret.explain import seeded
 
 MODES = ("deletion", "insertion")
 

@@ -20,8 +20,8 @@ from typing import Sequence
 
 import torch
 
-from ..features import fuse_batchnorm
-from .corruptions import affine, from_unit
+from replearn.encoders.extract import fuse_batchnorm
+from replearn.interpret.corruptions import affine, from_unit
 
 # the square root of the colour correlation of ImageNet images (Olah et al.; Lucent's values)
 COLOUR_CORRELATION_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
@@ -82,7 +82,7 @@ def visualise(encoder: torch.nn.Module, targets: Sequence[tuple[str, int]], mean
     ``images`` (one per target, unit range, on the CPU), and the targets' activations on the untransformed
     image before the first step (``before``) and after the last (``after``)."""
     if steps < 1:
-        from ..errors import ConfigError
+        from replearn.errors import ConfigError
         raise ConfigError(f"feature visualisation needs at least 1 step, got {steps}", "set steps to 1 or more")
     device = device or next(encoder.parameters()).device
     generator = torch.Generator().manual_seed(int(seed))

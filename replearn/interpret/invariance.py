@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .corruptions import brightness, contrast, from_unit, gaussian_noise, rotation, to_unit, translation
+from replearn.interpret.corruptions import brightness, contrast, from_unit, gaussian_noise, rotation, to_unit, translation
 
 FeatureFn = Callable[[torch.Tensor], dict[str, torch.Tensor]]  # normalised images -> layer -> N×D features
 
@@ -93,7 +93,7 @@ def invariance_rows(features: FeatureFn, x: torch.Tensor, labels: torch.Tensor, 
     normalised images ``x`` and each nuisance (one forward pass over the clean and transformed images)."""
     for name in nuisances:
         if name not in NUISANCES:
-            from ..errors import ConfigError
+            from replearn.errors import ConfigError
             raise ConfigError(f"unknown nuisance '{str(name)[:80]}'", f"choose one of: {', '.join(NUISANCES)}")
     batches = [x] + [transformed(x, n, mean, std, seed * 1009 + i) for i, n in enumerate(nuisances)]
     out = features(torch.cat(batches))
@@ -110,6 +110,6 @@ def encoder_features(encoder: torch.nn.Module, layers: Sequence[str], max_stage_
                      device: torch.device | str) -> FeatureFn:
     """An encoder's features of the named layers as ``extract_features`` gives them to the probes (stage maps
     average-pooled to at most ``max_stage_features``)."""
-    from ..features import extract_features
+    from replearn.encoders.extract import extract_features
 
     return lambda x: extract_features(encoder, x, list(layers), max_stage_features, device=device)

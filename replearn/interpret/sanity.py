@@ -30,8 +30,8 @@ from scipy.stats import rankdata
 from skimage.feature import hog
 from skimage.metrics import structural_similarity
 
-from ..errors import ConfigError
-from .explain import encoder_of, seeded, stage_module
+from replearn.errors import ConfigError
+from replearn.interpret.explain import encoder_of, seeded, stage_module
 
 THRESHOLD = 0.5  # mean Spearman(|map|) after full randomisation at or above which a method is marked
 METRICS = ("spearman_abs", "spearman", "ssim", "hog")

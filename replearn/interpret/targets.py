@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from ..probes import ProbeFit, Standardizer, _prepare, fit_softmax_regression
+from replearn.metrics.probes import ProbeFit, Standardizer, _prepare, fit_softmax_regression
 
 
 class ProbeLogits(nn.Module):

@@ -1,7 +1,7 @@
 """Training objectives ("regimes"): the base class, the registry and the built-in regimes (importing
 registers them)."""
-from .base import REGIMES, DataInfo, Regime, RegimeOptions, make_regime, regime_name, register_regime
-from . import supervised, autoencoder, denoising, vae, contrastive, joint  # noqa: E402,F401  (registration)
-from . import byol, simsiam, barlow_twins, vicreg, supcon, masked  # noqa: E402,F401  (registration)
+from replearn.regimes.base import REGIMES, DataInfo, Regime, RegimeOptions, make_regime, regime_name, register_regime
+from replearn.regimes import supervised, autoencoder, denoising, vae, contrastive, joint  # noqa: E402,F401  (registration)
+from replearn.regimes import byol, simsiam, barlow_twins, vicreg, supcon, masked  # noqa: E402,F401  (registration)
 
 __all__ = ["REGIMES", "DataInfo", "Regime", "RegimeOptions", "make_regime", "regime_name", "register_regime"]

@@ -5,9 +5,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..encoders import Encoder
-from .base import DataInfo, Regime, register_regime
-from .heads import ConvDecoder
+from replearn.encoders import Encoder
+from replearn.regimes.base import DataInfo, Regime, register_regime
+from replearn.regimes.heads import ConvDecoder
 
 
 class Reconstructing(Regime):

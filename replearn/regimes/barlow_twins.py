@@ -8,12 +8,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ..encoders import Encoder
-from ..options import opt
-from .base import DataInfo, Regime, register_regime
-from .losses import barlow_twins_loss
-from .siamese import ViewHead, mlp, too_few, two_views
-from .views import ViewOptions
+from replearn.encoders import Encoder
+from replearn.config.options import opt
+from replearn.regimes.base import DataInfo, Regime, register_regime
+from replearn.regimes.losses import barlow_twins_loss
+from replearn.regimes.siamese import ViewHead, mlp, too_few, two_views
+from replearn.regimes.views import ViewOptions
 
 
 @dataclass

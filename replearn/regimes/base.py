@@ -21,10 +21,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..options import build_options, opt
-from ..encoders import Encoder
-from ..errors import ConfigError
-from ..registry import Registry, is_import_path
+from replearn.config.options import build_options, opt
+from replearn.encoders import Encoder
+from replearn.errors import ConfigError
+from replearn.config.registry import Registry, is_import_path
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,7 @@ def check_regime(obj: Any, path: str) -> type[Regime]:
     if not (isinstance(obj.Options, type) and dataclasses.is_dataclass(obj.Options)):
         raise ConfigError(f"{where} declares Options that are not a dataclass",
                           "subclass replearn.regimes.RegimeOptions with @dataclass and declare each option with "
-                          "replearn.options.opt")
+                          "replearn.config.options.opt")
     return obj
 
 

@@ -12,12 +12,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..encoders import Encoder
-from ..options import opt
-from .base import DataInfo, Regime, register_regime
-from .losses import byol_loss, cosine_tau, ema_update
-from .siamese import ViewHead, mlp, two_views
-from .views import ViewOptions
+from replearn.encoders import Encoder
+from replearn.config.options import opt
+from replearn.regimes.base import DataInfo, Regime, register_regime
+from replearn.regimes.losses import byol_loss, cosine_tau, ema_update
+from replearn.regimes.siamese import ViewHead, mlp, two_views
+from replearn.regimes.views import ViewOptions
 
 
 @dataclass

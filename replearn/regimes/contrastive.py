@@ -25,12 +25,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .. import distributed
-from ..options import opt
-from ..encoders import Encoder
-from .base import DataInfo, Regime, register_regime
-from .heads import ProjectionHead
-from .views import ViewOptions
+from replearn.runtime import distributed
+from replearn.config.options import opt
+from replearn.encoders import Encoder
+from replearn.regimes.base import DataInfo, Regime, register_regime
+from replearn.regimes.heads import ProjectionHead
+from replearn.regimes.views import ViewOptions
 
 CROP_ATTEMPTS = 10  # torchvision's RandomResizedCrop.get_params
 CROP_RATIOS = (3 / 4, 4 / 3)

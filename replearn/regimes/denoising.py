@@ -11,11 +11,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..options import opt
-from ..encoders import Encoder
-from ..errors import ConfigError
-from .autoencoder import Reconstructing
-from .base import RegimeOptions, reconstruction_mse, register_regime
+from replearn.config.options import opt
+from replearn.encoders import Encoder
+from replearn.errors import ConfigError
+from replearn.regimes.autoencoder import Reconstructing
+from replearn.regimes.base import RegimeOptions, reconstruction_mse, register_regime
 
 
 @dataclass

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..encoders import Encoder
+from replearn.encoders import Encoder
 
 
 class ClassifierHead(nn.Module):

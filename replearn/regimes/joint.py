@@ -7,11 +7,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..options import opt
-from ..encoders import Encoder
-from .autoencoder import Reconstructing
-from .base import DataInfo, RegimeOptions, register_regime
-from .heads import ClassifierHead, ConvDecoder
+from replearn.config.options import opt
+from replearn.encoders import Encoder
+from replearn.regimes.autoencoder import Reconstructing
+from replearn.regimes.base import DataInfo, RegimeOptions, register_regime
+from replearn.regimes.heads import ClassifierHead, ConvDecoder
 
 
 @dataclass

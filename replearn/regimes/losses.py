@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .. import distributed
+from replearn.runtime import distributed
 
 
 def _whole(z: torch.Tensor, gather: bool) -> tuple[torch.Tensor, int]:

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ..encoders import Encoder
-from ..options import opt
-from .autoencoder import Reconstructing
-from .base import DataInfo, RegimeOptions, register_regime
-from .heads import ConvDecoder
+from replearn.encoders import Encoder
+from replearn.config.options import opt
+from replearn.regimes.autoencoder import Reconstructing
+from replearn.regimes.base import DataInfo, RegimeOptions, register_regime
+from replearn.regimes.heads import ConvDecoder
 
 
 @dataclass

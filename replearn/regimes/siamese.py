@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .base import DataInfo
-from .contrastive import FALLBACK_MEAN, FALLBACK_STD, random_views
-from .views import ViewOptions
+from replearn.regimes.base import DataInfo
+from replearn.regimes.contrastive import FALLBACK_MEAN, FALLBACK_STD, random_views
+from replearn.regimes.views import ViewOptions
 
 
 def mlp(sizes: list[int], batch_norm: bool = True, last_batch_norm: bool = False) -> nn.Sequential:

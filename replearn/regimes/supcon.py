@@ -9,12 +9,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ..encoders import Encoder
-from ..options import opt
-from .base import DataInfo, Regime, register_regime
-from .losses import supcon_loss
-from .siamese import ViewHead, mlp, two_views
-from .views import ViewOptions
+from replearn.encoders import Encoder
+from replearn.config.options import opt
+from replearn.regimes.base import DataInfo, Regime, register_regime
+from replearn.regimes.losses import supcon_loss
+from replearn.regimes.siamese import ViewHead, mlp, two_views
+from replearn.regimes.views import ViewOptions
 
 
 @dataclass

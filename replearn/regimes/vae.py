@@ -20,12 +20,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .. import distributed
-from ..options import opt
-from ..encoders import Encoder
-from .autoencoder import Reconstructing
-from .base import DataInfo, RegimeOptions, register_regime
-from .heads import ConvDecoder
+from replearn.runtime import distributed
+from replearn.config.options import opt
+from replearn.encoders import Encoder
+from replearn.regimes.autoencoder import Reconstructing
+from replearn.regimes.base import DataInfo, RegimeOptions, register_regime
+from replearn.regimes.heads import ConvDecoder
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ..encoders import Encoder
-from ..options import opt
-from .barlow_twins import ProjectorHead
-from .base import DataInfo, Regime, register_regime
-from .losses import vicreg_loss
-from .siamese import too_few, two_views
-from .views import ViewOptions
+from replearn.encoders import Encoder
+from replearn.config.options import opt
+from replearn.regimes.barlow_twins import ProjectorHead
+from replearn.regimes.base import DataInfo, Regime, register_regime
+from replearn.regimes.losses import vicreg_loss
+from replearn.regimes.siamese import too_few, two_views
+from replearn.regimes.views import ViewOptions
 
 
 @dataclass

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..options import opt
-from .base import RegimeOptions
+from replearn.config.options import opt
+from replearn.regimes.base import RegimeOptions
 
 
 @dataclass

@@ -13,14 +13,14 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .. import distributed
-from ..artifacts import load_checkpoint, load_state_dict_checked, save_checkpoint, write_csv
-from ..features import eval_mode, extract_features
-from ..log import RunClock, log
-from ..probes import LinearProbe
-from .loop import Callback, StopTraining, Trainer
-from .steps import to_device
-from .stop import Stopper
+from replearn.runtime import distributed
+from replearn.rundir.io import load_checkpoint, load_state_dict_checked, save_checkpoint, write_csv
+from replearn.encoders.extract import eval_mode, extract_features
+from replearn.runtime.log import RunClock, log
+from replearn.metrics.probes import LinearProbe
+from replearn.training.loop import Callback, StopTraining, Trainer
+from replearn.training.steps import to_device
+from replearn.training.stop import Stopper
 
 EPOCH_PROBE_L2 = 1e-3
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ..artifacts import write_csv
-from .loop import Callback, Trainer
+from replearn.rundir.io import write_csv
+from replearn.training.loop import Callback, Trainer
 
 
 class InitialGradNorms(Callback):

@@ -18,13 +18,15 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .. import distributed, parallel
-from ..encoders import Encoder
-from ..errors import ConfigError, TrainingDiverged, TrainingInterrupted
-from ..regimes import Regime
-from ..seeding import AUGMENT, derive_seed
-from .state import TrainState
-from .steps import (augment_batch, autocast, epoch_order, eval_batch_size, evaluate, fast_cuda, flush_denormals,
+from replearn.runtime import distributed
+
+from replearn.runtime import threads as parallel
+from replearn.encoders import Encoder
+from replearn.errors import ConfigError, TrainingDiverged, TrainingInterrupted
+from replearn.regimes import Regime
+from replearn.runtime.seeding import AUGMENT, derive_seed
+from replearn.training.state import TrainState
+from replearn.training.steps import (augment_batch, autocast, epoch_order, eval_batch_size, evaluate, fast_cuda, flush_denormals,
                     layer_groups, make_optimizer, resident_images, step_generator, to_device, training_threads)
 
 

@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import distributed
+from replearn.runtime import distributed
 
 
 class TrainState:

@@ -10,12 +10,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .. import parallel, seeding
-from ..encoders import Encoder
-from ..errors import ConfigError
-from ..features import eval_mode
-from ..regimes import Regime
-from ..seeding import derive_seed
+from replearn.runtime import threads as parallel
+
+from replearn.runtime import seeding
+from replearn.encoders import Encoder
+from replearn.errors import ConfigError
+from replearn.encoders.extract import eval_mode
+from replearn.regimes import Regime
+from replearn.runtime.seeding import derive_seed
 
 
 def resolve_device(name: str) -> torch.device:

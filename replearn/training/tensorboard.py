@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError
-from .loop import Callback, Trainer
+from replearn.errors import ConfigError
+from replearn.training.loop import Callback, Trainer
 
 INSTALL = "pip install 'replearn[tensorboard]'"
 

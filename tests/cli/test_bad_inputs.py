@@ -20,7 +20,7 @@ import pytest
 import torch
 import yaml
 
-from replearn.cli import main
+from replearn.cli.main import main
 
 from conftest import make_blob_images, tiny_config
 
@@ -86,7 +86,7 @@ def checkpoint(tmp: Path, payload: dict, name="model.pt") -> Path:
 
 
 def replearn_payload(channels=(4, 8), weights_from=(4, 8), in_shape=(1, 8, 8)) -> dict:
-    from replearn.config import model_config
+    from replearn.config.sections import model_config
     from replearn.encoders import build_encoder
 
     enc = build_encoder(model_config(channels=list(weights_from), latent_dim=6), in_shape, 0)
@@ -440,7 +440,7 @@ def test_hostile_inputs_are_refused_in_seconds_with_bounded_memory(case_id, tmp_
     importing replearn, whatever size the input claims or expands to."""
     build = next(c[2] for c in CASES if c[0] == case_id)
     argv = build(tmp_path)
-    probe = ("import resource, sys\nfrom replearn.cli import main\ncode = main(sys.argv[1:])\n"
+    probe = ("import resource, sys\nfrom replearn.cli.main import main\ncode = main(sys.argv[1:])\n"
              "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\nsys.exit(code)")
     started = time.monotonic()
     result = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, cwd=tmp_path,

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from replearn.cli import main
-from replearn.config import DataConfig
+from replearn.cli.main import main
+from replearn.config.sections import DataConfig
 from replearn.data import load_dataset
 
 from test_bad_inputs import folder_run, png_tree
@@ -220,7 +220,7 @@ def test_bad_folder_input_answers_in_one_line(case_id, what, build, fragment, tm
                                               request):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "dont_write_bytecode", True)
-    monkeypatch.setattr("replearn.log._quiet", False)  # restored afterwards: --quiet must not leak into other tests
+    monkeypatch.setattr("replearn.runtime.log._quiet", False)  # restored afterwards: --quiet must not leak into other tests
     if case_id in PERMISSION_CASES:
         request.getfixturevalue("permissions_bite")
     for target, value in PATCHES.get(case_id, {}).items():

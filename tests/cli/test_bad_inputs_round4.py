@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 
 import test_bad_inputs as catalogue
-from replearn.config import config_from_dict
+from replearn.config.sections import config_from_dict
 from replearn.errors import ReplearnError
 
 
 def experiment(t: Path, **sections):
-    from replearn.experiment import Experiment
+    from replearn.experiment.experiment import Experiment
 
     return Experiment(config_from_dict(catalogue.tiny(t, **sections)), out=t / "run", progress=False)
 
@@ -245,7 +245,7 @@ def test_stl10_files_claiming_gigabytes_are_refused_in_seconds_with_bounded_memo
     import sys
 
     argv = stl10_run(tmp_path, train_y=10 << 30)
-    probe = ("import resource, sys\nfrom replearn.cli import main\ncode = main(sys.argv[1:])\n"
+    probe = ("import resource, sys\nfrom replearn.cli.main import main\ncode = main(sys.argv[1:])\n"
              "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\nsys.exit(code)")
     env = {**os.environ, "REPLEARN_DATA": str(tmp_path / "none")}
     for fragment in ("has 10,737,418,240 labels", "holds 2,000,000 images"):

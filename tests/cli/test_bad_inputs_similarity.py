@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import test_bad_inputs as catalogue
-from replearn.artifacts import RUN_FORMAT, RUN_MARKER
-from replearn.similarity_report import image_fingerprints
+from replearn.rundir.io import RUN_FORMAT, RUN_MARKER
+from replearn.studies.similarity import image_fingerprints
 
 
 def export(tmp: Path, name: str, n: int = 40, seed: int = 0, images_seed: int = 0, labels_seed: int = 0,
@@ -97,6 +97,6 @@ def test_similarity_case_ids_are_unique_in_order_and_in_range():
 
 def test_the_same_exports_are_accepted(tmp_path):
     """The fixtures above are refused for the reason each case names: unchanged, the two exports compare."""
-    from replearn.cli import main
+    from replearn.cli.main import main
     assert main(similarity(export(tmp_path, "a"), export(tmp_path, "b", seed=1), "--out", str(tmp_path / "o"))) == 0
     assert (tmp_path / "o" / "similarity.html").is_file()

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from replearn.cli import main
-from replearn.config import DataConfig
+from replearn.cli.main import main
+from replearn.config.sections import DataConfig
 from replearn.data import load_dataset
 from replearn.encoders.tapped import TappedModule
-from replearn.probes import linear_probe
+from replearn.metrics.probes import linear_probe
 
 USER_MODULE = '''
 import torch.nn as nn
@@ -56,7 +56,7 @@ def direct_probe(net: torch.nn.Module, layer: str, data) -> float:
     """The same protocol by hand: eval-mode activations of ``layer`` (pooled like replearn does for maps)."""
     import torch.nn.functional as F
 
-    from replearn.features import pooled_grid
+    from replearn.encoders.extract import pooled_grid
 
     grabbed = {}
     target = dict(net.named_modules())[layer]

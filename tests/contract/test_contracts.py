@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from replearn.analyses import ANALYSES, RunArtifacts
-from replearn.config import model_config
+from replearn.config.sections import model_config
 from replearn.data import DATASETS
 from replearn.encoders import ENCODERS, build_encoder
-from replearn.options import option_docs
+from replearn.config.options import option_docs
 from replearn.regimes import REGIMES, DataInfo, make_regime
 
 SMALL_ENCODER = {"conv": {"channels": [4, 8]}, "resnet": {"depth": 10, "width": 4}}

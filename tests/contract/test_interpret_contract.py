@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from replearn.config import model_config
+from replearn.config.sections import model_config
 from replearn.encoders import ENCODERS, build_encoder
 from replearn.errors import ConfigError
 from replearn.interpret.attributions import METHODS, Settings, attribute

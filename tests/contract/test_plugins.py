@@ -9,9 +9,9 @@ import pytest
 import torch
 import yaml
 
-from replearn.cli import main
+from replearn.cli.main import main
 from replearn.errors import ConfigError
-from replearn.registry import Registry, import_object
+from replearn.config.registry import Registry, import_object
 
 from conftest import tiny_config
 
@@ -117,8 +117,8 @@ def test_registry_names_import_paths_and_errors(plugin_dir):
 
 
 def test_plugin_options_are_validated_like_config_keys(plugin_dir, blob_npz):
-    from replearn.config import config_from_dict
-    from replearn.plugins import resolve
+    from replearn.config.sections import config_from_dict
+    from replearn.experiment.plugins import resolve
 
     raw = tiny_config(blob_npz, regimes=["my_plugins:Brightness"])
     raw["regimes"] = {"brightness": {"epochs": 1}}
@@ -144,7 +144,7 @@ FOUR_KINDS = PLUGIN + textwrap.dedent('''
 
     from replearn.analyses import Analysis, Section
     from replearn.data import Dataset, DatasetSource, LabelledArrays
-    from replearn.options import opt
+    from replearn.config.options import opt
 
 
     @dataclass
@@ -253,7 +253,7 @@ def test_plugin_options_of_each_kind_are_checked_before_anything_runs(tmp_path, 
         for change, message in cases:
             (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**base, **change}))
             with pytest.raises(ConfigError, match=message):
-                from replearn.experiment import Experiment
+                from replearn.experiment.experiment import Experiment
 
                 Experiment("bad.yaml", out=tmp_path / "never")
             assert not (tmp_path / "never").exists()

@@ -6,7 +6,7 @@ import pandas as pd
 import yaml
 
 from conftest import tiny_config
-from replearn.cli import main
+from replearn.cli.main import main
 
 
 def test_tiny_run_writes_attribution_tables_and_report_sections(blob_npz, tmp_path):

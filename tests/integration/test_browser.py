@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from replearn.cli import main
+from replearn.cli.main import main
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 BROWSER = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
@@ -172,7 +172,7 @@ def test_the_check_sees_csp_violations_console_errors_and_broken_images(browser,
 
 def test_compare_report_has_no_console_error_or_csp_violation_and_every_figure_decodes(browser, digits_run,
                                                                                         tmp_path):
-    pytest.importorskip("replearn.compare", reason="replearn compare is not built yet")
+    pytest.importorskip("replearn.studies.compare", reason="replearn compare is not built yet")
     assert main(["compare", str(digits_run), "--out", str(tmp_path / "compare")]) == 0  # one run: every figure
     page = tmp_path / "compare" / "compare.html"
     html = page.read_text()

@@ -7,7 +7,7 @@ import re
 import pandas as pd
 import pytest
 
-from replearn.cli import main
+from replearn.cli.main import main
 
 from test_sweep import write_spec
 
@@ -79,7 +79,7 @@ def fake_run(root, name, **config):
 
 
 def test_layout_puts_the_first_swept_key_on_x_and_datasets_and_further_keys_side_by_side(tmp_path):
-    from replearn.compare_runs import find_runs, layout
+    from replearn.studies.runs import find_runs, layout
 
     paths = [fake_run(tmp_path, f"r{i}", **{"data.name": data, "model.latent_dim": dim, "train.lr": lr, "seed": seed})
              for i, (data, dim, lr, seed) in enumerate(

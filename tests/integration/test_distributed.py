@@ -23,8 +23,8 @@ import yaml
 
 import replearn.training.loop
 from replearn import Experiment
-from replearn.artifacts import read_json
-from replearn.cli import main
+from replearn.rundir.io import read_json
+from replearn.cli.main import main
 
 from conftest import INTERPRETABILITY
 

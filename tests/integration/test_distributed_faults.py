@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from replearn import Experiment
-from replearn.artifacts import read_json
+from replearn.rundir.io import read_json
 
 from test_distributed import ENV, PROBE_TOLERANCE, TORCHRUN, digits_config, metrics
 

@@ -9,7 +9,7 @@ How a block runs depends on its language:
   write lands in the scratch directory.
 * ``python``: run as a script (``python -``) in the same directory, so it can import modules written there.
 * ``yaml``: a config (a mapping with one of the sections) is loaded with ``config_from_dict`` and resolved
-  with ``replearn.plugins.resolve`` in that directory, so the plug-ins it names must import; other YAML is
+  with ``replearn.experiment.plugins.resolve`` in that directory, so the plug-ins it names must import; other YAML is
   parsed.
 * ``text``, ``output``: samples of output or of a directory's layout; not executed.
 
@@ -127,9 +127,9 @@ def execute(block: Block, where: Path, env: dict[str, str]) -> str | None:
 
 def validate_yaml(block: Block, where: Path) -> str | None:
     """A config block loads and its plug-ins resolve (imported from ``where``, then forgotten again)."""
-    from replearn.config import config_from_dict
+    from replearn.config.sections import config_from_dict
     from replearn.errors import ReplearnError
-    from replearn.plugins import resolve
+    from replearn.experiment.plugins import resolve
 
     raw = yaml.safe_load(block.text)
     if not (isinstance(raw, dict) and CONFIG_SECTIONS & set(raw)):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from replearn.config import DataConfig
+from replearn.config.sections import DataConfig
 from replearn.data import ImageStore, analysis_view, load_dataset
 from replearn.data.sources import folder as folder_module
 from replearn.errors import DataError
@@ -213,7 +213,7 @@ def test_a_damaged_cache_is_detected_rebuilt_and_then_reused(damage, tmp_path, c
     """Damaged caches once gave tracebacks, or (float or zeroed pixels) trained on garbage with exit 0 and
     were never repaired. Each fails its check against meta.json, is decoded again (one log line), and the
     repaired cache is then read without decoding."""
-    monkeypatch.setattr("replearn.log._quiet", False)  # another test's --quiet may still be in force
+    monkeypatch.setattr("replearn.runtime.log._quiet", False)  # another test's --quiet may still be in force
     x, y = grey_images(30)
     write_tree(tmp_path / "t", x, y)
     cfg = cfg_for(tmp_path / "t", tmp_path)
@@ -231,7 +231,7 @@ def test_a_damaged_cache_is_detected_rebuilt_and_then_reused(damage, tmp_path, c
 
 
 def test_a_zeroed_streamed_cache_is_caught_by_its_sampled_checksum(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("replearn.log._quiet", False)
+    monkeypatch.setattr("replearn.runtime.log._quiet", False)
     x, y = grey_images(300, size=40)  # streamed under a 1 MiB budget: only sampled blocks are checked
     write_tree(tmp_path / "t", x, y)
     cfg = cfg_for(tmp_path / "t", tmp_path, memory_budget_mb=1)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from replearn.artifacts import read_json
+from replearn.rundir.io import read_json
 
 from test_distributed import ENV, digits_config
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from replearn.cli import main
+from replearn.cli.main import main
 
 from conftest import needs_fashion_mnist, tiny_config, REPO_ROOT
 
@@ -183,7 +183,7 @@ def test_every_declared_dependency_is_imported_by_a_default_run(tmp_path):
     raw = tiny_config(npz)
     raw["analysis"]["skip"] = []  # every default analysis, the interpretability ones included
     config = write_config(tmp_path, raw)
-    script = ("import sys; from replearn.cli import main; "
+    script = ("import sys; from replearn.cli.main import main; "
               f"code = main(['run', {str(config)!r}, '--out', {str(tmp_path / 'out')!r}, '--quiet']); "
               "print(' '.join(sorted({m.split('.')[0] for m in sys.modules}))); sys.exit(code)")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)

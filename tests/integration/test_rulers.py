@@ -8,9 +8,9 @@ import pytest
 
 from replearn import Experiment
 from replearn.analyses.rulers import deletion_sensitivity, identification
-from replearn.cli import main
-from replearn.config import config_from_dict
-from replearn.similarity_measures import FUNCTIONAL, MEASURES
+from replearn.cli.main import main
+from replearn.config.sections import config_from_dict
+from replearn.metrics.similarity_measures import FUNCTIONAL, MEASURES
 
 from conftest import tiny_config
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from replearn.cli import main
+from replearn.cli.main import main
 
 from conftest import REPO_ROOT, make_blob_images, tiny_config
 

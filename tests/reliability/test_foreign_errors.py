@@ -21,22 +21,22 @@ import pytest
 import torch
 import yaml
 
-from replearn.cli import foreign_error, main
-from replearn.config import config_from_dict, model_config
+from replearn.cli.main import foreign_error, main
+from replearn.config.sections import config_from_dict, model_config
 from replearn.data import load_dataset
 from replearn.encoders import build_encoder
 from replearn.errors import ConfigError
-from replearn.features import pca_baseline, randomised_components
-from replearn.preflight import check_features_fit, check_model_fits, model_size
+from replearn.encoders.extract import pca_baseline, randomised_components
+from replearn.experiment.preflight import check_features_fit, check_model_fits, model_size
 from replearn.regimes import DataInfo, Regime, make_regime
-from replearn.registry import import_object
-from replearn.structure import class_silhouette, cluster_scores
+from replearn.config.registry import import_object
+from replearn.metrics.clustering import class_silhouette, cluster_scores
 from replearn.training import Trainer, TrainSettings
 from replearn.training.loop import check_step_output
 
 from conftest import make_blob_images, tiny_config
 
-PROBE = ("import resource, sys\nfrom replearn.cli import main\ncode = main(sys.argv[1:])\n"
+PROBE = ("import resource, sys\nfrom replearn.cli.main import main\ncode = main(sys.argv[1:])\n"
          "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\nsys.exit(code)")
 
 
@@ -376,7 +376,7 @@ def test_pca_of_large_images_never_builds_the_pixel_covariance():
 def test_analysed_features_larger_than_memory_are_refused_before_anything_is_written(tmp_path, capsys,
                                                                                     monkeypatch):
     config = write_config(tmp_path)
-    monkeypatch.setattr("replearn.preflight.available_memory", lambda: 10_000)
+    monkeypatch.setattr("replearn.experiment.preflight.available_memory", lambda: 10_000)
     assert main(["run", config, "--out", str(tmp_path / "run")]) == 2
     line = one_error_line(capsys.readouterr().err)
     assert "the analyses would hold 126 images × 64 pixel features" in line and "analysis.max_images_per_split" in line

@@ -14,7 +14,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from replearn.config import DataConfig, field_docs, load_config
+from replearn.config.sections import DataConfig, field_docs, load_config
 from replearn.data import load_dataset
 from replearn.errors import ReplearnError
 

@@ -25,9 +25,9 @@ import yaml
 from PIL import Image
 
 from conftest import make_blob_images, tiny_config
-from replearn import parallel
-from replearn.cli import main
-from replearn.config import DataConfig
+from replearn.runtime import threads as parallel
+from replearn.cli.main import main
+from replearn.config.sections import DataConfig
 from replearn.data import ImageStore, load_dataset
 from replearn.data.imagedecode import decode as real_decode
 from replearn.data.sources import folder as folder_module
@@ -36,7 +36,7 @@ from replearn.errors import DataError
 LOADER = """
 import hashlib, json, resource, sys
 import torch
-from replearn.config import DataConfig
+from replearn.config.sections import DataConfig
 from replearn.data import load_dataset
 
 data = load_dataset(DataConfig(name="folder", root=sys.argv[1], val_fraction=0.2,
@@ -203,7 +203,7 @@ def test_train_and_test_never_share_a_linked_file(tmp_path):
 def test_names_with_escape_sequences_are_printed_escaped(tmp_path, capsys, monkeypatch):
     """A class folder named with terminal escape sequences (retitle the window, clear the screen) and a bidi
     override: class names and every line printed show them as escapes."""
-    monkeypatch.setattr("replearn.log._quiet", False)  # another test's --quiet may still be in force
+    monkeypatch.setattr("replearn.runtime.log._quiet", False)  # another test's --quiet may still be in force
     root = tmp_path / "images"
     blob_tree(root)
     evil = "\x1b]0;pwned\x07\x1b[2J\u202eevil"
@@ -232,7 +232,7 @@ def slow_decode(paths, size, colour):
 
 folder.decode = slow_decode
 folder.CHUNK = 8
-from replearn.cli import main
+from replearn.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -357,7 +357,7 @@ def test_a_streamed_cache_deleted_mid_run_is_named_and_the_resume_works(tmp_path
     """Deleting the streamed cache mid-run was reported as a full disk, and the resume it suggested gave a
     traceback. Now the file is named, the run is left resumable, and the resume decodes again and finishes."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("replearn.log._quiet", False)  # restored afterwards: --quiet must not leak
+    monkeypatch.setattr("replearn.runtime.log._quiet", False)  # restored afterwards: --quiet must not leak
     root = tmp_path / "images"
     blob_tree(root, n=300, size=40)  # 1.8 MiB as normalised float32: streamed under a 1 MiB budget
     config = folder_config(tmp_path, root, memory_budget_mb=1)

@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from replearn.artifacts import RUN_MARKER, load_checkpoint, load_npz, read_json, save_checkpoint
+from replearn.rundir.io import RUN_MARKER, load_checkpoint, load_npz, read_json, save_checkpoint
 from replearn.errors import CheckpointError
 
 from conftest import make_blob_images, tiny_config
@@ -170,7 +170,7 @@ def test_checkpoint_round_trip_and_atomic_write(tmp_path):
 def test_report_escapes_user_strings_and_has_csp(tmp_path):
     """Class names and the run directory are the user's strings in the report: HTML-escaped in the page and
     drawn as plain text in figures (a name like $\\foo$ is not mathtext, which would fail to render)."""
-    from replearn.cli import main
+    from replearn.cli.main import main
 
     config = blob_config(tmp_path, epochs=1, n_train=120)
     raw = yaml.safe_load(config.read_text())
@@ -193,7 +193,7 @@ def test_report_escapes_user_strings_and_has_csp(tmp_path):
 
 
 def test_diverged_run_keeps_state_and_report_marks_it_incomplete(tmp_path):
-    from replearn.cli import main
+    from replearn.cli.main import main
 
     config = blob_config(tmp_path, epochs=2, n_train=120)
     out = tmp_path / "div"
@@ -215,8 +215,8 @@ def test_disk_full_at_any_write_fails_in_one_line_and_resumes(tmp_path, capsys, 
     import errno
     import shlex
 
-    import replearn.artifacts as artifacts
-    from replearn.cli import main
+    import replearn.rundir.io as artifacts
+    from replearn.cli.main import main
 
     config = blob_config(tmp_path, epochs=1, n_train=120)
     original = artifacts.atomic_write_bytes
@@ -277,7 +277,7 @@ DAMAGED = [("dataset.json", "truncated", "dataset.json"), ("metrics/cka.csv", "t
 
 @pytest.fixture(scope="module")
 def finished_blob_run(tmp_path_factory) -> Path:
-    from replearn.cli import main
+    from replearn.cli.main import main
 
     tmp = tmp_path_factory.mktemp("damaged")
     config = blob_config(tmp, epochs=1, n_train=120)
@@ -293,7 +293,7 @@ def test_report_renders_what_it_can_from_damaged_artifacts(rel, how, named, fini
     once by hand; these are the kinds of file and damage that used to crash or to pass unnoticed.)"""
     import shutil
 
-    from replearn.cli import main
+    from replearn.cli.main import main
 
     run_dir = tmp_path / "copy"
     shutil.copytree(finished_blob_run, run_dir, ignore=shutil.ignore_patterns("figures", "tables", "checkpoints"))

@@ -19,12 +19,12 @@ import pandas as pd
 import pytest
 import yaml
 
-import replearn.report
-import replearn.experiment
+import replearn.report.html
+import replearn.experiment.experiment
 import replearn.training.loop
 from replearn.analyses import ANALYSES
-from replearn.artifacts import read_json
-from replearn.cli import main
+from replearn.rundir.io import read_json
+from replearn.cli.main import main
 
 from conftest import INTERPRETABILITY, make_blob_images, tiny_config
 
@@ -73,10 +73,10 @@ def _phases() -> list[tuple[str, object, str, int]]:
     """(phase id, owner object, attribute to wrap, which call sends the signal)."""
     phases = [("training-step", replearn.training.loop, "step_generator", 3),
               ("last-epoch-validation", replearn.training.loop, "evaluate", 2),
-              ("extraction", replearn.experiment, "extract_splits", 1)]
+              ("extraction", replearn.experiment.experiment, "extract_splits", 1)]
     phases += [(f"analysis-{name}", cls, "compute", 1) for name, cls in ANALYSES.items()
                if name not in INTERPRETABILITY]  # the tiny run leaves those out (tested in their own runs)
-    phases.append(("rendering", replearn.report, "build_context", 1))
+    phases.append(("rendering", replearn.report.html, "build_context", 1))
     return phases
 
 

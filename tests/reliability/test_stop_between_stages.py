@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from replearn.artifacts import read_json
-from replearn.config import config_from_dict
+from replearn.rundir.io import read_json
+from replearn.config.sections import config_from_dict
 from replearn.errors import TrainingInterrupted
-from replearn.experiment import Experiment
+from replearn.experiment.experiment import Experiment
 
 from conftest import tiny_config
 

@@ -24,8 +24,8 @@ CLI_TESTS = Path(__file__).resolve().parents[1] / "cli"
 if str(CLI_TESTS) not in sys.path:
     sys.path.insert(0, str(CLI_TESTS))
 
-from replearn.artifacts import check_output_file, write_output  # noqa: E402
-from replearn.cli import main  # noqa: E402
+from replearn.rundir.io import check_output_file, write_output  # noqa: E402
+from replearn.cli.main import main  # noqa: E402
 from replearn.errors import RunDirError  # noqa: E402
 
 from test_bad_inputs import checkpoint, fingerprint, png_tree, replearn_payload  # noqa: E402
@@ -33,7 +33,7 @@ from test_bad_inputs_models import (claiming_checkpoint, enormous_checkpoint, in
                                     pickling_program, torchscript_file)
 
 PEAK_MIB = 1500
-MEASURE = ("import resource, sys\nfrom replearn.cli import main\ncode = main(sys.argv[1:])\n"
+MEASURE = ("import resource, sys\nfrom replearn.cli.main import main\ncode = main(sys.argv[1:])\n"
            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\nsys.exit(code)")
 
 

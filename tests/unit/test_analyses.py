@@ -15,12 +15,12 @@ import torch.nn.functional as F
 from replearn.analyses import (ANALYSES, Analysis, RunArtifacts, Section, default_analyses, ordered_analyses,
                                report_analyses)
 from replearn.analyses.order import dependency_order
-from replearn.plugins import resolve
-from replearn.arrays import as_feature_matrix
+from replearn.experiment.plugins import resolve
+from replearn.metrics.arrays import as_feature_matrix
 from replearn.errors import ConfigError, ReplearnError
-from replearn.neighbours import _bf16_matmul_is_fast, nearest_neighbours
-from replearn.report import build_context
-from replearn.seeding import LABEL_DRAW, derive_seed
+from replearn.metrics.neighbours import _bf16_matmul_is_fast, nearest_neighbours
+from replearn.report.html import build_context
+from replearn.runtime.seeding import LABEL_DRAW, derive_seed
 
 BUILT_IN = ["probes", "dimensions", "similarity", "label_efficiency", "projection", "structure", "inspection",
             "training", "summary", "run_info", "protocol", "attributions", "sanity", "faithfulness", "invariance",
@@ -33,7 +33,7 @@ PLUGIN = textwrap.dedent('''
     import pandas as pd
 
     from replearn.analyses import Analysis, Section
-    from replearn.options import opt
+    from replearn.config.options import opt
 
 
     @dataclass

@@ -5,7 +5,7 @@ import torch
 
 from replearn.analyses.probes import knn_evaluation_rows
 from replearn.analyses.protocol import _knn_cap, _subset_bullet
-from replearn.dimension import twonn_dimension
+from replearn.metrics.dimension import twonn_dimension
 
 
 def test_knn_evaluation_rows_are_a_class_balanced_subset_of_each_split():

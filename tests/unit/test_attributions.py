@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from replearn.config import model_config
+from replearn.config.sections import model_config
 from replearn.encoders import Encoder, StageInfo, build_encoder
 from replearn.errors import ConfigError
 from replearn.interpret.attributions import METHODS, Settings, attribute, check_methods

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from replearn.config import DataConfig
+from replearn.config.sections import DataConfig
 from replearn.data import load_dataset
 from replearn.data.cifar_format import check_labels, records_in, safe_unpickle
 from replearn.errors import DataError

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from replearn.plugins import resolve
-from replearn.config import Config, apply_overrides, config_from_dict, dump_yaml, load_config, load_yaml
+from replearn.experiment.plugins import resolve
+from replearn.config.sections import Config, apply_overrides, config_from_dict, dump_yaml, load_config, load_yaml
 from replearn.errors import ConfigError
 from conftest import REPO_ROOT
 
@@ -76,7 +76,7 @@ def test_apply_overrides_does_not_mutate_input():
 
 
 def test_bundled_experiments_load_by_name_from_any_directory(tmp_path, monkeypatch):
-    from replearn.config import bundled_experiments, load_config
+    from replearn.config.sections import bundled_experiments, load_config
 
     monkeypatch.chdir(tmp_path)
     assert {"digits", "fashion_mnist", "objectives"} <= set(bundled_experiments())
@@ -89,7 +89,7 @@ def test_bundled_experiments_load_by_name_from_any_directory(tmp_path, monkeypat
 
 
 def test_selection_notes_are_checked_against_trained_regimes():
-    from replearn.config import apply_overrides, config_from_dict
+    from replearn.config.sections import apply_overrides, config_from_dict
 
     raw = apply_overrides({}, ["selection.autoencoder=RankMe on validation (label-free)"])
     assert config_from_dict(raw).selection == {"autoencoder": "RankMe on validation (label-free)"}

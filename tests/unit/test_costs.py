@@ -3,12 +3,12 @@ line what cannot fit, naming the option, and the run ETA follows the analyses' p
 import numpy as np
 import pytest
 
-from replearn import costs
-from replearn.config import config_from_dict
+from replearn.experiment import costs
+from replearn.config.sections import config_from_dict
 from replearn.data import load_dataset
 from replearn.errors import ConfigError
-from replearn.log import RunClock
-from replearn.preflight import plan_run
+from replearn.runtime.log import RunClock
+from replearn.experiment.preflight import plan_run
 
 ANALYSES = ["probes", "label_efficiency", "dimensions", "similarity", "structure", "projection", "attributions",
             "sanity", "faithfulness", "robustness", "units"]
@@ -55,7 +55,7 @@ def test_pca_cost_takes_the_route_the_code_takes():
 
 
 def test_analysis_costs_grow_linearly_in_pixels_beyond_their_caps():
-    from replearn.config import AnalysisConfig
+    from replearn.config.sections import AnalysisConfig
 
     def seconds(size: int, images: int) -> dict[str, float]:
         shape = costs.RunShape(images * 8 // 10, images // 10, images // 10, (3, size, size), 10, 2, 4, 32,
@@ -86,7 +86,7 @@ def test_run_clock_follows_the_analyses_plan_and_corrects_it():
 
 
 def test_the_memory_error_names_the_size_asked_and_the_options_that_bound_it():
-    from replearn.cli import foreign_error
+    from replearn.cli.main import foreign_error
 
     line = foreign_error(RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 34359738368 "
                                       "bytes")).one_line()

@@ -5,7 +5,7 @@ import struct
 import numpy as np
 import pytest
 
-from replearn.config import DataConfig, config_from_dict
+from replearn.config.sections import DataConfig, config_from_dict
 from replearn.data import (Dataset, LabelledArrays, dataset_status, idx_search_dirs, load_dataset,
                            make_dataset_source, read_idx, stratified_split, stratified_subset)
 from replearn.errors import ConfigError, DataError
@@ -189,7 +189,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from replearn.data import Dataset, DatasetSource, LabelledArrays
-from replearn.options import opt
+from replearn.config.options import opt
 
 
 @dataclass

@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from replearn.config import config_from_dict, model_config
+from replearn.config.sections import config_from_dict, model_config
 from replearn.data import load_dataset
 from replearn.encoders import build_encoder
 from replearn.errors import ConfigError
-from replearn.experiment import build_head
+from replearn.experiment.experiment import build_head
 from replearn.regimes import make_regime
 from replearn.training import Trainer, TrainSettings, epoch_order, layer_groups, step_generator
 from replearn.training.steps import to_device

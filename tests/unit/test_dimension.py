@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from replearn.dimension import participation_ratio, pca_dimension, twonn_dimension
+from replearn.metrics.dimension import participation_ratio, pca_dimension, twonn_dimension
 
 
 def embedded_manifold(n, intrinsic, ambient, seed=0, curved=True):
@@ -47,7 +47,7 @@ def test_duplicates_and_tiny_inputs_do_not_crash():
 def test_rankme_counts_equal_singular_directions_and_ignores_scale():
     import torch
 
-    from replearn.dimension import rankme
+    from replearn.metrics.dimension import rankme
 
     basis = torch.linalg.qr(torch.randn(64, 64, generator=torch.Generator().manual_seed(0)))[0]
     three = torch.zeros(64, 64)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from replearn.config import model_config
+from replearn.config.sections import model_config
 from replearn.errors import ConfigError
 from replearn.encoders import ENCODERS, Encoder, build_encoder, encoder_from_spec, encoder_spec
 from replearn.regimes import DataInfo, make_regime
@@ -147,7 +147,7 @@ def test_resnet_stages_shapes_and_block_counts(depth, blocks):
                                                              "latent": (3, 20)}
     assert torch.allclose(enc(x), feats["latent"])
     # feature extraction folds every conv → batch norm pair and still computes the same function
-    from replearn.features import extract_features
+    from replearn.encoders.extract import extract_features
 
     with torch.no_grad():
         for m in enc.modules():
@@ -163,8 +163,8 @@ def test_resnet_supervised_and_autoencoder_run_end_to_end(tmp_path, blob_npz):
     """ResNet-10 under both regimes from the same initial weights, the decoder mirrored from its stages."""
     import yaml
 
-    from replearn.artifacts import read_json
-    from replearn.cli import main
+    from replearn.rundir.io import read_json
+    from replearn.cli.main import main
     from conftest import tiny_config
 
     raw = tiny_config(blob_npz, epochs=1)

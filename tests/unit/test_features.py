@@ -1,7 +1,7 @@
 import torch
 
-from replearn.config import model_config
-from replearn.features import eval_mode, extract_features, extract_splits, pooled_dims, pixel_features
+from replearn.config.sections import model_config
+from replearn.encoders.extract import eval_mode, extract_features, extract_splits, pooled_dims, pixel_features
 from replearn.encoders import build_encoder
 
 

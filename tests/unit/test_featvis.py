@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from replearn.encoders import build_encoder
-from replearn.config import model_config
+from replearn.config.sections import model_config
 from replearn.errors import ConfigError
-from replearn.features import extract_features
+from replearn.encoders.extract import extract_features
 from replearn.interpret.featvis import FourierImage, visualise
 
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from replearn import distributed
+from replearn.runtime import distributed
 from replearn.encoders import build_encoder
-from replearn.config import ModelConfig
-from replearn.features import extract_splits
+from replearn.config.sections import ModelConfig
+from replearn.encoders.extract import extract_splits
 from replearn.regimes.contrastive import nt_xent
 
 N, DIM, TEMPERATURE, SPLIT = 7, 5, 0.5, 13  # odd sizes: the ranks' shares differ (3 and 4; 6 and 7)

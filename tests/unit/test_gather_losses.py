@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from replearn import distributed
+from replearn.runtime import distributed
 from replearn.regimes.losses import barlow_twins_loss, supcon_loss, vicreg_loss
 
 N, DIM = 7, 5  # odd: the ranks' shares differ (3 and 4)

@@ -10,7 +10,7 @@ import torch
 from replearn import Experiment
 from replearn.analyses import RunArtifacts
 from replearn.analyses.protocol import Protocol
-from replearn.config import config_from_dict
+from replearn.config.sections import config_from_dict
 from replearn.data.label_budget import CycledImages, cycled_index, labelled_subset
 from replearn.errors import ConfigError
 from replearn.regimes import make_regime

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from replearn import parallel
+from replearn.runtime import threads as parallel
 from replearn.errors import ConfigError
-from replearn.probes import knn_probe, label_efficiency, linear_probe
+from replearn.metrics.probes import knn_probe, label_efficiency, linear_probe
 
 
 @pytest.fixture(autouse=True)
@@ -107,7 +107,7 @@ def test_map_tasks_runs_side_by_side_keeps_order_and_reraises():
 def test_forward_flops_match_torchs_flop_counter():
     from torch.utils.flop_counter import FlopCounterMode
 
-    from replearn.config import model_config
+    from replearn.config.sections import model_config
     from replearn.encoders import build_encoder
 
     enc = build_encoder(model_config(channels=[4, 8], latent_dim=6), (1, 16, 16), 0).eval()

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from replearn.features import pca_baseline
-from replearn.pca import EXACT_LIMIT, pca_method, principal_components
-from replearn.projection import pca_reduce
+from replearn.encoders.extract import pca_baseline
+from replearn.metrics.pca import EXACT_LIMIT, pca_method, principal_components
+from replearn.metrics.umap import pca_reduce
 
 
 def images_like(n: int, d: int, rank: int = 12, seed: int = 0) -> np.ndarray:

@@ -5,7 +5,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from replearn.errors import ReplearnError
-from replearn.probes import (LinearProbe, TallSkinnyProducts, choose_on_validation, fit_softmax_regression,
+from replearn.metrics.probes import (LinearProbe, TallSkinnyProducts, choose_on_validation, fit_softmax_regression,
                              knn_classifier, knn_probe, linear_probe)
 
 

@@ -4,8 +4,8 @@ import torch
 from sklearn.manifold import trustworthiness as sk_trustworthiness
 
 from replearn.errors import ReplearnError
-from replearn.neighbours import nearest_neighbours
-from replearn.projection import find_ab, pca_reduce, trustworthiness, umap_embed
+from replearn.metrics.neighbours import nearest_neighbours
+from replearn.metrics.umap import find_ab, pca_reduce, trustworthiness, umap_embed
 
 
 def clusters(n=300, d=10, k=3, seed=0):

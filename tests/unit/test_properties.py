@@ -10,10 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from replearn.dimension import participation_ratio, pca_dimension, twonn_dimension
+from replearn.metrics.dimension import participation_ratio, pca_dimension, twonn_dimension
 from replearn.errors import ReplearnError
-from replearn.probes import LinearProbe, knn_classifier, linear_probe
-from replearn.similarity import linear_cka, minibatch_cka
+from replearn.metrics.probes import LinearProbe, knn_classifier, linear_probe
+from replearn.metrics.similarity import linear_cka, minibatch_cka
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 finite = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False, width=32)

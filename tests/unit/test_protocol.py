@@ -17,13 +17,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from replearn import Experiment
-from replearn.artifacts import load_checkpoint
-from replearn.config import config_from_dict, model_config
+from replearn.rundir.io import load_checkpoint
+from replearn.config.sections import config_from_dict, model_config
 from replearn.encoders import build_encoder, create_encoder
 from replearn.errors import ConfigError
-from replearn.experiment import build_head
-from replearn.features import eval_mode
-from replearn.plugins import plugin_docs
+from replearn.experiment.experiment import build_head
+from replearn.encoders.extract import eval_mode
+from replearn.experiment.plugins import plugin_docs
 from replearn.regimes import REGIMES, DataInfo, make_regime
 from replearn.regimes.base import reconstruction_mse
 from replearn.regimes.contrastive import (ContrastiveHead, ContrastiveOptions, adjust, centre_crop_size,

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from replearn.config import config_from_dict, model_config
+from replearn.config.sections import config_from_dict, model_config
 from replearn.data import load_dataset
 from replearn.encoders import build_encoder
 from replearn.errors import ConfigError
@@ -15,7 +15,7 @@ from replearn.regimes import REGIMES, DataInfo, Regime, make_regime
 from replearn.regimes.contrastive import ContrastiveOptions, nt_xent, random_views
 from replearn.regimes.denoising import corrupt
 from replearn.regimes.vae import kl_per_dim
-from replearn.experiment import build_head
+from replearn.experiment.experiment import build_head
 from replearn.training import EpochProbe, Trainer, TrainSettings
 
 from conftest import tiny_config

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from replearn.errors import ReplearnError
-from replearn.similarity import cka_matrix, linear_cka, minibatch_cka
+from replearn.metrics.similarity import cka_matrix, linear_cka, minibatch_cka
 
 
 def random_features(n=400, d=30, seed=0):
@@ -73,7 +73,7 @@ def test_errors_and_constant_input():
 def test_seed_similarity_compares_the_same_images_across_seeds(tmp_path):
     from replearn.analyses import RunContext
     from replearn.analyses.similarity import Similarity
-    from replearn.config import config_from_dict
+    from replearn.config.sections import config_from_dict
 
     x = random_features(n=300, d=12)
     q, _ = np.linalg.qr(np.random.RandomState(5).randn(12, 12))
@@ -86,7 +86,7 @@ def test_seed_similarity_compares_the_same_images_across_seeds(tmp_path):
 
 
 def test_cka_pairs_share_grams_and_match_pairwise_matrices():
-    from replearn.similarity import cka_pairs
+    from replearn.metrics.similarity import cka_pairs
 
     rng = np.random.RandomState(3)
     a, b, c = ({"l1": rng.randn(250, 6), "l2": rng.randn(250, 3)} for _ in range(3))

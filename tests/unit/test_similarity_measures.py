@@ -15,7 +15,7 @@ from scipy.stats import ortho_group
 
 from replearn import similarity_measures as sm
 from replearn.errors import ReplearnError
-from replearn.similarity import linear_cka as reference_linear_cka
+from replearn.metrics.similarity import linear_cka as reference_linear_cka
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "similarity.md"
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from replearn.stats import format_mean_ci, mcnemar, mean_ci, paired_bootstrap
+from replearn.metrics.stats import format_mean_ci, mcnemar, mean_ci, paired_bootstrap
 
 
 def test_mean_ci_matches_t_interval():
@@ -55,7 +55,7 @@ def test_table_columns_keep_text_and_one_number_format_per_column():
 
 
 def test_run_clock_weighs_regimes_by_step_cost_and_then_uses_measured_analysis_time():
-    from replearn.log import RunClock
+    from replearn.runtime.log import RunClock
 
     clock = RunClock(seeds=2)
     clock.plan("cheap", steps=200, step_cost=1.0)   # 100 steps per seed

@@ -1,4 +1,4 @@
-"""Every interval of the report, the terminal summary and `replearn compare` comes from replearn.stats: gaps
+"""Every interval of the report, the terminal summary and `replearn compare` comes from replearn.metrics.stats: gaps
 include the variation between seeds, accuracies stay inside [0, 1], one seed shows no interval, ties show as ties."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from replearn.stats import format_mean_ci, gap_text, paired_gap, seed_interval, seeds_note
+from replearn.metrics.stats import format_mean_ci, gap_text, paired_gap, seed_interval, seeds_note
 
 
 def outcomes(n: int, accuracy: float, rng: np.random.Generator) -> np.ndarray:

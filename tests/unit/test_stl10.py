@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from replearn.cli import main
-from replearn.config import DataConfig, config_from_dict
+from replearn.cli.main import main
+from replearn.config.sections import DataConfig, config_from_dict
 from replearn.data import DATASETS, ImageStore, dataset_status, load_dataset
 from replearn.errors import ConfigError, DataError
 

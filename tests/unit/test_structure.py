@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from replearn.errors import ReplearnError
-from replearn.structure import cluster_scores, knn_overlap
+from replearn.metrics.clustering import cluster_scores, knn_overlap
 
 
 def blobs(n=300, k=3, d=5, sep=8.0, seed=0):
@@ -40,7 +40,7 @@ def test_pca_components_keep_their_scales_in_clustering_and_probes():
     import torch
 
     from replearn.analyses.base import baseline_models
-    from replearn.probes import Standardizer
+    from replearn.metrics.probes import Standardizer
 
     rng = np.random.RandomState(0)
     y = np.arange(600) % 3

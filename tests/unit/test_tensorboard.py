@@ -17,8 +17,8 @@ from google.protobuf import text_format  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from replearn import Experiment  # noqa: E402
-from replearn.cli import main  # noqa: E402
-from replearn.config import config_from_dict  # noqa: E402
+from replearn.cli.main import main  # noqa: E402
+from replearn.config.sections import config_from_dict  # noqa: E402
 from replearn.errors import ConfigError  # noqa: E402
 from replearn.training.tensorboard import summary_writer_class  # noqa: E402
 

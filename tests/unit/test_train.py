@@ -2,12 +2,12 @@ import pandas as pd
 import pytest
 import torch
 
-from replearn.config import config_from_dict
+from replearn.config.sections import config_from_dict
 from replearn.data import load_dataset
 from replearn.errors import TrainingDiverged, TrainingInterrupted
 from replearn.encoders import build_encoder
 from replearn.regimes import make_regime
-from replearn.experiment import build_head
+from replearn.experiment.experiment import build_head
 from replearn.training import (Callback, Checkpoint, EpochProbe, MetricsCSV, SignalStop, Snapshots, Stopper, Trainer,
                                TrainSettings, epoch_order, evaluate, make_optimizer)
 

@@ -2,15 +2,15 @@
 A new built-in dataset is one new module here plus one line below."""
 from __future__ import annotations
 
-from .base import (DATASETS, DatasetSource, NoOptions, data_keys, dataset_class, dataset_status,
+from replearn.data.sources.base import (DATASETS, DatasetSource, NoOptions, data_keys, dataset_class, dataset_status,
                    load_dataset, make_dataset_source, register_dataset)
 
-from . import digits  # noqa: E402,F401  (registration, in the order `replearn datasets` lists them)
-from . import idx  # noqa: E402,F401
-from . import npz  # noqa: E402,F401
-from . import cifar  # noqa: E402,F401
-from . import folder  # noqa: E402,F401
-from . import stl10  # noqa: E402,F401
+from replearn.data.sources import digits  # noqa: E402,F401  (registration, in the order `replearn datasets` lists them)
+from replearn.data.sources import idx  # noqa: E402,F401
+from replearn.data.sources import npz  # noqa: E402,F401
+from replearn.data.sources import cifar  # noqa: E402,F401
+from replearn.data.sources import folder  # noqa: E402,F401
+from replearn.data.sources import stl10  # noqa: E402,F401
 
 __all__ = ["DATASETS", "DatasetSource", "NoOptions", "data_keys", "dataset_class", "dataset_status",
            "load_dataset", "make_dataset_source", "register_dataset"]

@@ -16,12 +16,12 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
-from ...config import PLUGIN_OPTIONS, DataConfig
-from ...errors import ConfigError, DataError
-from ...options import build_options
-from ...registry import Registry, is_import_path
-from ..dataset import Dataset
-from ..readers import idx_search_dirs
+from replearn.config.sections import PLUGIN_OPTIONS, DataConfig
+from replearn.errors import ConfigError, DataError
+from replearn.config.options import build_options
+from replearn.config.registry import Registry, is_import_path
+from replearn.data.dataset import Dataset
+from replearn.data.readers import idx_search_dirs
 
 
 @dataclass

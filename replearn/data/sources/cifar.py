@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ...config import DataConfig
-from ...errors import DataError
-from ...options import opt
-from ..cifar_format import find_cifar, read_cifar
-from ..dataset import Dataset, LabelledArrays
-from ..readers import idx_search_dirs
-from .base import DatasetSource, not_found, register_dataset
+from replearn.config.sections import DataConfig
+from replearn.errors import DataError
+from replearn.config.options import opt
+from replearn.data.cifar_format import find_cifar, read_cifar
+from replearn.data.dataset import Dataset, LabelledArrays
+from replearn.data.readers import idx_search_dirs
+from replearn.data.sources.base import DatasetSource, not_found, register_dataset
 
 
 class CifarSource(DatasetSource):

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...config import DataConfig
-from ..dataset import Dataset, LabelledArrays, stratified_split
-from .base import DatasetSource, register_dataset
+from replearn.config.sections import DataConfig
+from replearn.data.dataset import Dataset, LabelledArrays, stratified_split
+from replearn.data.sources.base import DatasetSource, register_dataset
 
 
 @register_dataset("digits")

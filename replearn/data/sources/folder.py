@@ -42,17 +42,17 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ... import parallel
-from ...config import DataConfig
-from ...errors import DataError
-from ...log import log, progress_bar
-from ...options import opt
-from ..dataset import Dataset, LabelledArrays, StoredSplits, stratified_split
-from ..imagedecode import (GREY_MODES, MAX_FILE_BYTES, decode, file_digest, file_kind, map_chunks, scan_headers,
+from replearn.runtime import threads as parallel
+from replearn.config.sections import DataConfig
+from replearn.errors import DataError
+from replearn.runtime.log import log, progress_bar
+from replearn.config.options import opt
+from replearn.data.dataset import Dataset, LabelledArrays, StoredSplits, stratified_split
+from replearn.data.imagedecode import (GREY_MODES, MAX_FILE_BYTES, decode, file_digest, file_kind, map_chunks, scan_headers,
                            sigterm_interrupts, signals_held)
-from ..readers import available_memory
-from ..streaming import data_crc32, read_npy_header, sampled_digest
-from .base import DatasetSource, register_dataset
+from replearn.data.readers import available_memory
+from replearn.data.streaming import data_crc32, read_npy_header, sampled_digest
+from replearn.data.sources.base import DatasetSource, register_dataset
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 CACHE_VERSION = 2

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ...config import DataConfig
-from ...errors import DataError
-from ..dataset import Dataset, LabelledArrays
-from ..readers import find_idx, read_idx
-from .base import DatasetSource, not_found, register_dataset
+from replearn.config.sections import DataConfig
+from replearn.errors import DataError
+from replearn.data.dataset import Dataset, LabelledArrays
+from replearn.data.readers import find_idx, read_idx
+from replearn.data.sources.base import DatasetSource, not_found, register_dataset
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ...config import DataConfig
-from ...errors import DataError
-from ..dataset import Dataset, LabelledArrays, check_label_array
-from ..readers import IDX_FILES, read_npz_checked
-from .base import DatasetSource, register_dataset
+from replearn.config.sections import DataConfig
+from replearn.errors import DataError
+from replearn.data.dataset import Dataset, LabelledArrays, check_label_array
+from replearn.data.readers import IDX_FILES, read_npz_checked
+from replearn.data.sources.base import DatasetSource, register_dataset
 
 
 @register_dataset("npz")

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ...config import DataConfig
-from ...errors import DataError
-from ...options import opt
-from ..dataset import Dataset, LabelledArrays
-from ..readers import idx_search_dirs
-from ..streaming import ImageStore, raw_file_layout
-from .base import DatasetSource, not_found, register_dataset
+from replearn.config.sections import DataConfig
+from replearn.errors import DataError
+from replearn.config.options import opt
+from replearn.data.dataset import Dataset, LabelledArrays
+from replearn.data.readers import idx_search_dirs
+from replearn.data.streaming import ImageStore, raw_file_layout
+from replearn.data.sources.base import DatasetSource, not_found, register_dataset
 
 IMAGE_SHAPE = (3, 96, 96)
 IMAGE_BYTES = math.prod(IMAGE_SHAPE)  # 27,648

@@ -1,0 +1,574 @@
+"""One comparison experiment: config → data → models → training → features (once) → analyses → report.
+
+``Experiment`` is the whole of it as a Python object. Each seed trains every regime from the same initial
+encoder, extracts every model's features once and hands them to the analyses; everything lands in the
+run directory as CSV/JSON/NPZ, written atomically, and the report is rendered from those files alone.
+The stages can be called one by one (``prepare``, ``train``, ``extract``, ``analyse``, ``finish``,
+``render``) or chained by ``run``; ``Experiment.resume`` continues an interrupted run: finished regimes
+are loaded, an interrupted one restarts from its last completed step, analyses are redone.
+
+    from replearn import Experiment
+    report = Experiment("digits", ["train.epochs=2"], out="reports/quick").run()
+"""
+from __future__ import annotations
+
+import copy
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+import sklearn
+import torch
+
+from replearn.runtime import distributed
+
+from replearn.runtime import threads as parallel
+
+from replearn.runtime import seeding
+from replearn.version import __version__
+from replearn.analyses import RunContext, SeedContext
+from replearn.analyses.base import Features, ModelInfo, baseline_models, write_models
+from replearn.analyses.summary import closing_summary, summarize
+from replearn.rundir.io import check_run_dir, load_checkpoint, load_state_dict_checked, read_json, save_checkpoint, \
+    save_npz, write_json
+from replearn.config.sections import Config, apply_overrides, config_from_dict, dump_yaml, load_config
+from replearn.data import Dataset, analysis_view, stratified_subset
+from replearn.data.label_budget import analysis_train_view, labelled_subset, training_view
+from replearn.encoders import Encoder, build_encoder, encoder_spec
+from replearn.errors import ReplearnError, TrainingDiverged, TrainingInterrupted
+from replearn.encoders.extract import eval_mode, extract_splits, pca_baseline, pixel_features
+from replearn.runtime.log import Heartbeat, RunClock, log
+from replearn.experiment.plugins import Plugins, resolve
+from replearn.experiment.preflight import check_data_fits, plan_run, preflight
+from replearn.regimes import DataInfo, Regime
+from replearn.regimes.base import reconstruction_mse, reconstructs
+from replearn.report.html import render_report
+from replearn.rundir.directory import RunDir
+from replearn.runtime.seeding import derive_seed
+from replearn.training.grad_init import InitialGradNorms
+from replearn.training.loop import Callback
+from replearn.training.tensorboard import TensorBoard, run_log_dir
+from replearn.training import (Checkpoint, EpochLog, EpochProbe, MetricsCSV, ProgressBar, SignalStop, Snapshots, Stopper,
+                       Trainer, TrainSettings, eval_batch_size, evaluate, resolve_device, training_step_flops)
+
+# an analysis predicted to take longer than this is announced with its prediction; one that runs longer than
+# HEARTBEAT_SECONDS says so every HEARTBEAT_SECONDS
+LONG_STEP_SECONDS, HEARTBEAT_SECONDS = 5.0, 10.0
+
+
+class Experiment:
+    """A comparison run, built from a config (a ``Config``, a YAML path or a bundled experiment's name) and
+    ``key=value`` overrides; every plug-in it names is resolved and validated here, before anything runs."""
+
+    def __init__(self, config: Config | str | Path | None = None, overrides: Iterable[str] = (), *,
+                 out: str | Path | None = None, force: bool = False, progress: bool = True) -> None:
+        if isinstance(config, Config):
+            cfg = config_from_dict(apply_overrides(config.to_dict(), list(overrides))) if overrides else config
+        else:
+            cfg = load_config(config, list(overrides))
+        self.plugins: Plugins = resolve(cfg)
+        self.config: Config = self.plugins.config
+        self.force, self.progress, self.resuming = force, progress, False
+        self.world, self.device = distributed.init(self.config.train, resolve_device(self.config.train.device))
+        chosen = RunDir(out) if out is not None else RunDir.default(cfg.name)
+        self.run_dir = RunDir(distributed.broadcast_object(chosen.path))  # rank 0's timestamp names it for all
+        self.data: Dataset | None = None
+        self.analysed: Dataset | None = None  # the stratified view of the data the analyses use (prepare)
+        self.labelled: np.ndarray | None = None  # train.labels_per_class: the labelled training images (load_data)
+        self.context: RunContext | None = None  # what every seed's analyses share (prepare)
+        self.encoders: dict[int, dict[str, Encoder]] = {}
+        self.heads: dict[int, dict[str, torch.nn.Module]] = {}  # each trained regime's head, by seed
+        self.model_rows: list[dict[str, Any]] = []
+        self.results: dict[str, list[pd.DataFrame]] = {}
+        self.stopper = Stopper()
+        self.clock = RunClock(len(self.seeds))
+        self.phases: list[Any] = []  # the cost model's plan (preflight.plan_run), once the data are loaded
+        self._baselines: dict[str, Any] = {}
+        self._features: dict[int, dict[str, Features]] = {}
+        self._extraction_seconds = 0.0
+        self._seed_analysis_started: dict[int, float] = {}  # when each seed's extraction began (for the ETA)
+        self._running = False  # set once this process has marked the run directory as running (prepare)
+        self._prepared = False  # prepare() has run: the data are loaded and the run directory exists
+        self._analysed_seeds: set[int] = set()  # the seeds analyse() has run for
+        self._completed = False  # run() finished: the run directory is complete and is not to be touched again
+
+    @classmethod
+    def resume(cls, run_dir: str | Path, progress: bool = True) -> "Experiment":
+        """The experiment of an interrupted run, with its saved config (refused if edited or complete)."""
+        check_run_dir(run_dir, need="resume")
+        experiment = cls(load_config(Path(run_dir) / "config.yaml"), out=run_dir, progress=progress)
+        experiment.run_dir.check_resumable(experiment.config.to_dict())
+        experiment.resuming = True
+        return experiment
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.config.train.seeds)
+
+    @property
+    def regimes(self) -> list[Regime]:
+        return self.plugins.regimes
+
+    def load_data(self) -> Dataset:
+        """Load the dataset and check that the model, the regimes and the analyses fit it; writes nothing."""
+        if self.data is None:
+            data = self.plugins.dataset.load(self.config.data)
+            try:
+                check_data_fits(self.config, data, self.device)
+                self.phases = plan_run(self.config, data, [a.name for a in self.plugins.analyses], self.device)
+                preflight(self.config, self.regimes, data, self.device)
+                layers = ["input"] + build_encoder(self.config.model, data.image_shape, 0).layer_names
+                for analysis in self.plugins.analyses:
+                    analysis.check(self.config, data, layers)
+                if self.resuming:
+                    self.run_dir.check_same_data(data.summary())
+                if self.config.train.labels_per_class:
+                    self.labelled = labelled_subset(data.train_y.numpy(), self.config.train.labels_per_class,
+                                                    self.config.data.split_seed, data.class_names,
+                                                    data.num_classes)
+            except BaseException:  # refused: a cache the source made for these data goes too
+                self.plugins.dataset.discard()
+                raise
+            self.data = data
+        return self.data
+
+    def prepare(self) -> None:
+        """Load the data, then create (or reopen, when resuming) the run directory and write what a run
+        starts with; analyses are prepared on the stratified view of the data they use. With several processes
+        rank 0 alone writes, once every rank has checked its inputs."""
+        self._refuse_if_complete("prepare()")
+        if self._prepared:
+            raise ReplearnError(f"prepare() was already called for {self.run_dir}",
+                                "call each stage once; build a new Experiment for another run")
+        distributed.wait_for_main()
+        if not self.world.main:
+            self._prepared = True
+            self.analysed = analysis_view(self.load_data(), self.config.analysis.max_images_per_split,
+                                          self.config.data.split_seed)
+            return
+        if not self.resuming:
+            self.run_dir.check_free(self.force)
+        data = self.load_data()
+        if not self.resuming:
+            self.run_dir.create(self.force)
+        log(f"run directory: {self.run_dir}")
+        log(f"dataset {data.name}: {len(data.train_y)} train / {len(data.val_y)} val / {len(data.test_y)} test, "
+            f"images {'×'.join(map(str, data.image_shape))}, device {self.device}; regimes "
+            f"{', '.join(r.name for r in self.regimes)}")
+        try:
+            if self.resuming:
+                self.run_dir.clear_temporaries()
+            else:
+                self.run_dir.start(dump_yaml(self.config), self.config.to_dict(), environment_record(self))
+            write_json(self.run_dir / "dataset.json", data.summary())
+            self.context = RunContext(self.config, self.run_dir.path, model_infos(self.regimes), self.progress)
+            write_models(self.run_dir.path, self.context.models)
+            self.run_dir.set_status("running")
+            self._running = True
+        except OSError as exc:
+            raise self.run_dir.write_failure(exc, self.resuming) from None
+        self.analysed = analysis_view(self.probe_data(), self.config.analysis.max_images_per_split,
+                                      self.config.data.split_seed)
+        self._prepared = True
+        if self.analysed is not data:
+            log(f"analyses use a stratified subset: {len(self.analysed.train_y)} train / {len(self.analysed.val_y)} "
+                f"val / {len(self.analysed.test_y)} test images ("
+                f"{'train.labels_per_class, ' if self.labelled is not None else ''}analysis.max_images_per_split)")
+        self._plan_clock()
+
+    def _plan_clock(self) -> None:
+        data, cfg = self.data, self.config
+        for regime in self.regimes:
+            steps = Trainer.steps_in_epoch(len(Trainer.training_images(regime, data)), cfg.train.batch_size) \
+                * self.plugins.epochs_for(regime)
+            self.clock.plan(regime.name, steps * len(self.seeds), step_flops(self, regime))
+            for seed in self.seeds:
+                if self.run_dir.checkpoint(regime.name, seed).exists():
+                    self.clock.skip(regime.name, steps)
+        if self.phases:
+            seeds = max(1, len(self.seeds))
+            self.clock.plan_analyses({p.name: p.seconds / seeds for p in self.phases
+                                      if p.name not in ("training", "report")},
+                                     next((p.seconds for p in self.phases if p.name == "report"), 0.0))
+
+    def probe_data(self) -> Dataset:
+        """The data every probe may fit on: the training split cut to the label budget's images when it is set."""
+        return self.data if self.labelled is None else analysis_train_view(self.data, self.labelled)
+
+    def training_data(self, regime: Regime) -> Dataset:
+        """What ``regime`` trains on: the label budget's images (cycled) for a regime that needs labels, when a
+        budget is set; otherwise the whole dataset."""
+        if self.labelled is None or not regime.needs_labels:
+            return self.data
+        return training_view(self.data, self.labelled)
+
+    def initial_encoder(self, seed: int) -> Encoder:
+        """The seed's initial encoder, saved once so that every regime (and a resumed run) starts from it."""
+        self._need_stage(f"initial_encoder({seed!r})", "prepare()", self._prepared)
+        data, cfg = self.data, self.config
+        encoder = build_encoder(cfg.model, data.image_shape, seed)
+        path = self.run_dir.initial_weights(seed)
+        if path.exists():
+            load_state_dict_checked(encoder, load_checkpoint(path)["encoder"], f"initial weights {path}")
+        elif self.world.main:  # the other ranks built the same weights from the same seed
+            save_checkpoint(path, {"format": "replearn-checkpoint", "kind": "init", "seed": seed,
+                                   "encoder": encoder.state_dict(), "encoder_spec": encoder_spec(cfg.model, data.image_shape),
+                                   "config": cfg.to_dict(), "in_shape": list(encoder.in_shape),
+                                   "num_classes": data.num_classes, "dataset": data.summary(), "regime": "random",
+                                   "replearn": __version__})
+        self.encoders.setdefault(seed, {})["random"] = encoder
+        return encoder
+
+    def train(self, regime: Regime | str, seed: int) -> Encoder:
+        """Train ``regime`` from the seed's initial encoder (or load it, when its checkpoint exists)."""
+        self._need_stage(f"train({regime if isinstance(regime, str) else regime.name!r}, {seed!r})", "prepare()",
+                         self._prepared)
+        regime = self.plugins.regime(regime) if isinstance(regime, str) else regime
+        init = self.encoders.get(seed, {}).get("random") or self.initial_encoder(seed)
+        self.clock.begin(regime.name)
+        encoder = copy.deepcopy(init)
+        head = build_head(regime, encoder, self.data, seed)
+        final = self.run_dir.checkpoint(regime.name, seed)
+        if final.exists():
+            row = self._load_trained(regime, seed, encoder, head)
+        else:
+            row = self._fit(regime, seed, encoder, head)
+        self.model_rows.append(row)
+        self.encoders[seed][regime.name] = encoder
+        self.heads.setdefault(seed, {})[regime.name] = head
+        return encoder
+
+    def _load_trained(self, regime: Regime, seed: int, encoder: Encoder, head: torch.nn.Module) -> dict[str, Any]:
+        final = self.run_dir.checkpoint(regime.name, seed)
+        ckpt = load_checkpoint(final)
+        load_state_dict_checked(encoder, ckpt["encoder"], f"checkpoint {final}")
+        load_state_dict_checked(head, ckpt["head"], f"checkpoint {final}")
+        encoder.to(self.device), head.to(self.device)
+        log(f"{regime.name} seed {seed}: loaded finished checkpoint {final}")
+        return read_json(final.with_suffix(".json"))
+
+    def _fit(self, regime: Regime, seed: int, encoder: Encoder, head: torch.nn.Module) -> dict[str, Any]:
+        """Train, then evaluate on test and save the final checkpoint, its row and its reconstructions."""
+        cfg, data, rd = self.config, self.data, self.run_dir
+        state_path = rd.train_state(regime.name, seed)
+        if state_path.exists():
+            log(f"{regime.name} seed {seed}: resuming from {state_path}")
+        snapshot_images = data.test_x[:cfg.analysis.reconstructions] if cfg.analysis.reconstructions else None
+        probe_data = None if self.labelled is None else self.probe_data()
+        callbacks = [ProgressBar(self.progress), *([EpochProbe(cfg.train.probe_train_images, probe_data)]
+                                                   if cfg.train.probe_every_epoch else []),
+                     *([Snapshots(snapshot_images)] if snapshot_images is not None else []),
+                     MetricsCSV(rd.train_metrics(regime.name, seed)), Checkpoint(state_path), EpochLog(self.clock),
+                     *study_callbacks(self, regime, seed), SignalStop(self.stopper, str(state_path))]
+        if not self.world.main:  # the other ranks train their shares, resume with rank 0 and write nothing
+            callbacks = [Checkpoint(state_path), SignalStop(self.stopper, str(state_path))]
+        settings = TrainSettings.from_config(cfg.train, self.plugins.epochs_for(regime))
+        outcome = Trainer(regime, encoder, head, self.training_data(regime), settings, seed=seed, device=self.device,
+                          callbacks=callbacks).fit()
+        if not self.world.main:
+            return {}
+        row = test_row(self, regime, seed, encoder, head, outcome)
+        # the row first: the final checkpoint's existence is what marks the regime as trained on resume
+        write_json(rd.checkpoint(regime.name, seed).with_suffix(".json"), row)
+        save_checkpoint(rd.checkpoint(regime.name, seed),
+                        checkpoint_payload(self, regime, seed, encoder, head, len(outcome.history)))
+        state_path.unlink(missing_ok=True)
+        return row
+
+    def extract(self, seed: int) -> dict[str, Features]:
+        """Features of every model of the seed for every analysed split, each extracted once: the
+        seed-independent baselines (raw pixels, PCA of pixels) once per run, the encoders once per seed."""
+        self._need_stage(f"extract({seed!r})", "prepare()", self._prepared)
+        self._need_stage(f"extract({seed!r})", f"train(regime, {seed!r})", seed in self.encoders)
+        started = time.perf_counter()
+        data, cfg = self.analysed, self.config
+        splits = {"train": data.train_x, "val": data.val_x, "test": data.test_x}
+        if not self.world.main:  # the other ranks extract their shares of every split for rank 0
+            for encoder in self.encoders[seed].values():
+                extract_splits(encoder, splits, cfg.analysis.max_stage_features, self.device, gathered=True)
+            return {}
+        if "pixels" not in self._baselines:
+            log("extracting baseline features: raw pixels, PCA of pixels")
+            self._baselines["pixels"] = pixel_features(splits)
+            self._baselines["pca"] = pca_baseline(self._baselines["pixels"]["input"], cfg.model.latent_dim)
+        encoders = self.encoders[seed]
+        log(f"extracting features of {', '.join(encoders)}")
+        features = {"pixels": self._baselines["pixels"], "pca": self._baselines["pca"]}
+        for name, encoder in encoders.items():
+            features[name] = extract_splits(encoder, splits, cfg.analysis.max_stage_features, self.device,
+                                            gathered=True)
+        self._features[seed] = features
+        self._extraction_seconds += time.perf_counter() - started
+        self.clock.analysis_done("extraction", time.perf_counter() - started)
+        self._seed_analysis_started[seed] = started
+        return features
+
+    def analyse(self, seed: int) -> dict[str, pd.DataFrame]:
+        """Run every analysis on the seed's features (in the order their requirements give) and keep the tables."""
+        self._need_stage(f"analyse({seed!r})", "prepare()", self._prepared)
+        self._need_stage(f"analyse({seed!r})", f"extract({seed!r})", seed in self._features)
+        features = self._features.pop(seed)
+        fresh = [m for m in features if m not in self._baselines.get("analysed", ())]
+        self._baselines["analysed"] = ["pixels", "pca"]
+        points = stratified_subset(self.analysed.test_y.numpy(), self.config.analysis.analysis_points,
+                                   self.config.data.split_seed)
+        ctx = SeedContext(self.context, seed, self.analysed, features, self.encoders[seed], fresh, points,
+                          heads=self.heads.get(seed, {}))
+        started = time.perf_counter()
+        for analysis in self.plugins.analyses:
+            one_started = time.perf_counter()
+            predicted = self.clock.analysis_plan.get(analysis.name, 0.0) * self.clock.correction()
+            if predicted > LONG_STEP_SECONDS:
+                log(f"seed {seed}: {analysis.name} (≈ {predicted:.0f}s predicted)")
+            with Heartbeat(f"seed {seed}: {analysis.name} running", HEARTBEAT_SECONDS):
+                frames = analysis.compute(ctx)
+            for key, frame in frames.items():
+                ctx.tables[key] = frame
+                self.results.setdefault(key, []).append(frame)
+            seconds = time.perf_counter() - one_started
+            self.clock.analysis_done(analysis.name, seconds)
+            if seconds > 0.5:
+                log(f"seed {seed}: {analysis.name} done ({seconds:.1f}s){self.clock.suffix()}")
+        self._analysed_seeds.add(seed)
+        self.clock.analysed(time.perf_counter() - self._seed_analysis_started.pop(seed, started))
+        log(f"seed {seed}: analyses done in {time.perf_counter() - started:.1f}s{self.clock.suffix()}")
+        return ctx.tables
+
+    def finish(self, wall_seconds: float) -> dict[str, Any]:
+        """Across-seed analyses, then every table and the run's summary on disk."""
+        self._need_stage(f"finish({wall_seconds!r})", "prepare()", self._prepared)
+        self._need_stage(f"finish({wall_seconds!r})", "analyse(seed) of at least one seed", bool(self._analysed_seeds))
+        for analysis in self.plugins.analyses:
+            for key, frame in analysis.finish(self.context).items():
+                self.results.setdefault(key, []).append(frame)
+        self.run_dir.write_tables(self.results, self.model_rows)
+        self.run_dir.record_thread_choices()
+        summary = summarize(self.run_dir.path, self.config, wall_seconds)
+        summary.update(feature_extraction_seconds=round(self._extraction_seconds, 1), state="complete")
+        write_json(self.run_dir / "metrics" / "summary.json", summary)
+        return summary
+
+    def render(self, status: dict[str, Any] | None = None) -> Path:
+        """The HTML report, from the run directory's files alone; every LONG_STEP_SECONDS or so a line says
+        how far the drawing got, with the time it predicts is left."""
+        started = last = time.perf_counter()
+        planned = self.clock.render_plan * self.clock.correction()
+
+        def progress(name: str, done: int, total: int) -> None:
+            nonlocal last
+            now = time.perf_counter()
+            if now - last >= LONG_STEP_SECONDS:
+                last = now
+                left = max(planned - (now - started), (now - started) * (total - done) / max(done, 1))
+                log(f"report: {done}/{total} analyses drawn ({name}, {now - started:.0f}s); "
+                    f"≈ {left:.0f}s left")
+
+        if planned > LONG_STEP_SECONDS:
+            log(f"rendering the report (≈ {planned:.0f}s predicted)")
+        report = render_report(self.run_dir.path, status=status, progress=progress)
+        self.clock.finished_rendering()
+        return report
+
+    def run(self) -> Path:
+        """Every stage in order; returns the report's path. On SIGINT/SIGTERM the work done is kept and the
+        run is resumable; any failure after the directory exists leaves status ``failed`` with the reason."""
+        self._refuse_if_complete("run()")
+        self._running = False  # only a run directory marked running by this call is recorded on failure
+        started = time.perf_counter()
+        try:
+            self.prepare()
+            with self.stopper:
+                for seed in self.seeds:
+                    self.initial_encoder(seed)
+                    for regime in self.regimes:
+                        self.train(regime, seed)
+                        self._stop_if_asked()
+                    self.extract(seed)
+                    if self.world.main:
+                        self.analyse(seed)
+                    distributed.wait_for_main()  # the other ranks wait for rank 0's analyses
+                    self._stop_if_asked()
+                if not self.world.main:
+                    return self.run_dir / "report.html"
+                wall = round(time.perf_counter() - started, 1)
+                self.finish(wall)
+                # complete means every artifact, the report included, exists: it is rendered as complete first
+                report = self.render({"state": "complete", "message": "", "wall_seconds": wall})
+                self.run_dir.set_status("complete", wall_seconds=wall)
+                self._completed = True
+        except BaseException as exc:
+            raise self._failed(exc) from None
+        for line in closing_summary(self.run_dir.path, time.perf_counter() - started, report):
+            log(line)
+        return report
+
+    def _need_stage(self, called: str, first: str, done: bool) -> None:
+        """Refuse a stage called out of order, naming the stage that must come first (nothing is touched)."""
+        self._refuse_if_complete(called)
+        if not done:
+            raise ReplearnError(f"{called} was called before {first}",
+                                f"call {first} first (the stages run in the order prepare, train, extract, analyse, "
+                                "finish, render; run() chains them)")
+
+    def _refuse_if_complete(self, called: str) -> None:
+        """A finished experiment is not run again: its run directory stays as it is."""
+        if self._completed:
+            raise ReplearnError(f"{called}: this experiment has already run to completion in {self.run_dir}",
+                                "build a new Experiment with another out= (or force=True to replace the run) "
+                                "to run it again")
+
+    def _stop_if_asked(self) -> None:
+        """Stop between stages when a signal arrived after the training loop's last look (it only records
+        the signal while training): what is finished is on disk, and a resume continues from there."""
+        requested = distributed.first_request(self.stopper.requested)  # a signal on any rank stops them all
+        if requested:
+            raise TrainingInterrupted(str(self.run_dir), requested)
+
+    def _failed(self, exc: BaseException) -> BaseException:
+        """Record why the run stopped and return the exception to raise. Only a run this process has marked
+        running is recorded: a failure before that (a refused resume, a taken --out) leaves the disk as it was."""
+        rd = self.run_dir
+        if not self._running:
+            return exc
+        if isinstance(exc, KeyboardInterrupt):  # a signal outside the training loop: those phases are redone
+            stop = TrainingInterrupted(str(rd), self.stopper.requested or "SIGINT")
+            rd.record_failure("interrupted", f"stopped by {stop.signal_name}; resume to finish")
+            return stop
+        if isinstance(exc, TrainingInterrupted):
+            rd.record_failure("interrupted", f"stopped by {exc.signal_name}; state saved in {exc.run_dir}")
+        elif isinstance(exc, TrainingDiverged):
+            rd.record_failure("diverged", exc.one_line())
+            try:  # best effort: what was measured before the divergence, and a report saying it diverged
+                rd.write_tables(self.results, self.model_rows)
+                self.render()
+            except Exception:  # the divergence is the error to report, not a failure while recording it
+                pass
+        elif isinstance(exc, OSError) and not outside_run(exc, rd.path):  # disk full, or the run's files changed
+            return rd.write_failure(exc, self.resuming)
+        elif isinstance(exc, OSError):  # a file the run reads (the dataset's, a cache) went missing or unreadable
+            error = ReplearnError(f"could not read '{exc.filename}' during the run "
+                                  f"({exc.strerror or type(exc).__name__})",
+                                  "check that the file is there and readable, then resume with: replearn run "
+                                  f"--resume {shlex.quote(str(rd))}")
+            rd.record_failure("failed", error.one_line())
+            return error
+        elif isinstance(exc, ReplearnError):
+            rd.record_failure("failed", exc.one_line())
+        elif isinstance(exc, SystemExit):
+            rd.record_failure("failed", f"code run by replearn (a plug-in or a library) called sys.exit({exc.code!r})")
+        elif isinstance(exc, Exception):
+            detail = " ".join(str(exc).split())[:200]
+            rd.record_failure("failed", f"{type(exc).__name__}{': ' + detail if detail else ''}")
+        return exc
+
+
+def outside_run(exc: OSError, run_dir: Path) -> bool:
+    """Whether an OSError names a file outside the run directory (one the run reads, not one it writes)."""
+    name = exc.filename
+    if not isinstance(name, (str, os.PathLike)):
+        return False
+    try:
+        Path(name).resolve().relative_to(Path(run_dir).resolve())
+    except ValueError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def environment_record(experiment: Experiment) -> dict[str, Any]:
+    """What ran where: versions, machine, threads, device, seeds and the command."""
+    device = experiment.device
+    return {
+        "replearn": __version__, "python": platform.python_version(), "torch": torch.__version__,
+        "numpy": np.__version__, "scikit-learn": sklearn.__version__, "pandas": pd.__version__,
+        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(), "threads": parallel.record(), "device": str(device),
+        "cuda": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
+        "seeds": experiment.config.train.seeds, "command": " ".join(sys.argv),
+        "precision": experiment.config.train.precision, **distributed.describe(),
+    }
+
+
+def model_infos(regimes: list[Regime]) -> list[ModelInfo]:
+    """The analysed models: the baselines, the untrained encoder, then every regime."""
+    return baseline_models() + [ModelInfo(r.name, r.label or r.name, r.color, "regime", r.needs_labels,
+                                          type(r).reconstruct is not Regime.reconstruct) for r in regimes]
+
+
+def study_callbacks(experiment: Experiment, regime: Regime, seed: int) -> list[Callback]:
+    """The per-layer gradient norms at initialisation (always) and TensorBoard's logs (when asked for)."""
+    rd = experiment.run_dir
+    callbacks: list[Callback] = [InitialGradNorms(rd / "metrics" / f"grad_init_{regime.name}_seed{seed}.csv")]
+    if experiment.config.analysis.tensorboard:
+        callbacks.append(TensorBoard(run_log_dir(rd.path, regime.name, seed)))
+    return callbacks
+
+
+def build_head(regime: Regime, encoder: Encoder, data: Dataset, seed: int) -> torch.nn.Module:
+    """The regime's head, seeded (the same seed always gives the same head)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed((seed, 1), seeding.HEAD))
+        return regime.build_head(encoder, DataInfo(data.image_shape, data.num_classes, data.mean, data.std))
+
+
+def step_flops(experiment: Experiment, regime: Regime) -> float:
+    """FLOPs of one training step of the regime, from a throwaway encoder; used only to weigh the run's ETA."""
+    data, device = experiment.data, experiment.device
+    encoder = build_encoder(experiment.config.model, data.image_shape, 0).to(device)
+    head = build_head(regime, encoder, data, 0).to(device)
+    return training_step_flops(regime, encoder, head, data.train_x[:2].to(device), data.train_y[:2].to(device),
+                               experiment.config.train.batch_size)
+
+
+def checkpoint_payload(experiment: Experiment, regime: Regime, seed: int, encoder: Encoder, head: torch.nn.Module,
+                       epochs: int) -> dict[str, Any]:
+    """A final checkpoint: enough to rebuild the encoder and reproduce its features without the run."""
+    cfg, data = experiment.config, experiment.data
+    return {"format": "replearn-checkpoint", "kind": "model", "regime": regime.name, "regime_spec": regime.spec,
+            "seed": seed, "encoder": encoder.state_dict(), "encoder_spec": encoder_spec(cfg.model, data.image_shape),
+            "head": head.state_dict(), "config": cfg.to_dict(), "in_shape": list(encoder.in_shape),
+            "num_classes": data.num_classes, "dataset": data.summary(), "epochs_trained": epochs,
+            "replearn": __version__}
+
+
+def test_row(experiment: Experiment, regime: Regime, seed: int, encoder: Encoder, head: torch.nn.Module,
+             outcome: Any) -> dict[str, Any]:
+    """The trained model's row of models.csv (test loss and metrics, the regime's own test results), saving
+    its test arrays and reconstructions beside it. ``test_recon_mse`` is, for every regime that reconstructs,
+    the error of its deterministic reconstruction of clean test images (a regime's own objective error, if
+    another, has its own column)."""
+    cfg, data, rd, device = experiment.config, experiment.data, experiment.run_dir, experiment.device
+    test = evaluate(regime, encoder, head, data.test_x, data.test_y, device, eval_batch_size(regime, cfg.train.batch_size))
+    row: dict[str, Any] = {"model": regime.name, "seed": seed, "epochs": len(outcome.history),
+                           **{f"test_{k}": v for k, v in test.items()}}
+    snapshot_images = data.test_x[:cfg.analysis.reconstructions] if cfg.analysis.reconstructions else None
+    with torch.no_grad(), eval_mode(encoder, head):
+        scalars, arrays = regime.test_report(encoder, head, data.test_x, 1000)
+        if "recon_mse" not in test and "recon_mse" not in scalars and reconstructs(regime):
+            scalars = {**scalars, "recon_mse": reconstruction_mse(regime, encoder, head, data.test_x, 1000)}
+        if outcome.snapshots is not None and len(outcome.history) == experiment.plugins.epochs_for(regime):
+            recon = torch.from_numpy(outcome.snapshots[-1])  # the last epoch's snapshot is the final model's
+        elif snapshot_images is not None:
+            recon = regime.reconstruct(encoder, head, snapshot_images.to(device).contiguous(memory_format=torch.channels_last))
+        else:
+            recon = None
+    row.update({f"test_{k}": v for k, v in scalars.items()})
+    if outcome.history:
+        row["train_seconds"] = float(sum(h["train_seconds"] for h in outcome.history))
+    log(f"{regime.name} seed {seed}: test " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()))
+    if arrays:
+        save_npz(rd / "artifacts" / f"test_{regime.name}_seed{seed}.npz", **arrays)
+    if recon is not None:
+        save_npz(rd / "artifacts" / f"reconstructions_{regime.name}_seed{seed}.npz",
+                 inputs=data.to_unit_range(snapshot_images).numpy(),
+                 final=data.to_unit_range(recon.float().cpu()).numpy(),
+                 over_epochs=(data.to_unit_range(torch.from_numpy(outcome.snapshots)).numpy()
+                              if outcome.snapshots is not None else np.zeros((0,), np.float32)))
+    return row

@@ -1,0 +1,228 @@
+"""Checks made before a run directory exists: the data fit the analyses, the model and the analysed features
+fit in memory, and one training step of every regime works, returns what the trainer needs and gives a
+finite loss (so a broken plug-in fails in one line, early)."""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from replearn.experiment import costs
+from replearn.config.sections import Config
+from replearn.data import Dataset, analysis_view, available_memory
+from replearn.encoders import Encoder, build_encoder
+from replearn.errors import ConfigError, ReplearnError
+from replearn.runtime.log import format_duration, log
+from replearn.regimes import DataInfo, Regime
+from replearn.training.loop import check_step_output
+
+MIN_TEST_IMAGES = 10
+# training keeps each parameter four times (weights, gradients and Adam's two moments) and each layer's
+# output once for the backward pass; the head and transient buffers are not counted, so the estimate errs
+# low and only a model that cannot fit is refused
+PARAMETER_COPIES, ACTIVATION_COPIES = 4, 1
+# the analyses hold the raw-pixel and PCA baselines' features (float32) of every analysed image, and the
+# probes a standardised copy of them
+FEATURE_COPIES = 2
+
+
+def check_data_fits(cfg: Config, data: Dataset, device: torch.device | str = "cpu") -> None:
+    """Fail before training if the analyses ask for more than the data (the images they analyse) hold, or the
+    model or the analysed features would not fit in memory."""
+    analysed = analysis_view(data, cfg.analysis.max_images_per_split, cfg.data.split_seed)
+    counts = np.bincount(analysed.train_y.numpy(), minlength=data.num_classes)
+    present = counts[counts > 0]
+    need = max(cfg.analysis.label_counts)
+    if present.min() < need:
+        rarest = data.class_names[int(np.flatnonzero(counts == present.min())[0])]
+        limit = (f" of the {len(analysed.train_y)} analysed (analysis.max_images_per_split)"
+                 if analysed is not data else "")
+        raise ConfigError(f"analysis.label_counts asks for {need} labels per class but class '{rarest}' has only "
+                          f"{int(present.min())} training images{limit}",
+                          f"set analysis.label_counts to values of at most {int(present.min())}, or use more data"
+                          + (" (or raise analysis.max_images_per_split)" if limit else ""))
+    if len(data.test_y) < MIN_TEST_IMAGES:
+        fix = (f"set data.test_subset to at least {MIN_TEST_IMAGES} (or 0 for the whole test split)"
+               if cfg.data.test_subset else f"give the dataset at least {MIN_TEST_IMAGES} test images")
+        raise ConfigError(f"the test split has {len(data.test_y)} images; the analyses (CKA, clustering, "
+                          f"neighbourhoods) need at least {MIN_TEST_IMAGES}", fix)
+    check_features_fit(analysed, cfg.model.latent_dim)
+    check_model_fits(cfg, data.image_shape, cfg.train.batch_size, device)
+    build_encoder(cfg.model, data.image_shape, 0)
+
+
+def run_shape(cfg: Config, data: Dataset, analysed: Dataset) -> costs.RunShape:
+    """The shape the cost model predicts from: the analysed splits, the images, the encoder's layers and its
+    forward FLOPs per image (counted on PyTorch's meta device: nothing is allocated)."""
+    layers, flops = 3, 0.0
+    try:
+        with torch.device("meta"):
+            encoder = build_encoder(cfg.model, data.image_shape, 0)
+            layers = len(encoder.layer_names)
+            from replearn.runtime.threads import count_flops
+
+            flops = count_flops([encoder], lambda: encoder(torch.empty((1, *data.image_shape), device="meta")))
+    except Exception:  # noqa: BLE001 — an encoder that cannot run on shapes alone: a rough size from its pixels
+        flops = 2e3 * math.prod(data.image_shape)
+    return costs.RunShape(len(analysed.train_y), len(analysed.val_y), len(analysed.test_y), tuple(data.image_shape),
+                          data.num_classes, len(cfg.train.regimes), layers, cfg.model.latent_dim, max(flops, 1.0),
+                          cfg.analysis, dict(cfg.analyses))
+
+
+def plan_run(cfg: Config, data: Dataset, analyses: list[str], device: torch.device | str = "cpu",
+             available: int | None = None, rate: float | None = None) -> list[costs.Phase]:
+    """Each phase's predicted time and peak memory (``costs.plan_run``) for this run, logged as the plan; a
+    phase that cannot fit in the memory available (``available`` bytes; default: what is free now) is refused
+    in one line naming the option that bounds it, before anything is written."""
+    analysed = analysis_view(data, cfg.analysis.max_images_per_split, cfg.data.split_seed)
+    shape = run_shape(cfg, data, analysed)
+    rate = costs.matmul_rate() if rate is None else rate
+    resident = 0 if data.streamed else len(data.train_y) + len(data.val_y) + len(data.test_y)
+    held = 4.0 * (resident * shape.pixels + FEATURE_COPIES * shape.images * (shape.pixels + shape.latent)
+                  + shape.images * shape.encoders * len(cfg.train.seeds) * shape.layers * shape.layer_features)
+    size = model_size(cfg, data.image_shape, cfg.train.batch_size)
+    training = 4.0 * (PARAMETER_COPIES * size[0] + ACTIVATION_COPIES * size[1]) if size else 0.0
+    phases = costs.plan_run(shape, analyses, len(data.train_y), cfg.train.epochs, len(cfg.train.seeds), rate, held,
+                            training, len(cfg.analysis.figure_formats), cfg.train.batch_size)
+    available = available_memory() if available is None else available
+    if torch.device(device).type == "cpu":
+        worst = max(phases, key=lambda p: p.bytes)
+        if worst.bytes > available:
+            raise ConfigError(f"the {worst.name} phase would need about {costs.format_bytes(worst.bytes)} of memory "
+                              f"({shape.images:,} analysed images of {shape.pixels:,} pixels), more than the "
+                              f"{costs.format_bytes(available)} available", f"lower {worst.fix}")
+    total = sum(p.seconds for p in phases)
+    top = sorted(phases, key=lambda p: -p.seconds)[:4]
+    log(f"plan: ≈ {format_duration(total)} at {rate / 1e9:.0f} GFLOP/s ("
+        + ", ".join(f"{p.name} {format_duration(p.seconds)}" for p in top)
+        + f"); peak memory ≈ {costs.format_bytes(max(p.bytes for p in phases))}")
+    return phases
+
+
+def check_features_fit(analysed: Dataset, latent_dim: int, available: int | None = None) -> None:
+    """Refuse analysed data whose raw-pixel features (and the copies the analyses make of them) would need
+    more than the memory available (``available`` bytes; default: what the machine has free now)."""
+    images = len(analysed.train_y) + len(analysed.val_y) + len(analysed.test_y)
+    pixels = math.prod(analysed.image_shape)
+    need = FEATURE_COPIES * images * (pixels + latent_dim) * 4
+    available = available_memory() if available is None else available
+    if need > available:
+        raise ConfigError(f"the analyses would hold {images:,} images × {pixels:,} pixel features "
+                          f"({need / 2**30:,.1f} GiB with the copies they make), more than the "
+                          f"{available / 2**30:,.1f} GiB of memory available",
+                          "analyse fewer images (analysis.max_images_per_split, data.train_subset, data.test_subset) "
+                          "or smaller ones (data.image_size for image folders)")
+
+
+def check_model_fits(cfg: Config, image_shape: tuple[int, int, int], batch_size: int, device: torch.device | str,
+                     available: int | None = None) -> None:
+    """Refuse a model whose parameters and one batch's activations would need more memory than the device
+    has (``available`` bytes; default: what it has free now), measured without allocating anything."""
+    size = model_size(cfg, image_shape, batch_size)
+    if size is None:
+        return
+    params, activations = size
+    need = 4 * (PARAMETER_COPIES * params + ACTIVATION_COPIES * activations)
+    available = device_memory(torch.device(device)) if available is None else available
+    if need > available:
+        raise ConfigError(f"the encoder ({_model_words(cfg)}) has {params:,} parameters and {activations:,} "
+                          f"activation values per batch of {batch_size}: training it needs at least "
+                          f"{need / 2**30:,.1f} GiB, more than the {available / 2**30:,.1f} GiB of memory available",
+                          "use a smaller model (model.channels or model.width, model.latent_dim) or a smaller "
+                          "train.batch_size")
+
+
+def model_size(cfg: Config, image_shape: tuple[int, int, int], batch_size: int) -> tuple[int, int] | None:
+    """(parameters, activation values of one batch) of the configured encoder, measured on PyTorch's meta
+    device (shapes only: nothing is allocated); None when the encoder cannot be built or run there."""
+    try:
+        with torch.device("meta"):
+            encoder = build_encoder(cfg.model, image_shape, 0)
+    except Exception:  # noqa: BLE001 — e.g. a plug-in that reads weight values: the real build reports errors
+        return None
+    params = sum(p.numel() for p in encoder.parameters())
+    return params, _activation_values(encoder, image_shape, batch_size)
+
+
+def _activation_values(encoder: Encoder, image_shape: tuple[int, int, int], batch_size: int) -> int:
+    """Values output by every leaf module for one batch (on the meta device); 0 when the forward cannot run
+    on shapes alone."""
+    total = 0
+
+    def count(_module: torch.nn.Module, _inputs: Any, output: Any) -> None:
+        nonlocal total
+        if isinstance(output, torch.Tensor):
+            total += output.numel()
+
+    leaves = [m for m in encoder.modules() if next(m.children(), None) is None]
+    handles = [m.register_forward_hook(count) for m in leaves]
+    try:
+        with torch.no_grad():
+            encoder(torch.empty((batch_size, *image_shape), device="meta"))
+    except Exception:  # noqa: BLE001 — a forward that needs values: the parameters alone are checked
+        total = 0
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total
+
+
+def device_memory(device: torch.device) -> int:
+    """Bytes free on ``device``: the GPU's free memory, else the machine's available memory."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    return available_memory()
+
+
+def _model_words(cfg: Config) -> str:
+    own = {**(getattr(cfg.model, "plugin_options", None) or {}), **(cfg.model.kwargs or {})}
+    shown = ", ".join(f"{k}={v}" for k, v in list(own.items())[:4])
+    return f"{cfg.model.name}{', ' + shown if shown else ''}, latent_dim={cfg.model.latent_dim}"
+
+
+def preflight(cfg: Config, regimes: list[Regime], data: Dataset, device: torch.device) -> None:
+    """One training step of every regime on throwaway copies, so that a regime that fails, returns what the
+    trainer cannot use, or whose loss is not finite is reported in one line before a run directory exists
+    (the RNG is left untouched)."""
+    n = min(len(data.train_x), cfg.train.batch_size, 64)
+    info = DataInfo(data.image_shape, data.num_classes, data.mean, data.std)
+    with torch.random.fork_rng(devices=[]):
+        encoder0 = build_encoder(cfg.model, data.image_shape, 0)
+        for regime in regimes:
+            _first_step(regime, copy.deepcopy(encoder0).to(device), info, data, n, device)
+
+
+def _first_step(regime: Regime, encoder: torch.nn.Module, info: DataInfo, data: Dataset, n: int,
+                device: torch.device) -> None:
+    where = f"regime '{regime.spec}'"
+    try:
+        head = regime.build_head(encoder, info).to(device)
+        x = data.train_x[:n].to(device).contiguous(memory_format=torch.channels_last)
+        y = data.train_y[:n].to(device) if regime.needs_labels else None
+        output = regime.loss(encoder, head, x, y, torch.Generator(device=device).manual_seed(0))
+    except ReplearnError:
+        raise
+    except Exception as exc:  # a plug-in may fail in any way: report it in one line
+        raise _step_failure(where, exc, n) from None
+    loss, _ = check_step_output(regime, output)
+    if not bool(torch.isfinite(loss).all()):
+        raise ConfigError(f"{where} gives a non-finite loss ({float(loss.detach())}) on the first training batch",
+                          "check its loss for a division by zero or log of 0, or lower its weights")
+    try:
+        loss.backward()
+    except Exception as exc:  # noqa: BLE001 — a loss whose backward fails is the regime's
+        raise _step_failure(where, exc, n) from None
+
+
+def _step_failure(where: str, exc: Exception, n: int) -> ConfigError:
+    """The one-line error for a first training step that raised."""
+    detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    if n == 1 and "more than 1 value per channel" in detail:
+        return ConfigError(f"train.batch_size=1 gives training batches of one image, on which batch norm (in the "
+                           f"encoder or the head of {where}) cannot train", "set train.batch_size to 2 or more")
+    return ConfigError(f"{where} failed on a first training batch ({type(exc).__name__}"
+                       f"{': ' + detail if detail else ''})",
+                       "fix the regime's build_head/loss, or remove it from train.regimes")

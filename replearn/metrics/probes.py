@@ -1,0 +1,445 @@
+"""Linear and kNN probes over feature arrays, usable without the trainer.
+
+``LinearProbe`` follows scikit-learn's estimator API (fit / predict / score, fitted state ends in ``_``):
+standardised features, multinomial logistic regression with an L2 penalty, fitted full-batch with
+L-BFGS to scikit-learn's stopping rule, 8.6–9.8× faster than scikit-learn on Fashion-MNIST features
+(``benchmarks/bench_probe.py``). ``knn_classifier`` is DINO's weighted cosine kNN as a plain function.
+``linear_probe`` and ``knn_probe`` choose their hyperparameter on the validation split, then report test.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from replearn.metrics.arrays import as_feature_matrix
+from replearn.errors import ReplearnError
+from replearn.metrics.neighbours import nearest_neighbours
+from replearn.runtime.seeding import LABEL_DRAW, derive_seed
+
+ArrayLike = np.ndarray | torch.Tensor
+
+
+def _as_tensor(x: ArrayLike, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    t = torch.as_tensor(x)
+    return t.to(dtype) if t.dtype != dtype else t
+
+
+def _check_labels(x: torch.Tensor, y: torch.Tensor) -> None:
+    if y.ndim != 1 or len(y) != len(x):
+        raise ReplearnError(f"{len(x)} feature rows but labels of shape {tuple(y.shape)}",
+                            "pass one integer label per row")
+
+
+class TallSkinnyProducts:
+    """The two products of every logistic-regression step, ``W @ zᵀ`` and ``G @ z``, for a tall feature
+    matrix z (n ≫ d) and a few rows W, G.
+
+    On CPU they run through NumPy's BLAS (OpenBLAS in NumPy's wheels) on the same memory: for these
+    shapes it is 1.5–2× faster than torch's MKL on the AMD CPUs measured (``benchmarks/bench_probe.py``).
+    While it works, ``threads()`` lowers torch's own thread count to 1 so torch's spinning OpenMP
+    workers do not compete with BLAS's for the cores; the element-wise work between products is small.
+    """
+
+    def __init__(self, z: torch.Tensor) -> None:
+        self.use_numpy = z.device.type == "cpu" and z.dtype in (torch.float32, torch.float64)
+        if self.use_numpy:
+            self.z = np.ascontiguousarray(z.numpy())
+            self.zt = np.ascontiguousarray(self.z.T)
+        else:
+            self.z, self.zt = z, z.T.contiguous()
+
+    def logits(self, weight: torch.Tensor) -> torch.Tensor:
+        """weight (rows × d) @ zᵀ → rows × n."""
+        return torch.from_numpy(weight.detach().numpy() @ self.zt) if self.use_numpy else weight @ self.zt
+
+    def gradient(self, residual: torch.Tensor) -> torch.Tensor:
+        """residual (rows × n) @ z → rows × d."""
+        return torch.from_numpy(residual.numpy() @ self.z) if self.use_numpy else residual @ self.z
+
+    @contextmanager
+    def threads(self) -> Iterator[None]:
+        before = torch.get_num_threads()
+        if self.use_numpy:
+            torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+
+class _SoftmaxLoss:
+    """Mean cross-entropy + λ/2 · ‖W‖² of multinomial logistic regression on z, and its gradient, for any
+    number of problems at once (one row of parameters each: W (k×d) then b (k), flattened)."""
+
+    def __init__(self, z: torch.Tensor, target: torch.Tensor, num_classes: int) -> None:
+        self.n, self.d = z.shape
+        self.k = num_classes
+        self.products = TallSkinnyProducts(z)
+        self.target_rows = target.to(z.device).view(1, 1, self.n)
+        self.minus_one = torch.full((1, 1, self.n), -1.0, dtype=z.dtype, device=z.device)
+
+    def __call__(self, params: torch.Tensor, penalties: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss (rows,) and gradient (rows × parameters) of the problems whose parameters are given."""
+        n, k, d, m = self.n, self.k, self.d, len(params)
+        weight = params[:, :k * d].reshape(m * k, d)
+        logits = self.products.logits(weight).view(m, k, n).add_(params[:, k * d:, None])
+        logits -= logits.amax(1, keepdim=True)
+        picked = logits.gather(1, self.target_rows.expand(m, 1, n)).sum((1, 2))
+        p = logits.exp_()
+        total = p.sum(1, keepdim=True)
+        loss = (total.log().sum((1, 2)) - picked) / n + 0.5 * penalties * params[:, :k * d].square().sum(1)
+        p.mul_(total.reciprocal_())
+        p.scatter_add_(1, self.target_rows.expand(m, 1, n), self.minus_one.expand(m, 1, n))
+        residual = p.view(m * k, n)
+        grad = torch.empty_like(params)
+        grad[:, :k * d] = (self.products.gradient(residual).div_(n).view(m, k * d)
+                           + penalties[:, None] * params[:, :k * d])
+        grad[:, k * d:] = residual.sum(1).div_(n).view(m, k)
+        return loss, grad
+
+
+class _CurvatureHistory:
+    """The last ``mem`` L-BFGS pairs (step, gradient change) of every problem, in a ring buffer; a pair with
+    ρ = 0 (empty, or skipped for lack of curvature) has no effect."""
+
+    def __init__(self, mem: int, problems: int, size: int, like: torch.Tensor) -> None:
+        opts = {"dtype": like.dtype, "device": like.device}
+        self.mem = mem
+        self.steps = torch.zeros(mem, problems, size, **opts)
+        self.changes = torch.zeros_like(self.steps)
+        self.rho = torch.zeros(mem, problems, **opts)
+        self.gamma = torch.ones(problems, **opts)
+
+    def direction(self, g: torch.Tensor, idx: torch.Tensor, it: int) -> torch.Tensor:
+        """−H·g by the two-loop recursion over the stored pairs, newest first, for the running problems
+        ``idx`` at once (g: their gradients)."""
+        everyone = len(idx) == self.steps.shape[1]
+        s_hist, y_hist, r_hist = ((self.steps, self.changes, self.rho) if everyone else
+                                  (self.steps[:, idx], self.changes[:, idx], self.rho[:, idx]))
+        q = g.clone()
+        order = [(it - 1 - j) % self.mem for j in range(min(it, self.mem))]
+        alphas = []
+        for slot in order:
+            a = r_hist[slot] * torch.linalg.vecdot(s_hist[slot], q)
+            q.addcmul_(a[:, None], y_hist[slot], value=-1.0)
+            alphas.append(a)
+        r = q.mul_(self.gamma[idx, None])
+        for slot, a in zip(reversed(order), reversed(alphas)):
+            b = r_hist[slot] * torch.linalg.vecdot(y_hist[slot], r)
+            r.addcmul_((a - b)[:, None], s_hist[slot])
+        return -r
+
+    def record(self, idx: torch.Tensor, it: int, s_vec: torch.Tensor, y_vec: torch.Tensor,
+               accepted: torch.Tensor) -> None:
+        """Store iteration ``it``'s pairs of the problems ``idx``; those without positive curvature, or whose
+        line search failed (``accepted`` False), are stored with ρ = 0 and keep their scaling γ."""
+        sy = (s_vec * y_vec).sum(1)
+        good = (sy > 1e-10 * (s_vec.norm(dim=1) * y_vec.norm(dim=1)).clamp_min(1e-30)) & accepted
+        slot = it % self.mem
+        self.steps[slot, idx], self.changes[slot, idx] = s_vec, y_vec
+        self.rho[slot, idx] = torch.where(good, 1.0 / sy.clamp_min(1e-30), torch.zeros_like(sy))
+        self.gamma[idx] = torch.where(good, sy / (y_vec * y_vec).sum(1).clamp_min(1e-30), self.gamma[idx])
+
+
+def _backtrack(loss_fn: _SoftmaxLoss, penalties: torch.Tensor, x_old: torch.Tensor, f_old: torch.Tensor,
+               g: torch.Tensor, direction: torch.Tensor, slope: torch.Tensor,
+               t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Armijo backtracking from step ``t`` (halved up to 40 times) for each problem: the new parameters,
+    loss and gradient, and which problems found no decrease (they keep their old point)."""
+    new_x, new_f, new_g = x_old.clone(), f_old.clone(), g.clone()
+    pending = torch.ones(len(x_old), dtype=torch.bool, device=x_old.device)
+    for _ in range(40):
+        pos = torch.nonzero(pending).squeeze(1)
+        trial = x_old[pos] + t[pos, None] * direction[pos]
+        f_trial, g_trial = loss_fn(trial, penalties[pos])
+        accepted = f_trial <= f_old[pos] + 1e-4 * t[pos] * slope[pos]
+        ok = pos[accepted]
+        new_x[ok], new_f[ok], new_g[ok] = trial[accepted], f_trial[accepted], g_trial[accepted]
+        pending[ok] = False
+        t[pos[~accepted]] *= 0.5
+        if not pending.any():
+            break
+    return new_x, new_f, new_g, pending
+
+
+@torch.no_grad()
+def fit_softmax_regression(z: torch.Tensor, target: torch.Tensor, num_classes: int, l2s: list[float],
+                           max_iter: int = 1000, tol: float = 1e-4,
+                           history: int = 200) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Multinomial logistic regression for several L2 penalties at once, each fitted to convergence.
+
+    Minimises, for each penalty λ, mean cross-entropy + λ/2 · ‖W‖² by L-BFGS until its largest absolute
+    gradient entry is ≤ ``tol`` (scikit-learn's lbfgs criterion and default) or ``max_iter`` iterations.
+    The problems are independent: each keeps its own curvature history, step length and stopping test
+    (one shared line search would let the weakest penalty slow every other), and only their matrix
+    products are batched, so one pass over the features serves all penalties still running. A long
+    history (200 pairs; each costs one d-vector per class, nothing per sample) makes L-BFGS behave like
+    full BFGS on these small problems: on Fashion-MNIST it cuts the iterations to scikit-learn's tolerance
+    from ≈ 750 (history 20) to ≈ 175. Steps are found by Armijo backtracking from the unit step.
+    Returns (W: L×d×K, b: L×K, iterations of the slowest penalty).
+    """
+    n, d = z.shape
+    n_l, k = len(l2s), num_classes
+    loss_fn = _SoftmaxLoss(z, target, k)
+    lam = torch.tensor(l2s, dtype=z.dtype, device=z.device)
+    x = torch.zeros(n_l, k * (d + 1), dtype=z.dtype, device=z.device)  # per penalty: W (k×d) then b (k)
+
+    with loss_fn.products.threads():
+        loss, grad = loss_fn(x, lam)
+        # Long histories pay off when a pass over the data costs more than the recursion over the history.
+        pairs = _CurvatureHistory(max(1, min(history, max_iter, max(10, n // 100))), n_l, x.shape[1], x)
+        active = grad.abs().amax(1) > tol
+        iterations = torch.zeros(n_l, dtype=torch.long, device=z.device)
+        for it in range(max_iter):
+            if not active.any():
+                break
+            idx = torch.nonzero(active).squeeze(1)
+            g = grad[idx]
+            direction = pairs.direction(g, idx, it)
+            slope = (g * direction).sum(1)
+            uphill = slope >= 0
+            if uphill.any():  # a stale history: fall back to steepest descent for those problems
+                direction[uphill] = -g[uphill]
+                slope[uphill] = -(g[uphill] ** 2).sum(1)
+            t = torch.ones(len(idx), dtype=z.dtype, device=z.device)
+            if it == 0:
+                t = torch.clamp(1.0 / g.abs().sum(1), max=1.0)  # torch's first-step scaling from zero
+            x_old = x[idx]
+            new_x, new_f, new_g, pending = _backtrack(loss_fn, lam[idx], x_old, loss[idx], g, direction, slope, t)
+            stalled = idx[pending]  # no decrease found even for tiny steps: converged to float precision
+            pairs.record(idx, it, new_x - x_old, new_g - g, ~pending)
+            x[idx], loss[idx], grad[idx] = new_x, new_f, new_g
+            iterations[idx] += 1
+            active[idx] = new_g.abs().amax(1) > tol
+            active[stalled] = False
+    w = x[:, :k * d].reshape(n_l, k, d).transpose(1, 2).contiguous()
+    return w, x[:, k * d:].clone(), int(iterations.max())
+
+
+class Standardizer:
+    """Centring and scaling fitted on training features. ``per_feature=True`` gives every feature unit variance
+    (constant features are left unscaled); ``per_feature=False`` divides all features by one number, the root
+    mean variance, which keeps their relative scales: for PCA components, per-feature scaling would whiten
+    them and blow the weakest components up to the strongest's size."""
+
+    def __init__(self, per_feature: bool = True) -> None:
+        self.per_feature = per_feature
+
+    def fit(self, x: torch.Tensor) -> "Standardizer":
+        self.mean_ = x.mean(0)
+        std = x.std(0, correction=0)
+        if not self.per_feature:
+            overall = (std ** 2).mean().sqrt()
+            std = torch.full_like(std, float(overall) if float(overall) > 0 else 1.0)
+        self.scale_ = torch.where(std > 1e-6 * std.max().clamp_min(1e-12), std, torch.ones_like(std))
+        return self
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean_) / self.scale_
+
+
+def _prepare(X: ArrayLike, y: ArrayLike) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Validated float features, the sorted class labels, and each row's class index."""
+    x = as_feature_matrix(X)
+    labels = torch.as_tensor(y)
+    _check_labels(x, labels)
+    classes, target = torch.unique(labels, return_inverse=True)
+    if len(classes) < 2:
+        raise ReplearnError("a linear probe needs at least two classes in its training labels",
+                            "give training samples from two or more classes")
+    return x, classes, target
+
+
+class LinearProbe:
+    """Multinomial logistic regression on standardised features: mean cross-entropy + ``l2``/2 · ‖W‖².
+
+    ``l2`` relates to scikit-learn's ``C`` by l2 = 1 / (C · n_samples); ``max_iter`` and ``tol`` (largest
+    absolute gradient entry) are scikit-learn's defaults, so both stop at the same optimality.
+    """
+
+    def __init__(self, l2: float = 1e-4, max_iter: int = 1000, tol: float = 1e-4, standardize: bool = True) -> None:
+        self.l2 = l2
+        self.max_iter = max_iter
+        self.tol = tol
+        self.standardize = standardize
+
+    def fit(self, X: ArrayLike, y: ArrayLike) -> "LinearProbe":
+        if not (isinstance(self.l2, (int, float)) and math.isfinite(self.l2) and self.l2 >= 0):
+            raise ReplearnError(f"LinearProbe l2 must be a finite number >= 0, got {self.l2}", "pass l2 >= 0")
+        x, self.classes_, target = _prepare(X, y)
+        self.scaler_ = Standardizer().fit(x) if self.standardize else None
+        z = self.scaler_.transform(x) if self.scaler_ else x
+        w, b, self.n_iter_ = fit_softmax_regression(z, target, len(self.classes_), [float(self.l2)],
+                                                    self.max_iter, self.tol)
+        self.coef_, self.intercept_ = w[0], b[0]
+        return self
+
+    def decision_function(self, X: ArrayLike) -> torch.Tensor:
+        x = as_feature_matrix(X)
+        if x.shape[1] != self.coef_.shape[0]:
+            raise ReplearnError(f"probe was fitted on {self.coef_.shape[0]} features, got {x.shape[1]}",
+                                "pass features from the same layer the probe was fitted on")
+        z = self.scaler_.transform(x) if self.scaler_ else x
+        return z @ self.coef_ + self.intercept_
+
+    def predict_proba(self, X: ArrayLike) -> torch.Tensor:
+        return self.decision_function(X).softmax(1)
+
+    def predict(self, X: ArrayLike) -> torch.Tensor:
+        return self.classes_[self.decision_function(X).argmax(1)]
+
+    def score(self, X: ArrayLike, y: ArrayLike) -> float:
+        """Accuracy on (X, y)."""
+        return float((self.predict(X) == torch.as_tensor(y)).float().mean())
+
+
+def _knn_vote(top_sim: torch.Tensor, top_idx: torch.Tensor, labels: torch.Tensor, k: int, T: float,
+              num_classes: int) -> torch.Tensor:
+    votes = torch.zeros(len(top_sim), num_classes)
+    votes.scatter_add_(1, labels[top_idx[:, :k]], (top_sim[:, :k] / T).exp())
+    return votes.argmax(1)
+
+
+@torch.no_grad()
+def knn_classifier(train_features: ArrayLike, train_labels: ArrayLike, test_features: ArrayLike,
+                   test_labels: ArrayLike | None = None, k: int = 20, T: float = 0.07,
+                   num_classes: int | None = None) -> torch.Tensor:
+    """Weighted kNN (DINO): cosine similarity, top-k neighbours vote with weight exp(sim / T).
+
+    Returns the predicted labels for ``test_features``; ``test_labels`` is accepted to mirror DINO's
+    signature and is not used for prediction.
+    """
+    train = as_feature_matrix(train_features, "training features")
+    test = as_feature_matrix(test_features, "test features")
+    labels = torch.as_tensor(train_labels).long()
+    num_classes = int(num_classes or int(labels.max()) + 1)
+    top_sim, top_idx = nearest_neighbours(test, train, k)
+    return _knn_vote(top_sim, top_idx, labels, k, T, num_classes)
+
+
+@dataclass
+class ProbeResult:
+    """Outcome of a probe whose hyperparameter was chosen on validation."""
+
+    kind: str
+    test_accuracy: float
+    val_accuracy: float
+    chosen: float
+    val_by_setting: dict[float, float] = field(default_factory=dict)
+    test_predictions: torch.Tensor | None = None
+
+
+SELECTIONS = ("best", "one-se")
+
+
+def choose_on_validation(val_accuracy: torch.Tensor, n_val: int, selection: str = "best") -> int:
+    """Index of the chosen setting, given validation accuracies ordered from the strongest penalty to the
+    weakest. ``best``: the highest (ties: the stronger penalty). ``one-se``: the strongest penalty within one
+    standard error, √(p(1−p)/n_val), of the highest — the one-standard-error rule (Hastie et al., ESL §7.10):
+    a choice that a few validation images, or a fit's rounding, cannot flip."""
+    if selection not in SELECTIONS:
+        raise ReplearnError(f"unknown probe selection rule '{selection}'", f"use one of: {', '.join(SELECTIONS)}")
+    best = int(torch.argmax(val_accuracy))
+    if selection == "best":
+        return best
+    top = float(val_accuracy[best])
+    margin = math.sqrt(max(top * (1.0 - top), 0.0) / max(n_val, 1))
+    return int(torch.nonzero(val_accuracy >= top - margin)[0])
+
+
+def linear_probe(train: tuple[ArrayLike, ArrayLike], val: tuple[ArrayLike, ArrayLike],
+                 test: tuple[ArrayLike, ArrayLike], l2_grid: list[float], max_iter: int = 500,
+                 tol: float = 3e-4, standardize: bool = True, selection: str = "best") -> ProbeResult:
+    """Fit one probe per L2 penalty (batched, each to convergence), pick one on validation (``selection``:
+    see ``choose_on_validation``), and report that probe's test accuracy. ``standardize=False`` keeps the
+    features' relative scales (one common scale; see ``Standardizer``)."""
+    x, classes, target = _prepare(*train)
+    scaler = Standardizer(per_feature=standardize).fit(x)
+    grid = sorted({float(v) for v in l2_grid}, reverse=True)
+    w, b, _ = fit_softmax_regression(scaler.transform(x), target, len(classes), grid, max_iter, tol)
+
+    def predictions(split: tuple[ArrayLike, ArrayLike]) -> torch.Tensor:
+        z = scaler.transform(_as_tensor(split[0]))
+        return classes[torch.einsum("nd,ldk->lnk", z, w).add_(b[:, None, :]).argmax(-1)]
+
+    val_y, test_y = torch.as_tensor(val[1]), torch.as_tensor(test[1])
+    val_acc = (predictions(val) == val_y).float().mean(1)
+    scores = {l2: float(a) for l2, a in zip(grid, val_acc)}
+    best = choose_on_validation(val_acc, len(val_y), selection)
+    preds = predictions(test)[best]
+    return ProbeResult("linear", float((preds == test_y).float().mean()), float(val_acc[best]), grid[best],
+                       scores, preds)
+
+
+def knn_probe(train: tuple[ArrayLike, ArrayLike], val: tuple[ArrayLike, ArrayLike],
+              test: tuple[ArrayLike, ArrayLike], k_grid: list[int], T: float = 0.07) -> ProbeResult:
+    """kNN with k chosen on validation, then evaluated on test; one neighbour search serves every k. With a
+    single k there is nothing to choose, and the validation images are not searched (val accuracy NaN)."""
+    train_x, val_x, test_x = (_as_tensor(s[0]) for s in (train, val, test))
+    train_y, val_y, test_y = (torch.as_tensor(s[1]).long() for s in (train, val, test))
+    num_classes = int(max(train_y.max(), val_y.max(), test_y.max())) + 1
+    k_max = min(max(k_grid), len(train_x))
+    choose = len(set(k_grid)) > 1
+    sims, idx = nearest_neighbours(torch.cat([val_x, test_x]) if choose else test_x, train_x, k_max)
+    n_val = len(val_x) if choose else 0
+    scores = {}
+    for k in k_grid:
+        if choose:
+            preds = _knn_vote(sims[:n_val], idx[:n_val], train_y, k, T, num_classes)
+            scores[k] = float((preds == val_y).float().mean())
+        else:
+            scores[k] = float("nan")
+    k = max(scores, key=lambda kk: (scores[kk], -kk)) if choose else k_grid[0]
+    preds = _knn_vote(sims[n_val:], idx[n_val:], train_y, k, T, num_classes)
+    acc = float((preds == test_y).float().mean())
+    return ProbeResult("knn", acc, scores[k], float(k), {float(kk): v for kk, v in scores.items()}, preds)
+
+
+@dataclass(frozen=True)
+class ProbeFit:
+    """How ``linear_probe`` fits and chooses (its arguments after the penalty grid), for functions that fit
+    many probes the same way."""
+
+    max_iter: int = 500
+    tol: float = 3e-4
+    standardize: bool = True
+    selection: str = "best"
+
+
+def label_efficiency(train: tuple[ArrayLike, ArrayLike], val: tuple[ArrayLike, ArrayLike],
+                     test: tuple[ArrayLike, ArrayLike], per_class: list[int], draws: int, l2_grid: list[float],
+                     seed: int = 0, fit: ProbeFit = ProbeFit()) -> pd.DataFrame:
+    """Linear-probe test accuracy when only ``n`` labelled training images per class are available.
+
+    For each n in ``per_class`` and each of ``draws`` seeded draws, a class-balanced labelled subset is
+    taken from the training split, the probe penalty is chosen on the (full) validation split, and test
+    accuracy is reported; every probe is fitted as ``fit`` says. Raises if a class has fewer than
+    max(per_class) training images.
+    """
+    x = as_feature_matrix(train[0])
+    y = torch.as_tensor(train[1]).long()
+    _check_labels(x, y)
+    counts = torch.bincount(y)
+    present = counts[counts > 0]
+    if per_class and int(present.min()) < max(per_class):
+        rarest = int(torch.nonzero(counts == present.min())[0])
+        raise ReplearnError(f"label efficiency asks for {max(per_class)} labels per class but class {rarest} has only "
+                            f"{int(present.min())} training images",
+                            f"lower analysis.label_counts to at most {int(present.min())} or use more data")
+    by_class = [torch.nonzero(y == c).squeeze(1) for c in range(len(counts)) if counts[c] > 0]
+    rows = []
+    for n in per_class:
+        for draw in range(draws):
+            g = torch.Generator().manual_seed(derive_seed((seed, n, draw), LABEL_DRAW))
+            pick = torch.cat([idx[torch.randperm(len(idx), generator=g)[:n]] for idx in by_class])
+            result = linear_probe((x[pick], y[pick]), val, test, l2_grid, fit.max_iter, fit.tol, fit.standardize,
+                                  fit.selection)
+            rows.append({"per_class": n, "labels": len(pick), "draw": draw, "test_accuracy": result.test_accuracy,
+                         "val_accuracy": result.val_accuracy, "chosen": result.chosen})
+    return pd.DataFrame(rows)
