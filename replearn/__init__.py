@@ -15,6 +15,11 @@ if not {"torch", "numpy", "sklearn"} & set(_sys.modules) and _os.environ.get("RE
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+from ._moved import install as _install_moved  # noqa: E402
+
+_install_moved()
+
+
 def __getattr__(name: str):  # ``from replearn import Experiment`` without importing torch for ``replearn --help``
     if name == "Experiment":
         from replearn.experiment.experiment import Experiment

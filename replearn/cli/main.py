@@ -61,11 +61,20 @@ class UsageError(Exception):
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse, with an argument error as one line (``main`` prints it, exit 2) instead of the multi-line usage,
-    and without abbreviations: ``--npro 2`` is refused, not taken for ``--nproc`` (nor passed on to torchrun)."""
+    and without abbreviations: ``--npro 2`` is refused, not taken for ``--nproc`` (nor passed on to torchrun).
+    Its help can end with text computed only when the help is shown (``epilog_extra``): every plug-in's config
+    keys appear in ``replearn run --help`` without ``replearn --help`` or an argument error importing them."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, epilog_extra: Any = None, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+        self.epilog_extra = epilog_extra
+
+    def format_help(self) -> str:
+        if self.epilog_extra is not None:
+            self.epilog = f"{self.epilog or ''}\n{self.epilog_extra()}"
+            self.epilog_extra = None
+        return super().format_help()
 
     def error(self, message: str) -> Any:  # type: ignore[override]
         raise UsageError(self.prog, message)
@@ -79,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "dimension by depth, projections, statistics over seeds, and an HTML report.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"replearn {_version()}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     _add_run(sub)
     _add_report(sub)
     _add_probe(sub)
@@ -100,7 +109,7 @@ def _add_run(sub: Any) -> None:
                                      "initial weights, probe every layer of each (and of raw-pixel, PCA and "
                                      "untrained-encoder baselines), measure similarity, dimension and structure by "
                                      "depth, and write everything plus an HTML report into a new run directory.",
-                         epilog=EXAMPLES_RUN + "\n" + _config_keys_help(),
+                         epilog=EXAMPLES_RUN, epilog_extra=_config_keys_help,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("config", nargs="?", help="experiment YAML (default: the bundled digits experiment)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
