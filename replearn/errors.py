@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 
-class ReplearnError(Exception):
+class ReplearnError(ValueError):
     """An error caused by the user's input, with a hint on how to fix it.
 
-    The CLI catches these and prints ``error: <problem> (fix: <hint>)`` on one line, without a traceback.
+    The CLI catches these and prints ``error: <problem> (fix: <hint>)`` on one line, without a traceback. It is a
+    ``ValueError`` (a bad argument, file or setting), so a Python caller's ``except ValueError`` catches it too.
     """
 
     def __init__(self, problem: str, fix: str = "") -> None:

@@ -34,8 +34,8 @@ def import_object(path: str, what: str) -> Any:
                                                                                *attr.split(".")]):
         raise ConfigError(f"{what} import path '{path[:200]}' is not of the form package.module:Name",
                           "write the module's dotted name, a colon, then the class or function name")
-    _search_current_directory()
-    obj: Any = _import_plugin_module(path, module_name, what)
+    with _search_current_directory():
+        obj: Any = _import_plugin_module(path, module_name, what)
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise ConfigError(f"{what} import path '{path[:200]}': module '{module_name}' has no attribute "
@@ -44,14 +44,22 @@ def import_object(path: str, what: str) -> Any:
     return obj
 
 
-def _search_current_directory() -> None:
-    """Let plug-in modules be found in the current directory, as ``python -m`` would (if it still exists)."""
+@contextlib.contextmanager
+def _search_current_directory() -> Iterator[None]:
+    """Let plug-in modules be found in the current directory, as ``python -m`` would (if it still exists),
+    for this import only: sys.path is left as it was."""
     try:
         cwd = os.getcwd()
     except OSError:  # the working directory was removed: there is nothing there to import from
-        return
-    if cwd not in sys.path:
+        cwd = None
+    added = cwd is not None and cwd not in sys.path
+    if added:
         sys.path.append(cwd)
+    try:
+        yield
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
 
 
 def _import_plugin_module(path: str, module_name: str, what: str) -> Any:

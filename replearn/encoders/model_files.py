@@ -62,6 +62,8 @@ def check_archive(path: Path, limit: int | None = None) -> None:
                                   "records)", "use the file as torch.save wrote it")
         with zipfile.ZipFile(path) as zf:
             members = zf.infolist()
+    except CheckpointError:
+        raise
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise CheckpointError(f"'{path}' is not a readable PyTorch file ({type(exc).__name__}: not a complete zip "
                               "archive, which torch.save writes since PyTorch 1.6; older formats cannot be "

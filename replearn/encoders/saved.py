@@ -20,7 +20,7 @@ import torch
 from replearn.rundir.io import check_output_file, load_state_dict_checked, save_npz, write_json, write_output
 from replearn.config.sections import Config, DataConfig, ModelConfig, apply_overrides, build_section, config_from_dict
 from replearn.data import Dataset, analysis_view, dataset_class, load_dataset
-from replearn.errors import CheckpointError, ConfigError, DataError
+from replearn.errors import CheckpointError, ConfigError, DataError, ReplearnError
 from replearn.encoders.extract import extract_splits
 from replearn.encoders import Encoder, build_module, encoder_from_spec, encoder_spec
 from replearn.encoders.tapped import ExportedGraph, TappedModule
@@ -80,6 +80,8 @@ def _checkpoint_spec(payload: dict) -> dict:
             spec = encoder_spec(model_cfg, tuple(payload["in_shape"]))
         if not isinstance(spec.get("name"), str) or not isinstance(spec.get("kwargs"), dict):
             raise TypeError("encoder_spec needs a name and kwargs")
+    except ReplearnError:
+        raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise _unusable_description(exc) from None
     return spec
@@ -115,6 +117,8 @@ def encoder_from_checkpoint(payload: dict, spec: dict | None = None) -> Encoder:
     _check_shapes_without_memory(spec, payload["encoder"])
     try:
         encoder = encoder_from_spec(spec)
+    except ReplearnError:
+        raise
     except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
         raise _unusable_description(exc) from None
     load_state_dict_checked(encoder, payload["encoder"], "checkpoint encoder")

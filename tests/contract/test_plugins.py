@@ -259,3 +259,15 @@ def test_plugin_options_of_each_kind_are_checked_before_anything_runs(tmp_path, 
             assert not (tmp_path / "never").exists()
     finally:
         sys.modules.pop("four_kinds", None)
+
+
+def test_a_plugin_in_the_current_directory_is_imported_without_changing_sys_path(tmp_path, monkeypatch):
+    import sys
+
+    from replearn.config.registry import import_object
+
+    (tmp_path / "my_cwd_plugin.py").write_text("ANSWER = 42\n")
+    monkeypatch.chdir(tmp_path)
+    before = list(sys.path)
+    assert import_object("my_cwd_plugin:ANSWER", "test") == 42
+    assert sys.path == before

@@ -97,3 +97,10 @@ def test_selection_notes_are_checked_against_trained_regimes():
         resolve(config_from_dict({"selection": {"vae": "by hand"}}))
     with pytest.raises(ConfigError, match="must map regime names to a sentence each"):
         config_from_dict({"selection": ["vae"]})
+
+
+def test_replearn_errors_are_value_errors_for_python_callers():
+    from replearn.config import config_from_dict
+
+    with pytest.raises(ValueError, match="fix:"):
+        config_from_dict({"train": {"epochs": "many"}})

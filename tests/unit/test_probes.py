@@ -168,3 +168,22 @@ def test_layer_depths_put_a_baselines_latent_at_the_encoders_latent():
     features = {"pca": {"latent": None}, "enc": {"input": None, "stage1": None, "stage2": None, "latent": None}}
     depths = layer_depths(features)
     assert depths == {"input": 0, "stage1": 1, "stage2": 2, "latent": 3}
+
+
+def test_linear_probe_is_a_scikit_learn_estimator():
+    from sklearn.base import clone
+    from sklearn.model_selection import cross_val_score
+
+    from replearn.metrics.probes import LinearProbe
+
+    rng = np.random.RandomState(0)
+    y = np.arange(90) % 3
+    x = (rng.randn(90, 5) + np.eye(3)[y] @ rng.randn(3, 5) * 3).astype(np.float32)
+    probe = LinearProbe(l2=1e-2, max_iter=200)
+    copy = clone(probe)
+    assert copy is not probe and copy.get_params() == probe.get_params() and not hasattr(copy, "coef_")
+    scores = cross_val_score(LinearProbe(l2=1e-3), x, y, cv=3)
+    assert scores.shape == (3,) and scores.min() > 0.8
+    assert probe.set_params(l2=0.5).l2 == 0.5
+    with pytest.raises(ReplearnError, match="no parameter"):
+        probe.set_params(C=1.0)
