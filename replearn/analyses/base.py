@@ -34,6 +34,7 @@ from replearn.errors import ConfigError
 from replearn.config.options import safe_load_bounded
 from replearn.config.registry import Registry
 from replearn.analyses.exports import VectorExports
+from replearn.rundir import layout
 
 Features = dict[str, dict[str, torch.Tensor]]  # layer -> split -> (N × D) features
 
@@ -132,7 +133,7 @@ class SeedContext:
         return next((m.standardize for m in self.run.models if m.name == model), True)
 
     def save(self, name: str, **arrays: np.ndarray) -> Path:
-        return save_npz(self.run.run_dir / "artifacts" / f"{name}_seed{self.seed}.npz", **arrays)
+        return save_npz(self.run.run_dir / layout.seed_artifact(name, self.seed), **arrays)
 
 
 @dataclass
@@ -207,11 +208,11 @@ class RunArtifacts:
         self.unreadable: list[str] = []
         self.not_written: list[str] = []
         self.vector_exports = VectorExports()
-        self.dataset = self.json_file("dataset.json", dict) or {}
-        self.environment = self.json_file("environment.json", dict) or {}
-        self.status = self.json_file("status.json", dict) or {"state": "unknown"}
-        self.summary = self.json_file("metrics/summary.json", dict) or {}
-        self.models = self._models(self.json_file("models.json", list) or [])
+        self.dataset = self.json_file(layout.DATASET, dict) or {}
+        self.environment = self.json_file(layout.ENVIRONMENT, dict) or {}
+        self.status = self.json_file(layout.STATUS, dict) or {"state": "unknown"}
+        self.summary = self.json_file(layout.SUMMARY, dict) or {}
+        self.models = self._models(self.json_file(layout.MODELS, list) or [])
         self.config = self._config()
         analysis = self.config.get("analysis")
         formats = analysis.get("figure_formats") if isinstance(analysis, dict) else None
@@ -222,7 +223,7 @@ class RunArtifacts:
         """The run's resolved config as plain data, read once with the bounded loader (no plug-in is imported);
         empty when it cannot be read."""
         try:
-            raw = safe_load_bounded((self.run_dir / "config.yaml").read_text(encoding="utf-8"), "config.yaml")
+            raw = safe_load_bounded((self.run_dir / layout.CONFIG).read_text(encoding="utf-8"), layout.CONFIG)
         except Exception:  # damaged, foreign or hostile: the report shows what it can without it
             return {}
         return raw if isinstance(raw, dict) else {}
@@ -234,7 +235,7 @@ class RunArtifacts:
             try:
                 models.append(ModelInfo(**{k: v for k, v in entry.items() if k in known}))
             except (TypeError, AttributeError):
-                self._note(self.run_dir / "models.json", "an entry is not a model description")
+                self._note(self.run_dir / layout.MODELS, "an entry is not a model description")
                 return baseline_models()
         return models or baseline_models()
 
@@ -275,12 +276,12 @@ class RunArtifacts:
                 self.not_written.append(note)
 
     def metrics_json(self, name: str) -> Any:
-        return self.json_file(f"metrics/{name}")
+        return self.json_file(f"{layout.METRICS}/{name}")
 
     @functools.lru_cache(maxsize=None)
     def csv(self, name: str) -> pd.DataFrame | None:
         """``metrics/<name>.csv`` as a DataFrame, or None when absent, empty or unreadable."""
-        path = self.run_dir / "metrics" / f"{name}.csv"
+        path = self.run_dir / layout.metrics_table(name)
         if not path.is_file() or path.stat().st_size == 0:
             return None
         try:
@@ -298,7 +299,7 @@ class RunArtifacts:
     def csvs(self, pattern: str) -> list[tuple[str, pd.DataFrame]]:
         """Every ``metrics/<pattern>`` CSV that reads, with its file stem."""
         out = []
-        for path in sorted((self.run_dir / "metrics").glob(pattern)):
+        for path in sorted((self.run_dir / layout.METRICS).glob(pattern)):
             frame = self.csv(path.stem)
             if frame is not None:
                 out.append((path.stem, frame))
@@ -307,7 +308,7 @@ class RunArtifacts:
     def arrays(self, name: str) -> list[tuple[int, dict[str, np.ndarray]]]:
         """``artifacts/<name>_seed<S>.npz`` of every seed that reads, by seed."""
         out = []
-        for path in (self.run_dir / "artifacts").glob(f"{name}_seed*.npz"):
+        for path in (self.run_dir / layout.ARTIFACTS).glob(layout.seed_artifact_pattern(name)):
             match = re.fullmatch(rf"{re.escape(name)}_seed(\d+)\.npz", path.name)
             if not match:
                 continue
@@ -353,4 +354,4 @@ class RunArtifacts:
 
 
 def write_models(run_dir: Path, models: list[ModelInfo]) -> None:
-    atomic_write_text(run_dir / "models.json", json.dumps([asdict(m) for m in models], indent=2) + "\n")
+    atomic_write_text(run_dir / layout.MODELS, json.dumps([asdict(m) for m in models], indent=2) + "\n")

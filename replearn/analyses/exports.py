@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from replearn.analyses import plots
+from replearn.rundir import layout
 
 
 class VectorExports:
@@ -58,8 +59,8 @@ class VectorExports:
             try:
                 out, _ = worker.communicate(timeout=600)
                 self._notes += json.loads(out.decode() or "[]") if worker.returncode == 0 else [
-                    f"figures/ SVG and PDF copies failed (worker exit {worker.returncode})"]
+                    f"{layout.FIGURES}/ SVG and PDF copies failed (worker exit {worker.returncode})"]
             except (OSError, ValueError, subprocess.TimeoutExpired):
                 worker.kill()
-                self._notes.append("figures/ SVG and PDF copies failed (worker did not finish)")
+                self._notes.append(f"{layout.FIGURES}/ SVG and PDF copies failed (worker did not finish)")
         return list(dict.fromkeys(self._notes))

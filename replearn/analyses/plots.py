@@ -20,6 +20,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from replearn.rundir.io import atomic_write_bytes  # noqa: E402
+from replearn.rundir import layout
 
 PAGE_WIDTH = 10.5  # inches: 1,155 px at DPI, inside the report's 1,180 px column
 DPI = 110
@@ -103,7 +104,7 @@ def write_figure_vectors(fig: plt.Figure, run_dir: str, name: str, formats: tupl
         try:
             atomic_write_bytes(f"{run_dir}/figures/{name}.{fmt}", to_bytes(fig, fmt))
         except OSError as exc:
-            notes.append(f"figures/ could not be written ({exc.strerror or type(exc).__name__})")
+            notes.append(f"{layout.FIGURES}/ could not be written ({exc.strerror or type(exc).__name__})")
     if close:
         plt.close(fig)
     return notes

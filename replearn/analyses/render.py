@@ -16,6 +16,7 @@ import pandas as pd
 
 from replearn.analyses import plots
 from replearn.analyses.base import RunArtifacts
+from replearn.rundir import layout
 
 PLUS_MINUS = ("Brackets are 95% intervals over seeds (replearn.metrics.stats: for accuracies a t-interval on the logit scale, "
               "mapped back, so it stays inside [0, 1]); 'N seeds tie' means every seed gave the same value; one seed "
@@ -67,8 +68,8 @@ def table(frame: pd.DataFrame, name: str | None = None, run: RunArtifacts | None
     """A table for the template; with ``name`` and ``run`` also written as tables/<name>.csv and .tex."""
     shown = format_frame(frame, decimals)
     if name and run is not None:
-        run.export(f"tables/{name}.csv", shown.to_csv(index=False).encode("utf-8"))
-        run.export(f"tables/{name}.tex", to_latex(shown).encode("utf-8"))
+        run.export(layout.table(name, "csv"), shown.to_csv(index=False).encode("utf-8"))
+        run.export(layout.table(name, "tex"), to_latex(shown).encode("utf-8"))
     return {"columns": list(shown.columns), "rows": shown.values.tolist()}
 
 
@@ -77,7 +78,7 @@ def figure(fig: Any, name: str | None = None, run: RunArtifacts | None = None) -
     png = plots.to_bytes(fig, "png")
     if name and run is not None:
         if "png" in run.figure_formats:
-            run.export(f"figures/{name}.png", png)
+            run.export(layout.figure(name, "png"), png)
         if {"svg", "pdf"} & set(run.figure_formats):
             run.vector_exports.submit(fig, run.run_dir, name, [f for f in ("svg", "pdf") if f in run.figure_formats])
     plots.plt.close(fig)

@@ -26,6 +26,7 @@ from replearn.metrics.probes import linear_probe
 from replearn.metrics.similarity_measures import DEFAULT_MEASURES, FUNCTIONAL, MEASURES, disagreement, error_consistency, subsample
 from replearn.analyses.base import Analysis, RunArtifacts, RunContext, Section, SeedContext, final_layer, register_analysis
 from replearn.analyses.render import table
+from replearn.rundir import layout
 
 REFERENCES = ["Kornblith, Norouzi, Lee & Hinton (2019). Similarity of neural network representations revisited. ICML.",
               "Ding, Denain & Steinhardt (2021). Grounding representation similarity through statistical testing. "
@@ -103,7 +104,7 @@ class Rulers(Analysis):
         """Each model's final-layer probe predictions on the analysed test images (the probes' saved file; the
         baselines' from the first seed, where they were probed), with the labels."""
         kept = ctx.memory(self.name + ".predictions")
-        path = ctx.run.run_dir / "artifacts" / f"predictions_seed{ctx.seed}.npz"
+        path = ctx.run.run_dir / layout.predictions(ctx.seed)
         if path.is_file():
             with np.load(path) as saved:
                 kept.update({k: saved[k] for k in saved.files})

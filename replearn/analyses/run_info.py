@@ -5,6 +5,7 @@ import pandas as pd
 
 from replearn.analyses.base import Analysis, RunArtifacts, Section, register_analysis
 from replearn.analyses.render import table
+from replearn.rundir import layout
 
 GUIDE_DATASET = ("Sizes of the splits. Validation is carved out of the training split; every hyperparameter (probe "
                  "penalty, kNN k) is chosen on it, never on test.")
@@ -24,7 +25,7 @@ class RunInfo(Analysis):
             sections.append(Section("dataset", "Dataset", GUIDE_DATASET, table=table(splits, "dataset", run), bullets=[
                 f"{d.get('name')}: images {'×'.join(map(str, d.get('image_shape', [])))}, {d.get('num_classes')} "
                 f"classes ({names})", f"source: {d.get('source')}"]))
-        config_path = run.run_dir / "config.yaml"
+        config_path = run.run_dir / layout.CONFIG
         try:
             config_text = config_path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):

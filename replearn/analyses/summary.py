@@ -14,6 +14,7 @@ from replearn.runtime.log import format_duration
 from replearn.metrics.stats import format_mean_ci, gap_text, mcnemar, paired_gap, seed_interval, seeds_note
 from replearn.analyses.base import Analysis, RunArtifacts, RunContext, Section, register_analysis
 from replearn.analyses.render import PLUS_MINUS, table
+from replearn.rundir import layout
 
 GUIDE = ("Headline numbers of this run. A classifier's accuracy is its own head on the test set; the probe "
          "accuracies are linear classifiers trained on frozen features, with the penalty chosen on the validation "
@@ -33,7 +34,7 @@ def compare_regimes(run_dir: Path, seeds: list[int], a: str, b: str, n_boot: int
     differences."""
     correct_a, correct_b = [], []
     for seed in seeds:
-        path = run_dir / "artifacts" / f"predictions_seed{seed}.npz"
+        path = run_dir / layout.predictions(seed)
         if not path.is_file():
             continue
         arrays = load_npz(path)
@@ -105,7 +106,7 @@ class Summary(Analysis):
         comparisons = [c for other in regimes if other != ref
                        if (c := compare_regimes(run.run_dir, run.seeds(), ref, other)) is not None]
         if comparisons:
-            write_json(run.run_dir / "metrics" / "comparison.json", comparisons)
+            write_json(run.run_dir / layout.COMPARISON, comparisons)
         return {}
 
     def sections(self, run: RunArtifacts) -> list[Section]:
@@ -129,7 +130,7 @@ class Summary(Analysis):
                              "seeds": int(values.size)})
             if rows:
                 ranking = pd.DataFrame(rows).sort_values("_mean", ascending=False).drop(columns="_mean")
-        comparisons = run.metrics_json("comparison.json")
+        comparisons = run.json_file(layout.COMPARISON)
         if isinstance(comparisons, dict):
             comparisons = [comparisons]
         for c in comparisons if isinstance(comparisons, list) else []:
@@ -159,7 +160,7 @@ def summarize(run_dir: Path, cfg: Any, wall_seconds: float) -> dict[str, Any]:
         latent = probes[probes.layer.isin(["latent", "input"])]
         means = latent.groupby(["model", "probe"]).test_accuracy.mean()
         out["final_layer_probe_test_accuracy"] = {f"{m}/{p}": float(v) for (m, p), v in means.items()}
-    comparisons = run.metrics_json("comparison.json") or []
+    comparisons = run.json_file(layout.COMPARISON) or []
     out["latent_probe_differences"] = {f"{c['a']} - {c['b']}": c["difference"] for c in comparisons}
     return out
 
@@ -168,7 +169,7 @@ def closing_summary(run_dir: Path, wall_seconds: float, report: Path) -> list[st
     """The lines a finished run ends with: headline accuracies, each regime's gap to the reference with its
     interval, and where the report is."""
     run = RunArtifacts(run_dir)
-    summary = run.metrics_json("summary.json") or {}
+    summary = run.json_file(layout.SUMMARY) or {}
     lines = []
     classifier = summary.get("classifier_test_accuracy") or {}
     if classifier:
@@ -179,10 +180,10 @@ def closing_summary(run_dir: Path, wall_seconds: float, report: Path) -> list[st
         ranked = sorted(probes.items(), key=lambda kv: -kv[1])
         lines.append("final-layer linear probe (test): " + ", ".join(f"{run.style(m)[0]} {v:.4f}" for m, v in ranked))
     seeds = len(summary.get("seeds") or [])
-    for c in run.metrics_json("comparison.json") or []:
+    for c in run.json_file(layout.COMPARISON) or []:
         line = f"{run.style(c['a'])[0]} − {run.style(c['b'])[0]} ({c['layer']} probe): {gap_text(_gap(c))}"
         lines.append(line + (f"; {seed_t_text(c)}" if seed_t_text(c) else ""))
-    if run.metrics_json("comparison.json") and seeds_note(seeds):
+    if run.json_file(layout.COMPARISON) and seeds_note(seeds):
         lines.append(str(seeds_note(seeds)))
     lines.append(f"done in {format_duration(wall_seconds)}; report: {report} (figures/ and tables/ beside it)")
     return lines

@@ -4,7 +4,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from replearn.cli.main import main  # noqa: E402
+from replearn.cli.main import main
+
+__all__ = ["main"]
 
 
 def __getattr__(name: str) -> Any:  # the old module's names, imported only when asked for

@@ -4,6 +4,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 from replearn.cli.parsing import FORCE_HELP
+from replearn.rundir import layout
 
 
 def _add_report(sub: Any) -> None:
@@ -19,7 +20,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from replearn.rundir.io import check_output_file, check_run_dir, write_output
     from replearn.report.html import render_report
 
-    default = check_run_dir(args.run_dir, need="report") / "report.html"
+    default = check_run_dir(args.run_dir, need="report") / layout.REPORT
     target = Path(args.out) if args.out else default
     option = "--out" if args.out else "report"
     check_output_file(target, option, force=args.force, own_default=target.absolute() == default.absolute())

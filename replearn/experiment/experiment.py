@@ -56,6 +56,7 @@ from replearn.training.loop import Callback
 from replearn.training.tensorboard import TensorBoard, run_log_dir
 from replearn.training import (Checkpoint, EpochLog, EpochProbe, MetricsCSV, ProgressBar, SignalStop, Snapshots, Stopper,
                        Trainer, TrainSettings, eval_batch_size, evaluate, resolve_device, training_step_flops)
+from replearn.rundir import layout
 
 # an analysis predicted to take longer than this is announced with its prediction; one that runs longer than
 # HEARTBEAT_SECONDS says so every HEARTBEAT_SECONDS
@@ -102,7 +103,7 @@ class Experiment:
     def resume(cls, run_dir: str | Path, progress: bool = True) -> "Experiment":
         """The experiment of an interrupted run, with its saved config (refused if edited or complete)."""
         check_run_dir(run_dir, need="resume")
-        experiment = cls(load_config(Path(run_dir) / "config.yaml"), out=run_dir, progress=progress)
+        experiment = cls(load_config(Path(run_dir) / layout.CONFIG), out=run_dir, progress=progress)
         experiment.run_dir.check_resumable(experiment.config.to_dict())
         experiment.resuming = True
         return experiment
@@ -166,7 +167,7 @@ class Experiment:
                 self.run_dir.clear_temporaries()
             else:
                 self.run_dir.start(dump_yaml(self.config), self.config.to_dict(), environment_record(self))
-            write_json(self.run_dir / "dataset.json", data.summary())
+            write_json(self.run_dir / layout.DATASET, data.summary())
             self.context = RunContext(self.config, self.run_dir.path, model_infos(self.regimes), self.progress)
             write_models(self.run_dir.path, self.context.models)
             self.run_dir.set_status("running")
@@ -351,7 +352,7 @@ class Experiment:
         self.run_dir.record_thread_choices()
         summary = summarize(self.run_dir.path, self.config, wall_seconds)
         summary.update(feature_extraction_seconds=round(self._extraction_seconds, 1), state="complete")
-        write_json(self.run_dir / "metrics" / "summary.json", summary)
+        write_json(self.run_dir / layout.SUMMARY, summary)
         return summary
 
     def render(self, status: dict[str, Any] | None = None) -> Path:
@@ -395,7 +396,7 @@ class Experiment:
                     distributed.wait_for_main()  # the other ranks wait for rank 0's analyses
                     self._stop_if_asked()
                 if not self.world.main:
-                    return self.run_dir / "report.html"
+                    return self.run_dir / layout.REPORT
                 wall = round(time.perf_counter() - started, 1)
                 self.finish(wall)
                 # complete means every artifact, the report included, exists: it is rendered as complete first
@@ -505,7 +506,7 @@ def model_infos(regimes: list[Regime]) -> list[ModelInfo]:
 def study_callbacks(experiment: Experiment, regime: Regime, seed: int) -> list[Callback]:
     """The per-layer gradient norms at initialisation (always) and TensorBoard's logs (when asked for)."""
     rd = experiment.run_dir
-    callbacks: list[Callback] = [InitialGradNorms(rd / "metrics" / f"grad_init_{regime.name}_seed{seed}.csv")]
+    callbacks: list[Callback] = [InitialGradNorms(rd / layout.grad_init(regime.name, seed))]
     if experiment.config.analysis.tensorboard:
         callbacks.append(TensorBoard(run_log_dir(rd.path, regime.name, seed)))
     return callbacks
@@ -564,9 +565,9 @@ def test_row(experiment: Experiment, regime: Regime, seed: int, encoder: Encoder
         row["train_seconds"] = float(sum(h["train_seconds"] for h in outcome.history))
     log(f"{regime.name} seed {seed}: test " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()))
     if arrays:
-        save_npz(rd / "artifacts" / f"test_{regime.name}_seed{seed}.npz", **arrays)
+        save_npz(rd / layout.model_artifact("test", regime.name, seed), **arrays)
     if recon is not None:
-        save_npz(rd / "artifacts" / f"reconstructions_{regime.name}_seed{seed}.npz",
+        save_npz(rd / layout.model_artifact("reconstructions", regime.name, seed),
                  inputs=data.to_unit_range(snapshot_images).numpy(),
                  final=data.to_unit_range(recon.float().cpu()).numpy(),
                  over_epochs=(data.to_unit_range(torch.from_numpy(outcome.snapshots)).numpy()

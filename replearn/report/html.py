@@ -21,6 +21,7 @@ import jinja2
 from replearn.version import __version__
 from replearn.analyses import RunArtifacts, report_analyses
 from replearn.rundir.io import atomic_write_text, check_run_dir
+from replearn.rundir import layout
 
 
 def _env() -> jinja2.Environment:
@@ -69,4 +70,4 @@ def render_report(run_dir: str | Path, out: str | Path | None = None, status: di
     ``progress`` is told of each analysis's sections drawn (``build_context``)."""
     run_dir = check_run_dir(run_dir, need="report")
     html = _env().get_template("report.html.j2").render(**build_context(run_dir, status, progress))
-    return atomic_write_text(Path(out) if out else run_dir / "report.html", html)
+    return atomic_write_text(Path(out) if out else run_dir / layout.REPORT, html)

@@ -16,8 +16,9 @@ from replearn.runtime import threads as parallel
 from replearn.rundir.io import (RUN_MARKER, atomic_write_text, check_run_dir, mark_run_dir, read_json, write_csv,
                         write_json)
 from replearn.errors import RunDirError
+from replearn.rundir import layout
 
-STATUS = "status.json"
+STATUS = layout.STATUS
 
 
 class RunDir:
@@ -44,16 +45,16 @@ class RunDir:
         return cls(candidate)
 
     def checkpoint(self, regime: str, seed: int) -> Path:
-        return self.path / "checkpoints" / f"{regime}_seed{seed}.pt"
+        return self.path / layout.checkpoint(regime, seed)
 
     def train_state(self, regime: str, seed: int) -> Path:
-        return self.path / "checkpoints" / f"{regime}_seed{seed}.state.pt"
+        return self.path / layout.train_state(regime, seed)
 
     def train_metrics(self, regime: str, seed: int) -> Path:
-        return self.path / "metrics" / f"train_{regime}_seed{seed}.csv"
+        return self.path / layout.train_metrics(regime, seed)
 
     def initial_weights(self, seed: int) -> Path:
-        return self.path / "checkpoints" / f"init_seed{seed}.pt"
+        return self.path / layout.initial_weights(seed)
 
     def check_free(self, force: bool) -> None:
         """Raise unless the directory may be created: absent or empty, or (with ``force``) a replearn run."""

@@ -20,11 +20,12 @@ import numpy as np
 import pandas as pd
 
 from replearn.errors import CheckpointError, RunDirError
+from replearn.rundir import layout
 
 if TYPE_CHECKING:
     import torch
 
-RUN_MARKER = "replearn-run.json"
+RUN_MARKER = layout.MARKER
 RUN_FORMAT = 1
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -208,8 +209,8 @@ def check_run_dir(run_dir: str | Path, need: str = "report") -> Path:
     if not run_dir.is_dir():
         raise RunDirError(f"run directory '{run_dir}' does not exist",
                           "pass a directory made by `replearn run` (see reports/)")
-    if not (run_dir / RUN_MARKER).is_file() or not (run_dir / "config.yaml").is_file():
-        raise RunDirError(f"'{run_dir}' is not a replearn run directory (no {RUN_MARKER} or config.yaml)",
+    if not (run_dir / RUN_MARKER).is_file() or not (run_dir / layout.CONFIG).is_file():
+        raise RunDirError(f"'{run_dir}' is not a replearn run directory (no {RUN_MARKER} or {layout.CONFIG})",
                           f"pass a directory made by `replearn run`; to {need}, point at that run's folder")
     try:
         marker = read_json(run_dir / RUN_MARKER)

@@ -21,6 +21,7 @@ from replearn.errors import ReplearnError, TrainingInterrupted
 from replearn.runtime.log import format_duration, set_quiet
 from replearn.rundir.directory import RunDir
 from replearn.studies.sweep import MANIFEST, Cell, Sweep
+from replearn.rundir import layout
 
 
 def job(sweep: Sweep, cell: Cell, threads: int | None) -> dict[str, Any]:
@@ -49,7 +50,7 @@ def run_cell(task: dict[str, Any]) -> dict[str, Any]:
 
 def run_state(path: Path) -> dict[str, Any]:
     """A run's state, message and wall time from its status.json ('pending' before it exists)."""
-    status = RunDir(path).status() if (path / "status.json").is_file() else {}
+    status = RunDir(path).status() if (path / layout.STATUS).is_file() else {}
     return {"state": status.get("state", "pending"), "message": status.get("message", ""),
             "wall_seconds": status.get("wall_seconds")}
 

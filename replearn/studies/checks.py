@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from replearn.errors import DataError, RunDirError
+from replearn.rundir import layout
 
 if TYPE_CHECKING:
     from replearn.studies.runs import RunEntry
@@ -142,18 +143,18 @@ def check_run(run: "RunEntry") -> None:
     """Every file of ``run`` compare reads, checked (and the tables read, within bounds) before anything is
     written."""
     root = run.path
-    check_models(root / "models.json")
+    check_models(root / layout.MODELS)
     for name, spec in TABLES.items():
-        path = root / "metrics" / f"{name}.csv"
+        path = root / layout.metrics_table(name)
         if path.is_file():
             check_size(path, TABLE_LIMIT)
             check_table(path, _read(run, path), spec)
     for pattern, spec in PATTERNS.items():
-        for path in sorted((root / "metrics").glob(pattern)):
+        for path in sorted((root / layout.METRICS).glob(pattern)):
             check_size(path, TABLE_LIMIT)
             check_table(path, _read(run, path), spec)
     for name in ARRAYS:
-        for path in sorted((root / "artifacts").glob(f"{name}_seed*.npz")):
+        for path in sorted((root / layout.ARTIFACTS).glob(layout.seed_artifact_pattern(name))):
             check_size(path, ARRAYS_LIMIT)
             check_arrays(path)
 

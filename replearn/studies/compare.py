@@ -33,6 +33,7 @@ from replearn.metrics.similarity import minibatch_cka
 from replearn.metrics.stats import paired_gap, seed_interval, seeds_note
 from replearn.studies.sweep import MANIFEST, flow
 from replearn.version import __version__
+from replearn.rundir import layout as run_files
 
 PLUS_MINUS = ("Error bars and the low/high columns are 95% intervals, and the 'interval' column names each: a "
               "t-interval over seeds (on the logit scale for accuracies and CKA, so it stays inside [0, 1]), or for "
@@ -360,7 +361,7 @@ def check_out(out: Path, runs: list[RunEntry] | None = None) -> None:
     if (out / RUN_MARKER).is_file() or (out / MANIFEST).is_file() or (out.exists() and out.resolve() in inputs):
         raise RunDirError(f"compare output '{out}' is a run or sweep directory: its tables/ and figures/ would be "
                           "overwritten", "choose another --out directory (e.g. a new folder beside it)")
-    if out.is_dir() and any(out.iterdir()) and not (out / "compare.html").is_file():
+    if out.is_dir() and any(out.iterdir()) and not (out / run_files.COMPARE_REPORT).is_file():
         raise RunDirError(f"compare output '{out}' is a folder that is not an earlier comparison",
                           "choose another --out directory (an empty or new one)")
 
@@ -394,4 +395,4 @@ def compare(paths: list[str | Path], out: str | Path | None = None) -> Path:
     env = jinja2.Environment(loader=jinja2.PackageLoader("replearn.report", "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined)  # the single-run report's template and escaping
     html = env.get_template("report.html.j2").render(**context)
-    return atomic_write_text(target / "compare.html", html)
+    return atomic_write_text(target / run_files.COMPARE_REPORT, html)

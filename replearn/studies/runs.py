@@ -14,6 +14,7 @@ from replearn.rundir.io import RUN_MARKER, read_json
 from replearn.errors import RunDirError
 from replearn.config.options import safe_load_bounded
 from replearn.studies.sweep import MANIFEST, flow
+from replearn.rundir import layout as run_files
 
 IGNORED = ("name", "train.seeds")  # differ between the runs of a sweep by design
 SIDE_BY_SIDE = ("data.name", "model.name")  # never on one axis, never averaged
@@ -49,7 +50,7 @@ def flatten(raw: Any, prefix: str = "") -> dict[str, Any]:
 def read_run(path: Path, label: str) -> RunEntry:
     """A run directory as a RunEntry (its config read with the bounded YAML loader; nothing is imported)."""
     try:
-        raw = safe_load_bounded((path / "config.yaml").read_text(encoding="utf-8"), f"{path}/config.yaml")
+        raw = safe_load_bounded((path / run_files.CONFIG).read_text(encoding="utf-8"), f"{path}/{run_files.CONFIG}")
     except Exception:  # noqa: BLE001 — a damaged config: refused with the fix below
         raw = None
     if not isinstance(raw, dict):
@@ -76,7 +77,7 @@ def _sweep_runs(path: Path) -> tuple[list[RunEntry], list[str], list[str]]:
             raise RunDirError(f"'{path / MANIFEST}' names the run directory '{str(run.get('dir'))[:80]}', which is not "
                               "inside the sweep", "run the sweep again to rewrite its manifest, or compare the run "
                                                   "directory itself")
-        if (run_dir / RUN_MARKER).is_file() and (run_dir / "config.yaml").is_file():
+        if (run_dir / RUN_MARKER).is_file() and (run_dir / run_files.CONFIG).is_file():
             entries.append(read_run(run_dir, f"{path.name}/{run_dir.name}"))
         else:
             notes.append(f"{path.name}/{run.get('name')}: not started")
@@ -109,7 +110,7 @@ def find_runs(paths: list[str | Path]) -> tuple[list[RunEntry], list[str], list[
             entries, keys, missing = _sweep_runs(given)
             swept += [k for k in keys if k not in swept]
             notes += missing
-        elif (given / RUN_MARKER).is_file() and (given / "config.yaml").is_file():
+        elif (given / RUN_MARKER).is_file() and (given / run_files.CONFIG).is_file():
             entries = [read_run(given, given.name)]
         else:
             raise RunDirError(f"'{given}' is neither a replearn run nor a sweep directory (no {RUN_MARKER} or {MANIFEST})",

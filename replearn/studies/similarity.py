@@ -29,8 +29,9 @@ from replearn.rundir.io import RUN_MARKER, atomic_write_text, check_run_dir, rea
 from replearn.errors import ReplearnError, RunDirError
 from replearn.metrics.similarity_measures import DEFAULT_MEASURES, FUNCTIONAL, MEASURES, disagreement, error_consistency, subsample
 from replearn.version import __version__
+from replearn.rundir import layout
 
-REPORT = "similarity.html"
+REPORT = layout.SIMILARITY_REPORT
 
 
 def image_fingerprints(images: Any) -> np.ndarray:
@@ -89,8 +90,8 @@ def load_run(path: Path) -> Side:
     """A run's saved latents (cka_features) and probe predictions, by seed."""
     check_run_dir(path, need="compare its representations")
     side = Side(path, "run")
-    dataset = read_json(path / "dataset.json") if (path / "dataset.json").is_file() else {}
-    for file in sorted((path / "artifacts").glob("cka_features_seed*.npz")):
+    dataset = read_json(path / layout.DATASET) if (path / layout.DATASET).is_file() else {}
+    for file in sorted((path / layout.ARTIFACTS).glob(layout.seed_artifact_pattern("cka_features"))):
         match = re.fullmatch(r"cka_features_seed(\d+)\.npz", file.name)
         if not match:
             continue
@@ -101,7 +102,7 @@ def load_run(path: Path) -> Side:
         if points is None or any(a.ndim != 2 or len(a) != len(points) for a in arrays.values()):
             raise _bad(file, "does not hold one latent row per saved image", "re-run the experiment")
         predictions: dict[str, np.ndarray] = {}
-        pred_file = path / "artifacts" / f"predictions_seed{seed}.npz"
+        pred_file = path / layout.predictions(seed)
         if pred_file.is_file():
             with np.load(pred_file, allow_pickle=False) as npz:
                 predictions = {k: npz[k][points] for k in npz.files if k in arrays or k == "labels"}
@@ -248,10 +249,10 @@ def similarity(path_a: str | Path, path_b: str | Path, out: str | Path | None = 
     seeds = check_same_images(a, b)
     values, functional = compute(a, b, seeds, chosen, images)
     found = sections(values, functional, a, b)
-    (target / "tables").mkdir(parents=True, exist_ok=True)
-    atomic_write_text(target / "tables" / "similarity.csv", values.to_csv(index=False))
+    (target / layout.TABLES).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(target / layout.table("similarity", "csv"), values.to_csv(index=False))
     if len(functional):
-        atomic_write_text(target / "tables" / "functional.csv", functional.to_csv(index=False))
+        atomic_write_text(target / layout.table("functional", "csv"), functional.to_csv(index=False))
     context = {"title": f"replearn — similarity of {a.path.name} and {b.path.name}",
                "run_dir": f"A = {a.path}, B = {b.path}", "dataset_name": "—", "state": "complete",
                "state_message": "", "complete": True, "wall_seconds": None,

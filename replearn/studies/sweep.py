@@ -34,8 +34,9 @@ from replearn.experiment.experiment import Experiment
 from replearn.config.options import safe_load_bounded
 from replearn.experiment.plugins import resolve
 from replearn.rundir.directory import first_difference
+from replearn.rundir import layout
 
-MANIFEST = "sweep.json"
+MANIFEST = layout.SWEEP_MANIFEST
 SPEC_KEYS = {"name": "the sweep's name (default: the spec file's name)",
              "base": "the base config: a bundled experiment's name or a YAML path",
              "set": "fixed overrides of every run, key: value",

@@ -15,6 +15,7 @@ import torch
 
 from replearn.errors import ConfigError
 from replearn.training.loop import Callback, Trainer
+from replearn.rundir import layout
 
 INSTALL = "pip install 'replearn[tensorboard]'"
 
@@ -31,7 +32,7 @@ def summary_writer_class() -> Any:
 
 def run_log_dir(run_dir: Path, model: str, seed: int) -> Path:
     """Where one model's TensorBoard files go: ``<run dir>/tensorboard/<model>_seed<seed>``."""
-    return Path(run_dir) / "tensorboard" / f"{model}_seed{seed}"
+    return Path(run_dir) / layout.tensorboard_run(model, seed)
 
 
 class TensorBoard(Callback):

@@ -53,6 +53,7 @@ from replearn.data.imagedecode import (GREY_MODES, MAX_FILE_BYTES, decode, file_
 from replearn.data.readers import available_memory
 from replearn.data.streaming import data_crc32, read_npy_header, sampled_digest
 from replearn.data.sources.base import DatasetSource, register_dataset
+from replearn.rundir import layout
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 CACHE_VERSION = 2
@@ -547,7 +548,7 @@ def install(partial: Path, cache: Path, replace: bool) -> None:
 
 
 def _read_meta(cache: Path) -> Any:
-    with open(cache / "meta.json", "rb") as fh:
+    with open(cache / layout.CACHE_META, "rb") as fh:
         text = fh.read(MAX_META_BYTES + 1)
     if len(text) > MAX_META_BYTES:
         raise ValueError(f"larger than {_size(MAX_META_BYTES)}")
@@ -750,7 +751,7 @@ def _decode_into(partial: Path, root: Path, tree: FolderTree, options: FolderOpt
             "splits": list(tree.splits), "colour": image_shape[0] == 3, "image_size": options.image_size,
             "arrays": arrays, "skipped": [f"{_show(f.relative_to(root))}: {why}" for f, why in bad],
             "decode_seconds": round(time.perf_counter() - started, 2)}
-    (partial / "meta.json").write_text(json.dumps(meta, indent=1))
+    (partial / layout.CACHE_META).write_text(json.dumps(meta, indent=1))
     return meta
 
 
