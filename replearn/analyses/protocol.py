@@ -7,7 +7,6 @@ from typing import Any
 import pandas as pd
 
 from replearn.metrics.stats import seeds_note
-from replearn.training.loop import Trainer
 from replearn.analyses.base import Analysis, RunArtifacts, Section, register_analysis
 from replearn.analyses.render import PLUS_MINUS, table
 
@@ -32,11 +31,13 @@ class Protocol(Analysis):
         batch = train.get("batch_size")
         known = isinstance(images, int) and isinstance(unlabelled, int) and isinstance(batch, int) and batch > 0
         labelled = _labelled_images(train, run.dataset, images) if known else None
+        recorded = run.summary.get("steps_per_epoch") or {}  # older runs did not record it: shown as missing
         frame = pd.DataFrame([_budget_row(m, train, options, chosen_by, images + (0 if m.trained_with_labels else unlabelled)
-                                          if known else None, labelled if m.trained_with_labels else None)
+                                          if known else None, labelled if m.trained_with_labels else None,
+                                          recorded.get(m.name))
                               for m in regimes])
         equal = frame["optimisation steps"].nunique(dropna=False) == 1
-        steps_per_epoch = Trainer.steps_in_epoch(images, batch) if known else None
+        steps_per_epoch = recorded.get(regimes[0].name)
         budget = (f"Equal budgets: every regime trained {frame['epochs'].iloc[0]} epochs of {steps_per_epoch} batches of "
                   f"{batch} images ({train.get('optimizer')}, learning rate {train.get('lr')}, "
                   f"{train.get('schedule')} schedule)." if equal else
@@ -108,13 +109,12 @@ def _label_budget_bullet(train: dict, with_labels: list[str], labelled: int, ima
 
 
 def _budget_row(model: Any, train: dict, options: dict, chosen_by: dict, images: int | None,
-                labelled: int | None = None) -> dict[str, Any]:
+                labelled: int | None = None, steps_per_epoch: int | None = None) -> dict[str, Any]:
     """One regime's row of the protocol table: its epochs, images (distinct labelled ones under a label budget)
-    and steps, and how its settings were chosen."""
+    and steps (from the steps per epoch the run recorded), and how its settings were chosen."""
     own = options.get(model.name) or {}
     epochs = own.get("epochs") if own.get("epochs") is not None else train.get("epochs")
-    batch = train.get("batch_size")
-    steps = Trainer.steps_in_epoch(images, batch) * epochs if images is not None and epochs is not None else None
+    steps = steps_per_epoch * epochs if isinstance(steps_per_epoch, int) and epochs is not None else None
     settings = ", ".join(f"{k} {v}" for k, v in own.items() if k != "epochs")
     return {"model": model.label, "epochs": epochs, "training images": labelled or images, "optimisation steps": steps,
             "labels in training": "yes" if model.trained_with_labels else "no", "settings": settings or "defaults",

@@ -351,9 +351,17 @@ class Experiment:
         self.run_dir.write_tables(self.results, self.model_rows)
         self.run_dir.record_thread_choices()
         summary = summarize(self.run_dir.path, self.config, wall_seconds)
-        summary.update(feature_extraction_seconds=round(self._extraction_seconds, 1), state="complete")
+        summary.update(feature_extraction_seconds=round(self._extraction_seconds, 1), state="complete",
+                       steps_per_epoch=self.steps_per_epoch())
         write_json(self.run_dir / layout.SUMMARY, summary)
         return summary
+
+    def steps_per_epoch(self) -> dict[str, int]:
+        """Optimisation steps per epoch of each regime, recorded so that the report (the Protocol section) states
+        the budgets from the run's files without importing the trainer."""
+        batch = self.config.train.batch_size
+        return {r.name: Trainer.steps_in_epoch(len(Trainer.training_images(r, self.training_data(r))), batch)
+                for r in self.regimes}
 
     def render(self, status: dict[str, Any] | None = None) -> Path:
         """The HTML report, from the run directory's files alone; every LONG_STEP_SECONDS or so a line says
