@@ -274,7 +274,7 @@ class Experiment:
                           callbacks=callbacks).fit()
         if not self.world.main:
             return {}
-        row = test_row(self, regime, seed, encoder, head, outcome)
+        row = test_metrics_row(self, regime, seed, encoder, head, outcome)
         # the row first: the final checkpoint's existence is what marks the regime as trained on resume
         write_json(rd.checkpoint(regime.name, seed).with_suffix(".json"), row)
         save_checkpoint(rd.checkpoint(regime.name, seed),
@@ -547,7 +547,7 @@ def checkpoint_payload(experiment: Experiment, regime: Regime, seed: int, encode
             "replearn": __version__}
 
 
-def test_row(experiment: Experiment, regime: Regime, seed: int, encoder: Encoder, head: torch.nn.Module,
+def test_metrics_row(experiment: Experiment, regime: Regime, seed: int, encoder: Encoder, head: torch.nn.Module,
              outcome: Any) -> dict[str, Any]:
     """The trained model's row of models.csv (test loss and metrics, the regime's own test results), saving
     its test arrays and reconstructions beside it. ``test_recon_mse`` is, for every regime that reconstructs,

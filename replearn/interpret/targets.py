@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from replearn.metrics.probes import ProbeFit, Standardizer, _prepare, fit_softmax_regression
+from replearn.metrics.probes import ProbeFit, Standardizer, fit_softmax_regression, prepare_labelled_features
 
 
 class ProbeLogits(nn.Module):
@@ -51,7 +51,7 @@ def fit_probe(train_features: torch.Tensor, train_labels: torch.Tensor, l2: floa
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(mean, scale, W: D×K, b: K) of the multinomial logistic regression ``linear_probe`` fits with
     penalty ``l2`` (same standardisation, tolerance and iteration cap). Labels must be 0..K−1."""
-    x, classes, target = _prepare(train_features, train_labels)
+    x, classes, target = prepare_labelled_features(train_features, train_labels)
     if not torch.equal(classes, torch.arange(len(classes), device=classes.device)):
         raise ValueError("fit_probe needs labels 0..K-1 with every class present")
     scaler = Standardizer(per_feature=fit.standardize).fit(x)

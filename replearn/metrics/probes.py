@@ -245,7 +245,7 @@ class Standardizer:
         return (x - self.mean_) / self.scale_
 
 
-def _prepare(X: ArrayLike, y: ArrayLike) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def prepare_labelled_features(X: ArrayLike, y: ArrayLike) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Validated float features, the sorted class labels, and each row's class index."""
     x = as_feature_matrix(X)
     labels = torch.as_tensor(y)
@@ -296,7 +296,7 @@ class LinearProbe:
     def fit(self, X: ArrayLike, y: ArrayLike) -> "LinearProbe":
         if not (isinstance(self.l2, (int, float)) and math.isfinite(self.l2) and self.l2 >= 0):
             raise ReplearnError(f"LinearProbe l2 must be a finite number >= 0, got {self.l2}", "pass l2 >= 0")
-        x, self.classes_, target = _prepare(X, y)
+        x, self.classes_, target = prepare_labelled_features(X, y)
         self.scaler_ = Standardizer().fit(x) if self.standardize else None
         z = self.scaler_.transform(x) if self.scaler_ else x
         w, b, self.n_iter_ = fit_softmax_regression(z, target, len(self.classes_), [float(self.l2)],
@@ -383,7 +383,7 @@ def linear_probe(train: tuple[ArrayLike, ArrayLike], val: tuple[ArrayLike, Array
     """Fit one probe per L2 penalty (batched, each to convergence), pick one on validation (``selection``:
     see ``choose_on_validation``), and report that probe's test accuracy. ``standardize=False`` keeps the
     features' relative scales (one common scale; see ``Standardizer``)."""
-    x, classes, target = _prepare(*train)
+    x, classes, target = prepare_labelled_features(*train)
     scaler = Standardizer(per_feature=standardize).fit(x)
     grid = sorted({float(v) for v in l2_grid}, reverse=True)
     w, b, _ = fit_softmax_regression(scaler.transform(x), target, len(classes), grid, max_iter, tol)

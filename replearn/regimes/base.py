@@ -209,10 +209,6 @@ def make_regime(spec: str, raw_options: dict[str, Any] | None = None) -> Regime:
     return regime
 
 
-def sum_squared_error(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return (recon.detach().float() - target.float()).square().sum()
-
-
 def reconstructs(regime: Regime) -> bool:
     """Whether the regime reconstructs images (overrides ``reconstruct``)."""
     return type(regime).reconstruct is not Regime.reconstruct
