@@ -5,7 +5,7 @@ from .base import (ANALYSES, Analysis, ModelInfo, NoOptions, RunArtifacts, RunCo
                    check_analysis, final_layer, register_analysis)
 from . import (probes, dimensions, similarity, label_efficiency, projection, structure, inspection,  # noqa: E402,F401
                training, summary, run_info, protocol, attributions, sanity, faithfulness,
-               invariance, robustness, units, tensorboard_export)
+               invariance, robustness, units, tensorboard_export, collapse)
 from .order import default_analyses, ordered_analyses, report_analyses  # noqa: E402
 
 __all__ = ["ANALYSES", "Analysis", "ModelInfo", "NoOptions", "RunArtifacts", "RunContext", "Section", "SeedContext",
