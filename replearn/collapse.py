@@ -6,8 +6,11 @@
 * RankMe (Garrido et al. 2023, ``dimension.rankme``): the effective rank of the embeddings, 1 when they lie
   on one line (dimensional collapse) up to min(n, d).
 
-A regime is flagged as collapsed when the embedding its loss compares (the projector's output, else the
-latent) or its latent has ``std_ratio`` < ``STD_RATIO_FLOOR`` or RankMe < ``RANKME_FLOOR``.
+A regime is flagged as collapsed when the RankMe of its latent or of its projector's output is below
+``RANKME_FLOOR`` (a point or a line: both have an effective rank near 1), or when the projector's output,
+the embedding its loss compares between views, has ``std_ratio`` < ``STD_RATIO_FLOOR``. A latent's
+``std_ratio`` is reported but does not flag alone: a latent need not be centred, and a large mean shared by
+every image lowers the normalised deviation without any collapse.
 """
 from __future__ import annotations
 
@@ -45,9 +48,9 @@ def collapsed(diagnostics: dict[str, float], std_floor: float = STD_RATIO_FLOOR,
 
 def collapse_report(latent: ArrayLike, projection: ArrayLike | None = None, **floors: Any) -> dict[str, Any]:
     """The diagnostics of the latent and, when given, of the projector's output (keys prefixed ``latent_`` and
-    ``projection_``), and ``collapsed``: whether either of them collapsed."""
+    ``projection_``), and ``collapsed``: the flag of the module's docstring."""
     out: dict[str, Any] = {f"latent_{k}": v for k, v in diagnose(latent).items()}
-    flags = [collapsed(diagnose(latent), **floors)]
+    flags = [out["latent_rankme"] < floors.get("rankme_floor", RANKME_FLOOR)]
     if projection is not None:
         found = diagnose(projection)
         out.update({f"projection_{k}": v for k, v in found.items()})

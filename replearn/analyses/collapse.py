@@ -91,7 +91,8 @@ def collapse_flag(frame: pd.DataFrame, run: RunArtifacts | None = None) -> str:
     """The report's one line: which label-free regimes collapsed (and in which seeds), or that none did."""
     label_free = frame[~frame.labels_in_training.astype(bool)] if "labels_in_training" in frame else frame
     bad = label_free[label_free.collapsed.astype(bool)]
-    rule = f"std·√d < {STD_RATIO_FLOOR} or RankMe < {RANKME_FLOOR:g} on the latent or the projector's output"
+    rule = (f"RankMe < {RANKME_FLOOR:g} on the latent or the projector's output, or std·√d < {STD_RATIO_FLOOR} "
+            "on the latter")
     if bad.empty:
         return f"No label-free regime collapsed ({rule})."
     names = sorted({(run.style(m)[0] if run is not None else m) for m in bad.model})

@@ -6,10 +6,16 @@ from typing import Any
 
 import pandas as pd
 
+from ..regimes import REGIMES
 from ..training.loop import Trainer
 from .base import Analysis, RunArtifacts, Section, register_analysis
 from .render import PLUS_MINUS, table
+from .training import histories
 
+STEP_COST = ("Equal steps are not equal compute: 'encoder passes per image' counts the forward and backward passes "
+             "of the encoder each training image costs in one step (two views cost two; BYOL's target network adds "
+             "two forward passes without a backward), and 'seconds per step' is the measured training time per "
+             "optimisation step (the median over epochs and seeds, on this run's machine, validation excluded).")
 GUIDE = ("Every regime started from the same initial encoder of its seed. The table gives each one's training "
          "budget; the notes say how each hyperparameter was chosen and what to keep in mind when comparing.")
 
@@ -34,6 +40,7 @@ class Protocol(Analysis):
         frame = pd.DataFrame([_budget_row(m, train, options, chosen_by, images + (0 if m.trained_with_labels else unlabelled)
                                           if known else None, labelled if m.trained_with_labels else None)
                               for m in regimes])
+        frame = _with_step_cost(frame, regimes, run, batch if known else None)
         equal = frame["optimisation steps"].nunique(dropna=False) == 1
         steps_per_epoch = Trainer.steps_in_epoch(images, batch) if known else None
         budget = (f"Equal budgets: every regime trained {frame['epochs'].iloc[0]} epochs of {steps_per_epoch} batches of "
@@ -42,7 +49,7 @@ class Protocol(Analysis):
                   "Budgets differ between regimes (train.budget = per-regime, or label-free regimes also train on "
                   "the dataset's unlabelled images): compare them with that in mind.")
         seeds = train.get("seeds") or [0]
-        bullets = [budget,
+        bullets = [budget, STEP_COST,
                    "Linear probes: standardised features, multinomial logistic regression fitted to convergence "
                    f"(largest gradient entry ≤ {analysis.get('probe_tol')}); the L2 penalty is chosen per layer on the "
                    f"validation split from {analysis.get('probe_l2_grid')}"
@@ -70,6 +77,21 @@ class Protocol(Analysis):
                            "transfer of features learned with all labels, not learning from few labels.")
         return [Section("protocol", "Protocol", GUIDE, bullets=bullets, table=table(frame, "protocol", run),
                         caption="Training budget of every regime.")]
+
+
+def _with_step_cost(frame: pd.DataFrame, regimes: list[Any], run: RunArtifacts, batch: int | None) -> pd.DataFrame:
+    """The protocol table with each regime's encoder passes per image (a registered regime's ``passes``) and its
+    measured seconds per optimisation step (from its training CSVs: each epoch's seconds ÷ its steps)."""
+    found = histories(run)
+    passes, seconds = [], []
+    for model, steps in zip(regimes, frame["optimisation steps"]):
+        cls = REGIMES.get(model.name) if model.name in REGIMES.names() else None
+        passes.append(f"{cls.passes[0]} forward, {cls.passes[1]} backward" if cls is not None else "")
+        history, epochs = found.get(model.name), frame.loc[len(seconds), "epochs"]
+        per_epoch = steps / epochs if steps is not None and epochs else None
+        ok = history is not None and "train_seconds" in history and per_epoch
+        seconds.append(float(history["train_seconds"].median() / per_epoch) if ok else float("nan"))
+    return frame.assign(**{"encoder passes per image": passes, "seconds per step": seconds})
 
 
 def _labelled_images(train: dict, dataset: dict, images: int) -> int | None:
