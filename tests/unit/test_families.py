@@ -63,7 +63,8 @@ def test_heads_are_sized_from_the_encoder():
     enc = build_encoder(model_config(channels=[4, 8], latent_dim=6), (1, 8, 8), 0)
     data = DataInfo((1, 8, 8), 3)
     byol = make_regime("byol").build_head(enc, data)
-    assert (byol.projector[0].in_features, byol.projector[0].out_features, byol.projector[-1].out_features) == (6, 48, 3)
+    first, last = byol.projector[0], byol.projector[-1]
+    assert (first.in_features, first.out_features, last.out_features) == (6, 48, 3)
     simsiam = make_regime("simsiam").build_head(enc, data)
     assert simsiam.projector[0].out_features == 24 and simsiam.predictor[0].out_features == 6
     barlow = make_regime("barlow_twins", {"projection_dim": 10}).build_head(enc, data)
