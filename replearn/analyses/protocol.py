@@ -86,7 +86,9 @@ def _with_step_cost(frame: pd.DataFrame, regimes: list[Any], run: RunArtifacts, 
     passes, seconds = [], []
     for model, steps in zip(regimes, frame["optimisation steps"]):
         cls = REGIMES.get(model.name) if model.name in REGIMES.names() else None
-        passes.append(f"{cls.passes[0]} forward, {cls.passes[1]} backward" if cls is not None else "")
+        count = getattr(cls, "passes", None)
+        known = isinstance(count, tuple) and len(count) == 2 and all(isinstance(c, int) for c in count)
+        passes.append(f"{count[0]} forward, {count[1]} backward" if known else "")
         history, epochs = found.get(model.name), frame.loc[len(seconds), "epochs"]
         per_epoch = steps / epochs if steps is not None and epochs else None
         ok = history is not None and "train_seconds" in history and per_epoch
