@@ -5,7 +5,7 @@ from replearn.analyses.base import (ANALYSES, Analysis, ModelInfo, NoOptions, Ru
                    check_analysis, final_layer, register_analysis)
 from replearn.analyses import (probes, dimensions, similarity, label_efficiency, projection, structure, inspection,  # noqa: E402,F401
                training, summary, run_info, protocol, attributions, sanity, faithfulness,
-               invariance, robustness, units, tensorboard_export, rulers)
+               invariance, robustness, units, tensorboard_export, rulers, collapse)
 from replearn.analyses.order import default_analyses, ordered_analyses, report_analyses  # noqa: E402
 
 __all__ = ["ANALYSES", "Analysis", "ModelInfo", "NoOptions", "RunArtifacts", "RunContext", "Section", "SeedContext",

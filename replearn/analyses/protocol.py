@@ -9,7 +9,13 @@ import pandas as pd
 from replearn.metrics.stats import seeds_note
 from replearn.analyses.base import Analysis, RunArtifacts, Section, register_analysis
 from replearn.analyses.render import PLUS_MINUS, table
+from replearn.regimes import REGIMES
+from replearn.analyses.training import histories
 
+STEP_COST = ("Equal steps are not equal compute: 'encoder passes per image' counts the forward and backward passes "
+             "of the encoder each training image costs in one step (two views cost two; BYOL's target network adds "
+             "two forward passes without a backward), and 'seconds per step' is the measured training time per "
+             "optimisation step (the median over epochs and seeds, on this run's machine, validation excluded).")
 GUIDE = ("Every regime started from the same initial encoder of its seed. The table gives each one's training "
          "budget; the notes say how each hyperparameter was chosen and what to keep in mind when comparing.")
 
@@ -36,6 +42,7 @@ class Protocol(Analysis):
                                           if known else None, labelled if m.trained_with_labels else None,
                                           recorded.get(m.name))
                               for m in regimes])
+        frame = _with_step_cost(frame, regimes, run, batch if known else None)
         equal = frame["optimisation steps"].nunique(dropna=False) == 1
         steps_per_epoch = recorded.get(regimes[0].name)
         budget = (f"Equal budgets: every regime trained {frame['epochs'].iloc[0]} epochs of {steps_per_epoch} batches of "
@@ -44,7 +51,7 @@ class Protocol(Analysis):
                   "Budgets differ between regimes (train.budget = per-regime, or label-free regimes also train on "
                   "the dataset's unlabelled images): compare them with that in mind.")
         seeds = train.get("seeds") or [0]
-        bullets = [budget,
+        bullets = [budget, STEP_COST,
                    "Linear probes: standardised features, multinomial logistic regression fitted to convergence "
                    f"(largest gradient entry ≤ {analysis.get('probe_tol')}); the L2 penalty is chosen per layer on the "
                    f"validation split from {analysis.get('probe_l2_grid')}"
@@ -87,6 +94,21 @@ def _subset_bullet(analysis: dict) -> str:
             "class-balanced)" if points else "CKA, dimensions and clustering use the test images")
     return text + (f"; the TwoNN intrinsic dimension at most {twonn:,} of them (analysis.twonn_points)."
                    if twonn else ".")
+def _with_step_cost(frame: pd.DataFrame, regimes: list[Any], run: RunArtifacts, batch: int | None) -> pd.DataFrame:
+    """The protocol table with each regime's encoder passes per image (a registered regime's ``passes``) and its
+    measured seconds per optimisation step (from its training CSVs: each epoch's seconds ÷ its steps)."""
+    found = histories(run)
+    passes, seconds = [], []
+    for model, steps in zip(regimes, frame["optimisation steps"]):
+        cls = REGIMES.get(model.name) if model.name in REGIMES.names() else None
+        count = getattr(cls, "passes", None)
+        known = isinstance(count, tuple) and len(count) == 2 and all(isinstance(c, int) for c in count)
+        passes.append(f"{count[0]} forward, {count[1]} backward" if known else "")
+        history, epochs = found.get(model.name), frame.loc[len(seconds), "epochs"]
+        per_epoch = steps / epochs if steps is not None and epochs else None
+        ok = history is not None and "train_seconds" in history and per_epoch
+        seconds.append(float(history["train_seconds"].median() / per_epoch) if ok else float("nan"))
+    return frame.assign(**{"encoder passes per image": passes, "seconds per step": seconds})
 
 
 def _labelled_images(train: dict, dataset: dict, images: int) -> int | None:

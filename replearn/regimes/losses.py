@@ -62,7 +62,8 @@ def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 0.0051,
 
 
 def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, sim_weight: float = 25.0, var_weight: float = 25.0,
-                cov_weight: float = 1.0, gather: bool = True, eps: float = 1e-4) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                cov_weight: float = 1.0, gather: bool = True, eps: float = 1e-4
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """VICReg (Bardes et al. 2022, Algorithm 1): λ·invariance (the mean squared error between the two views'
     embeddings) + μ·variance (a hinge keeping each dimension's standard deviation √(Var + ε) above 1, for each
     view) + ν·covariance (the squared off-diagonal covariances, ÷ d, for each view); 25/25/1 published.

@@ -24,7 +24,7 @@ from replearn.runtime.seeding import LABEL_DRAW, derive_seed
 
 BUILT_IN = ["probes", "dimensions", "similarity", "label_efficiency", "projection", "structure", "inspection",
             "training", "summary", "run_info", "protocol", "attributions", "sanity", "faithfulness", "invariance",
-            "robustness", "units", "tensorboard_export"]
+            "robustness", "units", "tensorboard_export", "collapse"]
 
 PLUGIN = textwrap.dedent('''
     """A user's analysis, outside replearn: the gap between each model's linear and kNN probe."""

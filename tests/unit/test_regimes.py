@@ -20,7 +20,8 @@ from replearn.training import EpochProbe, Trainer, TrainSettings
 
 from conftest import tiny_config
 
-BUILT_IN = ["supervised", "autoencoder", "denoising", "vae", "contrastive", "joint"]
+BUILT_IN = ["supervised", "autoencoder", "denoising", "vae", "contrastive", "joint", "byol", "simsiam", "barlow_twins",
+            "vicreg", "supcon", "masked"]
 
 
 def setup(name, channels=(4, 8), shape=(1, 8, 8), **options):
