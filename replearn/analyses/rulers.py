@@ -241,7 +241,8 @@ def deletion_sensitivity(deletion: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for name, sub in deletion.groupby("measure", sort=False):
         dissimilarity = -oriented(str(name), sub.value)
-        rho = spearmanr(dissimilarity, sub.probe_drop).statistic if sub.value.nunique() > 1 else np.nan
+        varies = float(sub.value.max() - sub.value.min()) > 1e-6  # CCA is blind to the deletion: constant 1
+        rho = spearmanr(dissimilarity, sub.probe_drop).statistic if varies else np.nan
         rows.append({"measure": name, "deletion_rho": float(rho), "deletion_cases": len(sub)})
     return pd.DataFrame(rows)
 
@@ -265,7 +266,8 @@ def test_section(seeds: pd.DataFrame | None, pairs: pd.DataFrame | None, deletio
         if cross is not None and len(cross[cross.measure == name]):
             row["other regime, same layer"] = f"{cross[cross.measure == name].value.mean():.3f}"
         if "deletion_rho" in r:
-            row["ρ(dissimilarity, probe drop)"] = f"{r.deletion_rho:+.2f}"
+            row["ρ(dissimilarity, probe drop)"] = (f"{r.deletion_rho:+.2f}" if np.isfinite(r.deletion_rho) else
+                                                   "blind (constant)")
         rows.append(row)
     bullets = []
     if seeds is None:
@@ -281,7 +283,7 @@ def test_section(seeds: pd.DataFrame | None, pairs: pd.DataFrame | None, deletio
                            "between the same layer of the same regime in two seeds, mean [min, max] — read "
                            "cross-regime values against it. Deletion ρ: Spearman's ρ, over regimes, seeds and k, "
                            "between the measure's dissimilarity of the latent and its truncation and the probe's "
-                           "accuracy drop (a good measure: positive).")
+                           "accuracy drop (a good measure: positive; blind: the measure did not change at all).")
 
 
 GUIDE_PAIRS = ("No single similarity measure is trusted to compare representations: each is invariant to different "

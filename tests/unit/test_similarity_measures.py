@@ -193,6 +193,17 @@ def test_cca_and_procrustes_form_no_unit_by_unit_matrix(monkeypatch):
     assert seen and all(not (len(s) == 2 and min(s) >= 3000) for s in seen), seen
 
 
+def test_cca_measures_are_blind_to_deleting_principal_components():
+    """Ding et al.'s observation, which the run's deletion test shows: a representation and its projection on its
+    top principal component are identical to SVCCA and PWCCA (the projection lies in the span), not to CKA."""
+    x, _ = pair(n=100)
+    xc = x - x.mean(0)
+    top = np.linalg.svd(xc, full_matrices=False)[2][:1]
+    truncated = xc @ top.T @ top
+    assert sm.svcca(x, truncated) == pytest.approx(1.0) and sm.pwcca(x, truncated) == pytest.approx(1.0)
+    assert sm.linear_cka(x, truncated) < 0.9 and sm.procrustes(x, truncated) > 0.3
+
+
 def test_errors_name_the_problem():
     x, y = pair()
     with pytest.raises(ReplearnError, match="same images"):
