@@ -243,7 +243,9 @@ def deletion_sensitivity(deletion: pd.DataFrame) -> pd.DataFrame:
         dissimilarity = -oriented(str(name), sub.value)
         varies = float(sub.value.max() - sub.value.min()) > 1e-6  # CCA is blind to the deletion: constant 1
         rho = spearmanr(dissimilarity, sub.probe_drop).statistic if varies else np.nan
-        rows.append({"measure": name, "deletion_rho": float(rho), "deletion_cases": len(sub)})
+        by_k = sub.groupby("kept").value.mean() if "kept" in sub else sub.value
+        rows.append({"measure": name, "deletion_rho": float(rho), "deletion_cases": len(sub),
+                     "deletion_range": float(by_k.max() - by_k.min())})
     return pd.DataFrame(rows)
 
 
@@ -268,6 +270,7 @@ def test_section(seeds: pd.DataFrame | None, pairs: pd.DataFrame | None, deletio
         if "deletion_rho" in r:
             row["ρ(dissimilarity, probe drop)"] = (f"{r.deletion_rho:+.2f}" if np.isfinite(r.deletion_rho) else
                                                    "blind (constant)")
+            row["deletion: measure moved by"] = f"{r.deletion_range:.3f}"
         rows.append(row)
     bullets = []
     if seeds is None:
@@ -283,7 +286,8 @@ def test_section(seeds: pd.DataFrame | None, pairs: pd.DataFrame | None, deletio
                            "between the same layer of the same regime in two seeds, mean [min, max] — read "
                            "cross-regime values against it. Deletion ρ: Spearman's ρ, over regimes, seeds and k, "
                            "between the measure's dissimilarity of the latent and its truncation and the probe's "
-                           "accuracy drop (a good measure: positive; blind: the measure did not change at all).")
+                           "accuracy drop (a good measure: positive; blind: the measure did not change at all), and how far the "
+                           "measure's mean moved between the k kept.")
 
 
 GUIDE_PAIRS = ("No single similarity measure is trusted to compare representations: each is invariant to different "
