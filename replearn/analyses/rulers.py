@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from scipy.stats import spearmanr
 
+from ..errors import ReplearnError
 from ..log import log
 from ..options import opt
 from ..probes import linear_probe
@@ -53,7 +54,15 @@ class RulersOptions:
 
 
 def _measure_all(names: list[str], x: Any, y: Any) -> dict[str, float]:
-    return {name: MEASURES[name].fn(x, y) for name in names}
+    """Each named measure of x and y; NaN for one that cannot be computed on so few images (the kNN measures
+    need more than k + 1), so that a run with a tiny test split still finishes."""
+    out = {}
+    for name in names:
+        try:
+            out[name] = MEASURES[name].fn(x, y)
+        except ReplearnError:
+            out[name] = float("nan")
+    return out
 
 
 def _principal(train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,7 +206,8 @@ def pair_sections(pairs: pd.DataFrame, run: RunArtifacts) -> list[Section]:
                                 "that measure, 1 = most similar (Procrustes is a distance and disagreement a "
                                 "fraction: smaller ranks first).",
                         references=REFERENCES)]
-    complete = means[measures].dropna()
+    complete = means[measures].dropna(axis=1, how="all").dropna()
+    measures = list(complete.columns)
     if len(complete) >= 3 and len(measures) >= 2:
         ranks = pd.DataFrame({m: oriented(m, complete[m]) for m in measures})
         rho = ranks.corr(method="spearman")
@@ -220,7 +230,7 @@ def identification(seeds: pd.DataFrame) -> pd.DataFrame:
     """Per measure: the fraction of (regime, seed pair, layer, direction) cases in which a layer is most similar
     to the same layer of the other seed (Kornblith et al.'s test), and the same-layer values across seeds."""
     rows = []
-    for name, sub in seeds.groupby("measure", sort=False):
+    for name, sub in seeds.dropna(subset=["value"]).groupby("measure", sort=False):
         hits, cases = 0, 0
         for _, one in sub.groupby(["model", "seed_a", "seed_b"]):
             matrix = one.pivot(index="layer_a", columns="layer_b", values="value")
@@ -239,7 +249,7 @@ def deletion_sensitivity(deletion: pd.DataFrame) -> pd.DataFrame:
     """Per measure: Spearman's ρ between its dissimilarity of the full and truncated latents and the probe's
     accuracy drop, over every (regime, seed, k) case (Ding et al.'s sensitivity test)."""
     rows = []
-    for name, sub in deletion.groupby("measure", sort=False):
+    for name, sub in deletion.dropna(subset=["value"]).groupby("measure", sort=False):
         dissimilarity = -oriented(str(name), sub.value)
         varies = float(sub.value.max() - sub.value.min()) > 1e-6  # CCA is blind to the deletion: constant 1
         rho = spearmanr(dissimilarity, sub.probe_drop).statistic if varies else np.nan
