@@ -131,15 +131,18 @@ class Rulers(Analysis):
                 row = probes[(probes.model == regime) & (probes.layer == layer) & (probes.probe == "linear")]
                 chosen = [float(row.chosen.iloc[0])] if len(row) else chosen
 
-            def accuracy(train: torch.Tensor, val: torch.Tensor, test: torch.Tensor, l2: list[float] = chosen) -> float:
-                return linear_probe((train, labels["train"]), (val, labels["val"]), (test, labels["test"]), l2,
-                                    cfg.analysis.probe_max_iter, cfg.analysis.probe_tol, True).test_accuracy
-
             mean, axes = _principal(f["train"])
             scores = {split: (f[split].double() - mean) @ axes.T for split in ("train", "val", "test")}
-            full = accuracy(*(scores[s].float() for s in ("train", "val", "test")))
+
+            def accuracy(k: int, l2: list[float] = chosen, scores: dict[str, torch.Tensor] = scores) -> float:
+                """Test accuracy of a linear probe on the top k principal components (the run's chosen L2)."""
+                split = {s: (scores[s][:, :k].float(), labels[s]) for s in ("train", "val", "test")}
+                return linear_probe(split["train"], split["val"], split["test"], l2, cfg.analysis.probe_max_iter,
+                                    cfg.analysis.probe_tol, True).test_accuracy
+
+            full = accuracy(len(axes))
             for k in sorted({k for k in self.options.keep_components if k < len(axes)}):
-                kept = accuracy(*(scores[s][:, :k].float() for s in ("train", "val", "test")))
+                kept = accuracy(k)
                 truncated = scores["test"][idx, :k] @ axes[:k] + mean  # the latent with the other components deleted
                 values = _measure_all(names, f["test"][idx], truncated)
                 rows += [{"seed": ctx.seed, "model": regime, "layer": layer, "kept": k, "measure": name,
@@ -296,8 +299,8 @@ def test_section(seeds: pd.DataFrame | None, pairs: pd.DataFrame | None, deletio
                            "between the same layer of the same regime in two seeds, mean [min, max] — read "
                            "cross-regime values against it. Deletion ρ: Spearman's ρ, over regimes, seeds and k, "
                            "between the measure's dissimilarity of the latent and its truncation and the probe's "
-                           "accuracy drop (a good measure: positive; blind: the measure did not change at all), and how far the "
-                           "measure's mean moved between the k kept.")
+                           "accuracy drop (a good measure: positive; blind: the measure did not change at all), and "
+                           "how far the measure's mean moved between the k kept.")
 
 
 GUIDE_PAIRS = ("No single similarity measure is trusted to compare representations: each is invariant to different "
