@@ -169,14 +169,25 @@ class Rulers(Analysis):
 
     def sections(self, run: RunArtifacts) -> list[Section]:
         out = []
-        pairs = run.csv("similarity_measures")
-        if pairs is not None and {"model_a", "model_b", "layer", "measure", "value"} <= set(pairs.columns):
+        pairs = _numeric(run.csv("similarity_measures"), {"seed", "model_a", "model_b", "layer", "measure", "value"})
+        if pairs is not None:
             out += pair_sections(pairs, run)
-        seeds, pairs_ok = run.csv("similarity_seeds"), pairs is not None
-        deletion = run.csv("similarity_deletion")
+        seeds = _numeric(run.csv("similarity_seeds"), {"model", "seed_a", "seed_b", "layer_a", "layer_b", "measure",
+                                                       "value"})
+        deletion = _numeric(run.csv("similarity_deletion"), {"kept", "measure", "value", "probe_drop"})
         if seeds is not None or deletion is not None:
-            out.append(test_section(seeds, pairs if pairs_ok else None, deletion, run))
+            out.append(test_section(seeds, pairs, deletion, run))
         return out
+
+
+def _numeric(frame: pd.DataFrame | None, columns: set[str]) -> pd.DataFrame | None:
+    """A saved table with the columns the report reads and its values as numbers, or None (a table another
+    version or a damaged file left without them is not shown)."""
+    if frame is None or not columns <= set(frame.columns):
+        return None
+    frame = frame.assign(**{c: pd.to_numeric(frame[c], errors="coerce") for c in ("value", "probe_drop", "kept")
+                            if c in frame.columns})
+    return frame if frame.value.notna().any() else None
 
 
 def label(name: str) -> str:
