@@ -147,6 +147,11 @@ def test_each_measure_equals_its_reference(seed):
     assert sm.procrustes(x, y) == pytest.approx(netrep_angular(x, y), abs=1e-6)
     assert sm.svcca(x, y) == pytest.approx(raghu_svcca(x, y), abs=1e-6)
     assert sm.pwcca(x, y) == pytest.approx(morcos_pwcca(x, y), abs=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_rsa_equals_rsatoolbox(seed):
+    x, y = pair(seed=seed)
     assert sm.rsa_spearman(x, y) == pytest.approx(rsatoolbox_compare(x, y, "spearman"), abs=1e-6)
     assert sm.rsa_wuc(x, y) == pytest.approx(rsatoolbox_compare(x, y, "cosine_cov"), abs=1e-6)
 
