@@ -27,6 +27,7 @@ from replearn.metrics.similarity_measures import DEFAULT_MEASURES, FUNCTIONAL, M
 from replearn.analyses.base import Analysis, RunArtifacts, RunContext, Section, SeedContext, final_layer, register_analysis
 from replearn.analyses.render import table
 from replearn.rundir import layout
+from replearn.errors import ReplearnError
 
 REFERENCES = ["Kornblith, Norouzi, Lee & Hinton (2019). Similarity of neural network representations revisited. ICML.",
               "Ding, Denain & Steinhardt (2021). Grounding representation similarity through statistical testing. "
@@ -54,7 +55,15 @@ class RulersOptions:
 
 
 def _measure_all(names: list[str], x: Any, y: Any) -> dict[str, float]:
-    return {name: MEASURES[name].fn(x, y) for name in names}
+    """Each named measure of x and y; NaN for one that cannot be computed on so few images (the kNN measures
+    need more than k + 1), so that a run with a tiny test split still finishes."""
+    out = {}
+    for name in names:
+        try:
+            out[name] = MEASURES[name].fn(x, y)
+        except ReplearnError:
+            out[name] = float("nan")
+    return out
 
 
 def _principal(train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,15 +132,18 @@ class Rulers(Analysis):
                 row = probes[(probes.model == regime) & (probes.layer == layer) & (probes.probe == "linear")]
                 chosen = [float(row.chosen.iloc[0])] if len(row) else chosen
 
-            def accuracy(train: torch.Tensor, val: torch.Tensor, test: torch.Tensor, l2: list[float] = chosen) -> float:
-                return linear_probe((train, labels["train"]), (val, labels["val"]), (test, labels["test"]), l2,
-                                    cfg.analysis.probe_max_iter, cfg.analysis.probe_tol, True).test_accuracy
-
             mean, axes = _principal(f["train"])
             scores = {split: (f[split].double() - mean) @ axes.T for split in ("train", "val", "test")}
-            full = accuracy(*(scores[s].float() for s in ("train", "val", "test")))
+
+            def accuracy(k: int, l2: list[float] = chosen, scores: dict[str, torch.Tensor] = scores) -> float:
+                """Test accuracy of a linear probe on the top k principal components (the run's chosen L2)."""
+                split = {s: (scores[s][:, :k].float(), labels[s]) for s in ("train", "val", "test")}
+                return linear_probe(split["train"], split["val"], split["test"], l2, cfg.analysis.probe_max_iter,
+                                    cfg.analysis.probe_tol, True).test_accuracy
+
+            full = accuracy(len(axes))
             for k in sorted({k for k in self.options.keep_components if k < len(axes)}):
-                kept = accuracy(*(scores[s][:, :k].float() for s in ("train", "val", "test")))
+                kept = accuracy(k)
                 truncated = scores["test"][idx, :k] @ axes[:k] + mean  # the latent with the other components deleted
                 values = _measure_all(names, f["test"][idx], truncated)
                 rows += [{"seed": ctx.seed, "model": regime, "layer": layer, "kept": k, "measure": name,
@@ -158,14 +170,25 @@ class Rulers(Analysis):
 
     def sections(self, run: RunArtifacts) -> list[Section]:
         out = []
-        pairs = run.csv("similarity_measures")
-        if pairs is not None and {"model_a", "model_b", "layer", "measure", "value"} <= set(pairs.columns):
+        pairs = _numeric(run.csv("similarity_measures"), {"seed", "model_a", "model_b", "layer", "measure", "value"})
+        if pairs is not None:
             out += pair_sections(pairs, run)
-        seeds, pairs_ok = run.csv("similarity_seeds"), pairs is not None
-        deletion = run.csv("similarity_deletion")
+        seeds = _numeric(run.csv("similarity_seeds"), {"model", "seed_a", "seed_b", "layer_a", "layer_b", "measure",
+                                                       "value"})
+        deletion = _numeric(run.csv("similarity_deletion"), {"kept", "measure", "value", "probe_drop"})
         if seeds is not None or deletion is not None:
-            out.append(test_section(seeds, pairs if pairs_ok else None, deletion, run))
+            out.append(test_section(seeds, pairs, deletion, run))
         return out
+
+
+def _numeric(frame: pd.DataFrame | None, columns: set[str]) -> pd.DataFrame | None:
+    """A saved table with the columns the report reads and its values as numbers, or None (a table another
+    version or a damaged file left without them is not shown)."""
+    if frame is None or not columns <= set(frame.columns):
+        return None
+    frame = frame.assign(**{c: pd.to_numeric(frame[c], errors="coerce") for c in ("value", "probe_drop", "kept")
+                            if c in frame.columns})
+    return frame if frame.value.notna().any() else None
 
 
 def label(name: str) -> str:
@@ -198,7 +221,8 @@ def pair_sections(pairs: pd.DataFrame, run: RunArtifacts) -> list[Section]:
                                 "that measure, 1 = most similar (Procrustes is a distance and disagreement a "
                                 "fraction: smaller ranks first).",
                         references=REFERENCES)]
-    complete = means[measures].dropna()
+    complete = means[measures].dropna(axis=1, how="all").dropna()
+    measures = list(complete.columns)
     if len(complete) >= 3 and len(measures) >= 2:
         ranks = pd.DataFrame({m: oriented(m, complete[m]) for m in measures})
         rho = ranks.corr(method="spearman")
@@ -221,7 +245,7 @@ def identification(seeds: pd.DataFrame) -> pd.DataFrame:
     """Per measure: the fraction of (regime, seed pair, layer, direction) cases in which a layer is most similar
     to the same layer of the other seed (Kornblith et al.'s test), and the same-layer values across seeds."""
     rows = []
-    for name, sub in seeds.groupby("measure", sort=False):
+    for name, sub in seeds.dropna(subset=["value"]).groupby("measure", sort=False):
         hits, cases = 0, 0
         for _, one in sub.groupby(["model", "seed_a", "seed_b"]):
             matrix = one.pivot(index="layer_a", columns="layer_b", values="value")
@@ -240,10 +264,13 @@ def deletion_sensitivity(deletion: pd.DataFrame) -> pd.DataFrame:
     """Per measure: Spearman's ρ between its dissimilarity of the full and truncated latents and the probe's
     accuracy drop, over every (regime, seed, k) case (Ding et al.'s sensitivity test)."""
     rows = []
-    for name, sub in deletion.groupby("measure", sort=False):
+    for name, sub in deletion.dropna(subset=["value"]).groupby("measure", sort=False):
         dissimilarity = -oriented(str(name), sub.value)
-        rho = spearmanr(dissimilarity, sub.probe_drop).statistic if sub.value.nunique() > 1 else np.nan
-        rows.append({"measure": name, "deletion_rho": float(rho), "deletion_cases": len(sub)})
+        varies = float(sub.value.max() - sub.value.min()) > 1e-6  # CCA is blind to the deletion: constant 1
+        rho = spearmanr(dissimilarity, sub.probe_drop).statistic if varies else np.nan
+        by_k = sub.groupby("kept").value.mean() if "kept" in sub else sub.value
+        rows.append({"measure": name, "deletion_rho": float(rho), "deletion_cases": len(sub),
+                     "deletion_range": float(by_k.max() - by_k.min())})
     return pd.DataFrame(rows)
 
 
@@ -266,7 +293,9 @@ def test_section(seeds: pd.DataFrame | None, pairs: pd.DataFrame | None, deletio
         if cross is not None and len(cross[cross.measure == name]):
             row["other regime, same layer"] = f"{cross[cross.measure == name].value.mean():.3f}"
         if "deletion_rho" in r:
-            row["ρ(dissimilarity, probe drop)"] = f"{r.deletion_rho:+.2f}"
+            row["ρ(dissimilarity, probe drop)"] = (f"{r.deletion_rho:+.2f}" if np.isfinite(r.deletion_rho) else
+                                                   "blind (constant)")
+            row["deletion: measure moved by"] = f"{r.deletion_range:.3f}"
         rows.append(row)
     bullets = []
     if seeds is None:
@@ -282,7 +311,8 @@ def test_section(seeds: pd.DataFrame | None, pairs: pd.DataFrame | None, deletio
                            "between the same layer of the same regime in two seeds, mean [min, max] — read "
                            "cross-regime values against it. Deletion ρ: Spearman's ρ, over regimes, seeds and k, "
                            "between the measure's dissimilarity of the latent and its truncation and the probe's "
-                           "accuracy drop (a good measure: positive).")
+                           "accuracy drop (a good measure: positive; blind: the measure did not change at all), and "
+                           "how far the measure's mean moved between the k kept.")
 
 
 GUIDE_PAIRS = ("No single similarity measure is trusted to compare representations: each is invariant to different "

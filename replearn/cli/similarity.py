@@ -7,7 +7,8 @@ from typing import Any
 def _add_similarity(sub: Any) -> None:
     similarity = sub.add_parser(
         "similarity", help="compare two models' representations of the same images by several similarity measures",
-        description="Every similarity measure (docs/similarity.md) between two feature exports (`replearn features`: "
+        description="Similarity measures (docs/similarity.md; the cheap ones unless --measures) between two "
+                    "feature exports (`replearn features`: "
                     "every layer of A against every layer of B, on their test images) or two run directories (each "
                     "regime's latent of A against each of B, per common seed, with the functional measures on their "
                     "probes' predictions); writes similarity.html and tables/similarity.csv. Inputs of different "

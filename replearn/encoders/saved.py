@@ -27,7 +27,7 @@ from replearn.encoders.tapped import ExportedGraph, TappedModule
 from replearn.encoders.model_files import (CODE_FORMATS, TORCHSCRIPT, load_code_file, model_file_kind, read_weights,
                           refuse_code_file)
 from replearn.metrics.probes import knn_probe, linear_probe
-from replearn.studies.similarity import image_fingerprints
+from replearn.data.streaming import image_fingerprints
 from replearn.config.registry import is_import_path
 
 CHECKPOINT_FORMAT = "replearn-checkpoint"

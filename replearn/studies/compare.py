@@ -34,6 +34,7 @@ from replearn.metrics.stats import paired_gap, seed_interval, seeds_note
 from replearn.studies.sweep import MANIFEST, flow
 from replearn.version import __version__
 from replearn.rundir import layout as run_files
+from replearn.metrics.similarity_measures import MEASURES
 
 PLUS_MINUS = ("Error bars and the low/high columns are 95% intervals, and the 'interval' column names each: a "
               "t-interval over seeds (on the logit scale for accuracies and CKA, so it stays inside [0, 1]), or for "
@@ -204,9 +205,10 @@ def _latents(run: RunEntry) -> dict[int, dict[str, np.ndarray]]:
     return {seed: arrays for seed, arrays in run.artifacts.arrays("cka_features")}
 
 
-def cross_run_cka(lay: Layout) -> pd.DataFrame:
+def cross_run_cka(lay: Layout, measure: Callable[[Any, Any], float] = minibatch_cka) -> pd.DataFrame:
     """Each regime's latent against the same regime, same seed, at the first swept value of its panel, on the
-    same evaluation images (runs whose images differ are left out)."""
+    same evaluation images (runs whose images differ are left out), by ``measure`` (minibatch linear CKA, or
+    any of ``similarity_measures.MEASURES``)."""
     rows = []
     for panel in lay.panels:
         points = [(x, runs) for (p, x), runs in lay.groups.items() if p == panel]
@@ -222,7 +224,7 @@ def cross_run_cka(lay: Layout) -> pd.DataFrame:
                     if ref is None or not np.array_equal(ref.get("points"), arrays.get("points")):
                         continue
                     for regime in [r for r in run.artifacts.regimes() if r in arrays and r in ref]:
-                        samples.setdefault(regime, []).append(minibatch_cka(arrays[regime], ref[regime]))
+                        samples.setdefault(regime, []).append(measure(arrays[regime], ref[regime]))
             for regime, values in samples.items():
                 label, color = runs[0].artifacts.style(regime)
                 value = runs[0].config.get(lay.x_key) if lay.x_key else None
@@ -302,6 +304,11 @@ GUIDES = {
                    "to rotation and scale).",
     "cka_runs": "Linear CKA of each regime's latent with the same regime at the first swept value (same seed, "
                 "same evaluation images): how far the representation moves as the swept value changes.",
+    "knn_runs": "Mutual k-nearest-neighbour alignment (Huh et al. 2024; k = 10) of each regime's latent with the same "
+                "regime at the first swept value: the fraction of each image's 10 nearest neighbours both keep — a "
+                "local ruler beside CKA's global one (docs/similarity.md).",
+    "procrustes_runs": "Angular Procrustes shape distance (Williams et al. 2021) of each regime's latent to the same "
+                       "regime at the first swept value, in radians (0 = the same up to rotation and scale).",
     "twonn": "TwoNN intrinsic dimension of each layer (colours from shallow to deep), per regime.",
     "by_layer": "Linear-probe test accuracy of every layer of each regime, from shallow (dark) to deep (bright).",
     "grad_init": "Gradient norm of each layer's parameters at the very first training step, before any weight "
@@ -328,6 +335,10 @@ def sections(runs: list[RunEntry], lay: Layout, notes: list[str], out: Output) -
              ("cka_regimes", "CKA between regimes", "CKA (latent)", aggregate(lay_done, regime_cka, True),
               {"series": "pair"}),
              ("cka_runs", "CKA between runs", "CKA with first value", cross_run_cka(lay_done), {"series": "regime"}),
+             ("knn_runs", "Mutual k-nearest neighbours between runs", "mutual kNN with first value",
+              cross_run_cka(lay_done, MEASURES["mutual_knn"].fn), {"series": "regime"}),
+             ("procrustes_runs", "Procrustes angle between runs", "angle to first value (rad)",
+              cross_run_cka(lay_done, MEASURES["procrustes"].fn), {"series": "regime"}),
              ("twonn", "Intrinsic dimension by layer", "TwoNN dimension",
               aggregate(lay_done, dimension_by_layer("twonn")), {"series": "layer"}),
              ("grad_init", "Gradient norms by layer at initialisation", "gradient norm",

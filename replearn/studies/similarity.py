@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -32,14 +31,6 @@ from replearn.version import __version__
 from replearn.rundir import layout
 
 REPORT = layout.SIMILARITY_REPORT
-
-
-def image_fingerprints(images: Any) -> np.ndarray:
-    """One 63-bit fingerprint per image (BLAKE2b of its bytes), so that two exports can be checked to hold the
-    same images in the same order."""
-    array = np.ascontiguousarray(np.asarray(images))
-    return np.array([int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little") >> 1
-                     for row in array.reshape(len(array), -1)], dtype=np.int64)
 
 
 @dataclass

@@ -11,7 +11,7 @@ import pytest
 
 import test_bad_inputs as catalogue
 from replearn.rundir.io import RUN_FORMAT, RUN_MARKER
-from replearn.studies.similarity import image_fingerprints
+from replearn.data.streaming import image_fingerprints
 
 
 def export(tmp: Path, name: str, n: int = 40, seed: int = 0, images_seed: int = 0, labels_seed: int = 0,

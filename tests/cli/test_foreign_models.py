@@ -138,6 +138,9 @@ def test_features_export_matches_the_models_activations(user_model, tmp_path, ca
     assert np.allclose(arrays["latent.test"], logits.numpy(), atol=1e-5)
     assert np.array_equal(arrays["labels.val"], data.val_y.numpy())
     assert arrays["block.0.train"].shape[0] == len(data.train_y)
+    fingerprints = arrays["images.test"]  # what `replearn similarity` checks two exports' image sets by
+    assert fingerprints.shape == (len(data.test_y),) and len(set(fingerprints.tolist())) == len(np.unique(
+        data.test_x.numpy().reshape(len(data.test_y), -1), axis=0))
 
 
 def test_features_export_of_a_replearn_checkpoint_reproduces_its_probe(tmp_path, capsys):

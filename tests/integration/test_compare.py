@@ -26,8 +26,8 @@ def test_compare_of_a_sweep_writes_one_self_contained_report_with_figures_and_ta
     html = (out / "compare.html").read_text()
     assert "Content-Security-Policy" in html and not re.search(r"""(src|href)=["']https?://""", html)
     figures = sorted(p.stem for p in (out / "figures").glob("*.png"))
-    assert {"probes", "best_layer", "by_layer", "gap", "cka_regimes", "cka_runs", "twonn", "grad_start",
-            "grad_mean"} <= set(figures)
+    assert {"probes", "best_layer", "by_layer", "gap", "cka_regimes", "cka_runs", "knn_runs", "procrustes_runs",
+            "twonn", "grad_start", "grad_mean"} <= set(figures)
     assert ("grad_init" in figures) == any(sweep.rglob("grad_init_*.csv"))
     assert html.count("data:image/png;base64,") == len(figures)
     probes = pd.read_csv(out / "tables" / "probes.csv")
@@ -48,6 +48,11 @@ def test_compare_of_a_sweep_writes_one_self_contained_report_with_figures_and_ta
     cka_runs = pd.read_csv(out / "tables" / "cka_runs.csv")
     first = cka_runs[cka_runs["model.latent dim"] == 4]
     assert len(first) == 2 and (first["CKA with first value"] - 1).abs().max() < 1e-6  # each run against itself
+    knn = pd.read_csv(out / "tables" / "knn_runs.csv")
+    assert (knn[knn["model.latent dim"] == 4]["mutual kNN with first value"] == 1).all()
+    assert (knn[knn["model.latent dim"] == 6]["mutual kNN with first value"] < 1).all()
+    angle = pd.read_csv(out / "tables" / "procrustes_runs.csv")
+    assert angle[angle["model.latent dim"] == 4]["angle to first value (rad)"].abs().max() < 1e-3
     runs = pd.read_csv(out / "tables" / "runs.csv")
     assert list(runs.state) == ["complete", "complete"] and "model.latent dim" in runs.columns
     assert main(["compare", str(sweep)]) == 0  # an earlier comparison is replaced

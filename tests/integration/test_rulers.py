@@ -92,7 +92,16 @@ def test_identification_follows_each_measures_direction():
 
 
 def test_deletion_sensitivity_is_positive_when_dissimilarity_tracks_the_probe():
-    frame = pd.DataFrame({"measure": ["linear_cka"] * 4 + ["procrustes"] * 4, "kept": [1, 2, 4, 8] * 2,
-                          "value": [0.2, 0.5, 0.8, 0.9, 1.2, 0.8, 0.5, 0.1], "probe_drop": [0.3, 0.2, 0.1, 0.0] * 2})
+    frame = pd.DataFrame({"measure": ["linear_cka"] * 4 + ["procrustes"] * 4 + ["svcca"] * 4, "kept": [1, 2, 4, 8] * 3,
+                          "value": [0.2, 0.5, 0.8, 0.9, 1.2, 0.8, 0.5, 0.1] + [1.0, 1 - 1e-9, 1.0, 1.0],
+                          "probe_drop": [0.3, 0.2, 0.1, 0.0] * 3})
     rho = deletion_sensitivity(frame).set_index("measure").deletion_rho
     assert rho["linear_cka"] == pytest.approx(1.0) and rho["procrustes"] == pytest.approx(1.0)
+    assert np.isnan(rho["svcca"])  # a constant measure is blind to the deletion, not correlated by rounding noise
+
+
+def test_measures_that_need_more_images_are_left_empty_not_fatal():
+    from replearn.analyses.rulers import _measure_all
+    x = np.random.default_rng(0).normal(size=(8, 5))
+    values = _measure_all(["linear_cka", "mutual_knn", "cknna"], x, x + 0.1)
+    assert values["linear_cka"] > 0.9 and np.isnan(values["mutual_knn"]) and np.isnan(values["cknna"])

@@ -24,7 +24,7 @@ from replearn.runtime.seeding import LABEL_DRAW, derive_seed
 
 BUILT_IN = ["probes", "dimensions", "similarity", "label_efficiency", "projection", "structure", "inspection",
             "training", "summary", "run_info", "protocol", "attributions", "sanity", "faithfulness", "invariance",
-            "robustness", "units", "tensorboard_export", "collapse"]
+            "robustness", "units", "tensorboard_export", "rulers", "collapse"]
 
 PLUGIN = textwrap.dedent('''
     """A user's analysis, outside replearn: the gap between each model's linear and kNN probe."""
@@ -100,7 +100,7 @@ def test_built_in_order_is_todays_and_every_requirement_computes_first():
     requires = {a.name: a.requires for a in ordered if a.requires}
     assert requires == {"label_efficiency": ("probes",), "structure": ("projection",), "summary": ("probes",),
                         "attributions": ("probes",), "sanity": ("probes",), "faithfulness": ("probes",),
-                        "robustness": ("probes",)}
+                        "robustness": ("probes",), "rulers": ("probes",)}
 
 
 def test_order_follows_requires_and_keeps_ties_in_registration_order(monkeypatch):

@@ -147,6 +147,11 @@ def test_each_measure_equals_its_reference(seed):
     assert sm.procrustes(x, y) == pytest.approx(netrep_angular(x, y), abs=1e-6)
     assert sm.svcca(x, y) == pytest.approx(raghu_svcca(x, y), abs=1e-6)
     assert sm.pwcca(x, y) == pytest.approx(morcos_pwcca(x, y), abs=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_rsa_equals_rsatoolbox(seed):
+    x, y = pair(seed=seed)
     assert sm.rsa_spearman(x, y) == pytest.approx(rsatoolbox_compare(x, y, "spearman"), abs=1e-6)
     assert sm.rsa_wuc(x, y) == pytest.approx(rsatoolbox_compare(x, y, "cosine_cov"), abs=1e-6)
 
@@ -191,6 +196,17 @@ def test_cca_and_procrustes_form_no_unit_by_unit_matrix(monkeypatch):
     for fn in (sm.procrustes, sm.pwcca, sm.svcca):
         fn(x, y)
     assert seen and all(not (len(s) == 2 and min(s) >= 3000) for s in seen), seen
+
+
+def test_cca_measures_are_blind_to_deleting_principal_components():
+    """Ding et al.'s observation, which the run's deletion test shows: a representation and its projection on its
+    top principal component are identical to SVCCA and PWCCA (the projection lies in the span), not to CKA."""
+    x, _ = pair(n=100)
+    xc = x - x.mean(0)
+    top = np.linalg.svd(xc, full_matrices=False)[2][:1]
+    truncated = xc @ top.T @ top
+    assert sm.svcca(x, truncated) == pytest.approx(1.0) and sm.pwcca(x, truncated) == pytest.approx(1.0)
+    assert sm.linear_cka(x, truncated) < 0.9 and sm.procrustes(x, truncated) > 0.3
 
 
 def test_errors_name_the_problem():
