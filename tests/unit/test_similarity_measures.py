@@ -13,7 +13,7 @@ import scipy.linalg
 import torch
 from scipy.stats import ortho_group
 
-from replearn import similarity_measures as sm
+from replearn.metrics import similarity_measures as sm
 from replearn.errors import ReplearnError
 from replearn.metrics.similarity import linear_cka as reference_linear_cka
 
