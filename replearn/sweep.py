@@ -318,7 +318,8 @@ def plan_sweep(raw: dict[str, Any], out: str | Path | None = None) -> Sweep:
 def _check_count(grid: dict[str, list[Any]], seeds: list[int], most: Any) -> None:
     """Refuse, before any config is built, a grid of more runs than ``most`` (``max_runs``)."""
     if not isinstance(most, int) or isinstance(most, bool) or most < 1:
-        raise ConfigError(f"max_runs must be a whole number ≥ 1, got {str(most)[:40]}", f"write e.g. max_runs: {MAX_RUNS}")
+        raise ConfigError(f"max_runs must be a whole number ≥ 1, got {str(most)[:40]}",
+                          f"write e.g. max_runs: {MAX_RUNS}")
     runs = math.prod(len(values) for values in grid.values()) * len(seeds)
     if runs > most:
         shape = " × ".join(str(len(values)) for values in grid.values())
