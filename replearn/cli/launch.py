@@ -73,7 +73,8 @@ def launch(nproc: int, argv: list[str], run_dir: Path) -> int:
     torchrun and its ranks run in a process group of their own: SIGINT or SIGTERM sent to this launcher (or
     Ctrl-C) is passed to every one of them, and the launcher waits for them (killing what is left after
     ``GRACE_SECONDS``), so none outlives it. Rank 0's progress lines are shown; everything else torchrun and the
-    ranks print goes to ``RUN_DIR/torchrun.log`` (kept when the run does not complete), and a failure ends in one line naming the rank that failed."""
+    ranks print goes to ``RUN_DIR/torchrun.log`` (kept when the run does not complete), and a failure ends in
+    one line naming the rank that failed."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                "-m", "replearn", *argv]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}

@@ -11,16 +11,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
-import itertools
 import multiprocessing
 import os
 import signal
 import stat
 import threading
 import warnings
-from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -180,46 +176,101 @@ def _worker_setup(parent: int) -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
-def _kill_workers(pool: ProcessPoolExecutor) -> None:
-    kill = getattr(pool, "kill_workers", None)  # Python 3.14+
-    if kill is not None:
-        kill()
-        return
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
-        with contextlib.suppress(Exception):
-            process.kill()
+class _Worker:
+    """One decoding process with a pipe of its own each way. The parent keeps only its ends, so a worker that
+    dies (killed while sending a large result, say) shows as the end of its pipe, never as a read that waits
+    for ever: nothing here waits on a pipe another process could leave half-written."""
+
+    def __init__(self, ctx: Any, fn: Callable[..., list], args: tuple) -> None:
+        tasks_out, self.tasks = ctx.Pipe(duplex=False)
+        self.results, results_in = ctx.Pipe(duplex=False)
+        self.process = ctx.Process(target=_worker_loop, args=(tasks_out, results_in, fn, args, os.getpid()),
+                                   daemon=True)
+        self.process.start()
+        tasks_out.close()  # the parent's copies of the worker's ends: with them closed, the worker's death
+        results_in.close()  # is an end of file here
+
+    def submit(self, index: int, chunk: list[str]) -> None:
+        self.tasks.send((index, chunk))
+
+    def result(self, index: int) -> list:
+        try:
+            got, value = self.results.recv()
+        except (EOFError, OSError):
+            raise DataError("an image-decoding worker process ended unexpectedly (killed, or out of memory?)",
+                            "run again; if it recurs, set a smaller data.image_size or use fewer threads "
+                            "(--threads 1 decodes in the main process)") from None
+        if got != index or isinstance(value, BaseException):
+            raise DataError(f"an image-decoding worker failed ({str(value)[:200]})", "report it as a bug")
+        return value
+
+    def stop(self, kill: bool) -> None:
+        """End the worker: asked to, after its last result; killed at once otherwise. Bounded either way."""
+        with contextlib.suppress(OSError, ValueError):
+            if not kill:
+                self.tasks.send(None)
+        if kill:
+            with contextlib.suppress(Exception):
+                self.process.kill()
+        self.process.join(timeout=WORKER_EXIT_SECONDS)
+        if self.process.is_alive():
+            with contextlib.suppress(Exception):
+                self.process.kill()
+            self.process.join(timeout=WORKER_EXIT_SECONDS)
+        for end in (self.tasks, self.results):
+            with contextlib.suppress(OSError):
+                end.close()
+
+
+WORKER_EXIT_SECONDS = 5.0
+
+
+def _worker_loop(tasks: Any, results: Any, fn: Callable[..., list], args: tuple, parent: int) -> None:
+    """In a worker: run ``fn`` on each chunk received, send back ``(index, result)``, until told to stop."""
+    _worker_setup(parent)
+    while True:
+        try:
+            task = tasks.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        index, chunk = task
+        try:
+            value: Any = fn(chunk, *args)
+        except Exception as exc:  # noqa: BLE001 — fn reports bad files itself; anything else goes back whole
+            value = RuntimeError(f"{type(exc).__name__}: {exc}")
+        results.send((index, value))
 
 
 def map_chunks(fn: Callable[..., list], chunks: list[list[str]], args: tuple, workers: int) -> Iterator[list]:
     """``fn(chunk, *args)`` for each chunk, in order: in this process when ``workers`` is 1 or the chunks are
-    few, else in worker processes with at most two chunks per worker in flight, so memory stays bounded.
-    However the iteration ends (done, an exception, a signal's KeyboardInterrupt, the consumer closing it),
-    no worker outlives it: on anything but completion they are killed at once. A worker that dies (killed,
-    out of memory) raises a one-line DataError instead of hanging the run."""
+    few, else in worker processes (chunk i goes to worker i mod N) with at most two chunks per worker in flight,
+    so memory stays bounded. However the iteration ends (done, an exception, a signal's KeyboardInterrupt, the
+    consumer closing it), no worker outlives it and the end is bounded in time: on anything but completion the
+    workers are killed at once and no pipe is read again. A worker that dies (killed, out of memory) raises a
+    one-line DataError instead of hanging the run."""
     if workers == 1 or len(chunks) < 8:
         for chunk in chunks:
             yield fn(chunk, *args)
         return
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"  # as torch's DataLoader
-    queue = iter(chunks)
-    pending: deque[Future] = deque()
+    ctx = multiprocessing.get_context(method)
+    workers = min(workers, len(chunks))
+    pool: list[_Worker] = []
     done = False
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
-                               initializer=_worker_setup, initargs=(os.getpid(),))
     try:
-        with signals_held():  # the first submit starts the workers: with the stop signals held until
-            pending.extend(pool.submit(fn, chunk, *args)  # _worker_setup has set their handlers
-                           for chunk in itertools.islice(queue, 2 * workers))
-        while pending:
-            result = pending.popleft().result()
-            pending.extend(pool.submit(fn, chunk, *args) for chunk in itertools.islice(queue, 1))
+        with signals_held():  # the workers start with the stop signals held until _worker_setup has set
+            pool.extend(_Worker(ctx, fn, args) for _ in range(workers))  # their handlers
+            for index in range(min(len(chunks), 2 * workers)):
+                pool[index % workers].submit(index, chunks[index])
+        for index in range(len(chunks)):
+            result = pool[index % workers].result(index)
+            if index + 2 * workers < len(chunks):
+                pool[index % workers].submit(index + 2 * workers, chunks[index + 2 * workers])
             yield result
         done = True
-    except BrokenProcessPool:
-        raise DataError("an image-decoding worker process ended unexpectedly (killed, or out of memory?)",
-                        "run again; if it recurs, set a smaller data.image_size or use fewer threads "
-                        "(--threads 1 decodes in the main process)") from None
     finally:
-        if not done:
-            _kill_workers(pool)
-        pool.shutdown(wait=True, cancel_futures=True)
+        with signals_held():  # a second signal must not cut the cleaning up short and leave a worker behind
+            for worker in pool:
+                worker.stop(kill=not done)

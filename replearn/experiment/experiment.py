@@ -13,6 +13,7 @@ are loaded, an interrupted one restarts from its last completed step, analyses a
 from __future__ import annotations
 
 import copy
+import json
 import os
 import platform
 import shlex
@@ -26,11 +27,8 @@ import pandas as pd
 import sklearn
 import torch
 
-from replearn.runtime import distributed
-
+from replearn.runtime import distributed, seeding
 from replearn.runtime import threads as parallel
-
-from replearn.runtime import seeding
 from replearn.version import __version__
 from replearn.analyses import RunContext, SeedContext
 from replearn.analyses.base import Features, ModelInfo, baseline_models, write_models
@@ -49,7 +47,7 @@ from replearn.experiment.preflight import check_data_fits, plan_run, preflight
 from replearn.regimes import DataInfo, Regime
 from replearn.regimes.base import reconstruction_mse, reconstructs
 from replearn.report.html import render_report
-from replearn.rundir.directory import RunDir
+from replearn.rundir.directory import RunDir, unlock_directory
 from replearn.runtime.seeding import derive_seed
 from replearn.training.grad_init import InitialGradNorms
 from replearn.training.loop import Callback
@@ -95,6 +93,7 @@ class Experiment:
         self._extraction_seconds = 0.0
         self._seed_analysis_started: dict[int, float] = {}  # when each seed's extraction began (for the ETA)
         self._running = False  # set once this process has marked the run directory as running (prepare)
+        self._lock: int | None = None  # this process's lock on the run directory (prepare; released by run)
         self._prepared = False  # prepare() has run: the data are loaded and the run directory exists
         self._analysed_seeds: set[int] = set()  # the seeds analyse() has run for
         self._completed = False  # run() finished: the run directory is complete and is not to be touched again
@@ -121,23 +120,38 @@ class Experiment:
         if self.data is None:
             data = self.plugins.dataset.load(self.config.data)
             try:
-                check_data_fits(self.config, data, self.device)
-                self.phases = plan_run(self.config, data, [a.name for a in self.plugins.analyses], self.device)
-                preflight(self.config, self.regimes, data, self.device)
-                layers = ["input"] + build_encoder(self.config.model, data.image_shape, 0).layer_names
-                for analysis in self.plugins.analyses:
-                    analysis.check(self.config, data, layers)
-                if self.resuming:
-                    self.run_dir.check_same_data(data.summary())
-                if self.config.train.labels_per_class:
-                    self.labelled = labelled_subset(data.train_y.numpy(), self.config.train.labels_per_class,
-                                                    self.config.data.split_seed, data.class_names,
-                                                    data.num_classes)
+                self.check_data(data)
             except BaseException:  # refused: a cache the source made for these data goes too
                 self.plugins.dataset.discard()
                 raise
             self.data = data
         return self.data
+
+    def check_data(self, data: Dataset, checked: set[str] | None = None) -> None:
+        """Check that the model, the regimes, the analyses and the label budget fit ``data`` (loaded by this
+        experiment's dataset, or by another with the same data config); writes nothing. ``checked`` (a sweep's
+        planning) holds the configs whose fit and first training step were already checked: those depend only on
+        the data, model, regimes, batch size, precision and analysis settings, not on e.g. the learning rate or
+        the epochs, so a grid over such keys runs them once."""
+        raw = self.config.to_dict()
+        key = json.dumps([raw.get(k) for k in ("data", "model", "regimes", "analysis")] +
+                         [raw["train"].get(k) for k in ("regimes", "batch_size", "precision")] + [str(self.device)],
+                         sort_keys=True, default=str)
+        if checked is None or key not in checked:
+            check_data_fits(self.config, data, self.device)
+            if checked is None:  # a run's own check (not a sweep's planning): its phases' predicted cost
+                self.phases = plan_run(self.config, data, [a.name for a in self.plugins.analyses], self.device)
+            preflight(self.config, self.regimes, data, self.device)
+            if checked is not None:
+                checked.add(key)
+        layers = ["input"] + build_encoder(self.config.model, data.image_shape, 0).layer_names
+        for analysis in self.plugins.analyses:
+            analysis.check(self.config, data, layers)
+        if self.resuming:
+            self.run_dir.check_same_data(data.summary())
+        if self.config.train.labels_per_class:
+            self.labelled = labelled_subset(data.train_y.numpy(), self.config.train.labels_per_class,
+                                            self.config.data.split_seed, data.class_names, data.num_classes)
 
     def prepare(self) -> None:
         """Load the data, then create (or reopen, when resuming) the run directory and write what a run
@@ -158,6 +172,7 @@ class Experiment:
         data = self.load_data()
         if not self.resuming:
             self.run_dir.create(self.force)
+        self._lock = self.run_dir.lock()  # a second process writing here (another sweep, a resume) is refused
         log(f"run directory: {self.run_dir}")
         log(f"dataset {data.name}: {len(data.train_y)} train / {len(data.val_y)} val / {len(data.test_y)} test, "
             f"images {'×'.join(map(str, data.image_shape))}, device {self.device}; regimes "
@@ -413,6 +428,9 @@ class Experiment:
                 self._completed = True
         except BaseException as exc:
             raise self._failed(exc) from None
+        finally:
+            unlock_directory(self._lock)
+            self._lock = None
         for line in closing_summary(self.run_dir.path, time.perf_counter() - started, report):
             log(line)
         return report

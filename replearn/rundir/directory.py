@@ -19,6 +19,42 @@ from replearn.errors import RunDirError
 from replearn.rundir import layout
 
 STATUS = layout.STATUS
+IN_USE_FIX = "wait for the other replearn process to finish (or stop it), or choose another directory"
+
+
+def lock_directory(path: Path, what: str) -> int | None:
+    """An exclusive lock on the directory ``path`` (``flock`` on its descriptor: released when the descriptor is
+    closed or the process ends, however it ends), so that a second replearn process writing into it is refused;
+    None where the file system has no such locks."""
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system: no lock
+        return None
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RunDirError(f"{what} '{path}' is in use by another replearn process (it is writing there now)",
+                          IN_USE_FIX) from None
+    except OSError:  # a file system without flock: go on unlocked
+        os.close(fd)
+        return None
+    return fd
+
+
+def unlock_directory(fd: int | None) -> None:
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def check_not_in_use(path: Path, what: str) -> None:
+    """Refuse a directory another replearn process holds locked (``lock_directory``); nothing is kept locked."""
+    if path.is_dir():
+        unlock_directory(lock_directory(path, what))
 
 
 class RunDir:
@@ -68,6 +104,7 @@ class RunDir:
                               f"pass the directory it points to ({os.path.realpath(run_dir)}) or another --out")
         if run_dir.exists() and not run_dir.is_dir():
             raise RunDirError(f"output path '{run_dir}' exists and is a file", "choose another --out directory")
+        check_not_in_use(run_dir, "run directory")
         if run_dir.exists() and any(run_dir.iterdir()):
             if not force:
                 raise RunDirError(f"output directory '{run_dir}' already exists",
@@ -131,6 +168,10 @@ class RunDir:
         self.record_failure("failed", error.one_line())
         return error
 
+    def lock(self) -> int | None:
+        """Hold this run directory against a second writer until ``unlock_directory`` (or the process's end)."""
+        return lock_directory(self.path, "run directory")
+
     def is_run(self) -> bool:
         return (self.path / RUN_MARKER).is_file()
 
@@ -163,6 +204,7 @@ class RunDir:
     def check_resumable(self, config_now: dict[str, Any]) -> None:
         """Refuse to resume a run whose config.yaml was edited after it started, or that is already complete."""
         check_run_dir(self.path, need="resume")
+        check_not_in_use(self.path, "run directory")
         started_with = read_json(self.path / RUN_MARKER).get("config")
         if isinstance(started_with, dict):
             changed = first_difference(started_with, config_now)

@@ -80,7 +80,7 @@ def _cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
         return None
 
 
-THREADS_PER_CORE = 4  # a fixed thread count may oversubscribe the cores (to reproduce another machine's setting), this far
+THREADS_PER_CORE = 4  # how far a fixed thread count may oversubscribe the cores (to reproduce another machine's)
 
 
 def parse_threads(value: str | int | None, source: str) -> int | None:
@@ -97,7 +97,8 @@ def parse_threads(value: str | int | None, source: str) -> int | None:
     most = THREADS_PER_CORE * available_cores()
     if n > most:  # thousands of OpenMP threads exhaust memory (libgomp aborts) long before they could help
         raise ConfigError(f"{source} {n} is more than {THREADS_PER_CORE} threads for each of this machine's "
-                          f"{available_cores()} available cores ({most})", f"set {source} to {most} or fewer, or to auto")
+                          f"{available_cores()} available cores ({most})",
+                          f"set {source} to {most} or fewer, or to auto")
     return n
 
 

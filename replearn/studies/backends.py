@@ -22,6 +22,7 @@ from replearn.runtime.log import format_duration, set_quiet
 from replearn.rundir.directory import RunDir
 from replearn.studies.sweep import MANIFEST, Cell, Sweep
 from replearn.rundir import layout
+from replearn.rundir.directory import lock_directory, unlock_directory
 
 
 def job(sweep: Sweep, cell: Cell, threads: int | None) -> dict[str, Any]:
@@ -234,8 +235,17 @@ def run_slurm(sweep: Sweep, manifest: Manifest, progress: Progress) -> None:
 def execute(sweep: Sweep, quiet: bool = False) -> Manifest:
     """Create the sweep directory, write the manifest and run every unfinished cell with the spec's backend.
     Raises ``TrainingInterrupted`` when stopped (the sweep resumes when run again) and a ``ReplearnError``
-    naming the failed runs at the end."""
+    naming the failed runs at the end. The sweep directory is locked while the sweep runs: a second sweep into
+    it is refused (``rundir.lock_directory``)."""
     sweep.out.mkdir(parents=True, exist_ok=True)
+    lock = lock_directory(sweep.out, "sweep directory")
+    try:
+        return _execute(sweep, quiet)
+    finally:
+        unlock_directory(lock)
+
+
+def _execute(sweep: Sweep, quiet: bool) -> Manifest:
     manifest = Manifest(sweep)
     manifest.write()
     progress = Progress(manifest, sweep.parallel if sweep.backend == "local" else len(sweep.cells), quiet)

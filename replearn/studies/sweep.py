@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,10 @@ from replearn.rundir.directory import first_difference
 from replearn.rundir import layout
 
 MANIFEST = layout.SWEEP_MANIFEST
+from replearn.runtime.log import log
+from replearn.rundir.directory import check_not_in_use
+
+MAX_RUNS = 1000  # runs a sweep plans unless its spec raises max_runs: each is checked, then trained, one by one
 SPEC_KEYS = {"name": "the sweep's name (default: the spec file's name)",
              "base": "the base config: a bundled experiment's name or a YAML path",
              "set": "fixed overrides of every run, key: value",
@@ -46,7 +52,8 @@ SPEC_KEYS = {"name": "the sweep's name (default: the spec file's name)",
              "parallel": "local backend: runs side by side (default 1)",
              "threads": "threads per run (default: the cores split between parallel runs)",
              "slurm": "slurm backend: submitit parameters (timeout_min, cpus_per_task, slurm_partition, …)",
-             "out": "the sweep directory (default reports/sweeps/<name>)"}
+             "out": "the sweep directory (default reports/sweeps/<name>)",
+             "max_runs": f"the most runs the sweep may plan (default {MAX_RUNS}; raise it for a larger grid)"}
 BACKENDS = ("local", "slurm")
 NOT_SWEPT = ("name", "train.seeds")
 
@@ -235,21 +242,54 @@ def combinations(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
 
 
 def build_cells(base: str, fixed: dict[str, Any], grid: dict[str, list[Any]], seeds: list[int]) -> list[Cell]:
-    """Every combination × seed, each config resolved now (a bad value in any cell is refused here)."""
+    """Every combination × seed, each combination's config resolved now (a bad value in any cell is refused
+    here); two values that resolve to the same config (1 and 1.0) are refused as the same run planned twice."""
     raw = load_yaml(base)
     fixed_overrides = [f"{k}={flow(v)}" for k, v in fixed.items()]
     cells = []
     combos = combinations(grid)
+    progress = PlanProgress(len(combos), "configs resolved")
+    resolved: dict[str, dict[str, Any]] = {}
     for name, combo in zip(cell_names(grid, combos), combos):
-        for seed in seeds:
-            overrides = fixed_overrides + [f"{k}={flow(v)}" for k, v in combo.items()] + [f"train.seeds=[{seed}]"]
-            try:
-                config = resolve(config_from_dict(apply_overrides(raw, overrides))).config.to_dict()
-            except ReplearnError as exc:
-                where = ", ".join(f"{k}={flow(v)}" for k, v in combo.items())
-                raise ConfigError(f"sweep run {where} seed {seed}: {exc.problem}", exc.fix) from None
-            cells.append(Cell(f"{name}_seed{seed}", combo, seed, overrides, config))
+        overrides = fixed_overrides + [f"{k}={flow(v)}" for k, v in combo.items()]
+        try:
+            config = resolve(config_from_dict(apply_overrides(raw, overrides + [f"train.seeds=[{seeds[0]}]"]))) \
+                .config.to_dict()
+        except ReplearnError as exc:
+            where = ", ".join(f"{k}={flow(v)}" for k, v in combo.items())
+            raise ConfigError(f"sweep run {where} seed {seeds[0]}: {exc.problem}", exc.fix) from None
+        key = json.dumps({k: v for k, v in config.items() if k != "name"}, sort_keys=True, default=str)
+        if key in resolved:
+            _same_run(grid, resolved[key], combo)
+        resolved[key] = combo
+        for seed in seeds:  # the seed changes train.seeds only: the resolved config is copied, not rebuilt
+            seeded = {**config, "train": {**config.get("train", {}), "seeds": [seed]}}
+            cells.append(Cell(f"{name}_seed{seed}", combo, seed, overrides + [f"train.seeds=[{seed}]"], seeded))
+        progress.step()
     return cells
+
+
+def _same_run(grid: dict[str, list[Any]], first: dict[str, Any], second: dict[str, Any]) -> None:
+    key = next(k for k in grid if flow(first[k]) != flow(second[k]))
+    raise ConfigError(f"grid key '{key}' lists {flow(first[key])} and {flow(second[key])}, which are the same value "
+                      "once read (the two runs would be one run planned twice)", "give each value once")
+
+
+class PlanProgress:
+    """Lines on stderr while a large sweep is planned (every tenth of the work, from ``SHOWN_FROM`` items on)."""
+
+    SHOWN_FROM = 50
+
+    def __init__(self, total: int, what: str) -> None:
+        self.total, self.what, self.done, self.started = total, what, 0, time.perf_counter()
+        self.next_report = max(1, total // 10)
+
+    def step(self) -> None:
+        self.done += 1
+        if self.total >= self.SHOWN_FROM and (self.done >= self.next_report or self.done == self.total):
+            log(f"planning the sweep: {self.done:,}/{self.total:,} {self.what} "
+                f"({time.perf_counter() - self.started:.0f}s)")
+            self.next_report = self.done + max(1, self.total // 10)
 
 
 def plan_sweep(raw: dict[str, Any], out: str | Path | None = None) -> Sweep:
@@ -265,9 +305,12 @@ def plan_sweep(raw: dict[str, Any], out: str | Path | None = None) -> Sweep:
             raise ConfigError(f"'{key}' cannot be set in a sweep", "list the seeds under seeds:")
     grid = _check_grid(raw["grid"], fixed)
     seeds = _check_seeds(raw["seeds"])
+    _check_count(grid, seeds, raw.get("max_runs", MAX_RUNS))
     backend, parallel, threads, slurm = _check_backend(raw)
     base = str(resolve_config_path(raw["base"]).resolve())
     target = Path(out or raw.get("out") or Path("reports") / "sweeps" / raw["name"])
+    if target.is_dir() and (target / MANIFEST).is_file():
+        check_not_in_use(target, "sweep directory")  # before the configs are built and the data checked
     sweep = Sweep(raw["name"], base, fixed, grid, seeds, backend, parallel, threads, slurm, target,
                   build_cells(base, fixed, grid, seeds))
     check_sweep_dir(sweep)
@@ -275,28 +318,54 @@ def plan_sweep(raw: dict[str, Any], out: str | Path | None = None) -> Sweep:
     return sweep
 
 
+def _check_count(grid: dict[str, list[Any]], seeds: list[int], most: Any) -> None:
+    """Refuse, before any config is built, a grid of more runs than ``most`` (``max_runs``)."""
+    if not isinstance(most, int) or isinstance(most, bool) or most < 1:
+        raise ConfigError(f"max_runs must be a whole number ≥ 1, got {str(most)[:40]}",
+                          f"write e.g. max_runs: {MAX_RUNS}")
+    runs = math.prod(len(values) for values in grid.values()) * len(seeds)
+    if runs > most:
+        shape = " × ".join(str(len(values)) for values in grid.values())
+        raise ConfigError(f"the sweep plans {runs:,} runs ({shape} values × {len(seeds)} seeds), more than max_runs "
+                          f"({most:,})", "sweep fewer values, or set max_runs: in the spec to allow more")
+
+
 def check_cells_fit(cells: list[Cell]) -> None:
-    """Load each distinct config's data and run the checks a run starts with (the model, regimes and analyses
-    fit the data), once per grid point: a value that only fails against the data is refused before any run."""
-    seen = set()
+    """Run the checks a run starts with (the model, regimes and analyses fit the data) once per grid point, each
+    distinct dataset loaded once: a value that only fails against the data is refused before any run."""
+    points: dict[str, Cell] = {}
     for cell in cells:
         key = json.dumps({**cell.config, "train": {**cell.config.get("train", {}), "seeds": None}}, sort_keys=True,
                          default=str)
-        if key in seen:
-            continue
-        seen.add(key)
+        points.setdefault(key, cell)
+    by_data = sorted(points.values(), key=lambda c: json.dumps(c.config.get("data"), sort_keys=True, default=str))
+    progress = PlanProgress(len(by_data), "grid points checked against their data")
+    loaded_for, data, source, preflown = None, None, None, set()
+    for cell in by_data:
         try:
-            Experiment(config_from_dict(cell.config), out=Path("unused"), progress=False).load_data()
+            experiment = Experiment(config_from_dict(cell.config), out=Path("unused"), progress=False)
+            data_key = json.dumps(cell.config.get("data"), sort_keys=True, default=str)
+            if data_key != loaded_for:
+                data, loaded_for = None, None  # the previous dataset is let go before the next is loaded
+                source = experiment.plugins.dataset
+                data, loaded_for = source.load(experiment.config.data), data_key
+            try:
+                experiment.check_data(data, preflown)
+            except BaseException:  # refused: a cache the source made for these data goes too
+                source.discard()
+                raise
         except ReplearnError as exc:
             raise ConfigError(f"sweep run {cell.name}: {exc.problem}", exc.fix) from None
+        progress.step()
 
 
 def check_sweep_dir(sweep: Sweep) -> None:
-    """Refuse a directory that is not this sweep's: a file, a foreign non-empty folder, or a run made with
-    another config than its cell's."""
+    """Refuse a directory that is not this sweep's: a file, a foreign non-empty folder, one another replearn
+    process is writing to, or a run made with another config than its cell's."""
     out = sweep.out
     if out.exists() and not out.is_dir():
         raise ConfigError(f"sweep directory '{out}' exists and is a file", "choose another out: directory")
+    check_not_in_use(out, "sweep directory")
     if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
         raise ConfigError(f"'{out}' is not empty and is not a sweep directory (no {MANIFEST})",
                           "choose another out: directory")

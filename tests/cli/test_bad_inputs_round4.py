@@ -6,6 +6,7 @@ a Python API call: it must raise a ``ReplearnError`` whose one line holds the fr
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -174,6 +175,41 @@ def escaping_manifest(t: Path) -> list[str]:
     return ["compare", str(t / "sweep"), "--out", str(t / "cmp")]
 
 
+def sweep_spec(t: Path, text: str) -> list[str]:
+    catalogue.write_yaml(t, catalogue.tiny(t), "base.yaml")
+    return ["sweep", catalogue.write_yaml(t, "base: base.yaml\nseeds: [0]\n" + text, "spec.yaml")]
+
+
+HELD: list[int] = []  # directory locks a case holds, as a second replearn process would (closed by the next case)
+
+
+def held(path: Path) -> Path:
+    """``path`` (a directory) locked as a replearn process writing into it holds it."""
+    import fcntl
+    import os
+
+    fd = os.open(path, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    HELD.append(fd)
+    return path
+
+
+def busy_sweep(t: Path) -> list[str]:
+    """A sweep directory another `replearn sweep` is running in (its lock held)."""
+    argv = sweep_spec(t, "grid: {model.latent_dim: [4, 6]}\n") + ["--out", str(t / "sw")]
+    (t / "sw").mkdir()
+    (t / "sw" / "sweep.json").write_text('{"format": 1, "runs": []}')
+    held(t / "sw")
+    return argv
+
+
+def busy_run(t: Path) -> list[str]:
+    """`replearn run --resume` of a run another process is still writing (its lock held)."""
+    from test_bad_inputs_sweep import started_run
+
+    return ["run", "--resume", str(held(started_run(t)))]
+
+
 CASES = [
     ("B320", "Python API: analyse(0) before any other stage", lambda t: stage_before_prepare(t, "analyse"), "analyse(0) was called before prepare()"),
     ("B321", "Python API: extract(0) before prepare()", lambda t: stage_before_prepare(t, "extract"), "extract(0) was called before prepare()"),
@@ -206,6 +242,12 @@ CASES = [
     ("B349", "compare: two copies of one run (same config and seed), pooled as two seeds before", lambda t: copies(t), "are the same run (the same config and seeds 0)"),
     ("B350", "compare --out into a run folder holding a stray compare.html", lambda t: out_into_run(t), "is a run or sweep directory: its tables/ and figures/ would be overwritten"),
     ("B351", "compare: sweep.json naming a run outside the sweep (../outside)", lambda t: escaping_manifest(t), "names the run directory '../outside', which is not inside the sweep"),
+    ("B352", "sweep grid of 100 × 100 × 100 values (planned silently for hours before)", lambda t: sweep_spec(t, "grid: {model.latent_dim: [" + ", ".join(str(i) for i in range(1, 101)) + "], train.lr: [" + ", ".join(str(i / 1000) for i in range(1, 101)) + "], train.epochs: [" + ", ".join(str(i) for i in range(1, 101)) + "]}\n"), "the sweep plans 1,000,000 runs (100 × 100 × 100 values × 1 seeds), more than max_runs (1,000)"),
+    ("B353", "sweep grid values equal once read: train.lr [1, 1.0]", lambda t: sweep_spec(t, "grid: {train.lr: [1, 1.0]}\n"), "grid key 'train.lr' lists 1 and 1.0, which are the same value once read"),
+    ("B354", "sweep grid values equal once read: model.latent_dim [4, 4.0]", lambda t: sweep_spec(t, "grid: {model.latent_dim: [4, 4.0]}\n"), "grid key 'model.latent_dim' lists 4 and 4.0"),
+    ("B355", "max_runs that is not a whole number", lambda t: sweep_spec(t, "grid: {model.latent_dim: [4]}\nmax_runs: lots\n"), "max_runs must be a whole number"),
+    ("B356", "a second sweep into a sweep directory another sweep is running in", busy_sweep, "is in use by another replearn process"),
+    ("B357", "resume of a run another process is still writing", busy_run, "run directory"),
 ]
 
 
@@ -213,6 +255,8 @@ CASES = [
 def test_round4_bad_input_answers_in_one_line(case_id, what, build, fragment, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     ENVIRONMENT.clear()
+    while HELD:
+        os.close(HELD.pop())
     probe = build(tmp_path)
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(name, raising=False)
@@ -258,3 +302,44 @@ def test_stl10_files_claiming_gigabytes_are_refused_in_seconds_with_bounded_memo
         assert not (tmp_path / "out").exists()
         with open(tmp_path / "stl10_binary" / "train_X.bin", "wb") as fh:
             fh.truncate(2_000_000 * STL_IMAGE)
+
+
+def test_a_large_dry_run_shows_progress_and_loads_its_data_once(tmp_path, capsys, monkeypatch):
+    """50 grid points on one dataset: the data are loaded once (not once per point), and the planning says how far
+    it is; a real run would go on to train them."""
+    from replearn.data.sources.npz import Npz
+
+    loads = []
+    original = Npz.load
+    monkeypatch.setattr(Npz, "load", lambda self, cfg: loads.append(cfg) or original(self, cfg))
+    monkeypatch.chdir(tmp_path)
+    argv = sweep_spec(tmp_path, "grid: {train.lr: [" + ", ".join(f"{i / 1000:g}" for i in range(1, 51)) + "]}\n")
+    capsys.readouterr()
+    assert catalogue.main(argv + ["--dry-run", "--out", str(tmp_path / "sw")]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 50 and len(loads) == 1
+    assert "planning the sweep: 50/50 configs resolved" in err and "50/50 grid points checked" in err, err
+    assert not (tmp_path / "sw").exists()
+
+
+def test_two_sweeps_into_one_directory_at_once_one_is_refused_and_the_other_completes(tmp_path):
+    """The second `replearn sweep` (a real process, started while the first is running) is refused in one line;
+    the first completes every run."""
+    import subprocess
+    import sys
+
+    argv = sweep_spec(tmp_path, "grid: {model.latent_dim: [4, 6]}\n") + ["--out", str(tmp_path / "sw"), "--quiet"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    command = [sys.executable, "-m", "replearn", *argv]
+    first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "sw").glob("*/status.json")):
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+        time.sleep(0.05)
+    second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err[-2000:]
+    assert second.returncode == 2 and "is in use by another replearn process" in second.stderr, second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1
+    manifest = json.loads((tmp_path / "sw" / "sweep.json").read_text())
+    assert [r["state"] for r in manifest["runs"]] == ["complete", "complete"]
