@@ -31,7 +31,7 @@ PROBE_ITERATIONS = 40
 # fixed seconds per training step (optimiser, data loading, callbacks: what a tiny model's steps cost)
 TRAIN_STEP_SECONDS = 0.01
 # seconds per report figure and per written format (PNG drawn once, then SVG and PDF; measured on digits)
-FIGURE_SECONDS, FORMAT_SECONDS = 0.35, 0.3
+FIGURE_SECONDS, FORMAT_SECONDS = 0.7, 0.15
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class Cost:
 
 
 ANALYSIS_COSTS: dict[str, Callable[[RunShape], Cost]] = {}
-DEFAULT_COST = Cost(seconds=1.0)
+DEFAULT_COST = Cost(seconds=0.1)  # e.g. the analyses that only draw report sections
 
 
 def analysis_cost(name: str) -> Callable[[Callable[[RunShape], Cost]], Callable[[RunShape], Cost]]:
@@ -149,7 +149,7 @@ def _label_efficiency(shape: RunShape) -> Cost:
     a = shape.analysis
     fits = (len(a.label_counts) * a.label_draws + 1) * (shape.encoders + 2)
     return Cost(flops=PROBE_ITERATIONS * 4 * len(a.probe_l2_grid) * shape.train * shape.latent * shape.classes
-                * (shape.encoders + 2), seconds=0.03 * fits)
+                * (shape.encoders + 2), seconds=0.06 * fits)
 
 
 @analysis_cost("projection")
@@ -224,7 +224,8 @@ def _faithfulness(shape: RunShape) -> Cost:
     s = _explain_settings(shape, "faithfulness")
     curves = _targets(shape) * 5 * 2 * (s["steps"] + 1) * s["images"]
     explain = 3 * (s["ig_steps"] + s["smoothgrad_samples"] + 2)
-    perturbed = _targets(shape) * 4 * s["images"] * (s["infidelity_samples"] + s["sensitivity_samples"] * explain)
+    # the re-run methods evaluate their steps and samples in batches: about a quarter of the passes' cost each
+    perturbed = _targets(shape) * 4 * s["images"] * (s["infidelity_samples"] + 0.25 * s["sensitivity_samples"] * explain)
     return Cost(passes=curves + perturbed, seconds=0.5)
 
 
@@ -283,6 +284,9 @@ def matmul_rate(size: int = 512, repeats: int = 5) -> float:
     return _RATE
 
 
+TRAINING, REPORT = "train", "render"  # the phases around the analyses (names no analysis has)
+
+
 @dataclass
 class Phase:
     name: str
@@ -298,7 +302,7 @@ def plan_run(shape: RunShape, analyses: list[str], train_images: int, epochs: in
     training's own peak (parameters, optimiser state, a batch's activations)."""
     train_passes = 3 * train_images * epochs * shape.regimes * seeds
     steps = math.ceil(train_images / batch_size) * epochs * shape.regimes * seeds
-    phases = [Phase("training", Cost(passes=train_passes, seconds=steps * TRAIN_STEP_SECONDS).time(shape, rate),
+    phases = [Phase(TRAINING, Cost(passes=train_passes, seconds=steps * TRAIN_STEP_SECONDS).time(shape, rate),
                     held_bytes + train_bytes,
                     "train.batch_size or model.channels")]
     extraction = extraction_cost(shape)
@@ -308,7 +312,7 @@ def plan_run(shape: RunShape, analyses: list[str], train_images: int, epochs: in
         cost = ANALYSIS_COSTS.get(name, lambda _s: DEFAULT_COST)(shape)
         phases.append(Phase(name, seeds * cost.time(shape, rate), held_bytes + cost.bytes,
                             cost.fix or f"analysis.skip: [{name}]"))
-    phases.append(Phase("report", render_seconds(report_figures(shape, analyses), formats), held_bytes))
+    phases.append(Phase(REPORT, render_seconds(report_figures(shape, analyses), formats), held_bytes))
     return phases
 
 

@@ -26,7 +26,7 @@ import pandas as pd
 import sklearn
 import torch
 
-from . import distributed, parallel, seeding
+from . import costs, distributed, parallel, seeding
 from .version import __version__
 from .analyses import RunContext, SeedContext
 from .analyses.base import Features, ModelInfo, baseline_models, write_models
@@ -180,8 +180,8 @@ class Experiment:
         if self.phases:
             seeds = max(1, len(self.seeds))
             self.clock.plan_analyses({p.name: p.seconds / seeds for p in self.phases
-                                      if p.name not in ("training", "report")},
-                                     next((p.seconds for p in self.phases if p.name == "report"), 0.0))
+                                      if p.name not in (costs.TRAINING, costs.REPORT)},
+                                     next((p.seconds for p in self.phases if p.name == costs.REPORT), 0.0))
 
     def probe_data(self) -> Dataset:
         """The data every probe may fit on: the training split cut to the label budget's images when it is set."""

@@ -29,7 +29,7 @@ def test_the_plan_of_a_256px_folder_fits_where_a_pixel_covariance_would_not(tmp_
     cfg = colour_config(tmp_path, 256)
     data = load_dataset(cfg.data)
     phases = plan_run(cfg, data, ANALYSES, available=64 * 2**30, rate=50e9)
-    assert [p.name for p in phases][:2] == ["training", "extraction"] and phases[-1].name == "report"
+    assert [p.name for p in phases][:2] == ["train", "extraction"] and phases[-1].name == "render"
     d = 3 * 256 * 256
     assert max(p.bytes for p in phases) < 2 * 2**30 < d * d * 8  # the d×d covariance alone would be 288 GiB
     assert all(p.seconds >= 0 for p in phases)
