@@ -21,6 +21,7 @@ quiet machine (it takes about an hour on 2 cores):
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
@@ -105,16 +106,22 @@ def run_once(size: int, images: int, skip: list[str], threads: int, work: Path) 
             phases["extraction"] = first_analysis - extraction_start
     if analyses_end is not None and end is not None:
         phases["report"] = end - analyses_end
+    try:  # every analysis's time, as the run recorded it (the log names only those over 0.5 s)
+        recorded = json.loads((out / "metrics" / "summary.json").read_text())
+        phases.update({k: float(v) for k, v in recorded.get("analysis_seconds", {}).items() if float(v) > 0})
+        phases["extraction"] = float(recorded.get("feature_extraction_seconds", phases.get("extraction", 0.0)))
+    except (OSError, ValueError):
+        pass
     left = end - training_end if end is not None and training_end is not None else None
     return {"size": size, "images": images, "pixels": 3 * size * size, "wall_seconds": round(wall, 1),
             "phases": {k: round(v, 2) for k, v in phases.items()}, "eta_after_training": eta_after_training,
             "actual_left": None if left is None else round(left, 1)}
 
 
-def exponent(points: list[tuple[float, float]]) -> float | None:
-    """Least-squares slope of log(time) on log(x); None with fewer than two points or when every time is under
-    0.5 s (start-up noise)."""
-    points = [(x, max(t, 0.05)) for x, t in points]
+def exponent(points: list[tuple[float, float | None]]) -> float | None:
+    """Least-squares slope of log(time) on log(x) over the runs that recorded the phase; None with fewer than two
+    of them or when every time is under 0.5 s (start-up noise)."""
+    points = [(x, t) for x, t in points if t is not None and t > 0]
     if len(points) < 2 or max(t for _, t in points) < 0.5:
         return None
     lx, lt = np.log([p[0] for p in points]), np.log([p[1] for p in points])
@@ -125,7 +132,7 @@ def growth(rows: list[dict], key: str, fixed: dict) -> dict[str, float | None]:
     chosen = [r for r in rows if "phases" in r and all(r[k] == v for k, v in fixed.items())]
     names = sorted({p for r in chosen for p in r["phases"]})
     x = "pixels" if key == "size" else "images"
-    return {name: exponent([(r[x], r["phases"].get(name, 0.0)) for r in chosen]) for name in names}
+    return {name: exponent([(r[x], r["phases"].get(name)) for r in chosen]) for name in names}
 
 
 def main() -> None:

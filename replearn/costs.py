@@ -28,6 +28,8 @@ ENCODER_EFFICIENCY = 0.3
 FLOAT64_SLOWDOWN = 2.0
 # average L-BFGS iterations of a linear-probe fit (capped at analysis.probe_max_iter)
 PROBE_ITERATIONS = 40
+# bytes per second that saving arrays compressed (np.savez_compressed) reaches
+COMPRESS_RATE = 30e6
 # fixed seconds per training step (optimiser, data loading, callbacks: what a tiny model's steps cost)
 TRAIN_STEP_SECONDS = 0.01
 # seconds per report figure and per written format (PNG drawn once, then SVG and PDF; measured on digits)
@@ -148,8 +150,10 @@ def _probes(shape: RunShape) -> Cost:
 def _label_efficiency(shape: RunShape) -> Cost:
     a = shape.analysis
     fits = (len(a.label_counts) * a.label_draws + 1) * (shape.encoders + 2)
-    return Cost(flops=PROBE_ITERATIONS * 4 * len(a.probe_l2_grid) * shape.train * shape.latent * shape.classes
-                * (shape.encoders + 2), seconds=0.06 * fits)
+    dims = shape.latent * (shape.encoders + 1) + shape.pixels  # every final layer; the raw pixels' is the input
+    few = sum(min(c * shape.classes, shape.train) for c in a.label_counts) * a.label_draws
+    return Cost(flops=PROBE_ITERATIONS * 4 * len(a.probe_l2_grid) * (shape.train + few) * dims * shape.classes,
+                seconds=0.06 * fits)
 
 
 @analysis_cost("projection")
@@ -186,8 +190,18 @@ def _similarity(shape: RunShape) -> Cost:
 @analysis_cost("structure")
 def _structure(shape: RunShape) -> Cost:
     m = shape.points
-    return Cost(flops=(shape.encoders + 2) * (2 * m * m * shape.latent * 3) + 2 * m * m * shape.pixels,
-                seconds=0.1 * (shape.encoders + 2), bytes=m * m * 4 * 2, fix="analysis.analysis_points")
+    dims = shape.latent * (shape.encoders + 1) + shape.pixels
+    kmeans = 4 * 100 * 2 * m * shape.classes * dims  # 4 starts of up to ~100 Lloyd iterations
+    return Cost(flops=kmeans + 2 * m * m * dims * 3, seconds=0.1 * (shape.encoders + 2), bytes=m * m * 4 * 2,
+                fix="analysis.analysis_points")
+
+
+@analysis_cost("inspection")
+def _inspection(shape: RunShape) -> Cost:
+    queries, neighbours = shape.option("inspection", "queries", 6), shape.option("inspection", "neighbours", 5)
+    dims = shape.latent * (shape.encoders + 1) + shape.pixels
+    saved = (shape.encoders + 2) * queries * neighbours * shape.pixels * 4  # neighbour images, compressed
+    return Cost(flops=2 * queries * shape.train * dims, seconds=0.2 + saved / COMPRESS_RATE)
 
 
 def _explain_settings(shape: RunShape, name: str) -> dict[str, int]:

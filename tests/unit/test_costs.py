@@ -91,3 +91,20 @@ def test_the_memory_error_names_the_size_asked_and_the_options_that_bound_it():
     line = foreign_error(RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 34359738368 "
                                       "bytes")).one_line()
     assert "32.0 GiB asked at once" in line and "data.image_size" in line and "analysis.analysis_points" in line
+
+
+def test_the_cli_refuses_a_plan_that_cannot_fit_before_the_run_directory_exists(blob_npz, tmp_path, monkeypatch,
+                                                                                 capsys):
+    import yaml
+
+    from conftest import tiny_config
+    from replearn.cli import main
+
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(blob_npz)))
+    monkeypatch.setattr("replearn.preflight.device_memory", lambda _device: 1 << 40)  # training fits
+    monkeypatch.setattr("replearn.preflight.available_memory", lambda: 75_000)  # the features (71 kB) fit
+    assert main(["run", str(config), "--out", str(tmp_path / "run")]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("replearn: error")]
+    assert len(lines) == 1 and "phase would need about" in lines[0] and "— fix: lower " in lines[0]
+    assert not (tmp_path / "run").exists()
