@@ -239,7 +239,8 @@ def _faithfulness(shape: RunShape) -> Cost:
     curves = _targets(shape) * 5 * 2 * (s["steps"] + 1) * s["images"]
     explain = 3 * (s["ig_steps"] + s["smoothgrad_samples"] + 2)
     # the re-run methods evaluate their steps and samples in batches: about a quarter of the passes' cost each
-    perturbed = _targets(shape) * 4 * s["images"] * (s["infidelity_samples"] + 0.25 * s["sensitivity_samples"] * explain)
+    perturbed = _targets(shape) * 4 * s["images"] * (s["infidelity_samples"]
+                                                     + 0.25 * s["sensitivity_samples"] * explain)
     return Cost(passes=curves + perturbed, seconds=0.5)
 
 

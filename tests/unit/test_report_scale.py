@@ -96,7 +96,8 @@ def probe_frame() -> pd.DataFrame:
     rows = [{"model": m, "layer": layer, "probe": probe, "test_accuracy": 0.5 + 0.04 * d + 0.01 * i, "seed": 0}
             for i, m in enumerate(REGIMES + ["random"]) for d, layer in enumerate(LAYERS)
             for probe in ("linear", "knn")]
-    rows += [{"model": "pixels", "layer": "input", "probe": p, "test_accuracy": 0.6, "seed": 0} for p in ("linear", "knn")]
+    rows += [{"model": "pixels", "layer": "input", "probe": p, "test_accuracy": 0.6, "seed": 0}
+             for p in ("linear", "knn")]
     return pd.DataFrame(rows)
 
 
