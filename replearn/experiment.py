@@ -182,8 +182,7 @@ class Experiment:
             seeds = max(1, len(self.seeds))
             self.clock.plan_analyses({p.name: p.seconds / seeds for p in self.phases
                                       if p.name not in (costs.TRAINING, costs.REPORT)},
-                                     next((p.seconds for p in self.phases if p.name == costs.REPORT), 0.0),
-                                     next((p.seconds for p in self.phases if p.name == costs.TRAINING), 0.0))
+                                     next((p.seconds for p in self.phases if p.name == costs.REPORT), 0.0))
 
     def probe_data(self) -> Dataset:
         """The data every probe may fit on: the training split cut to the label budget's images when it is set."""

@@ -57,7 +57,7 @@ class RunClock:
         self.planned_work = self.done_work = self.train_seconds = 0.0
         self.analysis_seconds: list[float] = []
         self.analysis_plan: dict[str, float] = {}
-        self.render_plan = self.training_plan = 0.0
+        self.render_plan = 0.0
         self.measured = self.predicted = 0.0  # of the analyses done so far (all seeds)
         self.done_in_seed: list[str] = []
         self.rendered = False
@@ -67,14 +67,12 @@ class RunClock:
         self.step_cost[regime] = max(step_cost, 1e-9)
         self.planned_work += steps * self.step_cost[regime]
 
-    def plan_analyses(self, per_seed: dict[str, float], render_seconds: float = 0.0,
-                      training_seconds: float = 0.0) -> None:
-        """The analyses' predicted seconds on one seed (by name, in the order they run), the report's, and the
-        training's (all of it), from the same model: until an analysis has run, the plan is scaled by how far
-        training took longer or shorter than predicted (the machine's load, the model's error)."""
+    def plan_analyses(self, per_seed: dict[str, float], render_seconds: float = 0.0) -> None:
+        """The analyses' predicted seconds on one seed (by name, in the order they run) and the report's. (The
+        plan is not scaled by how training compared with its own prediction: a small run's training is mostly
+        per-epoch overhead, and that ratio put the ETA 3–7× too high in ``bench_research_scale.py``.)"""
         self.analysis_plan = dict(per_seed)
         self.render_plan = render_seconds
-        self.training_plan = training_seconds
 
     def skip(self, regime: str, steps: int) -> None:
         """Planned steps that will not run (a regime loaded from its finished checkpoint)."""
@@ -103,13 +101,10 @@ class RunClock:
         self.rendered = True
 
     def correction(self) -> float:
-        """Measured over predicted time of the planned analyses done so far (before any: of the training done)."""
-        lo, hi = self.CORRECTION_RANGE
+        """Measured over predicted time of the planned analyses done so far (1 before any)."""
         if self.predicted <= 0:
-            if self.training_plan <= 0 or self.done_work <= 0 or self.planned_work <= 0:
-                return 1.0
-            predicted = self.training_plan * self.done_work / self.planned_work
-            return min(hi, max(lo, self.train_seconds / predicted))
+            return 1.0
+        lo, hi = self.CORRECTION_RANGE
         return min(hi, max(lo, self.measured / self.predicted))
 
     def eta(self) -> float | None:
