@@ -120,3 +120,21 @@ def test_one_epoch_training_curves_are_points_on_an_integer_tick():
         assert list(ax.get_xticks()) == [1]
         assert all(line.get_marker() == "o" and line.get_markersize() >= 6 for line in ax.get_lines())
     plots.plt.close(fig)
+
+
+def test_the_report_template_has_a_sticky_navigation_and_a_collapsed_configuration():
+    import re
+
+    from replearn.report import _env
+
+    def section(id_: str, title: str) -> dict:
+        return {"id": id_, "title": title, "guide": "", "bullets": [], "references": [], "figures": [],
+                "table": None, "caption": "", "code": "name: x" if id_ == "config" else ""}
+
+    html = _env().get_template("report.html.j2").render(
+        title="t", run_dir="r", dataset_name="d", state="complete", state_message="", complete=True,
+        wall_seconds=1.0, sections=[section("probes", "Probes"), section("config", "Configuration")],
+        unreadable=[], not_written=[], version="0", rendered="now")
+    assert re.search(r"nav \{[^}]*position: sticky; top: 0", html)
+    assert '<section id="probes"><details open>' in html and '<section id="config"><details>' in html
+    assert html.count("<summary><h2>") == 2
