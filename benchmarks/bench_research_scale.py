@@ -112,6 +112,13 @@ def run_once(size: int, images: int, skip: list[str], threads: int, work: Path) 
         phases["extraction"] = float(recorded.get("feature_extraction_seconds", phases.get("extraction", 0.0)))
     except (OSError, ValueError):
         pass
+    try:  # training: each regime's recorded train_seconds (the log's epoch lines say when an epoch ended)
+        import csv
+
+        with open(out / "metrics" / "models.csv", encoding="utf-8") as fh:
+            phases["training"] = sum(float(row["train_seconds"]) for row in csv.DictReader(fh))
+    except (OSError, ValueError, KeyError):
+        pass
     left = end - training_end if end is not None and training_end is not None else None
     return {"size": size, "images": images, "pixels": 3 * size * size, "wall_seconds": round(wall, 1),
             "phases": {k: round(v, 2) for k, v in phases.items()}, "eta_after_training": eta_after_training,
