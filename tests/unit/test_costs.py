@@ -75,12 +75,13 @@ def test_run_clock_follows_the_analyses_plan_and_corrects_it():
     clock.trained(10, 5.0)
     assert clock.eta() == pytest.approx(20.0)  # training done: the plan of every analysis and the report
     clock.analysis_done("extraction", 1.0)
-    clock.analysis_done("probes", 8.0)  # twice as long as predicted: what is left doubles too
-    assert clock.correction() == pytest.approx(9.0 / 5.0)
-    assert clock.eta() == pytest.approx((5.0 + 10.0) * 9.0 / 5.0)
+    clock.analysis_done("probes", 8.0)  # twice as long as predicted: what is left grows too, damped by the plan
+    prior = RunClock.PRIOR_SHARE * 10.0
+    assert clock.correction() == pytest.approx((9.0 + prior) / (5.0 + prior))
+    assert clock.eta() == pytest.approx((5.0 + 10.0) * (9.0 + prior) / (5.0 + prior))
     clock.analysis_done("projection", 9.0)
     clock.analysed(18.0)
-    assert clock.eta() == pytest.approx(10.0 * 18.0 / 10.0)  # the report alone
+    assert clock.eta() == pytest.approx(10.0 * (18.0 + prior) / (10.0 + prior))  # the report alone
     clock.finished_rendering()
     assert clock.eta() == 0.0
 
