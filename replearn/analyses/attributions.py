@@ -9,6 +9,7 @@ seed, model, method and settings (the three analyses share it through the run's 
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -282,27 +283,39 @@ def colour_maps(maps: np.ndarray) -> np.ndarray:
     return plt.get_cmap("bwr")((scaled + 1) / 2)[..., :3]
 
 
+# each map is drawn this wide (inches); a method's maps wrap onto further rows past the page width, every row
+# starting with the input images, and the models' names stand vertically under their columns (never overlapping)
+MAP_CELL = 0.6
+
+
 def maps_figure(images: np.ndarray, labels: list[str], panels: list[tuple[str, dict[str, np.ndarray]]],
                 model_labels: dict[str, str], stage: str | None) -> Any:
-    """One panel per method: rows the test images, columns the input then each model's map."""
+    """One panel per method (wrapped onto several rows when there are many models): rows the test images,
+    columns the input then each model's map."""
     n, h, w = len(images), images.shape[2], images.shape[3]
     pad = max(1, h // 8)
-    columns = max(len(maps) for _, maps in panels) + 1
-    cell = min(0.5, (PAGE_WIDTH - 1.5) / columns)
-    fig, axes = plt.subplots(len(panels), 1, figsize=(min(PAGE_WIDTH, cell * columns + 1.5),
-                                                      len(panels) * (cell * n + 1.1)), squeeze=False)
+    per_row = max(1, int((PAGE_WIDTH - 1.4) / MAP_CELL) - 1)
+    blocks = [(method, dict(list(maps.items())[lo:lo + per_row]), lo > 0)
+              for method, maps in panels for lo in range(0, len(maps), per_row)]
+    columns = max(len(maps) for _, maps, _ in blocks) + 1
+    names = {m: textwrap.fill(model_labels.get(m, m), 16) for _, maps, _ in blocks for m in maps}
+    longest = max((max(len(line) for line in v.splitlines()) for v in names.values()), default=5)
+    below = 0.07 * longest + 0.1
+    fig, axes = plt.subplots(len(blocks), 1, figsize=(min(PAGE_WIDTH, MAP_CELL * columns + 1.4),
+                                                      len(blocks) * (MAP_CELL * n + 0.45 + below)), squeeze=False)
     inputs = _rgb(images)
-    for ax, (method, maps) in zip(axes[:, 0], panels):
+    for ax, (method, maps, continued) in zip(axes[:, 0], blocks):
         cells = [inputs] + [colour_maps(m) for m in maps.values()]
         mosaic = np.ones((n * (h + pad) - pad, len(cells) * (w + pad) - pad, 3))
         for c, cell in enumerate(cells):
             for r in range(n):
                 mosaic[r * (h + pad):r * (h + pad) + h, c * (w + pad):c * (w + pad) + w] = cell[r]
         ax.imshow(mosaic, interpolation="nearest")
-        ax.set_xticks([(w + pad) * c + w / 2 for c in range(len(cells))],
-                      ["input"] + [model_labels.get(m, m) for m in maps], rotation=20, ha="right")
-        ax.set_yticks([(h + pad) * r + h / 2 for r in range(n)], labels)
-        ax.set_title(LABELS.get(method, method) + (f" (at {stage})" if method == "gradcam" and stage else ""))
+        ax.set_xticks([(w + pad) * c + w / 2 for c in range(len(cells))], ["input"] + [names[m] for m in maps],
+                      rotation=90, fontsize=7, linespacing=0.95)
+        ax.set_yticks([(h + pad) * r + h / 2 for r in range(n)], labels, fontsize=7)
+        title = LABELS.get(method, method) + (f" (at {stage})" if method == "gradcam" and stage else "")
+        ax.set_title(title + (" (continued)" if continued else ""), fontsize=9)
         for spine in ax.spines.values():
             spine.set_visible(False)
         ax.tick_params(length=0)

@@ -119,6 +119,12 @@ class Faithfulness(Analysis):
                    "class logits for the image's true class. Infidelity is Captum's normalised infidelity under "
                    "Gaussian perturbations; max-sensitivity the largest relative change of the map under small "
                    "uniform perturbations of the input.")
+        shape = run.dataset.get("image_shape")
+        if isinstance(shape, list) and len(shape) == 3:
+            o = sized_options(self.options, tuple(shape))
+            caption += (f" Settings for {shape[1]}×{shape[2]} images (per-image-size defaults unless set under "
+                        f"analyses.{self.name}): {o.images} images, curves of {o.steps} steps, {o.infidelity_samples} "
+                        f"infidelity and {o.sensitivity_samples} sensitivity perturbations per image.")
         return [Section("faithfulness", "Faithfulness: deletion, insertion, infidelity, sensitivity", guide,
                         figures=figures, table=table(shown, "faithfulness", run) if len(shown) else None,
                         caption=caption)]

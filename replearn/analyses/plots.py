@@ -135,8 +135,14 @@ def training_curves(histories: dict[str, pd.DataFrame], styles: Styles) -> plt.F
             axes[1].plot(mean.index, mean["val_latent_probe_accuracy"], "-o", ms=3, color=color, label=label)
     axes[0].set(title="training loss ÷ its first-epoch value", xlabel="epoch")
     axes[1].set(title="latent linear probe (validation)", xlabel="epoch", ylabel="accuracy")
+    epochs = sorted({int(e) for frame in histories.values() for e in frame["epoch"]})
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(epochs) == 1:  # one epoch: points on the epoch's own tick, not a line over fractional ticks
+            for line in ax.get_lines():
+                line.set_markersize(7)
+            ax.set_xticks(epochs)
+            ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
         ax.grid(alpha=0.3)
     _legend_below(fig, list(axes), columns=4)
     return _finish(fig, legend_rows=(len(histories) + 3) // 4)
@@ -288,6 +294,42 @@ def cka_heatmaps(cka: pd.DataFrame, layer_order: list[str], titles: dict[str, st
     fig.tight_layout()
     if im is not None:
         fig.colorbar(im, ax=axes, shrink=0.6, label="linear CKA")
+    return fig
+
+
+def cka_matrix(cka: pd.DataFrame, models: list[str], layer: str, labels: dict[str, str]) -> plt.Figure:
+    """One model × model matrix of ``layer``'s CKA per seed (at most three panels; more seeds: their mean), for
+    runs with too many pairs of models for a heatmap each; ``labels`` names the models."""
+    pairs = cka[(cka.layer_a == layer) & (cka.layer_b == layer) & ~cka.pair.str.contains(" seed ")]
+    seeds = sorted(pairs.seed.unique()) if "seed" in pairs else [0]
+    panels = [(f"seed {s}", pairs[pairs.seed == s]) for s in seeds] if len(seeds) <= 3 else \
+        [(f"mean of {len(seeds)} seeds", pairs)]
+    n = len(models)
+    side = min(PAGE_WIDTH / len(panels), 2.0 + 0.42 * n)
+    fig, axes = plt.subplots(1, len(panels), figsize=(side * len(panels), side * 0.92 + 0.6), squeeze=False)
+    index = {m: i for i, m in enumerate(models)}
+    im = None
+    for ax, (title, frame) in zip(axes[0], panels):
+        matrix = np.full((n, n), np.nan)
+        np.fill_diagonal(matrix, 1.0)
+        for pair, value in frame.groupby("pair").cka.mean().items():
+            a, b = str(pair).split(" vs ", 1)
+            if a in index and b in index:
+                matrix[index[a], index[b]] = matrix[index[b], index[a]] = value
+        im = ax.imshow(matrix, vmin=0, vmax=1, cmap="magma")
+        size = max(5, min(9, 60 / max(n, 1)))
+        for i in range(n):
+            for j in range(n):
+                if np.isfinite(matrix[i, j]):
+                    ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=size,
+                            color="white" if matrix[i, j] < 0.6 else "black")
+        names = [labels.get(m, m) for m in models]
+        ax.set_xticks(range(n), names, rotation=90, fontsize=size + 1)
+        ax.set_yticks(range(n), names if ax is axes[0][0] else [""] * n, fontsize=size + 1)
+        ax.set_title(f"{title}: CKA at {layer}")
+    fig.tight_layout()
+    if im is not None:
+        fig.colorbar(im, ax=list(axes[0]), shrink=0.7, label="linear CKA")
     return fig
 
 

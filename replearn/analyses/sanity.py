@@ -4,6 +4,8 @@ maps of the randomised model are compared with the trained model's. A method who
 randomisation is marked as not reflecting what the model learned."""
 from __future__ import annotations
 
+import textwrap
+
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,17 +110,30 @@ class Sanity(Analysis):
                         table=table(shown, "sanity", run), caption=caption)]
 
 
+# models side by side in the sanity figure before it wraps onto another block of rows
+SANITY_COLUMNS = 5
+
+
 def sanity_figure(frame: pd.DataFrame, models: list[str], run: RunArtifacts) -> Any:
     """Rows: the four similarities; columns: the models; one curve per method, solid for cascading and dashed for
     independent randomisation, by the layers from the top down."""
     means = frame.groupby(["model", "method", "test", "layer", "step"], sort=False)[list(METRICS)].mean().reset_index()
-    fig, axes = plt.subplots(len(METRICS), len(models), figsize=(PAGE_WIDTH, 1.5 * len(METRICS) + 1.2),
-                             squeeze=False, sharey="row")
-    for c, model in enumerate(models):
+    per_row = min(len(models), SANITY_COLUMNS)
+    blocks = (len(models) + per_row - 1) // per_row
+    tick_room = 0.06 * max((len(str(v)) for v in means.layer.unique()), default=6) + 0.15
+    height = blocks * (1.3 * len(METRICS) + 0.35 + tick_room) + 0.5
+    fig, grid = plt.subplots(blocks * len(METRICS), per_row, figsize=(PAGE_WIDTH, height), squeeze=False,
+                             sharey="row")
+    for spare in range(len(models), blocks * per_row):
+        for r in range(len(METRICS)):
+            grid[(spare // per_row) * len(METRICS) + r, spare % per_row].set_visible(False)
+    axes = grid
+    for index, model in enumerate(models):
+        block, c = divmod(index, per_row)
         part = means[means.model == model]
         layers = part.sort_values("step").drop_duplicates("step").layer.tolist()
         for r, metric in enumerate(METRICS):
-            ax = axes[r, c]
+            ax = grid[block * len(METRICS) + r, c]
             for (method, test), g in part.groupby(["method", "test"], sort=False):
                 g = g.sort_values("step")
                 ax.plot(g.step, g[metric], "-o" if test == "cascading" else "--", ms=3,
@@ -126,11 +141,13 @@ def sanity_figure(frame: pd.DataFrame, models: list[str], run: RunArtifacts) -> 
                         label=LABELS.get(method, method) if test == "cascading" else None)
             ax.axhline(0, color="#bbbbbb", lw=0.6)
             ax.set_ylim(-0.5, 1.05)
-            ax.set_xticks(range(1, len(layers) + 1), layers if r == len(METRICS) - 1 else [], rotation=45, ha="right")
+            ax.set_xticks(range(1, len(layers) + 1), layers if r == len(METRICS) - 1 else [], rotation=90,
+                          fontsize=7)
+            ax.tick_params(axis="y", labelsize=7)
             if r == 0:
-                ax.set_title(model_label(run, model), color=model_color(run, model), fontsize=9)
+                ax.set_title(textwrap.fill(model_label(run, model), 26), color=model_color(run, model), fontsize=8)
             if c == 0:
-                ax.set_ylabel(SHORT[metric], fontsize=8)
+                ax.set_ylabel(SHORT[metric], fontsize=7)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     for ax in axes.ravel():
         h, l = ax.get_legend_handles_labels()
@@ -139,7 +156,10 @@ def sanity_figure(frame: pd.DataFrame, models: list[str], run: RunArtifacts) -> 
                 handles.append(hh)
                 labels.append(ll)
     if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=len(handles), frameon=False)
-    # fixed margins: tight_layout measures every tick label of the grid, which costs more than drawing it
-    fig.subplots_adjust(left=0.08, right=0.99, top=0.95, bottom=0.16, hspace=0.12, wspace=0.08)
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(handles), 4), frameon=False, fontsize=8)
+    # fixed margins in inches (tight_layout measures every tick label of the grid, which costs more than drawing
+    # it): room for the legend below, the column titles above each block and the layer names under it
+    legend = 0.25 * ((len(handles) + 3) // 4) + 0.15
+    fig.subplots_adjust(left=0.08, right=0.99, top=1 - 0.45 / height, bottom=(legend + tick_room) / height,
+                        hspace=(0.5 + tick_room) / 1.3 if blocks > 1 else 0.12, wspace=0.08)
     return fig

@@ -38,6 +38,10 @@ def long_format(matrix: pd.DataFrame, pair: str, seed: int) -> pd.DataFrame:
                          for la in matrix.index for lb in matrix.columns])
 
 
+# above this many pairs of models the layer × layer heatmaps give way to one model × model matrix per seed
+MAX_HEATMAPS = 6
+
+
 @register_analysis("similarity")
 class Similarity(Analysis):
     order = 50
@@ -77,7 +81,14 @@ class Similarity(Analysis):
         order = run.layer_order()
         diag = cka[cka.layer_a == cka.layer_b].groupby(["pair", "layer_a"], sort=False).cka.mean().unstack()
         diag = diag[[layer for layer in order if layer in diag.columns]].reset_index()
+        pairs = [p for p in dict.fromkeys(cka.pair) if " seed " not in p]
+        if len(pairs) <= MAX_HEATMAPS:
+            fig = plots.cka_heatmaps(cka, order)
+        else:  # one model × model matrix of the final layer per seed; every layer's value is in the table
+            models = run.order(list(dict.fromkeys(m for p in pairs for m in p.split(" vs ", 1))))
+            final = next((layer for layer in reversed(order) if layer in set(cka.layer_a)), "latent")
+            fig = plots.cka_matrix(cka, models, final, {m: run.style(m)[0] for m in models})
         return [Section("similarity", "Representation similarity (CKA)", GUIDE,
-                        figures=[figure(plots.cka_heatmaps(cka, order), "cka", run)],
+                        figures=[figure(fig, "cka", run)],
                         table=table(diag.rename(columns={"pair": "pair (same layer)"}), "cka_same_layer", run),
                         caption="CKA of each layer with the same layer of the other model, mean over seeds.")]

@@ -27,11 +27,13 @@ ENCODER_EFFICIENCY = 0.3
 # the rate of float64 matrix work (eigh, TwoNN's distances) relative to float32 matmuls
 FLOAT64_SLOWDOWN = 2.0
 # average L-BFGS iterations of a linear-probe fit (capped at analysis.probe_max_iter)
-PROBE_ITERATIONS = 40
+PROBE_ITERATIONS = 20
+# bytes per second that saving float arrays compressed (np.savez_compressed) reaches
+COMPRESS_RATE = 3e6
 # fixed seconds per training step (optimiser, data loading, callbacks: what a tiny model's steps cost)
 TRAIN_STEP_SECONDS = 0.01
 # seconds per report figure and per written format (PNG drawn once, then SVG and PDF; measured on digits)
-FIGURE_SECONDS, FORMAT_SECONDS = 0.35, 0.3
+FIGURE_SECONDS, FORMAT_SECONDS = 0.7, 0.15
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,7 @@ class Cost:
 
 
 ANALYSIS_COSTS: dict[str, Callable[[RunShape], Cost]] = {}
-DEFAULT_COST = Cost(seconds=1.0)
+DEFAULT_COST = Cost(seconds=0.1)  # e.g. the analyses that only draw report sections
 
 
 def analysis_cost(name: str) -> Callable[[Callable[[RunShape], Cost]], Callable[[RunShape], Cost]]:
@@ -140,16 +142,18 @@ def _probes(shape: RunShape) -> Cost:
     evaluated = sum(min(n, a.knn_eval_points or n) for n in (shape.val, shape.test))
     flops = sum(grid * PROBE_ITERATIONS * 4 * shape.train * d * shape.classes + 2 * evaluated * shape.train * d
                 for d in _layer_dims(shape))
-    return Cost(flops=flops, seconds=0.05 * len(_layer_dims(shape)),
-                bytes=2 * shape.train * shape.pixels * 4 + evaluated * shape.train * 4)
+    return Cost(flops=flops, seconds=0.1 * len(_layer_dims(shape)),  # the neighbour search is chunked
+                bytes=2 * shape.train * shape.pixels * 4 + min(evaluated, 2048) * shape.train * 4)
 
 
 @analysis_cost("label_efficiency")
 def _label_efficiency(shape: RunShape) -> Cost:
     a = shape.analysis
     fits = (len(a.label_counts) * a.label_draws + 1) * (shape.encoders + 2)
-    return Cost(flops=PROBE_ITERATIONS * 4 * len(a.probe_l2_grid) * shape.train * shape.latent * shape.classes
-                * (shape.encoders + 2), seconds=0.03 * fits)
+    dims = shape.latent * (shape.encoders + 1) + shape.pixels  # every final layer; the raw pixels' is the input
+    few = sum(min(c * shape.classes, shape.train) for c in a.label_counts) * a.label_draws
+    return Cost(flops=PROBE_ITERATIONS * 4 * len(a.probe_l2_grid) * (shape.train + few) * dims * shape.classes,
+                seconds=0.06 * fits)
 
 
 @analysis_cost("projection")
@@ -186,8 +190,18 @@ def _similarity(shape: RunShape) -> Cost:
 @analysis_cost("structure")
 def _structure(shape: RunShape) -> Cost:
     m = shape.points
-    return Cost(flops=(shape.encoders + 2) * (2 * m * m * shape.latent * 3) + 2 * m * m * shape.pixels,
-                seconds=0.1 * (shape.encoders + 2), bytes=m * m * 4 * 2, fix="analysis.analysis_points")
+    dims = shape.latent * (shape.encoders + 1) + shape.pixels
+    kmeans = 4 * 300 * 2 * m * shape.classes * dims  # 4 starts of Lloyd iterations, with scikit-learn's overhead
+    return Cost(flops=kmeans + 2 * m * m * dims * 3, seconds=0.1 * (shape.encoders + 2), bytes=m * m * 4 * 2,
+                fix="analysis.analysis_points")
+
+
+@analysis_cost("inspection")
+def _inspection(shape: RunShape) -> Cost:
+    queries, neighbours = shape.option("inspection", "queries", 6), shape.option("inspection", "neighbours", 5)
+    dims = shape.latent * (shape.encoders + 1) + shape.pixels
+    saved = (shape.encoders + 2) * queries * neighbours * shape.pixels * 4  # neighbour images, compressed
+    return Cost(flops=2 * queries * shape.train * dims, seconds=0.2 + saved / COMPRESS_RATE)
 
 
 def _explain_settings(shape: RunShape, name: str) -> dict[str, int]:
@@ -224,7 +238,9 @@ def _faithfulness(shape: RunShape) -> Cost:
     s = _explain_settings(shape, "faithfulness")
     curves = _targets(shape) * 5 * 2 * (s["steps"] + 1) * s["images"]
     explain = 3 * (s["ig_steps"] + s["smoothgrad_samples"] + 2)
-    perturbed = _targets(shape) * 4 * s["images"] * (s["infidelity_samples"] + s["sensitivity_samples"] * explain)
+    # the re-run methods evaluate their steps and samples in batches: about a quarter of the passes' cost each
+    perturbed = _targets(shape) * 4 * s["images"] * (s["infidelity_samples"]
+                                                     + 0.25 * s["sensitivity_samples"] * explain)
     return Cost(passes=curves + perturbed, seconds=0.5)
 
 
@@ -267,20 +283,24 @@ def report_figures(shape: RunShape, analyses: list[str]) -> int:
 _RATE: float | None = None
 
 
-def matmul_rate(size: int = 512, repeats: int = 5) -> float:
-    """This machine's float32 matrix-multiply rate now (FLOP/s, best of ``repeats``; measured once per
-    process, ≈ 10 ms)."""
+def matmul_rate(size: int = 512, repeats: int = 9) -> float:
+    """This machine's float32 matrix-multiply rate now (FLOP/s, the median of ``repeats``: on a shared machine
+    the best one catches a moment with a free core and put the ETA 3× too low; measured once per process,
+    ≈ 0.1 s)."""
     global _RATE
     if _RATE is None:
         a, b = torch.randn(size, size), torch.randn(size, size)
         a @ b
-        best = float("inf")
+        times = []
         for _ in range(repeats):
             started = time.perf_counter()
             a @ b
-            best = min(best, time.perf_counter() - started)
-        _RATE = 2 * size ** 3 / max(best, 1e-9)
+            times.append(time.perf_counter() - started)
+        _RATE = 2 * size ** 3 / max(sorted(times)[len(times) // 2], 1e-9)
     return _RATE
+
+
+TRAINING, REPORT = "train", "render"  # the phases around the analyses (names no analysis has)
 
 
 @dataclass
@@ -298,7 +318,7 @@ def plan_run(shape: RunShape, analyses: list[str], train_images: int, epochs: in
     training's own peak (parameters, optimiser state, a batch's activations)."""
     train_passes = 3 * train_images * epochs * shape.regimes * seeds
     steps = math.ceil(train_images / batch_size) * epochs * shape.regimes * seeds
-    phases = [Phase("training", Cost(passes=train_passes, seconds=steps * TRAIN_STEP_SECONDS).time(shape, rate),
+    phases = [Phase(TRAINING, Cost(passes=train_passes, seconds=steps * TRAIN_STEP_SECONDS).time(shape, rate),
                     held_bytes + train_bytes,
                     "train.batch_size or model.channels")]
     extraction = extraction_cost(shape)
@@ -308,7 +328,7 @@ def plan_run(shape: RunShape, analyses: list[str], train_images: int, epochs: in
         cost = ANALYSIS_COSTS.get(name, lambda _s: DEFAULT_COST)(shape)
         phases.append(Phase(name, seeds * cost.time(shape, rate), held_bytes + cost.bytes,
                             cost.fix or f"analysis.skip: [{name}]"))
-    phases.append(Phase("report", render_seconds(report_figures(shape, analyses), formats), held_bytes))
+    phases.append(Phase(REPORT, render_seconds(report_figures(shape, analyses), formats), held_bytes))
     return phases
 
 

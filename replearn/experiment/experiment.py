@@ -27,6 +27,7 @@ import pandas as pd
 import sklearn
 import torch
 
+from replearn.experiment import costs
 from replearn.runtime import distributed, seeding
 from replearn.runtime import threads as parallel
 from replearn.version import __version__
@@ -88,6 +89,7 @@ class Experiment:
         self.stopper = Stopper()
         self.clock = RunClock(len(self.seeds))
         self.phases: list[Any] = []  # the cost model's plan (preflight.plan_run), once the data are loaded
+        self._analysis_seconds: dict[str, float] = {}  # each analysis's compute time, over every seed
         self._baselines: dict[str, Any] = {}
         self._features: dict[int, dict[str, Features]] = {}
         self._extraction_seconds = 0.0
@@ -210,8 +212,8 @@ class Experiment:
         if self.phases:
             seeds = max(1, len(self.seeds))
             self.clock.plan_analyses({p.name: p.seconds / seeds for p in self.phases
-                                      if p.name not in ("training", "report")},
-                                     next((p.seconds for p in self.phases if p.name == "report"), 0.0))
+                                      if p.name not in (costs.TRAINING, costs.REPORT)},
+                                     next((p.seconds for p in self.phases if p.name == costs.REPORT), 0.0))
 
     def probe_data(self) -> Dataset:
         """The data every probe may fit on: the training split cut to the label budget's images when it is set."""
@@ -349,6 +351,7 @@ class Experiment:
                 self.results.setdefault(key, []).append(frame)
             seconds = time.perf_counter() - one_started
             self.clock.analysis_done(analysis.name, seconds)
+            self._analysis_seconds[analysis.name] = self._analysis_seconds.get(analysis.name, 0.0) + seconds
             if seconds > 0.5:
                 log(f"seed {seed}: {analysis.name} done ({seconds:.1f}s){self.clock.suffix()}")
         self._analysed_seeds.add(seed)
@@ -366,7 +369,8 @@ class Experiment:
         self.run_dir.write_tables(self.results, self.model_rows)
         self.run_dir.record_thread_choices()
         summary = summarize(self.run_dir.path, self.config, wall_seconds)
-        summary.update(feature_extraction_seconds=round(self._extraction_seconds, 1), state="complete",
+        summary.update(feature_extraction_seconds=round(self._extraction_seconds, 1),
+                       analysis_seconds={k: round(v, 2) for k, v in self._analysis_seconds.items()}, state="complete",
                        steps_per_epoch=self.steps_per_epoch())
         write_json(self.run_dir / layout.SUMMARY, summary)
         return summary

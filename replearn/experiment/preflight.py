@@ -81,8 +81,11 @@ def plan_run(cfg: Config, data: Dataset, analyses: list[str], device: torch.devi
     shape = run_shape(cfg, data, analysed)
     rate = costs.matmul_rate() if rate is None else rate
     resident = 0 if data.streamed else len(data.train_y) + len(data.val_y) + len(data.test_y)
+    # one seed's features at a time: every encoder's stages (pooled to at most max_stage_features, halving with
+    # depth in a typical encoder: about twice the first stage's in all) and its latent, for every analysed image
+    stages = min(2 * shape.layer_features, max(0, shape.layers - 1) * shape.layer_features)
     held = 4.0 * (resident * shape.pixels + FEATURE_COPIES * shape.images * (shape.pixels + shape.latent)
-                  + shape.images * shape.encoders * len(cfg.train.seeds) * shape.layers * shape.layer_features)
+                  + shape.images * shape.encoders * (stages + shape.latent))
     size = model_size(cfg, data.image_shape, cfg.train.batch_size)
     training = 4.0 * (PARAMETER_COPIES * size[0] + ACTIVATION_COPIES * size[1]) if size else 0.0
     phases = costs.plan_run(shape, analyses, len(data.train_y), cfg.train.epochs, len(cfg.train.seeds), rate, held,

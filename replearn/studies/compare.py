@@ -269,9 +269,12 @@ def figure_section(lay: Layout, out: Output, spec: dict[str, Any]) -> Section | 
     fig = compare_plots.series_panels(frame, lay.x_key or "runs", spec["y"], ticks, log_x=log_x,
                                       log_y=spec.get("log_y", False), zero_line=spec.get("zero", False))
     tab = result_table(frame, lay, spec["y"], spec.get("series", "model"))
+    panels = frame.panel.nunique()
+    more = (f" The figure shows the first {compare_plots.MAX_PANELS} of {panels} panels; the table has them all."
+            if panels > compare_plots.MAX_PANELS else "")
     return Section(spec["name"], spec["title"], spec["guide"], figures=[figure(fig, spec["name"], out.exports)],
                    table=table(tab, spec["name"], out.exports, decimals=4),
-                   caption=PLUS_MINUS + " " + (seeds_note(int(frame.n.min())) or ""))
+                   caption=PLUS_MINUS + more + " " + (seeds_note(int(frame.n.min())) or ""))
 
 
 def runs_section(runs: list[RunEntry], lay: Layout, notes: list[str], out: Output) -> Section:

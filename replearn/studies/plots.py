@@ -10,12 +10,14 @@ from matplotlib.ticker import FuncFormatter
 from replearn.analyses.plots import PAGE_WIDTH
 
 LAYER_COLORS = "viridis"
+MAX_PANELS = 9  # panels drawn per figure: three rows
 
 
 def series_panels(frame: pd.DataFrame, x_title: str, y_title: str, ticks: list[tuple[float, str]],
                   log_x: bool = False, log_y: bool = False, zero_line: bool = False) -> plt.Figure:
-    """``frame`` rows: panel, series, color, x, mean, low, high. One subplot per panel, three to a row."""
-    panels = list(dict.fromkeys(frame.panel))
+    """``frame`` rows: panel, series, color, x, mean, low, high. One subplot per panel, three to a row, at most
+    ``MAX_PANELS`` of them (the page stays a few screens long; the table beside it holds every panel)."""
+    panels = list(dict.fromkeys(frame.panel))[:MAX_PANELS]
     cols = min(3, max(1, len(panels)))
     rows = (len(panels) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(PAGE_WIDTH if cols > 1 else 6.0, 3.4 * rows + 0.6), squeeze=False)

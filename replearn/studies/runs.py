@@ -17,6 +17,16 @@ from replearn.studies.sweep import MANIFEST, flow
 from replearn.rundir import layout as run_files
 
 IGNORED = ("name", "train.seeds")  # differ between the runs of a sweep by design
+# settings that change only what a run shows, writes or logs, or where its files are, never a number compared
+REPORT_ONLY = ("analysis.figure_formats", "analysis.tensorboard", "analysis.reconstructions", "analysis.skip",
+               "analysis.extra", "train.probe_every_epoch", "train.probe_train_images", "train.collective_timeout",
+               "data.root")
+REPORT_ONLY_PREFIXES = ("selection.",)
+# analysis.* settings that belong to one built-in analysis: a run that skipped it did not use them
+ANALYSIS_OWNERS = {"analysis.projection_points": "projection", "analysis.projection_neighbors": "projection",
+                   "analysis.umap_backend": "projection", "analysis.label_counts": "label_efficiency",
+                   "analysis.label_draws": "label_efficiency", "analysis.cka_batch_size": "similarity",
+                   "analysis.twonn_points": "dimensions"}
 SIDE_BY_SIDE = ("data.name", "model.name")  # never on one axis, never averaged
 ZERO_MEANS_ALL = ("train.labels_per_class", "data.train_subset", "data.test_subset")  # 0: every image, drawn last
 
@@ -122,10 +132,31 @@ def find_runs(paths: list[str | Path]) -> tuple[list[RunEntry], list[str], list[
     return list(runs.values()), swept, notes
 
 
+def applies(run: RunEntry, key: str) -> bool:
+    """Whether ``key`` is a setting ``run`` used: present in its config, and not an option of an analysis it
+    skipped (analyses.<name>.*, or an analysis.* setting of that analysis)."""
+    if key not in run.config:
+        return False
+    skipped = run.config.get("analysis.skip")
+    skipped = set(map(str, skipped)) if isinstance(skipped, list) else set()
+    owner = key.split(".")[1] if key.startswith("analyses.") else ANALYSIS_OWNERS.get(key)
+    return owner not in skipped
+
+
 def varying_keys(runs: list[RunEntry], swept: list[str]) -> list[str]:
-    """The swept keys, then every other config key whose value differs between the runs (seeds aside)."""
+    """The swept keys, then every other config key whose value differs between the runs that used it (seeds,
+    settings that matter only to the report, options of analyses a run skipped and of plug-ins a run did not
+    use aside)."""
     keys = list(dict.fromkeys(k for r in runs for k in r.config))
-    differing = [k for k in keys if k not in IGNORED and len({flow(r.config.get(k)) for r in runs}) > 1]
+
+    def differs(key: str) -> bool:
+        if key in swept:
+            return len({flow(r.config.get(key)) for r in runs}) > 1
+        if key in IGNORED or key in REPORT_ONLY or key.startswith(REPORT_ONLY_PREFIXES):
+            return False
+        return len({flow(r.config.get(key)) for r in runs if applies(r, key)}) > 1
+
+    differing = [k for k in keys if differs(k)]
     return [k for k in swept if k in differing] + [k for k in differing if k not in swept]
 
 
@@ -160,8 +191,20 @@ class Layout:
         return float(labels.index(self.x_label(value)))
 
 
+PANEL_VALUE_CHARS = 24
+
+
+def short_value(value: Any) -> str:
+    """A config value as a panel shows it: an import path by its last name, long values cut."""
+    text = flow(value)
+    if isinstance(value, str) and (":" in text or "." in text) and " " not in text:
+        text = text.replace(":", ".").rstrip(".").rsplit(".", 1)[-1]
+    return text if len(text) <= PANEL_VALUE_CHARS else text[:PANEL_VALUE_CHARS - 1] + "…"
+
+
 def panel_name(run: RunEntry, keys: list[str]) -> str:
-    return ", ".join(f"{k}={flow(run.config.get(k))}" for k in keys) or "all runs"
+    """The short label of a run's panel: each side-by-side key by its last part, with its value."""
+    return ", ".join(f"{k.rsplit('.', 1)[-1]}={short_value(run.config.get(k))}" for k in keys) or "all runs"
 
 
 def layout(runs: list[RunEntry], swept: list[str]) -> Layout:

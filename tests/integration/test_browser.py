@@ -88,6 +88,7 @@ class Browser:
         """Load ``page``; its images as [complete, naturalWidth, naturalHeight, alt] and the problems reported."""
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
         session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        self.session = session  # the page last opened, for ``evaluate``
         for domain in ("Runtime", "Log", "Page"):
             self.send(f"{domain}.enable", session=session)
         self.events.clear()
@@ -98,6 +99,11 @@ class Browser:
         self.settle(1.0)
         images = self.send("Runtime.evaluate", {"expression": IMAGES, "returnByValue": True}, session=session)
         return json.loads(images["result"]["value"]), [e for e in self.events if is_problem(e)]
+
+    def evaluate(self, expression: str) -> object:
+        """The value of a JavaScript expression on the page last opened."""
+        return self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True},
+                         session=self.session)["result"]["value"]
 
     def close(self) -> None:
         try:
@@ -179,3 +185,21 @@ def test_compare_report_has_no_console_error_or_csp_violation_and_every_figure_d
     assert "Content-Security-Policy" in html and html.count("<img") >= 3
     images, problems = browser.open(page)
     assert_clean(images, problems, least=html.count("<img"))
+
+
+STICKY = """(() => {
+  window.scrollTo(0, document.body.scrollHeight);
+  const nav = document.querySelector('nav').getBoundingClientRect();
+  const config = document.querySelector('#config details');
+  return JSON.stringify({top: nav.top, height: nav.height, scrolled: window.scrollY,
+                         sections: document.querySelectorAll('section > details[open]').length,
+                         configOpen: config ? config.open : null});
+})()"""
+
+
+def test_the_navigation_stays_on_screen_and_sections_collapse(browser, digits_run):
+    browser.open(digits_run / "report.html")
+    state = json.loads(browser.evaluate(STICKY))
+    assert state["scrolled"] > 1000  # the page did scroll
+    assert state["top"] == 0 and 0 < state["height"] < 80  # the navigation is still at the top, one line high
+    assert state["sections"] >= 8 and state["configOpen"] is False  # sections open, the configuration collapsed

@@ -29,7 +29,7 @@ def test_the_plan_of_a_256px_folder_fits_where_a_pixel_covariance_would_not(tmp_
     cfg = colour_config(tmp_path, 256)
     data = load_dataset(cfg.data)
     phases = plan_run(cfg, data, ANALYSES, available=64 * 2**30, rate=50e9)
-    assert [p.name for p in phases][:2] == ["training", "extraction"] and phases[-1].name == "report"
+    assert [p.name for p in phases][:2] == ["train", "extraction"] and phases[-1].name == "render"
     d = 3 * 256 * 256
     assert max(p.bytes for p in phases) < 2 * 2**30 < d * d * 8  # the d×d covariance alone would be 288 GiB
     assert all(p.seconds >= 0 for p in phases)
@@ -75,12 +75,13 @@ def test_run_clock_follows_the_analyses_plan_and_corrects_it():
     clock.trained(10, 5.0)
     assert clock.eta() == pytest.approx(20.0)  # training done: the plan of every analysis and the report
     clock.analysis_done("extraction", 1.0)
-    clock.analysis_done("probes", 8.0)  # twice as long as predicted: what is left doubles too
-    assert clock.correction() == pytest.approx(9.0 / 5.0)
-    assert clock.eta() == pytest.approx((5.0 + 10.0) * 9.0 / 5.0)
+    clock.analysis_done("probes", 8.0)  # twice as long as predicted: what is left grows too, damped by the plan
+    prior = RunClock.PRIOR_SHARE * 10.0
+    assert clock.correction() == pytest.approx((9.0 + prior) / (5.0 + prior))
+    assert clock.eta() == pytest.approx((5.0 + 10.0) * (9.0 + prior) / (5.0 + prior))
     clock.analysis_done("projection", 9.0)
     clock.analysed(18.0)
-    assert clock.eta() == pytest.approx(10.0 * 18.0 / 10.0)  # the report alone
+    assert clock.eta() == pytest.approx(10.0 * (18.0 + prior) / (10.0 + prior))  # the report alone
     clock.finished_rendering()
     assert clock.eta() == 0.0
 
@@ -91,3 +92,20 @@ def test_the_memory_error_names_the_size_asked_and_the_options_that_bound_it():
     line = foreign_error(RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 34359738368 "
                                       "bytes")).one_line()
     assert "32.0 GiB asked at once" in line and "data.image_size" in line and "analysis.analysis_points" in line
+
+
+def test_the_cli_refuses_a_plan_that_cannot_fit_before_the_run_directory_exists(blob_npz, tmp_path, monkeypatch,
+                                                                                 capsys):
+    import yaml
+
+    from conftest import tiny_config
+    from replearn.cli import main
+
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(blob_npz)))
+    monkeypatch.setattr("replearn.experiment.preflight.device_memory", lambda _device: 1 << 40)  # training fits
+    monkeypatch.setattr("replearn.experiment.preflight.available_memory", lambda: 75_000)  # the features (71 kB) fit
+    assert main(["run", str(config), "--out", str(tmp_path / "run")]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("replearn: error")]
+    assert len(lines) == 1 and "phase would need about" in lines[0] and "— fix: lower " in lines[0]
+    assert not (tmp_path / "run").exists()
