@@ -46,7 +46,7 @@ class ExplainOptions:
     internal_batch_size: int = opt(256, "inputs Integrated Gradients and SmoothGrad evaluate at once (bounds "
                                    "memory)", min=1)
     smoothgrad_samples: int = opt(8, "noisy copies of each image SmoothGrad averages", min=1)
-    smoothgrad_noise: float = opt(0.15, "SmoothGrad's noise σ, as a fraction of the inputs' value range", gt=0.0,
+    smoothgrad_noise: float = opt(0.15, "SmoothGrad's noise σ, as a fraction of each image's value range", gt=0.0,
                                   max=10.0)
     every_seed: bool = opt(False, "explain the models of every seed (default: the first seed only, which bounds "
                                   "the cost)")
