@@ -45,6 +45,8 @@ def probe_table(ctx: SeedContext) -> tuple[pd.DataFrame, dict[str, Any]]:
         model, layer = job
         f = features[model][layer]
         train, val, test = ((f[s], labels[s]) for s in ("train", "val", "test"))
+        if cfg.train.labels_per_class:  # a label budget: settings chosen by cross-validation inside its labels
+            val = None
         started = time.perf_counter()
         lin = linear_probe(train, val, test, cfg.analysis.probe_l2_grid, cfg.analysis.probe_max_iter,
                            cfg.analysis.probe_tol, ctx.standardize(model),

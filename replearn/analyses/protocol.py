@@ -85,10 +85,15 @@ def _label_budget_bullet(train: dict, with_labels: list[str], labelled: int, ima
     trained = (f"{', '.join(with_labels)} trained on only these labelled images, cycled so that their epochs "
                "have as many steps as everyone else's; " if with_labels else "")
     return (f"Label budget: {train.get('labels_per_class')} labelled training images per class ({labelled} in all, "
-            "a class-balanced subset drawn with data.split_seed, the same for every regime and seed). "
-            f"{trained}label-free regimes trained on all {images} training images without labels (and on the "
-            f"dataset's unlabelled images, if it has any). Every probe was fitted on the same {labelled} labelled "
-            "images; validation and test splits are unchanged.")
+            "a class-balanced subset drawn anew for each seed, so the intervals over seeds include the draw, and "
+            "the same for every regime of a seed; for a given seed a smaller budget's images are among a larger "
+            f"one's). {trained}label-free regimes trained on all {images} training images without labels (and on "
+            f"the dataset's unlabelled images, if it has any). Every probe was fitted on the seed's {labelled} "
+            "labelled images and chose its penalty (linear) and k (kNN) by 5-fold stratified cross-validation "
+            "inside them (with fewer than 2 per class nothing can be chosen: the strongest penalty and the first k "
+            "of the grids), then was refitted on all of them: no probe used a label beyond the budget's. The "
+            "validation split's labels are used only by the per-epoch training curve (a fixed-penalty probe that "
+            "chooses nothing); the test split is unchanged.")
 
 
 def _budget_row(model: Any, train: dict, options: dict, chosen_by: dict, images: int | None,
