@@ -46,7 +46,7 @@ class Protocol(Analysis):
         bullets = [budget,
                    "Linear probes: standardised features, multinomial logistic regression fitted to convergence "
                    f"(largest gradient entry ≤ {analysis.get('probe_tol')}); the L2 penalty is chosen per layer on the "
-                   f"validation split from {analysis.get('probe_l2_grid')}"
+                   f"validation split (under a label budget: by cross-validation inside it) from {analysis.get('probe_l2_grid')}"
                    + (" (the strongest within one standard error of the best)"
                       if analysis.get("probe_selection") == "one-se" else "") + ". kNN probes: cosine, temperature "
                    f"{analysis.get('knn_temperature')}, k " + (f"chosen on validation from {analysis.get('knn_k_grid')}"
@@ -62,6 +62,13 @@ class Protocol(Analysis):
                    "them and amplify the weakest; the untrained encoder of each seed.",
                    PLUS_MINUS + f" This run has {len(seeds)} seed{'s' if len(seeds) != 1 else ''}. "
                    + (seeds_note(len(seeds)) or "")]
+        model = cfg.get("model") or {}
+        if model.get("name", "conv") == "conv":
+            init = model.get("init") or "default"
+            bullets.append(f"Initial weights (model.init): {init}" + (
+                " — PyTorch's own initialisation (Kaiming-uniform with a = √5, weight variance 1/(3·fan-in)), whose "
+                "signal and gradients shrink layer by layer in a deep plain CNN; vanishing gradients there are "
+                "largely this initialisation (compare model.init=kaiming)." if init == "default" else "."))
         with_labels = [m.label for m in regimes if m.trained_with_labels]
         if labelled:
             bullets.insert(1, _label_budget_bullet(train, with_labels, labelled, images))
