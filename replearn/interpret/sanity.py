@@ -276,3 +276,14 @@ def verdicts(null: pd.DataFrame, margin: float = MARGIN) -> pd.DataFrame:
         row["not_reflecting"] = bool(row["above_floor"] > margin or row["weight_independent"])  # type: ignore[operator]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def input_divisor(method: str, x: torch.Tensor, baseline: torch.Tensor | None) -> np.ndarray | None:
+    """What an input-multiplied method multiplies by, summed over channels (N×H×W): x − baseline for Integrated
+    Gradients (``baseline``: its reference image, zeros when None), x for gradient × input; None for the others."""
+    if method not in INPUT_MULTIPLIED:
+        return None
+    x = x.detach().double().cpu()
+    if method == "integrated_gradients" and baseline is not None:
+        x = x - baseline.detach().double().cpu().expand_as(x)
+    return x.sum(1).numpy()
