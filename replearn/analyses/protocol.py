@@ -69,6 +69,16 @@ class Protocol(Analysis):
                 " — PyTorch's own initialisation (Kaiming-uniform with a = √5, weight variance 1/(3·fan-in)), whose "
                 "signal and gradients shrink layer by layer in a deep plain CNN; vanishing gradients there are "
                 "largely this initialisation (compare model.init=kaiming)." if init == "default" else "."))
+        environment = run.json_file("environment.json") or {}
+        processes = environment.get("world_size") if isinstance(environment, dict) else None
+        contrastive = [m.label for m in regimes if m.name == "contrastive"]
+        if (isinstance(processes, int) and processes > 1 and contrastive and not train.get("sync_batchnorm")
+                and model.get("batch_norm", True) is not False):
+            bullets.append(f"{', '.join(contrastive)} trained under {processes} processes with batch norm over each "
+                           "process's share of the batch: per-process statistics let a contrastive loss tell "
+                           "views apart by batch statistics, the shortcut SimCLR's global batch norm was introduced "
+                           "to avoid (Chen et al. 2020); train.sync_batchnorm: true (NCCL) normalises over the "
+                           "global batch.")
         with_labels = [m.label for m in regimes if m.trained_with_labels]
         if labelled:
             bullets.insert(1, _label_budget_bullet(train, with_labels, labelled, images))
