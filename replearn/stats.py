@@ -59,7 +59,7 @@ class Interval:
         value = fmt.format(scale * self.mean)
         if self.tie:
             return f"{value} ({self.n} seeds tie)"
-        if not self.has_interval:
+        if self.low is None or self.high is None or not self.has_interval:
             return value
         return f"{value} [{fmt.format(scale * self.low)}, {fmt.format(scale * self.high)}]"
 
