@@ -4,7 +4,8 @@ Every measure is read from the runs' saved files (nothing is retrained) and draw
 (``compare_runs.layout``): each model's linear-probe accuracy on the latent and on its best layer (chosen
 on validation accuracy), mean and 95% interval over seeds (``stats.seed_interval``: logit-scale t-interval for
 accuracies and CKA, none for one seed, a tie named as such); each regime's gap to the reference regime with a
-two-level paired bootstrap over seeds and the same test images (``stats.paired_gap``; one seed: images only); CKA between the regimes of a run and
+two-level paired bootstrap over seeds and the same test images (``stats.paired_gap``; one seed: images only);
+CKA between the regimes of a run and
 between runs (each run's latent against the same regime at the first swept value, same seed, on the same
 evaluation images); intrinsic dimension and gradient norms by layer; and a table of every run with the
 config values that differ. Figures go to figures/ (PNG) and tables to tables/ (CSV, LaTeX) beside

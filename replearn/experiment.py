@@ -267,8 +267,8 @@ class Experiment:
         if not self.world.main:  # the other ranks train their shares, resume with rank 0 and write nothing
             callbacks = [Checkpoint(state_path), SignalStop(self.stopper, str(state_path))]
         settings = TrainSettings.from_config(cfg.train, self.plugins.epochs_for(regime))
-        outcome = Trainer(regime, encoder, head, self.training_data(regime, seed), settings, seed=seed, device=self.device,
-                          callbacks=callbacks).fit()
+        outcome = Trainer(regime, encoder, head, self.training_data(regime, seed), settings, seed=seed,
+                          device=self.device, callbacks=callbacks).fit()
         if not self.world.main:
             return {}
         row = test_row(self, regime, seed, encoder, head, outcome)

@@ -74,7 +74,8 @@ def probe_table(ctx: SeedContext) -> tuple[pd.DataFrame, dict[str, Any]]:
 
 
 def probe_matrix(probes: pd.DataFrame, run: RunArtifacts) -> pd.DataFrame:
-    """Model × layer rows with linear and kNN test accuracy (mean and 95% interval over seeds, ``stats.format_mean_ci``) and the chosen settings."""
+    """Model × layer rows with linear and kNN test accuracy (mean and 95% interval over seeds,
+    ``stats.format_mean_ci``) and the chosen settings."""
     rows = []
     order = run.layer_order()
     for model in run.order(list(probes.model.unique())):

@@ -46,7 +46,8 @@ class Protocol(Analysis):
         bullets = [budget,
                    "Linear probes: standardised features, multinomial logistic regression fitted to convergence "
                    f"(largest gradient entry ≤ {analysis.get('probe_tol')}); the L2 penalty is chosen per layer on the "
-                   f"validation split (under a label budget: by cross-validation inside it) from {analysis.get('probe_l2_grid')}"
+                   "validation split (under a label budget: by cross-validation inside it) from "
+                   f"{analysis.get('probe_l2_grid')}"
                    + (" (the strongest within one standard error of the best)"
                       if analysis.get("probe_selection") == "one-se" else "") + ". kNN probes: cosine, temperature "
                    f"{analysis.get('knn_temperature')}, k " + (f"chosen on validation from {analysis.get('knn_k_grid')}"

@@ -1,6 +1,6 @@
 """Bad inputs of the study options (B300–B319): the label budget, the conv encoder's depth options (and
-its initialisation) and TensorBoard, checked like the main catalogue (tests/cli/test_bad_inputs.py): exit status 2, one line naming
-the problem and the fix, no traceback, nothing on disk changed, under 30 s."""
+its initialisation) and TensorBoard, checked like the main catalogue (tests/cli/test_bad_inputs.py): exit
+status 2, one line naming the problem and the fix, no traceback, nothing on disk changed, under 30 s."""
 from __future__ import annotations
 
 import pytest
