@@ -120,7 +120,7 @@ def test_model_init_redraws_every_convolution_and_the_latent_and_default_keeps_p
         if init == "xavier":
             fan_out = c.weight.shape[0] * c.weight[0, 0].numel()
             assert float(c.weight.detach().var()) == pytest.approx(2 * 2 / (fan_in + fan_out), rel=0.35)
-    assert math.isclose(float(chosen.latent.bias.abs().sum()), 0.0)
+    assert math.isclose(float(chosen.latent.bias.detach().abs().sum()), 0.0)
 
 
 def test_kaiming_init_keeps_the_first_layer_gradient_of_a_deep_plain_cnn_from_vanishing():
