@@ -50,7 +50,7 @@ class ExplainOptions:
                                    "memory)", min=1)
     smoothgrad_samples: int | None = opt(None, "noisy copies of each image SmoothGrad averages (default by image "
                                          "size: 8, 4 above 64×64)", min=1)
-    smoothgrad_noise: float = opt(0.15, "SmoothGrad's noise σ, as a fraction of the inputs' value range", gt=0.0,
+    smoothgrad_noise: float = opt(0.15, "SmoothGrad's noise σ, as a fraction of each image's value range", gt=0.0,
                                   max=10.0)
     every_seed: bool = opt(False, "explain the models of every seed (default: the first seed only, which bounds "
                                   "the cost)")

@@ -21,11 +21,14 @@ from replearn.analyses.attributions import FIRST_SEED, ExplainOptions, check_exp
 from replearn.analyses.base import Analysis, RunArtifacts, Section, SeedContext, register_analysis
 from replearn.analyses.render import figure, table
 
+FLOOR_RADIUS = 1e-9  # sensitivity_max at this radius: what the measure gives without a real perturbation
 GUIDE = ("How well each method's ranking of pixels predicts what the model needs: deleting the most-attributed "
          "pixels first (replacing them by the dataset mean) should make the class probability fall fast (low "
          "deletion AUC), restoring them first onto the mean image should make it rise fast (high insertion AUC); "
          "a random order is the reference. Infidelity (lower is better) and max-sensitivity (lower is steadier) "
-         "are Captum's.")
+         "are Captum's; each max-sensitivity stands beside its floor, the same measure at a vanishing radius "
+         f"({FLOOR_RADIUS:g} of the value range), which is ≈ 0 for a method whose map is fixed for a fixed input "
+         "(SmoothGrad's noise is fixed per image) and would otherwise be the method's own sampling noise.")
 RANDOM = "random"
 
 
@@ -84,6 +87,9 @@ class Faithfulness(Analysis):
                         row["sensitivity_max"] = float(np.mean(sensitivity_scores(
                             explain, setup.x.to(target.device), setup.y.to(target.device), o.sensitivity_samples,
                             o.sensitivity_radius, seed=ctx.seed)))
+                        row["sensitivity_floor"] = float(np.mean(sensitivity_scores(
+                            explain, setup.x.to(target.device), setup.y.to(target.device), 1, FLOOR_RADIUS,
+                            seed=ctx.seed)))
                 rows.append(row)
         curves["models"] = np.array([t.name for t in setup.targets])
         ctx.save("faithfulness", **curves)
@@ -106,7 +112,9 @@ class Faithfulness(Analysis):
                                    "insertion AUC": r.insertion_auc,
                                    "insertion AUC, random order": np.nan if base is None else base.insertion_auc,
                                    **({"infidelity": r.infidelity} if "infidelity" in r else {}),
-                                   **({"max-sensitivity": r.sensitivity_max} if "sensitivity_max" in r else {})})
+                                   **({"max-sensitivity": r.sensitivity_max} if "sensitivity_max" in r else {}),
+                                   **({f"max-sensitivity at radius {FLOOR_RADIUS:g} (floor)": r.sensitivity_floor}
+                                      if "sensitivity_floor" in r else {})})
         shown = pd.DataFrame(shown_rows)
         seeds = frame.seed.nunique() if "seed" in frame else 1
         guide = GUIDE + (FIRST_SEED.format(name=self.name) if seeds <= 1 else "")
@@ -118,7 +126,8 @@ class Faithfulness(Analysis):
         caption = ("AUCs are means over the images (and seeds); the probability is the softmax of the model's "
                    "class logits for the image's true class. Infidelity is Captum's normalised infidelity under "
                    "Gaussian perturbations; max-sensitivity the largest relative change of the map under small "
-                   "uniform perturbations of the input.")
+                   "uniform perturbations of the input, beside the same measure at a vanishing radius (its floor: "
+                   "what it reports when the input barely moves).")
         shape = run.dataset.get("image_shape")
         if isinstance(shape, list) and len(shape) == 3:
             o = sized_options(self.options, tuple(shape))

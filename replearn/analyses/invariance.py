@@ -28,7 +28,12 @@ GUIDE = ("How far each layer's representation of a test image moves when the ima
          "different test images of the same class: invariance = 1 − d(nuisance) / d(same class), 1 when the layer "
          "ignores the nuisance, 0 when the nuisance moves it as far as swapping to another image of the class. The "
          "last panel is the class contrast, 1 − d(same class) / d(other class): a layer abstracts when invariance and "
-         "class contrast grow together with depth.")
+         "class contrast grow together with depth. Both can be negative: invariance below 0 means the nuisance moves "
+         "the representation further than swapping to another image of the class does (e.g. −0.7: 1.7 times as "
+         "far), class contrast below 0 that images of one class lie further apart than images of different classes. "
+         "This is a distance ratio over whole representations (a relative-displacement measure), not Goodfellow et "
+         "al. (2009)'s invariance score, which is a per-unit ratio of local to global firing rates; their paper "
+         "is cited for the question, not the formula.")
 
 
 # ---------------------------------------------------------------- helpers shared by the interpretability analyses
@@ -142,8 +147,9 @@ class Invariance(Analysis):
         return [Section("invariance", "Invariance and abstraction by depth", GUIDE,
                         figures=[figure(fig, "invariance", run)],
                         table=table(pd.DataFrame(rows), "invariance", run), caption=caption,
-                        references=["Goodfellow, Le, Saxe, Lee, Ng (2009). Measuring invariances in deep networks. "
-                                    "NeurIPS."])]
+                        references=["The question (not the formula): Goodfellow, Le, Saxe, Lee, Ng (2009). Measuring "
+                                    "invariances in deep networks. NeurIPS — their score is per unit, local over "
+                                    "global firing rate; this section's is a distance ratio over the whole layer."])]
 
 
 def invariance_figure(means: pd.DataFrame, layer_order: list[str], models: list[str],

@@ -26,7 +26,8 @@ def label_efficiency_table(ctx: SeedContext) -> pd.DataFrame:
         f = ctx.features[model][layer]
         fit = ProbeFit(min(100, cfg.analysis.probe_max_iter), cfg.analysis.probe_tol, ctx.standardize(model),
                        cfg.analysis.probe_selection)
-        frame = label_efficiency((f["train"], labels["train"]), (f["val"], labels["val"]), (f["test"], labels["test"]),
+        val = None if budget else (f["val"], labels["val"])  # a budget: the penalty by cross-validation inside it
+        frame = label_efficiency((f["train"], labels["train"]), val, (f["test"], labels["test"]),
                                  counts, cfg.analysis.label_draws, cfg.analysis.probe_l2_grid, ctx.seed, fit)
         full = probes[(probes.model == model) & (probes.layer == layer) & (probes.probe == "linear")]
         frame = pd.concat([frame, pd.DataFrame([{"per_class": -1, "labels": len(labels["train"]), "draw": 0,

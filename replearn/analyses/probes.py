@@ -58,6 +58,8 @@ def probe_table(ctx: SeedContext) -> tuple[pd.DataFrame, dict[str, Any]]:
         model, layer = job
         f = features[model][layer]
         train, val, test = ((f[s], labels[s]) for s in ("train", "val", "test"))
+        if cfg.train.labels_per_class:  # a label budget: settings chosen by cross-validation inside its labels
+            val = None
         started = time.perf_counter()
         lin = linear_probe(train, val, test, cfg.analysis.probe_l2_grid, cfg.analysis.probe_max_iter,
                            cfg.analysis.probe_tol, ctx.standardize(model),
@@ -86,7 +88,8 @@ def probe_table(ctx: SeedContext) -> tuple[pd.DataFrame, dict[str, Any]]:
 
 
 def probe_matrix(probes: pd.DataFrame, run: RunArtifacts) -> pd.DataFrame:
-    """Model × layer rows with linear and kNN test accuracy (mean and 95% interval over seeds, ``stats.format_mean_ci``) and the chosen settings."""
+    """Model × layer rows with linear and kNN test accuracy (mean and 95% interval over seeds,
+    ``stats.format_mean_ci``) and the chosen settings."""
     rows = []
     order = run.layer_order()
     for model in run.order(list(probes.model.unique())):

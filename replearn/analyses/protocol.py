@@ -54,7 +54,8 @@ class Protocol(Analysis):
         bullets = [budget, STEP_COST,
                    "Linear probes: standardised features, multinomial logistic regression fitted to convergence "
                    f"(largest gradient entry ≤ {analysis.get('probe_tol')}); the L2 penalty is chosen per layer on the "
-                   f"validation split from {analysis.get('probe_l2_grid')}"
+                   "validation split (under a label budget: by cross-validation inside it) from "
+                   f"{analysis.get('probe_l2_grid')}"
                    + (" (the strongest within one standard error of the best)"
                       if analysis.get("probe_selection") == "one-se" else "") + ". kNN probes: cosine, temperature "
                    f"{analysis.get('knn_temperature')}, k " + (f"chosen on validation from {analysis.get('knn_k_grid')}"
@@ -71,6 +72,23 @@ class Protocol(Analysis):
                    "them and amplify the weakest; the untrained encoder of each seed.",
                    PLUS_MINUS + f" This run has {len(seeds)} seed{'s' if len(seeds) != 1 else ''}. "
                    + (seeds_note(len(seeds)) or "")]
+        model = cfg.get("model") or {}
+        if model.get("name", "conv") == "conv":
+            init = model.get("init") or "default"
+            bullets.append(f"Initial weights (model.init): {init}" + (
+                " — PyTorch's own initialisation (Kaiming-uniform with a = √5, weight variance 1/(3·fan-in)), whose "
+                "signal and gradients shrink layer by layer in a deep plain CNN; vanishing gradients there are "
+                "largely this initialisation (compare model.init=kaiming)." if init == "default" else "."))
+        environment = run.json_file("environment.json") or {}
+        processes = environment.get("world_size") if isinstance(environment, dict) else None
+        contrastive = [m.label for m in regimes if m.name == "contrastive"]
+        if (isinstance(processes, int) and processes > 1 and contrastive and not train.get("sync_batchnorm")
+                and model.get("batch_norm", True) is not False):
+            bullets.append(f"{', '.join(contrastive)} trained under {processes} processes with batch norm over each "
+                           "process's share of the batch: per-process statistics let a contrastive loss tell "
+                           "views apart by batch statistics, the shortcut SimCLR's global batch norm was introduced "
+                           "to avoid (Chen et al. 2020); train.sync_batchnorm: true (NCCL) normalises over the "
+                           "global batch.")
         with_labels = [m.label for m in regimes if m.trained_with_labels]
         if labelled:
             bullets.insert(1, _label_budget_bullet(train, with_labels, labelled, images))
@@ -124,10 +142,15 @@ def _label_budget_bullet(train: dict, with_labels: list[str], labelled: int, ima
     trained = (f"{', '.join(with_labels)} trained on only these labelled images, cycled so that their epochs "
                "have as many steps as everyone else's; " if with_labels else "")
     return (f"Label budget: {train.get('labels_per_class')} labelled training images per class ({labelled} in all, "
-            "a class-balanced subset drawn with data.split_seed, the same for every regime and seed). "
-            f"{trained}label-free regimes trained on all {images} training images without labels (and on the "
-            f"dataset's unlabelled images, if it has any). Every probe was fitted on the same {labelled} labelled "
-            "images; validation and test splits are unchanged.")
+            "a class-balanced subset drawn anew for each seed, so the intervals over seeds include the draw, and "
+            "the same for every regime of a seed; for a given seed a smaller budget's images are among a larger "
+            f"one's). {trained}label-free regimes trained on all {images} training images without labels (and on "
+            f"the dataset's unlabelled images, if it has any). Every probe was fitted on the seed's {labelled} "
+            "labelled images and chose its penalty (linear) and k (kNN) by 5-fold stratified cross-validation "
+            "inside them (with fewer than 2 per class nothing can be chosen: the strongest penalty and the first k "
+            "of the grids), then was refitted on all of them: no probe used a label beyond the budget's. The "
+            "validation split's labels are used only by the per-epoch training curve (a fixed-penalty probe that "
+            "chooses nothing); the test split is unchanged.")
 
 
 def _budget_row(model: Any, train: dict, options: dict, chosen_by: dict, images: int | None,

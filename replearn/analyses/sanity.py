@@ -1,7 +1,10 @@
 """Sanity checks for the attribution maps (Adebayo et al. 2018; ``replearn.interpret.sanity``): each
 model's layers are randomised from the top down (cascading) and one at a time (independent), and the
-maps of the randomised model are compared with the trained model's. A method whose maps survive full
-randomisation is marked as not reflecting what the model learned."""
+maps of the randomised model are compared with the trained model's. Pairs of independent full randomisations
+give each metric's floor (random vs random); a method whose trained maps survive full randomisation better than
+that floor (or whose maps ignore the weights) is marked as not reflecting what the model learned
+(``interpret.sanity.verdicts``). Cost: per model and method, 2 × layers − 1 attributions for the curves and
+2 × ``draws`` for the floor, each on ``images`` images."""
 from __future__ import annotations
 
 import textwrap
@@ -14,7 +17,8 @@ import pandas as pd
 
 from replearn.interpret.attributions import LABELS, attribute
 from replearn.interpret.explain import model_color, model_label, order_models
-from replearn.interpret.sanity import METRIC_LABELS, METRICS, THRESHOLD, not_reflecting, randomisation_tests
+from replearn.interpret.sanity import (INPUT_FREE, MARGIN, METRICS, NULL_METRICS, input_divisor,
+                                null_floor, randomisation_tests, verdicts)
 from replearn.config.options import opt
 from replearn.analyses.plots import PAGE_WIDTH, plt
 from replearn.analyses.attributions import FIRST_SEED, ExplainOptions, check_explain_options, explain_setup, maps_for
@@ -23,9 +27,16 @@ from replearn.analyses.render import figure, table
 
 GUIDE = ("Does a map depend on what the model learned? Each curve follows how similar a method's maps stay to the "
          "trained model's as its layers are re-initialised from the top (the probe or head, then the latent, then "
-         "each stage down to the first; solid), or one layer at a time (dashed). A faithful method falls towards 0; "
-         f"a method still at a Spearman rank correlation of {THRESHOLD} or more after every layer is randomised is "
-         "marked as not reflecting what was learned.")
+         "each stage down to the first; solid), or one layer at a time (dashed). How low a similarity can fall "
+         "depends on the metric and the method: two independently randomised models give the floor (random vs "
+         "random). The verdict compares the trained-vs-randomised similarity with that floor, over several draws: "
+         f"a method whose trained maps survive randomisation better than a random model's survive another (by more "
+         f"than {MARGIN}), or whose maps do not depend on the weights at all (floor above {1 - MARGIN:g}), does not "
+         "reflect what was learned. For methods that multiply by the input (Integrated Gradients, gradient × input) "
+         "the absolute maps' ranking follows the input whatever the weights, so their verdict uses the input-free "
+         "Spearman (the map divided by input − baseline). Passing is necessary, not sufficient: a map that changes "
+         "with the weights can still say little about what the model uses.")
+NULL_GUIDE_METRIC = {INPUT_FREE: "Spearman (input-free)", "spearman_abs": "Spearman (|map|)"}
 SHORT = {"spearman_abs": "Spearman (|map|)", "spearman": "Spearman (signed)", "ssim": "SSIM", "hog": "HOG similarity"}
 BASELINES = ("pixels", "random")  # models that learned nothing but their probe
 COLORS = {"integrated_gradients": "#1f77b4", "smoothgrad": "#ff7f0e", "gradient_x_input": "#2ca02c",
@@ -34,8 +45,10 @@ COLORS = {"integrated_gradients": "#1f77b4", "smoothgrad": "#ff7f0e", "gradient_
 
 @dataclass
 class SanityOptions(ExplainOptions):
-    images: int = opt(4, "test images whose maps are compared before and after randomisation (at most the test "
-                      "split)", min=1)
+    images: int = opt(16, "test images whose maps are compared before and after randomisation (at most the test "
+                       "split)", min=1)
+    draws: int = opt(3, "pairs of independent full randomisations: the trained-vs-random similarity and the "
+                        "random-vs-random floor of every metric, with their spread over the draws", min=1, max=50)
     ig_steps: int = opt(8, "Integrated Gradients' steps from the dataset-mean image (each randomised model's maps "
                         "are computed anew: fewer steps than the attribution grid's)", min=1)
     baselines: bool = opt(False, "also check the baselines' maps: the random-init encoder's probe and the probe on "
@@ -55,7 +68,7 @@ class Sanity(Analysis):
         if not (ctx.first_seed or self.options.every_seed):
             return {}
         setup = explain_setup(ctx, self.options)
-        frames = []
+        frames, nulls = [], []
         for target in setup.targets:
             if target.name in BASELINES and not self.options.baselines:
                 continue
@@ -69,45 +82,74 @@ class Sanity(Analysis):
 
                 frame = randomisation_tests(target.model, maps_of, seed=ctx.seed, reference=reference)
                 frames.append(frame.assign(model=target.name, method=method, seed=ctx.seed))
+                null = null_floor(target.model, maps_of, reference, self.options.draws, seed=ctx.seed,
+                                  divisor=input_divisor(method, setup.x, setup.settings.baseline))
+                nulls.append(null.assign(model=target.name, method=method, seed=ctx.seed))
         if not frames:
             return {}
         frame = pd.concat(frames, ignore_index=True)
-        return {"sanity": frame[["model", "seed", "method", "test", "layer", "step", *METRICS]]}
+        null_frame = pd.concat(nulls, ignore_index=True)
+        return {"sanity": frame[["model", "seed", "method", "test", "layer", "step", *METRICS]],
+                "sanity_null": null_frame[["model", "seed", "method", "kind", "draw", *NULL_METRICS]]}
 
     def sections(self, run: RunArtifacts) -> list[Section]:
         frame = run.csv("sanity")
         if frame is None or not {"model", "method", "test", "layer", "step", *METRICS} <= set(frame.columns):
             return []
         models = order_models(run, list(frame.model.unique()))
-        marks = not_reflecting(frame.groupby(["model", "method", "test", "layer"], sort=False)
-                               .mean(numeric_only=True).reset_index())
-        full = (frame[frame.test == "cascading"].sort_values("step").groupby(["model", "method", "seed"]).tail(1)
-                .groupby(["model", "method"], sort=False)[list(METRICS)].mean().reset_index())
-        full = full.merge(marks[["model", "method", "not_reflecting"]], on=["model", "method"])
-        full["rank"] = full.model.map({m: i for i, m in enumerate(models)})
-        full = full.sort_values(["rank", "method"], kind="stable")
-        shown = pd.DataFrame({"model": [model_label(run, m) for m in full.model],
-                              "method": [LABELS.get(m, m) for m in full.method],
-                              **{f"{METRIC_LABELS[k]} after full randomisation": full[k].to_numpy() for k in METRICS},
-                              "reflects what was learned": ~full.not_reflecting.astype(bool)})
-        bullets = []
-        for method, group in full.groupby("method", sort=False):
-            failing = [model_label(run, m) for m in group.model[group.not_reflecting.astype(bool)]]
-            if failing:
-                bullets.append(f"{LABELS.get(method, method)}: not reflecting what was learned for "
-                               f"{', '.join(failing)} (Spearman rank correlation of the absolute maps ≥ {THRESHOLD} "
-                               "after every layer is randomised).")
-        if not bullets:
-            bullets.append(f"Every method's maps change once the layers are randomised (Spearman rank correlation "
-                           f"of the absolute maps below {THRESHOLD} for every model).")
+        null = run.csv("sanity_null")
+        shown, bullets = verdict_table(null, models, run) if null is not None else (None, [])
+        if null is None:
+            bullets.append("This run saved no null floor (metrics/sanity_null.csv): its sanity checks have no verdict.")
         seeds = sorted(frame.seed.unique()) if "seed" in frame else []
         guide = GUIDE + (FIRST_SEED.format(name=self.name) if len(seeds) <= 1 else "")
-        caption = (f"Similarities are means over the images and seeds ({len(seeds) or 1}); the table's are after "
-                   "every layer (and the probe or head) is randomised. Layers are re-initialised with their own "
-                   "initialisers; a probe gets Gaussian weights of the fitted ones' spread.")
+        caption = (f"Similarities are means over the images and seeds ({len(seeds) or 1}); the table gives, after "
+                   "every layer (and the probe or head) is randomised, each metric's trained-vs-random similarity "
+                   "beside its random-vs-random floor, as mean [lowest, highest] over the draws of independent "
+                   "randomisations. Layers are re-initialised with their own initialisers; a probe gets Gaussian "
+                   "weights of the fitted ones' spread.")
         return [Section("sanity", "Sanity checks: do the maps depend on what was learned?", guide, bullets=bullets,
                         figures=[figure(sanity_figure(frame, models, run), "sanity", run)],
-                        table=table(shown, "sanity", run), caption=caption)]
+                        table=table(shown, "sanity", run) if shown is not None else None, caption=caption)]
+
+
+def _spread(row: pd.Series, metric: str, kind: str) -> str:
+    mean = row[f"{metric}__{kind}"]
+    if not np.isfinite(mean):
+        return "–"
+    low, high = row[f"{metric}__{kind}__min"], row[f"{metric}__{kind}__max"]
+    return f"{mean:.2f} [{low:.2f}, {high:.2f}]" if high > low else f"{mean:.2f}"
+
+
+def verdict_table(null: pd.DataFrame, models: list[str], run: RunArtifacts) -> tuple[pd.DataFrame, list[str]]:
+    """Per model and method: every metric's trained-vs-random similarity and random-vs-random floor (mean and
+    range over draws, seeds pooled), the verdict and the metric it rests on; and one sentence per failing pair."""
+    marks = verdicts(null.assign(draw=null.draw + 1000 * null.seed) if "seed" in null else null)
+    marks["rank"] = marks.model.map({m: i for i, m in enumerate(models)})
+    marks = marks.sort_values(["rank", "method"], kind="stable")
+    rows, bullets = [], []
+    for _, r in marks.iterrows():
+        row = {"model": model_label(run, r.model), "method": LABELS.get(r.method, r.method), "draws": int(r.draws)}
+        for metric in NULL_METRICS:
+            if not np.isfinite(r[f"{metric}__trained_vs_random"]):
+                continue
+            short = NULL_GUIDE_METRIC.get(metric, SHORT.get(metric, metric))
+            row[f"{short}: trained vs random"] = _spread(r, metric, "trained_vs_random")
+            row[f"{short}: random vs random (floor)"] = _spread(r, metric, "random_vs_random")
+        row["verdict rests on"] = NULL_GUIDE_METRIC.get(r.verdict_metric, r.verdict_metric)
+        row["reflects what was learned (necessary, not sufficient)"] = "no" if r.not_reflecting else "passes"
+        rows.append(row)
+        if r.not_reflecting:
+            why = ("its maps do not depend on the weights (two random models' maps agree at "
+                   f"{r[f'{r.verdict_metric}__random_vs_random']:.2f})" if r.weight_independent else
+                   f"its trained maps survive randomisation {r.above_floor:+.2f} above the floor")
+            bullets.append(f"{LABELS.get(r.method, r.method)} on {model_label(run, r.model)}: does not reflect what "
+                           f"was learned — {why}, on the {row['verdict rests on']}.")
+    if not bullets and rows:
+        bullets.append("Every method passes: after full randomisation its maps are no more similar to the trained "
+                       "model's than two random models' maps are to each other. Passing is necessary, not "
+                       "sufficient.")
+    return pd.DataFrame(rows), bullets
 
 
 # models side by side in the sanity figure before it wraps onto another block of rows

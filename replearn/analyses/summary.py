@@ -45,7 +45,7 @@ def compare_regimes(run_dir: Path, seeds: list[int], a: str, b: str, n_boot: int
         return None
     ca, cb = np.stack(correct_a), np.stack(correct_b)
     boot = paired_gap(ca, cb, n_boot=n_boot)
-    per_seed = boot["per_seed"]
+    per_seed = (ca.mean(1) - cb.mean(1)).tolist()
     t = seed_interval(per_seed)
     return {"a": a, "b": b, "layer": "latent", "seeds": len(ca), "n_test": int(ca.shape[1]),
             "accuracy_a": float(ca.mean()), "accuracy_b": float(cb.mean()),

@@ -94,9 +94,10 @@ class TrainConfig:
     collective_timeout: float = _f(600.0, "seconds a process waits in a collective for the others before it stops "
                                           "with an error (a process that died never hangs the run)", gt=0.0)
     labels_per_class: int = _f(0, "label budget: regimes trained with labels, and every probe, see only this many "
-                               "labelled training images per class (a class-balanced subset seeded by "
-                               "data.split_seed, the same for every regime and seed; cycled so that every regime "
-                               "still takes the same steps), while label-free regimes train on every image; "
+                               "labelled training images per class (a class-balanced subset drawn anew for each "
+                               "seed, nested across budgets, the same for every regime of a seed; cycled so that "
+                               "every regime still takes the same steps; probes choose their settings by "
+                               "cross-validation inside it), while label-free regimes train on every image; "
                                "0 = all labels", min=0)
 
 

@@ -1,6 +1,10 @@
 """The label budget (``train.labels_per_class``): a class-balanced, seeded subset of the labelled training
-images that regimes trained with labels, and the probes, may use — the same subset for every regime and
-seed of a run, so that comparisons stay paired. Label-free regimes still train on every training image.
+images that regimes trained with labels, and the probes, may use — the same subset for every regime of a
+seed, so that comparisons stay paired, and a new draw for every seed, so that intervals over seeds include
+the variation between draws. Subsets are nested: for a given seed, the budget of n labels per class is the
+first n of the same per-class order, so it contains every smaller budget's images. The probes choose their
+settings by cross-validation inside the subset (``probes.linear_probe`` with ``val=None``): no label beyond the
+budget's is used to fit or to choose. Label-free regimes still train on every training image.
 
 A regime trained on the subset cycles through it: its epochs are as long as the full training split's (each
 labelled image recurs about N / n times per epoch), so every regime still takes the same number of
@@ -23,8 +27,9 @@ from replearn.data.dataset import Dataset
 def labelled_subset(y: np.ndarray, per_class: int, seed: int, class_names: list[str] | None = None,
                     num_classes: int | None = None) -> np.ndarray:
     """Sorted indices of ``per_class`` seeded random training images of every class of the dataset
-    (``num_classes``, else as many as ``class_names`` or the labels give); refused (one line) when a class has
-    fewer, or none (a class only the test split holds), so that the subset stays class-balanced."""
+    (``num_classes``, else as many as ``class_names`` or the labels give): the first ``per_class`` of one seeded
+    order per class, so budgets are nested for a given ``seed``; refused (one line) when a class has fewer, or
+    none (a class only the test split holds), so that the subset stays class-balanced."""
     y = np.asarray(y)
     classes = max(num_classes or 0, len(class_names or ()), int(y.max()) + 1 if len(y) else 0)
     counts = np.bincount(y, minlength=classes)
@@ -37,7 +42,7 @@ def labelled_subset(y: np.ndarray, per_class: int, seed: int, class_names: list[
         raise ConfigError(f"train.labels_per_class={per_class} but class '{name}' {held}",
                           f"set train.labels_per_class to at most {counts[rarest]}, or 0 for all"
                           if counts[rarest] else "give every class training images, or set train.labels_per_class=0")
-    rng = np.random.RandomState(derive_seed((seed, per_class), seeding.LABEL_BUDGET) % 2**32)
+    rng = np.random.RandomState(derive_seed((seed,), seeding.LABEL_BUDGET) % 2**32)
     picked = [rng.permutation(np.flatnonzero(y == c))[:per_class] for c in present]
     return np.sort(np.concatenate(picked))
 

@@ -5,6 +5,9 @@ convolutions (``model.convs_per_stage``) and skip connections around those (``mo
 convolution block is then a named layer of its own (``stage2_1``, ``stage2_2``, …, then ``stage2``, the
 block that ends with the pooling), so that probes, dimensions and gradient norms are reported per
 convolution; the default (one convolution, batch norm, no skips) is the original encoder, weight for weight.
+``model.init`` chooses the initial weights (PyTorch's default, the original; Kaiming/He; Xavier; orthogonal): in a
+deep plain CNN the default's small weights (variance 1/(3·fan-in)) shrink the signal and the gradients layer by
+layer, so "vanishing gradients" there is largely the initialisation.
 """
 from __future__ import annotations
 
@@ -32,6 +35,12 @@ class ConvOptions:
                                   "number of stages", min=1, max=32)
     residual: bool = opt(False, "an identity skip connection around each convolution of a stage after its first "
                                 "(ResNet-style; needs model.convs_per_stage ≥ 2)")
+    init: str = opt("default", "initial weights of the convolutions and the latent: default (PyTorch's own, "
+                               "Kaiming-uniform with a = √5, i.e. weights of variance 1/(3·fan-in)), kaiming (He et "
+                               "al. 2015: normal, fan-in, ReLU gain, variance 2/fan-in), xavier (Glorot & Bengio 2010, "
+                               "uniform, ReLU gain), orthogonal (Saxe et al. 2014, ReLU gain); the latent map gets "
+                               "gain 1; biases 0 except for default",
+                    choices=("default", "kaiming", "xavier", "orthogonal"))
 
     def __post_init__(self) -> None:
         if self.kernel_size % 2 == 0:
@@ -55,6 +64,31 @@ class ResidualConv(nn.Module):
         return torch.relu(x + self.norm(self.conv(x)))
 
 
+INITS = ("default", "kaiming", "xavier", "orthogonal")
+
+
+def initialise(module: nn.Module, init: str) -> None:
+    """Re-draw the weights of every convolution and linear map of ``module`` by ``init`` (``INITS``; default
+    leaves PyTorch's initialisation as it is); biases become 0. The latent map is linear, so it gets gain 1."""
+    if init == "default":
+        return
+    if init not in INITS:
+        raise ConfigError(f"config key 'model.init' is '{init}', which is not an initialisation",
+                          f"choose from: {', '.join(INITS)}")
+    for layer in module.modules():
+        if not isinstance(layer, (nn.Conv2d, nn.Linear)):
+            continue
+        relu = isinstance(layer, nn.Conv2d)  # every convolution is followed by a ReLU; the latent is not
+        if init == "kaiming":
+            nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu" if relu else "linear")
+        elif init == "xavier":
+            nn.init.xavier_uniform_(layer.weight, gain=nn.init.calculate_gain("relu") if relu else 1.0)
+        else:
+            nn.init.orthogonal_(layer.weight, gain=nn.init.calculate_gain("relu") if relu else 1.0)
+        if layer.bias is not None:
+            nn.init.zeros_(layer.bias)
+
+
 def conv_block(c_in: int, c_out: int, kernel_size: int, batch_norm: bool, residual: bool) -> list[nn.Module]:
     """One convolution with its normalisation and ReLU, or a residual block (``residual``: the channels are kept)."""
     if residual:
@@ -72,7 +106,7 @@ class ConvEncoder(Encoder):
 
     def __init__(self, in_shape: tuple[int, int, int], channels: list[int], kernel_size: int = 3,
                  latent_dim: int = 64, batch_norm: bool = True, convs_per_stage: int = 1,
-                 residual: bool = False) -> None:
+                 residual: bool = False, init: str = "default") -> None:
         super().__init__()
         c_in, h, w = in_shape
         self.in_shape = tuple(in_shape)
@@ -100,6 +134,7 @@ class ConvEncoder(Encoder):
         self.latent = nn.Linear(c_in * h * w, latent_dim)
         info.append(StageInfo("latent", latent_dim, 1, 1, 0, "latent"))
         self.feature_info = info
+        initialise(self, init)
 
     def forward_features(self, x: torch.Tensor, layers: list[str] | None = None) -> dict[str, torch.Tensor]:
         """Outputs of the requested named layers (all by default); stops after the deepest one asked for."""

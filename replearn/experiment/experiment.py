@@ -80,7 +80,9 @@ class Experiment:
         self.run_dir = RunDir(distributed.broadcast_object(chosen.path))  # rank 0's timestamp names it for all
         self.data: Dataset | None = None
         self.analysed: Dataset | None = None  # the stratified view of the data the analyses use (prepare)
-        self.labelled: np.ndarray | None = None  # train.labels_per_class: the labelled training images (load_data)
+        self.labelled: np.ndarray | None = None  # train.labels_per_class: the first seed's labelled images (load_data)
+        self._labelled: dict[int, np.ndarray] = {}  # each seed's own draw of them (labelled_for)
+        self._analysed: dict[int, Dataset] = {}  # under a label budget, each seed's view for the analyses
         self.context: RunContext | None = None  # what every seed's analyses share (prepare)
         self.encoders: dict[int, dict[str, Encoder]] = {}
         self.heads: dict[int, dict[str, torch.nn.Module]] = {}  # each trained regime's head, by seed
@@ -153,7 +155,7 @@ class Experiment:
             self.run_dir.check_same_data(data.summary())
         if self.config.train.labels_per_class:
             self.labelled = labelled_subset(data.train_y.numpy(), self.config.train.labels_per_class,
-                                            self.config.data.split_seed, data.class_names, data.num_classes)
+                                            self.seeds[0], data.class_names, data.num_classes)
 
     def prepare(self) -> None:
         """Load the data, then create (or reopen, when resuming) the run directory and write what a run
@@ -215,16 +217,40 @@ class Experiment:
                                       if p.name not in (costs.TRAINING, costs.REPORT)},
                                      next((p.seconds for p in self.phases if p.name == costs.REPORT), 0.0))
 
-    def probe_data(self) -> Dataset:
-        """The data every probe may fit on: the training split cut to the label budget's images when it is set."""
-        return self.data if self.labelled is None else analysis_train_view(self.data, self.labelled)
+    def labelled_for(self, seed: int | None = None) -> np.ndarray | None:
+        """The label budget's images for ``seed`` (default: the first seed): a new class-balanced draw per seed,
+        nested across budgets (``labelled_subset``); None without a budget."""
+        if self.labelled is None:
+            return None
+        seed = self.seeds[0] if seed is None else seed
+        if seed not in self._labelled:
+            self._labelled[seed] = labelled_subset(self.data.train_y.numpy(), self.config.train.labels_per_class,
+                                                   seed, self.data.class_names, self.data.num_classes)
+        return self._labelled[seed]
 
-    def training_data(self, regime: Regime) -> Dataset:
-        """What ``regime`` trains on: the label budget's images (cycled) for a regime that needs labels, when a
-        budget is set; otherwise the whole dataset."""
-        if self.labelled is None or not regime.needs_labels:
+    def probe_data(self, seed: int | None = None) -> Dataset:
+        """The data every probe may fit on: the training split cut to the label budget's images (the seed's
+        draw) when it is set."""
+        labelled = self.labelled_for(seed)
+        return self.data if labelled is None else analysis_train_view(self.data, labelled)
+
+    def analysed_for(self, seed: int) -> Dataset:
+        """The stratified view the analyses of ``seed`` use: the same for every seed, except that under a label
+        budget its training split is the seed's own labelled draw."""
+        if self.labelled is None:
+            return self.analysed
+        if seed not in self._analysed:
+            self._analysed = {seed: analysis_view(self.probe_data(seed), self.config.analysis.max_images_per_split,
+                                                  self.config.data.split_seed)}
+        return self._analysed[seed]
+
+    def training_data(self, regime: Regime, seed: int | None = None) -> Dataset:
+        """What ``regime`` trains on: the label budget's images of the seed (cycled) for a regime that needs
+        labels, when a budget is set; otherwise the whole dataset."""
+        labelled = self.labelled_for(seed)
+        if labelled is None or not regime.needs_labels:
             return self.data
-        return training_view(self.data, self.labelled)
+        return training_view(self.data, labelled)
 
     def initial_encoder(self, seed: int) -> Encoder:
         """The seed's initial encoder, saved once so that every regime (and a resumed run) starts from it."""
@@ -278,7 +304,7 @@ class Experiment:
         if state_path.exists():
             log(f"{regime.name} seed {seed}: resuming from {state_path}")
         snapshot_images = data.test_x[:cfg.analysis.reconstructions] if cfg.analysis.reconstructions else None
-        probe_data = None if self.labelled is None else self.probe_data()
+        probe_data = None if self.labelled is None else self.probe_data(seed)
         callbacks = [ProgressBar(self.progress), *([EpochProbe(cfg.train.probe_train_images, probe_data)]
                                                    if cfg.train.probe_every_epoch else []),
                      *([Snapshots(snapshot_images)] if snapshot_images is not None else []),
@@ -287,8 +313,8 @@ class Experiment:
         if not self.world.main:  # the other ranks train their shares, resume with rank 0 and write nothing
             callbacks = [Checkpoint(state_path), SignalStop(self.stopper, str(state_path))]
         settings = TrainSettings.from_config(cfg.train, self.plugins.epochs_for(regime))
-        outcome = Trainer(regime, encoder, head, self.training_data(regime), settings, seed=seed, device=self.device,
-                          callbacks=callbacks).fit()
+        outcome = Trainer(regime, encoder, head, self.training_data(regime, seed), settings, seed=seed,
+                          device=self.device, callbacks=callbacks).fit()
         if not self.world.main:
             return {}
         row = test_metrics_row(self, regime, seed, encoder, head, outcome)
@@ -305,8 +331,10 @@ class Experiment:
         self._need_stage(f"extract({seed!r})", "prepare()", self._prepared)
         self._need_stage(f"extract({seed!r})", f"train(regime, {seed!r})", seed in self.encoders)
         started = time.perf_counter()
-        data, cfg = self.analysed, self.config
+        data, cfg = self.analysed_for(seed), self.config
         splits = {"train": data.train_x, "val": data.val_x, "test": data.test_x}
+        if self.labelled is not None and self._baselines.get("seed") != seed:  # each seed's draw: its own baselines
+            self._baselines = {"seed": seed}
         if not self.world.main:  # the other ranks extract their shares of every split for rank 0
             for encoder in self.encoders[seed].values():
                 extract_splits(encoder, splits, cfg.analysis.max_stage_features, self.device, gathered=True)
@@ -334,9 +362,10 @@ class Experiment:
         features = self._features.pop(seed)
         fresh = [m for m in features if m not in self._baselines.get("analysed", ())]
         self._baselines["analysed"] = ["pixels", "pca"]
-        points = stratified_subset(self.analysed.test_y.numpy(), self.config.analysis.analysis_points,
+        analysed = self.analysed_for(seed)
+        points = stratified_subset(analysed.test_y.numpy(), self.config.analysis.analysis_points,
                                    self.config.data.split_seed)
-        ctx = SeedContext(self.context, seed, self.analysed, features, self.encoders[seed], fresh, points,
+        ctx = SeedContext(self.context, seed, analysed, features, self.encoders[seed], fresh, points,
                           heads=self.heads.get(seed, {}))
         started = time.perf_counter()
         for analysis in self.plugins.analyses:

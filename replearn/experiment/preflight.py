@@ -210,7 +210,17 @@ def _first_step(regime: Regime, encoder: torch.nn.Module, info: DataInfo, data: 
         raise
     except Exception as exc:  # a plug-in may fail in any way: report it in one line
         raise _step_failure(where, exc, n) from None
-    loss, _ = check_step_output(regime, output)
+    loss, stats = check_step_output(regime, output)
+    if "sq_error" in stats:
+        with torch.no_grad():
+            rebuilt = regime.reconstruct(encoder.eval(), head.eval(), x[:1])
+        encoder.train(), head.train()
+        if rebuilt is None:
+            raise ConfigError(f"{where} reports the statistic 'sq_error', which replearn reads as the squared error "
+                              "of the reconstruction of the clean input (the report's reconstruction MSE), but it "
+                              "reconstructs nothing (reconstruct() returns None)",
+                              "report it under the regime's own key (e.g. 'brightness_sq_error') and turn it into a "
+                              "metric in the regime's metrics()")
     if not bool(torch.isfinite(loss).all()):
         raise ConfigError(f"{where} gives a non-finite loss ({float(loss.detach())}) on the first training batch",
                           "check its loss for a division by zero or log of 0, or lower its weights")

@@ -1,7 +1,13 @@
-"""Attributions of a class logit to the input pixels, all computed by Captum: Integrated Gradients
-(Sundararajan et al. 2017) from the dataset-mean image, SmoothGrad (Smilkov et al. 2017: Captum's
-``NoiseTunnel`` over plain gradients), gradient × input (``InputXGradient``) and Grad-CAM (Selvaraju et
-al. 2017) at a chosen stage, upsampled bilinearly to the image.
+"""Attributions of a class logit to the input pixels: Integrated Gradients (Sundararajan et al. 2017) from the
+dataset-mean image, gradient × input (``InputXGradient``) and Grad-CAM (Selvaraju et al. 2017) at a chosen stage,
+upsampled bilinearly to the image, computed by Captum; SmoothGrad (Smilkov et al. 2017), the mean of Captum's
+plain gradients (``Saliency``) over noisy copies, with its noise drawn here so that it is fixed per image.
+
+SmoothGrad's noise is one seeded tensor of ``smoothgrad_samples`` × C×H×W standard-normal draws, shared by every
+image and scaled by each image's own value range (Smilkov et al.'s σ / (x_max − x_min)): an image's map does not
+depend on which batch it is in or where, so re-running it on a slightly perturbed copy (``sensitivity_max``)
+changes the map only as much as the model's gradients change. Captum's ``NoiseTunnel`` draws fresh noise for
+every call, shaped like the batch, which made SmoothGrad's sensitivity its own sampling noise.
 
 ``METHODS`` maps each method's name to a function ``(model, x, target, settings) → Attribution``; the
 model must be hook-safe (``explain.hookable``: eval mode, no in-place activations). A map is the
@@ -15,8 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn as nn
-from captum.attr import (InputXGradient, IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel,
-                         Saliency)
+from captum.attr import InputXGradient, IntegratedGradients, LayerAttribution, LayerGradCam, Saliency
 
 from replearn.errors import ConfigError
 from replearn.interpret.explain import encoder_of, seeded, stage_module
@@ -26,7 +31,7 @@ from replearn.interpret.explain import encoder_of, seeded, stage_module
 class Settings:
     """How the methods run. ``baseline``: IG's reference image (1×C×H×W, the dataset mean; zeros when None);
     ``ig_steps``: IG's Riemann steps, evaluated ``internal_batch_size`` inputs at a time; SmoothGrad averages
-    ``smoothgrad_samples`` gradients under Gaussian noise of ``smoothgrad_noise`` × the inputs' value range;
+    ``smoothgrad_samples`` gradients under Gaussian noise of ``smoothgrad_noise`` × each image's value range;
     ``stage``: Grad-CAM's layer (an encoder stage name)."""
 
     baseline: torch.Tensor | None = None
@@ -68,12 +73,32 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor
     return Attribution(values.detach(), delta.detach())
 
 
+def smoothgrad_noise(samples: int, shape: tuple[int, ...], seed: int, device: torch.device | str = "cpu",
+                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """SmoothGrad's standard-normal noise, ``samples`` × ``shape`` (one image's C×H×W), from its own generator
+    seeded by ``seed``: the same for every image and every batch layout."""
+    gen = torch.Generator(device="cpu").manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
+    return torch.randn((samples, *shape), generator=gen, dtype=torch.float64).to(device, dtype)
+
+
 def smoothgrad(model: nn.Module, x: torch.Tensor, target: torch.Tensor, settings: Settings) -> Attribution:
-    spread = float((x.max() - x.min()).detach()) or 1.0
-    values = NoiseTunnel(Saliency(model)).attribute(
-        x, nt_type="smoothgrad", nt_samples=settings.smoothgrad_samples, stdevs=settings.smoothgrad_noise * spread,
-        nt_samples_batch_size=max(1, settings.internal_batch_size // max(1, len(x))), target=target, abs=False)
-    return Attribution(values.detach())
+    """Mean of the plain gradients of the target logit over ``smoothgrad_samples`` noisy copies of each image;
+    the noise (``smoothgrad_noise``) is fixed per image, scaled by the image's own value range. Its seed is one
+    draw from torch's random state, which ``attribute`` seeds: the same for every batch."""
+    x = x.detach()
+    seed = int(torch.randint(0, 2**62, (), device="cpu"))
+    noise = smoothgrad_noise(settings.smoothgrad_samples, tuple(x.shape[1:]), seed, x.device, x.dtype)
+    spread = (x.flatten(1).max(1).values - x.flatten(1).min(1).values)
+    sigma = (settings.smoothgrad_noise * torch.where(spread > 0, spread, torch.ones_like(spread))).view(-1, 1, 1, 1)
+    saliency = Saliency(model)
+    total = torch.zeros_like(x)
+    per_batch = max(1, settings.internal_batch_size // max(1, len(x)))
+    for start in range(0, len(noise), per_batch):
+        chunk = noise[start:start + per_batch]  # samples × C×H×W, each added to every image
+        noisy = (x[None] + sigma[None] * chunk[:, None]).reshape(-1, *x.shape[1:]).requires_grad_(True)
+        grads = saliency.attribute(noisy, target=target.repeat(len(chunk)), abs=False)
+        total += grads.detach().reshape(len(chunk), *x.shape).sum(0)
+    return Attribution(total / len(noise))
 
 
 def gradient_x_input(model: nn.Module, x: torch.Tensor, target: torch.Tensor, settings: Settings) -> Attribution:
@@ -129,7 +154,7 @@ def applies(method: str, model: nn.Module) -> bool:
 def attribute(method: str, model: nn.Module, x: torch.Tensor, target: torch.Tensor, settings: Settings,
               seed: int = 0) -> Attribution:
     """Attributions of ``model``'s logit of class ``target`` (one per image) to ``x`` by ``method``; seeded
-    (SmoothGrad's noise), leaving the global random state as it was."""
+    (SmoothGrad's noise, fixed per image whatever the batch), leaving the global random state as it was."""
     if method not in METHODS:
         check_methods([method], "method")
     device = next((p.device for p in model.parameters()), next((b.device for b in model.buffers()), x.device))

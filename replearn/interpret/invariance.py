@@ -1,6 +1,8 @@
 """Invariance by depth: how far a layer's representation of an image moves when the image undergoes a
 nuisance transformation, measured against how far it moves between different images of the same class and
-of different classes (in the spirit of Goodfellow et al. 2009, "Measuring invariances in deep networks").
+of different classes: a relative-displacement measure over the whole layer. It asks the question of Goodfellow
+et al. 2009 ("Measuring invariances in deep networks") but is not their score, which is per unit (a unit's
+firing rate over transformed copies of its preferred inputs, relative to its global firing rate).
 
 For one layer, with f(x) its features of image x (N test images; the features are centred on the clean
 images' mean and divided by one number per layer, the root of their mean variance over the clean images — not

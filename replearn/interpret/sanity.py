@@ -192,3 +192,98 @@ def not_reflecting(frame: pd.DataFrame, threshold: float = THRESHOLD, metric: st
     out = last[keys + [metric]].rename(columns={metric: f"{metric}_fully_randomised"}).reset_index(drop=True)
     out["not_reflecting"] = out[f"{metric}_fully_randomised"] >= threshold
     return out
+
+
+# ------------------------------------------------------------------ the null floor and the verdict against it
+INPUT_MULTIPLIED = ("integrated_gradients", "gradient_x_input")  # maps = something × (input − baseline)
+INPUT_FREE = "spearman_input_free"
+NULL_METRICS = (*METRICS, INPUT_FREE)
+MARGIN = 0.1  # how far above the random-vs-random floor a trained-vs-random similarity must be to fail
+
+
+def input_free_spearman(reference: np.ndarray, maps: np.ndarray, divisor: np.ndarray) -> np.ndarray:
+    """Per image, the Spearman rank correlation of the signed maps divided by ``divisor`` (the input minus the
+    method's baseline, summed over channels, N×H×W), over the pixels where the divisor is not ~0: for a method
+    that multiplies by the input this compares what multiplies it (IG's path-averaged gradient, the plain
+    gradient), which the input's own structure cannot dominate."""
+    out = np.full(len(reference), np.nan)
+    scale = np.abs(divisor).reshape(len(divisor), -1).max(1)
+    for i in range(len(reference)):
+        keep = np.abs(divisor[i]).ravel() > 1e-3 * max(float(scale[i]), 1e-12)
+        if keep.sum() < 3:
+            continue
+        a = reference[i].ravel()[keep] / divisor[i].ravel()[keep]
+        b = maps[i].ravel()[keep] / divisor[i].ravel()[keep]
+        out[i] = _rowwise_corr(rankdata(a)[None], rankdata(b)[None])[0]
+    return out
+
+
+def null_draw_seed(seed: int, draw: int, which: int) -> int:
+    """The seed of one full randomisation: draw ``draw``'s first (``which`` 0) or second (1) random model."""
+    return (seed * 7_919 + draw * 104_729 + which * 1_299_709 + 1) % (2 ** 63)
+
+
+def null_floor(model: nn.Module, maps_of: Callable[[nn.Module], np.ndarray], reference: np.ndarray,
+               draws: int = 3, seed: int = 0, divisor: np.ndarray | None = None) -> pd.DataFrame:
+    """``draws`` pairs of independent full randomisations of ``model`` (every layer of ``randomisable_layers``,
+    probe or head included; the model is restored): per draw, each metric of ``NULL_METRICS`` (mean over images)
+    between the trained maps (``reference``) and the first random model's (``trained_vs_random``), and between
+    the two random models' (``random_vs_random``: the floor — what the metric gives for two models that share
+    nothing learned). ``divisor`` (input − baseline) adds the input-free Spearman; NaN without it."""
+    layers = randomisable_layers(model)
+    rows = []
+    for draw in range(draws):
+        pair = []
+        for which in (0, 1):
+            with restored(model):
+                pair.append(maps_of(randomise_(model, layers, null_draw_seed(seed, draw, which))))
+        for kind, (a, b) in (("trained_vs_random", (reference, pair[0])), ("random_vs_random", (pair[0], pair[1]))):
+            sims = similarity(a, b)
+            sims[INPUT_FREE] = (input_free_spearman(a, b, divisor) if divisor is not None
+                                else np.full(len(a), np.nan))
+            rows.append({"kind": kind, "draw": draw, **{k: float(np.nanmean(v)) if np.isfinite(v).any() else np.nan
+                                                        for k, v in sims.items()}})
+    return pd.DataFrame(rows)
+
+
+def verdict_metric(method: str) -> str:
+    """The metric a method's verdict rests on: for a method that multiplies by the input, the input-free Spearman
+    (the absolute map's ranking is dominated by the input, whatever the weights); else the absolute Spearman."""
+    return INPUT_FREE if method in INPUT_MULTIPLIED else "spearman_abs"
+
+
+def verdicts(null: pd.DataFrame, margin: float = MARGIN) -> pd.DataFrame:
+    """Per model and method (rows of ``null_floor`` with ``model`` and ``method`` columns): for every metric the
+    trained-vs-random and random-vs-random means over draws with their range, and the verdict on the method's
+    ``verdict_metric``: the maps do not reflect what was learned when the trained maps survive randomisation
+    better than a random model's survive another randomisation (trained-vs-random above the floor by more than
+    ``margin``), or when the maps do not depend on the weights at all (floor above 1 − ``margin``). Passing is
+    necessary, not sufficient: a map can change with the weights and still say little about the model."""
+    rows = []
+    for (model, method), g in null.groupby(["model", "method"], sort=False):
+        row: dict[str, object] = {"model": model, "method": method, "draws": int(g.draw.nunique())}
+        for metric in NULL_METRICS:
+            for kind in ("trained_vs_random", "random_vs_random"):
+                values = g.loc[g.kind == kind, metric].dropna()
+                row[f"{metric}__{kind}"] = float(values.mean()) if len(values) else np.nan
+                row[f"{metric}__{kind}__min"] = float(values.min()) if len(values) else np.nan
+                row[f"{metric}__{kind}__max"] = float(values.max()) if len(values) else np.nan
+        metric = verdict_metric(method)
+        trained, floor = row[f"{metric}__trained_vs_random"], row[f"{metric}__random_vs_random"]
+        row["verdict_metric"] = metric
+        row["above_floor"] = float(trained) - float(floor)  # type: ignore[arg-type]
+        row["weight_independent"] = bool(float(floor) > 1 - margin)  # type: ignore[arg-type]
+        row["not_reflecting"] = bool(row["above_floor"] > margin or row["weight_independent"])  # type: ignore[operator]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def input_divisor(method: str, x: torch.Tensor, baseline: torch.Tensor | None) -> np.ndarray | None:
+    """What an input-multiplied method multiplies by, summed over channels (N×H×W): x − baseline for Integrated
+    Gradients (``baseline``: its reference image, zeros when None), x for gradient × input; None for the others."""
+    if method not in INPUT_MULTIPLIED:
+        return None
+    x = x.detach().double().cpu()
+    if method == "integrated_gradients" and baseline is not None:
+        x = x - baseline.detach().double().cpu().expand_as(x)
+    return x.sum(1).numpy()

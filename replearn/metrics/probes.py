@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from typing import Any
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -22,6 +22,7 @@ from replearn.metrics.arrays import as_feature_matrix
 from replearn.errors import ReplearnError
 from replearn.metrics.neighbours import nearest_neighbours
 from replearn.runtime.seeding import LABEL_DRAW, derive_seed
+from replearn.runtime.seeding import CV_FOLDS as CV_FOLDS_SEED
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -377,21 +378,44 @@ def choose_on_validation(val_accuracy: torch.Tensor, n_val: int, selection: str 
     return int(torch.nonzero(val_accuracy >= top - margin)[0])
 
 
-def linear_probe(train: tuple[ArrayLike, ArrayLike], val: tuple[ArrayLike, ArrayLike],
+CV_FOLDS = 5  # folds of the cross-validation that chooses a probe's setting inside a label budget
+
+
+def cv_folds(y: ArrayLike, folds: int = CV_FOLDS, seed: int = 0) -> torch.Tensor:
+    """Stratified fold of every labelled image (0 … f − 1, f = min(folds, images of the rarest class)): each
+    class's images dealt round-robin in a seeded order, so every fold holds every class. Fewer than 2 images
+    in some class gives −1 everywhere (no cross-validation possible: a held-out fold would take a class away)."""
+    y = torch.as_tensor(y).long()
+    counts = torch.bincount(y)
+    f = min(folds, int(counts[counts > 0].min())) if len(y) else 0
+    out = torch.full((len(y),), -1, dtype=torch.long)
+    if f < 2:  # every image −1: no fold can be held out without losing a class
+        return out
+    g = torch.Generator().manual_seed(derive_seed((seed, folds), CV_FOLDS_SEED))
+    for c in torch.nonzero(counts).squeeze(1).tolist():
+        idx = torch.nonzero(y == c).squeeze(1)
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        out[idx] = torch.arange(len(idx)) % f
+    return out
+
+
+def _fold_count(folds: torch.Tensor) -> int:
+    return int(folds.max()) + 1 if len(folds) else 0
+
+
+def linear_probe(train: tuple[ArrayLike, ArrayLike], val: tuple[ArrayLike, ArrayLike] | None,
                  test: tuple[ArrayLike, ArrayLike], l2_grid: list[float], max_iter: int = 500,
-                 tol: float = 3e-4, standardize: bool = True, selection: str = "best") -> ProbeResult:
+                 tol: float = 3e-4, standardize: bool = True, selection: str = "best",
+                 folds: int = CV_FOLDS) -> ProbeResult:
     """Fit one probe per L2 penalty (batched, each to convergence), pick one on validation (``selection``:
     see ``choose_on_validation``), and report that probe's test accuracy. ``standardize=False`` keeps the
-    features' relative scales (one common scale; see ``Standardizer``)."""
-    x, classes, target = prepare_labelled_features(*train)
-    scaler = Standardizer(per_feature=standardize).fit(x)
+    features' relative scales (one common scale; see ``Standardizer``). ``val=None`` (a label budget: no
+    labels beyond the training ones) chooses by stratified ``folds``-fold cross-validation inside the training
+    images instead, then refits on all of them; ``val_accuracy`` is then the cross-validated accuracy."""
+    if val is None:
+        return _linear_probe_cv(train, test, l2_grid, max_iter, tol, standardize, selection, folds)
     grid = sorted({float(v) for v in l2_grid}, reverse=True)
-    w, b, _ = fit_softmax_regression(scaler.transform(x), target, len(classes), grid, max_iter, tol)
-
-    def predictions(split: tuple[ArrayLike, ArrayLike]) -> torch.Tensor:
-        z = scaler.transform(_as_tensor(split[0]))
-        return classes[torch.einsum("nd,ldk->lnk", z, w).add_(b[:, None, :]).argmax(-1)]
-
+    predictions = _fit_linear(train, grid, max_iter, tol, standardize)
     val_y, test_y = torch.as_tensor(val[1]), torch.as_tensor(test[1])
     val_acc = (predictions(val) == val_y).float().mean(1)
     scores = {l2: float(a) for l2, a in zip(grid, val_acc)}
@@ -401,10 +425,82 @@ def linear_probe(train: tuple[ArrayLike, ArrayLike], val: tuple[ArrayLike, Array
                        scores, preds)
 
 
-def knn_probe(train: tuple[ArrayLike, ArrayLike], val: tuple[ArrayLike, ArrayLike],
-              test: tuple[ArrayLike, ArrayLike], k_grid: list[int], T: float = 0.07) -> ProbeResult:
+def _fit_linear(train: tuple[ArrayLike, ArrayLike], grid: list[float], max_iter: int, tol: float,
+                standardize: bool) -> Callable[[tuple[ArrayLike, ArrayLike]], torch.Tensor]:
+    """One probe per penalty of ``grid`` fitted on ``train``; returns the predictions (penalties × images) of a
+    split's features (its labels are not read)."""
+    x, classes, target = prepare_labelled_features(*train)
+    scaler = Standardizer(per_feature=standardize).fit(x)
+    w, b, _ = fit_softmax_regression(scaler.transform(x), target, len(classes), grid, max_iter, tol)
+
+    def predictions(split: tuple[ArrayLike, ArrayLike]) -> torch.Tensor:
+        z = scaler.transform(_as_tensor(split[0]))
+        return classes[torch.einsum("nd,ldk->lnk", z, w).add_(b[:, None, :]).argmax(-1)]
+    return predictions
+
+
+def _linear_probe_cv(train: tuple[ArrayLike, ArrayLike], test: tuple[ArrayLike, ArrayLike], l2_grid: list[float],
+                     max_iter: int, tol: float, standardize: bool, selection: str, folds: int) -> ProbeResult:
+    """``linear_probe`` choosing its penalty by cross-validation inside ``train`` (no validation labels); with
+    fewer than 2 images in some class no choice is possible and the strongest penalty of the grid is kept."""
+    x, y = _as_tensor(train[0]), torch.as_tensor(train[1]).long()
+    grid = sorted({float(v) for v in l2_grid}, reverse=True)
+    fold = cv_folds(y, folds)
+    n_folds = _fold_count(fold) if (fold >= 0).all() else 0
+    scores = {l2: float("nan") for l2 in grid}
+    if n_folds >= 2 and len(grid) > 1:
+        correct = torch.zeros(len(grid))
+        for f in range(n_folds):
+            held = fold == f
+            result = linear_probe((x[~held], y[~held]), (x[held], y[held]), (x[held], y[held]), grid, max_iter, tol,
+                                  standardize, "best")
+            correct += torch.tensor([result.val_by_setting[l2] for l2 in grid]) * int(held.sum())
+        cv_acc = correct / len(y)
+        scores = {l2: float(a) for l2, a in zip(grid, cv_acc)}
+        chosen = grid[choose_on_validation(cv_acc, len(y), selection)]
+    else:
+        chosen = grid[0]
+    preds = _fit_linear(train, [chosen], max_iter, tol, standardize)(test)[0]
+    accuracy = float((preds == torch.as_tensor(test[1])).float().mean())
+    return ProbeResult("linear", accuracy, scores[chosen], chosen, scores, preds)
+
+
+def _knn_probe_cv(train: tuple[ArrayLike, ArrayLike], test: tuple[ArrayLike, ArrayLike], k_grid: list[int],
+                  T: float, folds: int) -> ProbeResult:
+    """``knn_probe`` choosing k by cross-validation inside ``train`` (no validation labels); without enough
+    images per class for two folds, the first k of the grid."""
+    x, y = _as_tensor(train[0]), torch.as_tensor(train[1]).long()
+    fold = cv_folds(y, folds)
+    n_folds = _fold_count(fold) if (fold >= 0).all() else 0
+    scores = {float(k): float("nan") for k in k_grid}
+    k = k_grid[0]
+    if n_folds >= 2 and len(set(k_grid)) > 1:
+        num_classes = int(y.max()) + 1
+        correct = {kk: 0 for kk in k_grid}
+        for f in range(n_folds):
+            held = fold == f
+            rest_y = y[~held]
+            sims, idx = nearest_neighbours(x[held], x[~held], min(max(k_grid), int((~held).sum())))
+            for kk in k_grid:
+                preds = _knn_vote(sims, idx, rest_y, min(kk, idx.shape[1]), T, num_classes)
+                correct[kk] += int((preds == y[held]).sum())
+        scores = {float(kk): correct[kk] / len(y) for kk in k_grid}
+        k = max(k_grid, key=lambda kk: (scores[float(kk)], -kk))
+    test_x, test_y = _as_tensor(test[0]), torch.as_tensor(test[1]).long()
+    num_classes = int(max(y.max(), test_y.max())) + 1
+    sims, idx = nearest_neighbours(test_x, x, min(k, len(x)))
+    preds = _knn_vote(sims, idx, y, min(k, len(x)), T, num_classes)
+    return ProbeResult("knn", float((preds == test_y).float().mean()), scores[float(k)], float(k), scores, preds)
+
+
+def knn_probe(train: tuple[ArrayLike, ArrayLike], val: tuple[ArrayLike, ArrayLike] | None,
+              test: tuple[ArrayLike, ArrayLike], k_grid: list[int], T: float = 0.07,
+              folds: int = CV_FOLDS) -> ProbeResult:
     """kNN with k chosen on validation, then evaluated on test; one neighbour search serves every k. With a
-    single k there is nothing to choose, and the validation images are not searched (val accuracy NaN)."""
+    single k there is nothing to choose, and the validation images are not searched (val accuracy NaN).
+    ``val=None`` (a label budget) chooses k by ``folds``-fold cross-validation inside the training images."""
+    if val is None:
+        return _knn_probe_cv(train, test, k_grid, T, folds)
     train_x, val_x, test_x = (_as_tensor(s[0]) for s in (train, val, test))
     train_y, val_y, test_y = (torch.as_tensor(s[1]).long() for s in (train, val, test))
     num_classes = int(max(train_y.max(), val_y.max(), test_y.max())) + 1
@@ -436,13 +532,14 @@ class ProbeFit:
     selection: str = "best"
 
 
-def label_efficiency(train: tuple[ArrayLike, ArrayLike], val: tuple[ArrayLike, ArrayLike],
+def label_efficiency(train: tuple[ArrayLike, ArrayLike], val: tuple[ArrayLike, ArrayLike] | None,
                      test: tuple[ArrayLike, ArrayLike], per_class: list[int], draws: int, l2_grid: list[float],
                      seed: int = 0, fit: ProbeFit = ProbeFit()) -> pd.DataFrame:
     """Linear-probe test accuracy when only ``n`` labelled training images per class are available.
 
     For each n in ``per_class`` and each of ``draws`` seeded draws, a class-balanced labelled subset is
-    taken from the training split, the probe penalty is chosen on the (full) validation split, and test
+    taken from the training split, the probe penalty is chosen on the (full) validation split (``val=None``:
+    by cross-validation inside the drawn subset, so a draw uses no labels beyond its own), and test
     accuracy is reported; every probe is fitted as ``fit`` says. Raises if a class has fewer than
     max(per_class) training images.
     """

@@ -59,7 +59,7 @@ class Interval:
         value = fmt.format(scale * self.mean)
         if self.tie:
             return f"{value} ({self.n} seeds tie)"
-        if not self.has_interval:
+        if self.low is None or self.high is None or not self.has_interval:
             return value
         return f"{value} [{fmt.format(scale * self.low)}, {fmt.format(scale * self.high)}]"
 
@@ -200,7 +200,8 @@ def gap_text(gap: dict, scale: float = 100.0, unit: str = " pp", digits: int = 2
     fmt = f"{{:+.{digits}f}}"
     value = fmt.format(scale * gap["difference"]) + unit
     if gap["method"] == "tie":
-        return f"{value}: a tie (both right and wrong on the same images, all {gap['n_items']} test images of every seed)"
+        return (f"{value}: a tie (both right and wrong on the same images, all {gap['n_items']} test images of "
+                "every seed)")
     how = (f"two-level paired bootstrap over {gap['seeds']} seeds × {gap['n_items']} test images"
            if gap["method"] == "bootstrap-2level" else
            f"paired bootstrap over {gap['n_items']} test images, 1 seed: test-set sampling only")

@@ -78,10 +78,13 @@ class Regime:
         raise NotImplementedError
 
     def metrics(self, sums: dict[str, float], images: int, pixels: int) -> dict[str, float]:
-        """Per-epoch (or per-split) metrics from the summed statistics of ``images`` images. ``recon_mse``
-        (from ``sq_error``) means one thing in every regime: the mean squared error per pixel of the
-        deterministic reconstruction of the clean input, what ``reconstruct`` returns; a regime whose loss
-        measures another error (of a corrupted input, of a sampled latent) reports it under its own name."""
+        """Per-epoch (or per-split) metrics from the summed statistics of ``images`` images. Two statistic keys
+        are reserved, read here for every regime: ``correct`` (correctly classified images → ``accuracy``) and
+        ``sq_error`` (→ ``recon_mse``, the report's "reconstruction MSE (clean input)"), which means one thing
+        in every regime: the squared error of the deterministic reconstruction of the clean input, what
+        ``reconstruct`` returns — a regime that reports it but reconstructs nothing is refused before the run
+        (``preflight``). A regime whose loss measures another error (of a corrupted input, of a sampled latent,
+        of a regression target) reports it under its own key and turns it into a metric by overriding this."""
         out = {}
         if "correct" in sums:
             out["accuracy"] = sums["correct"] / images

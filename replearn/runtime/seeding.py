@@ -11,7 +11,8 @@ AUGMENT = (1_000_003 * 100_003, 100_003, 1)                # (seed, epoch, step)
 STEP = (1_000_003 * 100_003 * 7, 100_003 * 7, 7, 1)        # (seed, epoch, step, 1): the regime's own draws
 HEAD = (1, 1_000_003)                                      # (seed, 1): the regime's head weights
 LABEL_DRAW = (7919, 104_729, 1)                            # (seed, labels per class, draw): label efficiency
-LABEL_BUDGET = (15_485_863, 1)                             # (data.split_seed, labels per class): the budget's subset
+LABEL_BUDGET = (15_485_863,)                               # (training seed,): the budget's subsets, nested
+CV_FOLDS = (104_723, 1)                                    # (seed, folds): a probe's cross-validation folds
 
 
 def derive_seed(parts: tuple[int, ...], weights: tuple[int, ...]) -> int:

@@ -4,7 +4,8 @@ Every measure is read from the runs' saved files (nothing is retrained) and draw
 (``compare_runs.layout``): each model's linear-probe accuracy on the latent and on its best layer (chosen
 on validation accuracy), mean and 95% interval over seeds (``stats.seed_interval``: logit-scale t-interval for
 accuracies and CKA, none for one seed, a tie named as such); each regime's gap to the reference regime with a
-two-level paired bootstrap over seeds and the same test images (``stats.paired_gap``; one seed: images only); CKA between the regimes of a run and
+two-level paired bootstrap over seeds and the same test images (``stats.paired_gap``; one seed: images only);
+CKA between the regimes of a run and
 between runs (each run's latent against the same regime at the first swept value, same seed, on the same
 evaluation images); intrinsic dimension and gradient norms by layer; and a table of every run with the
 config values that differ. Figures go to figures/ (PNG) and tables to tables/ (CSV, LaTeX) beside
@@ -144,18 +145,23 @@ def gradient_norm(when: str) -> Measure:
     return measure
 
 
-def initial_gradient_norm(run: RunEntry) -> list[dict[str, Any]]:
+def initial_gradient_norm(run: RunEntry, column: str = "grad_norm") -> list[dict[str, Any]]:
     """Each layer's gradient norm at the very first step, before any weight moved
-    (metrics/grad_init_<regime>_seed<s>.csv), per regime."""
+    (metrics/grad_init_<regime>_seed<s>.csv), per regime; ``column`` grad_norm_per_param: norm / √parameters."""
     rows = []
     for _stem, frame in run.artifacts.csvs("grad_init_*.csv"):
-        if not {"regime", "layer", "grad_norm"} <= set(frame.columns):
+        if not {"regime", "layer", column} <= set(frame.columns):
             continue
         frame = frame[frame.layer != "head"]
         colors = compare_plots.layer_colors(list(dict.fromkeys(frame.layer)))
         rows += [{"panel": run.artifacts.style(r.regime)[0], "series": r.layer, "color": colors[r.layer],
-                  "value": float(r.grad_norm)} for r in frame.itertuples()]
+                  "value": float(getattr(r, column))} for r in frame.itertuples()]
     return rows
+
+
+def initial_gradient_per_param(run: RunEntry) -> list[dict[str, Any]]:
+    """``initial_gradient_norm`` divided by √(the layer's parameters): the root mean square gradient entry."""
+    return initial_gradient_norm(run, "grad_norm_per_param")
 
 
 def probe_by_layer(run: RunEntry) -> list[dict[str, Any]]:
@@ -317,6 +323,9 @@ GUIDES = {
     "grad_init": "Gradient norm of each layer's parameters at the very first training step, before any weight "
                  "moved: vanishing or exploding gradients at initialisation show as norms that shrink or grow "
                  "with depth.",
+    "grad_init_per_param": "The same first-step gradient norms divided by √(the layer's number of parameters): the "
+                           "root mean square gradient entry, which compares layers of different sizes (a Frobenius "
+                           "norm grows with the number of parameters).",
     "grad_start": "Gradient norm of each layer's parameters in the first epoch, per regime: vanishing or "
                   "exploding gradients show as norms that shrink or grow with depth.",
     "grad_mean": "Gradient norm of each layer's parameters, mean over training epochs, per regime.",
@@ -346,6 +355,8 @@ def sections(runs: list[RunEntry], lay: Layout, notes: list[str], out: Output) -
               aggregate(lay_done, dimension_by_layer("twonn")), {"series": "layer"}),
              ("grad_init", "Gradient norms by layer at initialisation", "gradient norm",
               aggregate(lay_done, initial_gradient_norm), {"log_y": True, "series": "layer"}),
+             ("grad_init_per_param", "Gradient per parameter by layer at initialisation", "gradient norm / √params",
+              aggregate(lay_done, initial_gradient_per_param), {"log_y": True, "series": "layer"}),
              ("grad_start", "Gradient norms by layer, first epoch", "gradient norm",
               aggregate(lay_done, gradient_norm("start")), {"log_y": True, "series": "layer"}),
              ("grad_mean", "Gradient norms by layer, mean over training", "gradient norm",

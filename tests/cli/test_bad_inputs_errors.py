@@ -167,6 +167,7 @@ CASES = [
     ("B185", "CIFAR binary batch with more records than the format holds", lambda t: cifar_binary(t, records=10_001), "holds 10,001 records of 3073 bytes; a CIFAR file of that name holds at most 10,000"),
     ("B186", "CIFAR binary label byte beyond the classes", lambda t: cifar_binary(t, label=200), "a label byte is 200, but the labels are class indices 0..9"),
     ("B187", "CIFAR batch file that cannot be read", unreadable_cifar, "cannot be read (Permission denied)"),
+    ("B188", "a plug-in regime reporting 'sq_error' without reconstructing", lambda t: regime_run(t, "plug_b188", regime_source("sqerror", "{'sq_error': z.detach().square().sum()}")), "reads as the squared error of the reconstruction of the clean input"),
 ]
 
 

@@ -47,6 +47,7 @@ CASES = [
     ("B222", "zero SmoothGrad noise", lambda t: tiny_run(t, "analyses.faithfulness.smoothgrad_noise=0"), "analyses.faithfulness.smoothgrad_noise' must be > 0.0"),
     ("B223", "negative infidelity perturbations", lambda t: tiny_run(t, "analyses.faithfulness.infidelity_samples=-1"), "analyses.faithfulness.infidelity_samples' must be >= 0, got -1"),
     ("B224", "Grad-CAM asked for on an encoder that reuses one ReLU for two layers (Captum's hooks would misread it)", lambda t: tiny_run(t, f"model.name={plugin_module(t, 'plug_b224', REUSING_NET)}:Net", "model.layers=[conv1]", "analyses.attributions.gradcam_stage=conv1"), "calls its module 'module.act' 2 times in one forward pass"),
+    ("B225", "no draws for the sanity checks' null floor", lambda t: tiny_run(t, "analyses.sanity.draws=0"), "analyses.sanity.draws' must be >= 1, got 0"),
 ]
 
 

@@ -1,6 +1,6 @@
-"""Bad inputs of the study options (B300–B319): the label budget, the conv encoder's depth options and
-TensorBoard, checked like the main catalogue (tests/cli/test_bad_inputs.py): exit status 2, one line naming
-the problem and the fix, no traceback, nothing on disk changed, under 30 s."""
+"""Bad inputs of the study options (B300–B319): the label budget, the conv encoder's depth options (and
+its initialisation) and TensorBoard, checked like the main catalogue (tests/cli/test_bad_inputs.py): exit
+status 2, one line naming the problem and the fix, no traceback, nothing on disk changed, under 30 s."""
 from __future__ import annotations
 
 import pytest
@@ -17,6 +17,7 @@ CASES = [
     ("B306", "residual connections with one convolution per stage", lambda t: ["run", "--set", "model.residual=true"], "set model.convs_per_stage to 2 or more"),
     ("B307", "TensorBoard switch that is not true or false", lambda t: ["run", "--set", "analysis.tensorboard=sometimes"], "analysis.tensorboard' must be of type bool"),
     ("B308", "--tensorboard added to a resumed run", lambda t: ["run", "--resume", str(t / "run"), "--tensorboard"], "cannot be combined with it"),
+    ("B309", "initialisation that does not exist", lambda t: ["run", "--set", "model.init=he"], "choose one of: default, kaiming, xavier, orthogonal"),
 ]
 
 

@@ -30,11 +30,16 @@ def test_tiny_run_writes_attribution_tables_and_report_sections(blob_npz, tmp_pa
     assert set(sanity.model) == models - {"pixels", "random"} and set(sanity.test) == {"cascading", "independent"}
     assert sanity[["spearman_abs", "spearman", "ssim", "hog"]].abs().le(1.0 + 1e-9).all().all()
     assert set(sanity[sanity.model == "supervised"].layer) == {"probe", "latent", "stage2", "stage1"}
+    null = pd.read_csv(out / "metrics" / "sanity_null.csv")
+    assert set(null.kind) == {"trained_vs_random", "random_vs_random"} and set(null.draw) == {0, 1, 2}
+    assert null[null.method == "integrated_gradients"].spearman_input_free.notna().all()
+    assert null[null.method == "smoothgrad"].spearman_input_free.isna().all()
 
     faithfulness = pd.read_csv(out / "metrics" / "faithfulness.csv")
     assert set(faithfulness.model) == models and "random" in set(faithfulness.method)
     assert faithfulness.deletion_auc.between(0, 1).all() and faithfulness.insertion_auc.between(0, 1).all()
     assert faithfulness[faithfulness.method != "random"].infidelity.notna().all()
+    assert (faithfulness[faithfulness.method != "random"].sensitivity_floor < 1e-6).all()  # SmoothGrad's included
 
     assert (out / "artifacts" / "attributions_seed0.npz").is_file()
     assert (out / "artifacts" / "faithfulness_seed0.npz").is_file()
@@ -42,5 +47,6 @@ def test_tiny_run_writes_attribution_tables_and_report_sections(blob_npz, tmp_pa
     for title in ("Attributions: what each model looks at", "Sanity checks: do the maps depend on what was learned?",
                   "Faithfulness: deletion, insertion, infidelity, sensitivity"):
         assert title in html, title
+    assert "random vs random (floor)" in html and "necessary, not sufficient" in html
     for figure in ("attributions", "sanity", "faithfulness"):
         assert (out / "figures" / f"{figure}.png").is_file()

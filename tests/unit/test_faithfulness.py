@@ -64,3 +64,52 @@ def test_infidelity_and_sensitivity_are_per_image_and_finite():
     # a linear model's gradient is the same everywhere, so its (smoothed) gradient predicts every perturbation's
     # effect exactly: infidelity ~0
     assert inf.max() < 1e-4
+
+
+def test_every_method_scores_zero_sensitivity_at_a_vanishing_radius():
+    """SmoothGrad's noise is fixed per image, so re-running it on a barely perturbed batch of a different shape
+    gives the same map: its max-sensitivity at radius 1e-9 is ~0, like the deterministic methods'."""
+    from replearn.interpret.attributions import METHODS
+
+    from replearn.config.sections import model_config
+    from replearn.encoders import build_encoder
+    from replearn.interpret.targets import HeadLogits
+
+    torch.manual_seed(0)
+    encoder = build_encoder(model_config(channels=[4, 8], latent_dim=5), (1, 8, 8), 0)
+    model = hookable(HeadLogits(encoder, nn.Linear(5, 3)))
+    x, target = torch.rand(6, 1, 8, 8), torch.arange(6) % 3
+    settings = Settings(baseline=torch.zeros(1, 1, 8, 8), ig_steps=8, smoothgrad_samples=8, stage="stage1")
+    for method in METHODS:
+        def explain(i, t, method=method):
+            return attribute(method, model, i, t, settings, seed=5).values
+        floor = sensitivity_scores(explain, x, target, samples=2, radius=1e-9)
+        real = sensitivity_scores(explain, x, target, samples=2, radius=0.05)
+        assert floor.max() < 1e-6, (method, floor)
+        if method == "smoothgrad":
+            assert real.mean() > 100 * max(floor.max(), 1e-9)  # a real perturbation still moves the map
+
+
+def test_smoothgrad_maps_do_not_depend_on_the_batch_and_match_captum_saliency():
+    from captum.attr import Saliency
+
+    from replearn.interpret.attributions import smoothgrad_noise
+
+    torch.manual_seed(1)
+    model = hookable(nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(3 * 64, 2)))
+    x, target = torch.rand(5, 1, 8, 8), torch.tensor([0, 1, 1, 0, 1])
+    settings = Settings(smoothgrad_samples=6, smoothgrad_noise=0.2, internal_batch_size=8)
+    whole = attribute("smoothgrad", model, x, target, settings, seed=11).values
+    alone = torch.cat([attribute("smoothgrad", model, x[i:i + 1], target[i:i + 1], settings, seed=11).values
+                       for i in range(5)])
+    shuffled = attribute("smoothgrad", model, x.flip(0), target.flip(0), settings, seed=11).values.flip(0)
+    assert torch.allclose(whole, alone, atol=1e-6) and torch.allclose(whole, shuffled, atol=1e-6)
+    # independent check: Captum's Saliency on each noisy copy, averaged; the noise is drawn as attribute draws it
+    from replearn.interpret.explain import seeded
+
+    with seeded(11):
+        noise = smoothgrad_noise(6, (1, 8, 8), int(torch.randint(0, 2**62, ())))
+    spread = (x.flatten(1).max(1).values - x.flatten(1).min(1).values).view(-1, 1, 1, 1)
+    expected = torch.stack([Saliency(model).attribute(x + 0.2 * spread * n, target=target, abs=False)
+                            for n in noise]).mean(0)
+    assert torch.allclose(whole, expected, atol=1e-6)

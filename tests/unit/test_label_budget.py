@@ -1,5 +1,6 @@
 """train.labels_per_class: regimes trained with labels, and every probe, see only a class-balanced, seeded
-subset of the labelled training images (the same for every regime and seed); label-free regimes see all."""
+subset of the labelled training images (the same for every regime of a seed, a new draw per seed, nested across
+budgets); label-free regimes see all; probes choose their settings inside the budget."""
 from __future__ import annotations
 
 import numpy as np
@@ -100,13 +101,25 @@ def test_label_free_regime_sees_every_training_image_without_labels(budget_run):
     assert rows_of(torch.cat(seen["x"]), experiment.data.train_x) == set(range(len(experiment.data.train_y)))
 
 
-def test_the_same_subset_for_every_regime_and_seed_and_probes_fit_on_it(budget_run, tmp_path):
+def test_subsets_are_nested_across_budgets_and_follow_the_seed():
+    y = np.repeat(np.arange(4), 30)
+    for seed in (0, 1, 7):
+        smaller = [set(labelled_subset(y, n, seed).tolist()) for n in (1, 2, 5, 10, 30)]
+        assert all(a <= b for a, b in zip(smaller, smaller[1:])), seed
+    assert set(labelled_subset(y, 5, 0).tolist()) != set(labelled_subset(y, 5, 1).tolist())
+
+
+def test_the_same_subset_for_every_regime_a_new_draw_per_seed_and_probes_fit_on_it(budget_run, tmp_path):
     experiment, _, _ = budget_run
     again = Experiment(experiment.config, ["train.seeds=[0,1]", "train.regimes=[supervised,autoencoder,joint]"],
                        out=tmp_path / "again", progress=False)
     again.load_data()
-    assert np.array_equal(again.labelled, experiment.labelled)
-    analysed = experiment.analysed
+    assert np.array_equal(again.labelled_for(0), experiment.labelled)
+    assert not np.array_equal(again.labelled_for(1), again.labelled_for(0))  # the draw follows the seed
+    supervised, joint = again.plugins.regime("supervised"), again.plugins.regime("joint")
+    for seed in (0, 1):
+        assert torch.equal(again.training_data(supervised, seed).train_y, again.training_data(joint, seed).train_y)
+    analysed = experiment.analysed_for(0)
     assert torch.equal(analysed.train_y, experiment.data.train_y[torch.from_numpy(experiment.labelled)])
     assert torch.equal(analysed.train_x, experiment.data.train_x[torch.from_numpy(experiment.labelled)])
     assert len(analysed.val_y) == len(experiment.data.val_y)
@@ -144,3 +157,68 @@ def test_a_budget_beyond_the_rarest_class_is_refused_before_the_run_directory_ex
     with pytest.raises(ConfigError, match="train.labels_per_class=1000"):
         Experiment(config_from_dict(raw), out=tmp_path / "never", progress=False).prepare()
     assert not (tmp_path / "never").exists()
+
+
+def test_under_a_budget_of_5_per_class_on_digits_no_probe_fit_or_choice_touches_more_than_50_labels(tmp_path,
+                                                                                                    monkeypatch):
+    """Every call of the probes (linear, kNN, label efficiency, and their cross-validation folds) is recorded with
+    the labels it may read to fit and to choose (training labels, plus validation labels when it is given any);
+    none may exceed the budget's 10 × 5, and the training labels are the seed's budget."""
+    import threading
+
+    import replearn.analyses.probes as probe_analysis
+    import replearn.metrics.probes as probes
+
+    calls: list[tuple[str, int, list[int]]] = []
+    lock = threading.Lock()
+
+    def spy(name, real):
+        def wrapped(train, val, test, *args, **kwargs):
+            seen = torch.as_tensor(train[1]).tolist() + ([] if val is None else torch.as_tensor(val[1]).tolist())
+            with lock:
+                calls.append((name, len(seen), torch.as_tensor(train[1]).tolist()))
+            return real(train, val, test, *args, **kwargs)
+        return wrapped
+
+    for module in (probes, probe_analysis):
+        monkeypatch.setattr(module, "linear_probe", spy("linear", probes.linear_probe))
+        monkeypatch.setattr(module, "knn_probe", spy("knn", probes.knn_probe))
+    raw = {"name": "digits-budget", "data": {"name": "digits"},
+           "model": {"channels": [4, 8], "latent_dim": 8},
+           "train": {"epochs": 1, "batch_size": 64, "labels_per_class": 5, "regimes": ["supervised"],
+                     "probe_every_epoch": False},
+           "analysis": {"max_stage_features": 32, "projection_points": 0, "reconstructions": 0,
+                        "label_counts": [1, 2], "label_draws": 2, "analysis_points": 60,
+                        "probe_l2_grid": [1e-4, 1e-2, 1.0], "knn_k_grid": [1, 3, 5], "figure_formats": ["png"]}}
+    experiment = Experiment(config_from_dict(raw), out=tmp_path / "out", progress=False)
+    experiment.prepare()
+    experiment.plugins.analyses = [a for a in experiment.plugins.analyses if a.name in ("probes", "label_efficiency")]
+    experiment.initial_encoder(0)
+    experiment.train("supervised", 0)
+    experiment.extract(0)
+    tables = experiment.analyse(0)
+    assert {"linear", "knn"} <= {name for name, _, _ in calls} and len(calls) > 20
+    assert max(n for _, n, _ in calls) <= 50, sorted({n for _, n, _ in calls})[-3:]
+    budget = experiment.data.train_y[torch.from_numpy(experiment.labelled_for(0))]
+    full = [labels for _, n, labels in calls if len(labels) == 50]
+    assert full and all(sorted(labels) == sorted(budget.tolist()) for labels in full)
+    probes_table = tables["probes"]
+    chosen = probes_table[probes_table.probe == "linear"].chosen
+    assert chosen.isin([1e-4, 1e-2, 1.0]).all() and probes_table.val_accuracy.notna().all()  # a CV choice was made
+
+
+def test_cross_validation_folds_are_stratified_and_one_label_per_class_chooses_nothing():
+    from replearn.metrics.probes import cv_folds, knn_probe, linear_probe
+
+    y = torch.arange(3).repeat_interleave(7)
+    folds = cv_folds(y, 5)
+    for f in range(5):
+        assert torch.bincount(y[folds == f], minlength=3).min() >= 1  # every fold holds every class
+    assert (cv_folds(torch.tensor([0, 1, 2]), 5) == -1).all()
+    rng = np.random.default_rng(0)
+    x = torch.as_tensor(rng.normal(size=(3, 4)), dtype=torch.float32)
+    test = (torch.as_tensor(rng.normal(size=(6, 4)), dtype=torch.float32), torch.tensor([0, 1, 2, 0, 1, 2]))
+    lin = linear_probe((x, torch.tensor([0, 1, 2])), None, test, [1e-3, 1.0, 0.1])
+    assert lin.chosen == 1.0 and np.isnan(lin.val_accuracy)  # the strongest penalty, nothing measured
+    knn = knn_probe((x, torch.tensor([0, 1, 2])), None, test, [3, 1])
+    assert knn.chosen == 3 and np.isnan(knn.val_accuracy)

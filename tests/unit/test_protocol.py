@@ -367,3 +367,28 @@ def test_the_denoising_mask_takes_whole_pixels_on_colour_images():
     grey = torch.ones(50, 1, 10, 10)  # grey images: the same draws as before
     g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
     assert torch.equal(corrupt(grey, g1, 0.0, 0.3) != 0, torch.rand(grey.shape, generator=g2) >= 0.3)
+
+
+def test_protocol_flags_per_process_batch_norm_for_contrastive_under_several_processes_and_names_the_init(
+        blob_npz, tmp_path):
+    import json
+
+    from replearn.analyses import RunArtifacts
+    from replearn.analyses.protocol import Protocol
+
+    raw = tiny_config(blob_npz, regimes=["contrastive"], epochs=1)
+    raw["model"]["init"] = "kaiming"
+    experiment = Experiment(config_from_dict(raw), out=tmp_path / "run", progress=False)
+    experiment.prepare()
+    run_dir = experiment.run_dir.path
+
+    def bullets() -> list[str]:
+        (section,) = Protocol().sections(RunArtifacts(run_dir))
+        return section.bullets
+
+    assert not any("processes with batch norm" in b for b in bullets())  # one process: nothing to flag
+    assert any(b.startswith("Initial weights (model.init): kaiming") for b in bullets())
+    environment = json.loads((run_dir / "environment.json").read_text())
+    (run_dir / "environment.json").write_text(json.dumps({**environment, "world_size": 2}))
+    flagged = [b for b in bullets() if "processes with batch norm" in b]
+    assert len(flagged) == 1 and "train.sync_batchnorm" in flagged[0] and "under 2 processes" in flagged[0]

@@ -4,6 +4,7 @@ keeps a similarity of 1 and is marked, and the randomisation leaves the model as
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import pandas as pd
 import torch
 import torch.nn as nn
@@ -97,3 +98,41 @@ def test_similarity_of_a_map_with_itself_is_one_and_with_its_negative_is_not():
     flipped = similarity(maps, -maps)
     assert np.allclose(flipped["spearman"], -1.0) and np.allclose(flipped["spearman_abs"], 1.0)
     assert np.allclose(similarity(maps, np.zeros_like(maps))["hog"], 0.0)
+
+
+def test_verdict_against_the_null_floor_passes_input_multiplied_maps_and_fails_a_map_that_ignores_the_weights():
+    """gradient × input on a trained model: its absolute maps stay similar after randomisation (the input dominates
+    them) but no more than two random models' maps are to each other, and its input-free ranking changes: it
+    passes. An edge detector ignores the weights: the floor itself is 1, so it fails."""
+    from replearn.interpret.sanity import INPUT_FREE, null_floor, verdicts
+
+    model, x, y = trained_model()
+    divisor = x[:, 0].numpy()  # gradient × input's baseline is 0
+    gxi = lambda m: attribute("gradient_x_input", m, x, y, Settings()).maps  # noqa: E731
+    frames = [null_floor(model, gxi, gxi(model), draws=3, divisor=divisor).assign(method="gradient_x_input"),
+              null_floor(model, lambda m: edges(x), edges(x), draws=3).assign(method="edges")]
+    null = pd.concat(frames).assign(model="trained")
+    assert set(null.draw) == {0, 1, 2} and set(null.kind) == {"trained_vs_random", "random_vs_random"}
+    marks = verdicts(null).set_index("method")
+    gx = marks.loc["gradient_x_input"]
+    assert gx.verdict_metric == INPUT_FREE and not gx.not_reflecting
+    assert gx[f"{INPUT_FREE}__trained_vs_random"] < 0.5
+    assert gx["spearman_abs__random_vs_random"] > gx[f"{INPUT_FREE}__random_vs_random"]  # |map| rides on the input
+    edge = marks.loc["edges"]
+    assert edge.not_reflecting and edge.weight_independent
+    assert edge["spearman_abs__random_vs_random"] == pytest.approx(1.0)
+    assert gx["spearman_abs__trained_vs_random__min"] <= gx["spearman_abs__trained_vs_random"] \
+        <= gx["spearman_abs__trained_vs_random__max"]
+
+
+def test_input_free_spearman_divides_out_the_input():
+    from replearn.interpret.sanity import input_free_spearman
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.5, 1.5, size=(2, 6, 6))
+    g1, g2 = rng.normal(size=(2, 6, 6)), rng.normal(size=(2, 6, 6))
+    same = input_free_spearman(g1 * x, 3 * g1 * x, x)
+    assert np.allclose(same, 1.0)  # the same gradient under any positive scale
+    from scipy.stats import spearmanr
+    got = input_free_spearman(g1 * x, g2 * x, x)
+    assert got == pytest.approx([spearmanr(g1[i].ravel(), g2[i].ravel())[0] for i in range(2)])
