@@ -311,11 +311,23 @@ class Phase:
     fix: str = ""
 
 
-def plan_run(shape: RunShape, analyses: list[str], train_images: int, epochs: int, seeds: int, rate: float,
-             held_bytes: float, train_bytes: float, formats: int, batch_size: int = 64) -> list[Phase]:
+@dataclass
+class Workload:
+    """How much a run trains and renders: its training images, epochs, seeds, batch size and figure formats."""
+    train_images: int
+    epochs: int
+    seeds: int
+    batch_size: int = 64
+    formats: int = 1
+
+
+def plan_run(shape: RunShape, analyses: list[str], work: Workload, rate: float, held_bytes: float,
+             train_bytes: float) -> list[Phase]:
     """Each phase's predicted time (all seeds) and peak memory: training, extraction, each analysis, the
     report. ``held_bytes``: what the run holds throughout (images and analysed features); ``train_bytes``:
     training's own peak (parameters, optimiser state, a batch's activations)."""
+    train_images, epochs, seeds, batch_size = work.train_images, work.epochs, work.seeds, work.batch_size
+    formats = work.formats
     train_passes = 3 * train_images * epochs * shape.regimes * seeds
     steps = math.ceil(train_images / batch_size) * epochs * shape.regimes * seeds
     phases = [Phase(TRAINING, Cost(passes=train_passes, seconds=steps * TRAIN_STEP_SECONDS).time(shape, rate),

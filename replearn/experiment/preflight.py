@@ -29,6 +29,8 @@ PARAMETER_COPIES, ACTIVATION_COPIES = 4, 1
 FEATURE_COPIES = 2
 
 
+PLAN_LOG_SECONDS = 60  # runs predicted to take at least this long print their plan before starting
+
 def check_data_fits(cfg: Config, data: Dataset, device: torch.device | str = "cpu") -> None:
     """Fail before training if the analyses ask for more than the data (the images they analyse) hold, or the
     model or the analysed features would not fit in memory."""
@@ -88,8 +90,9 @@ def plan_run(cfg: Config, data: Dataset, analyses: list[str], device: torch.devi
                   + shape.images * shape.encoders * (stages + shape.latent))
     size = model_size(cfg, data.image_shape, cfg.train.batch_size)
     training = 4.0 * (PARAMETER_COPIES * size[0] + ACTIVATION_COPIES * size[1]) if size else 0.0
-    phases = costs.plan_run(shape, analyses, len(data.train_y), cfg.train.epochs, len(cfg.train.seeds), rate, held,
-                            training, len(cfg.analysis.figure_formats), cfg.train.batch_size)
+    work = costs.Workload(len(data.train_y), cfg.train.epochs, len(cfg.train.seeds), cfg.train.batch_size,
+                          len(cfg.analysis.figure_formats))
+    phases = costs.plan_run(shape, analyses, work, rate, held, training)
     available = available_memory() if available is None else available
     if torch.device(device).type == "cpu":
         worst = max(phases, key=lambda p: p.bytes)
@@ -99,9 +102,10 @@ def plan_run(cfg: Config, data: Dataset, analyses: list[str], device: torch.devi
                               f"{costs.format_bytes(available)} available", f"lower {worst.fix}")
     total = sum(p.seconds for p in phases)
     top = sorted(phases, key=lambda p: -p.seconds)[:4]
-    log(f"plan: ≈ {format_duration(total)} at {rate / 1e9:.0f} GFLOP/s ("
-        + ", ".join(f"{p.name} {format_duration(p.seconds)}" for p in top)
-        + f"); peak memory ≈ {costs.format_bytes(max(p.bytes for p in phases))}")
+    if total >= PLAN_LOG_SECONDS:  # a short run's plan would be noise (and a line before any later error)
+        log(f"plan: ≈ {format_duration(total)} at {rate / 1e9:.0f} GFLOP/s ("
+            + ", ".join(f"{p.name} {format_duration(p.seconds)}" for p in top)
+            + f"); peak memory ≈ {costs.format_bytes(max(p.bytes for p in phases))}")
     return phases
 
 
