@@ -29,7 +29,6 @@ from replearn.data import load_dataset
 
 from test_bad_inputs import folder_run, png_tree
 
-FOLDER = "replearn.data.sources.folder"
 
 
 def snapshot(root: Path) -> dict[str, tuple]:
@@ -169,10 +168,10 @@ CASES = [
 ]
 PERMISSION_CASES = {"B131", "B132", "B133", "B134", "B142", "B143"}
 PATCHES = {
-    "B138": {f"{FOLDER}.MAX_FILE_BYTES": 2_000},
-    "B139": {f"{FOLDER}.MAX_TREE_ENTRIES": 60},
-    "B144": {f"{FOLDER}.available_memory": lambda: 256 << 20},
-    "B145": {f"{FOLDER}.free_space": lambda folder: 1 << 20},
+    "B138": {"replearn.data.imagefolder.walk.MAX_FILE_BYTES": 2_000},
+    "B139": {"replearn.data.imagefolder.walk.MAX_TREE_ENTRIES": 60},
+    "B144": {"replearn.data.imagefolder.cache.available_memory": lambda: 256 << 20},
+    "B145": {"replearn.data.imagefolder.cache.free_space": lambda folder: 1 << 20},
 }
 
 

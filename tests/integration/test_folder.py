@@ -10,7 +10,8 @@ from PIL import Image
 
 from replearn.config.sections import DataConfig
 from replearn.data import ImageStore, analysis_view, load_dataset
-from replearn.data.sources import folder as folder_module
+from replearn.data.imagefolder import cache as folder_cache
+from replearn.data.imagefolder import decode as folder_decode
 from replearn.errors import DataError
 
 
@@ -99,8 +100,8 @@ def test_cache_is_reused_and_keyed_by_content(tmp_path, monkeypatch):
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again")
 
-    monkeypatch.setattr(folder_module, "decode", no_decoding)
-    monkeypatch.setattr(folder_module, "scan_headers", no_decoding)
+    monkeypatch.setattr(folder_decode, "decode", no_decoding)
+    monkeypatch.setattr(folder_decode, "scan_headers", no_decoding)
     second = load_dataset(cfg)  # from the cache: neither headers nor pixels are decoded
     assert torch.equal(first.train_x, second.train_x)
     path = tmp_path / "t" / "dog" / "00001.png"
@@ -173,7 +174,7 @@ def _the_cache(tmp_path: Path) -> Path:
 
 def _zero_pixels(path: Path) -> None:
     data = bytearray(path.read_bytes())
-    data[folder_module.HEADER_BYTES:] = bytes(len(data) - folder_module.HEADER_BYTES)
+    data[folder_cache.HEADER_BYTES:] = bytes(len(data) - folder_cache.HEADER_BYTES)
     path.write_bytes(bytes(data))
 
 
@@ -204,8 +205,8 @@ def _no_decoding(monkeypatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("decoded again")
 
-    monkeypatch.setattr(folder_module, "decode", refuse)
-    monkeypatch.setattr(folder_module, "scan_headers", refuse)
+    monkeypatch.setattr(folder_decode, "decode", refuse)
+    monkeypatch.setattr(folder_decode, "scan_headers", refuse)
 
 
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
@@ -269,7 +270,7 @@ def test_a_failed_cache_write_leaves_nothing_behind(tmp_path, monkeypatch):
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(folder_module, "array_record", disk_full)
+    monkeypatch.setattr(folder_decode, "array_record", disk_full)
     with pytest.raises(DataError, match=r"could not be written in .* \(No space left on device\); nothing was kept"):
         load_dataset(cfg_for(tmp_path / "t", tmp_path))
     assert not (tmp_path / "cache").exists()
@@ -279,7 +280,7 @@ def test_data_too_large_for_memory_are_refused_before_anything_is_written(tmp_pa
     """600 images at 1024 px once ended in a MemoryError traceback after decoding, leaving the cache."""
     x, y = grey_images(30)
     write_tree(tmp_path / "t", x, y)
-    monkeypatch.setattr(folder_module, "available_memory", lambda: 256 << 20)
+    monkeypatch.setattr(folder_cache, "available_memory", lambda: 256 << 20)
     with pytest.raises(DataError, match=r"30 images of 1×1024×1024 would take 120.0 MiB as normalised float32 "
                                         r"\(about 480.0 MiB while loading\), more than the 256.0 MiB") as err:
         load_dataset(cfg_for(tmp_path / "t", tmp_path, image_size=1024))

@@ -30,7 +30,8 @@ from replearn.cli.main import main
 from replearn.config.sections import DataConfig
 from replearn.data import ImageStore, load_dataset
 from replearn.data.imagedecode import decode as real_decode
-from replearn.data.sources import folder as folder_module
+from replearn.data.imagefolder import cache as folder_cache
+from replearn.data.imagefolder import decode as folder_decode
 from replearn.errors import DataError
 
 LOADER = """
@@ -224,14 +225,14 @@ def test_names_with_escape_sequences_are_printed_escaped(tmp_path, capsys, monke
 SLOW_RUN = """
 import sys, time
 from replearn.data import imagedecode
-from replearn.data.sources import folder
+from replearn.data.imagefolder import decode as folder_decode
 
 def slow_decode(paths, size, colour):
     time.sleep(0.25)
     return imagedecode.decode(paths, size, colour)
 
-folder.decode = slow_decode
-folder.CHUNK = 8
+folder_decode.decode = slow_decode
+folder_decode.CHUNK = 8
 from replearn.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -318,8 +319,8 @@ def test_a_worker_that_dies_is_reported_not_waited_for(tmp_path, monkeypatch):
     monkeypatch.setattr(parallel, "task_workers", lambda tasks, phase=None: 2)
     root = tmp_path / "images"
     blob_tree(root, n=60)
-    monkeypatch.setattr(folder_module, "CHUNK", 4)
-    monkeypatch.setattr(folder_module, "decode", dying_decode)
+    monkeypatch.setattr(folder_decode, "CHUNK", 4)
+    monkeypatch.setattr(folder_decode, "decode", dying_decode)
     before = children_of(os.getpid())
     started = time.monotonic()
     with pytest.raises(DataError, match="an image-decoding worker process ended unexpectedly"):
@@ -335,7 +336,7 @@ def test_half_made_caches_of_dead_processes_are_removed_and_live_ones_kept(tmp_p
     blob_tree(root, n=30)
     cache = tmp_path / "cache"
     cache.mkdir()
-    host = folder_module._host()
+    host = folder_cache._host()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     left = cache / f"folder-0123.partial-{host}-{dead.pid}"
