@@ -14,55 +14,46 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import platform
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
-import sklearn
 import torch
 
 from replearn.experiment import costs
-from replearn.runtime import distributed, seeding
-from replearn.runtime import threads as parallel
+from replearn.runtime import distributed
 from replearn.version import __version__
 from replearn.analyses import RunContext, SeedContext
-from replearn.analyses.base import Features, ModelInfo, baseline_models, write_models
+from replearn.analyses.base import Features, write_models
 from replearn.analyses.summary import closing_summary, summarize
 from replearn.rundir.io import check_run_dir, load_checkpoint, load_state_dict_checked, read_json, save_checkpoint, \
-    save_npz, write_json
+    write_json
 from replearn.config.sections import Config, apply_overrides, config_from_dict, dump_yaml, load_config
 from replearn.data import Dataset, analysis_view, stratified_subset
 from replearn.data.label_budget import analysis_train_view, labelled_subset, training_view
 from replearn.encoders import Encoder, build_encoder, encoder_spec
-from replearn.errors import ReplearnError, TrainingDiverged, TrainingInterrupted
-from replearn.encoders.extract import eval_mode, extract_splits, pca_baseline, pixel_features
+from replearn.errors import ReplearnError
+from replearn.encoders.extract import extract_splits, pca_baseline, pixel_features
 from replearn.runtime.log import Heartbeat, RunClock, log
 from replearn.experiment.plugins import Plugins, resolve
 from replearn.experiment.preflight import check_data_fits, plan_run, preflight
-from replearn.regimes import DataInfo, Regime
-from replearn.regimes.base import reconstruction_mse, reconstructs
+from replearn.regimes import Regime
 from replearn.report.html import render_report
 from replearn.rundir.directory import RunDir, unlock_directory
-from replearn.runtime.seeding import derive_seed
-from replearn.training.grad_init import InitialGradNorms
-from replearn.training.loop import Callback
-from replearn.training.tensorboard import TensorBoard, run_log_dir
 from replearn.training import (Checkpoint, EpochLog, EpochProbe, MetricsCSV, ProgressBar, SignalStop, Snapshots, Stopper,
-                       Trainer, TrainSettings, eval_batch_size, evaluate, resolve_device, training_step_flops)
+                       Trainer, TrainSettings, resolve_device)
 from replearn.rundir import layout
+from replearn.experiment.guards import StageGuards
+from replearn.experiment.records import environment_record, model_infos, study_callbacks, build_head, step_flops, checkpoint_payload, test_metrics_row
 
 # an analysis predicted to take longer than this is announced with its prediction; one that runs longer than
 # HEARTBEAT_SECONDS says so every HEARTBEAT_SECONDS
 LONG_STEP_SECONDS, HEARTBEAT_SECONDS = 5.0, 10.0
 
 
-class Experiment:
+class Experiment(StageGuards):
     """A comparison run, built from a config (a ``Config``, a YAML path or a bundled experiment's name) and
     ``key=value`` overrides; every plug-in it names is resolved and validated here, before anything runs."""
 
@@ -468,167 +459,8 @@ class Experiment:
             log(line)
         return report
 
-    def _need_stage(self, called: str, first: str, done: bool) -> None:
-        """Refuse a stage called out of order, naming the stage that must come first (nothing is touched)."""
-        self._refuse_if_complete(called)
-        if not done:
-            raise ReplearnError(f"{called} was called before {first}",
-                                f"call {first} first (the stages run in the order prepare, train, extract, analyse, "
-                                "finish, render; run() chains them)")
-
-    def _refuse_if_complete(self, called: str) -> None:
-        """A finished experiment is not run again: its run directory stays as it is."""
-        if self._completed:
-            raise ReplearnError(f"{called}: this experiment has already run to completion in {self.run_dir}",
-                                "build a new Experiment with another out= (or force=True to replace the run) "
-                                "to run it again")
-
-    def _stop_if_asked(self) -> None:
-        """Stop between stages when a signal arrived after the training loop's last look (it only records
-        the signal while training): what is finished is on disk, and a resume continues from there."""
-        requested = distributed.first_request(self.stopper.requested)  # a signal on any rank stops them all
-        if requested:
-            raise TrainingInterrupted(str(self.run_dir), requested)
-
-    def _failed(self, exc: BaseException) -> BaseException:
-        """Record why the run stopped and return the exception to raise. Only a run this process has marked
-        running is recorded: a failure before that (a refused resume, a taken --out) leaves the disk as it was."""
-        rd = self.run_dir
-        if not self._running:
-            return exc
-        if isinstance(exc, KeyboardInterrupt):  # a signal outside the training loop: those phases are redone
-            stop = TrainingInterrupted(str(rd), self.stopper.requested or "SIGINT")
-            rd.record_failure("interrupted", f"stopped by {stop.signal_name}; resume to finish")
-            return stop
-        if isinstance(exc, TrainingInterrupted):
-            rd.record_failure("interrupted", f"stopped by {exc.signal_name}; state saved in {exc.run_dir}")
-        elif isinstance(exc, TrainingDiverged):
-            rd.record_failure("diverged", exc.one_line())
-            try:  # best effort: what was measured before the divergence, and a report saying it diverged
-                rd.write_tables(self.results, self.model_rows)
-                self.render()
-            except Exception:  # the divergence is the error to report, not a failure while recording it
-                pass
-        elif isinstance(exc, OSError) and not outside_run(exc, rd.path):  # disk full, or the run's files changed
-            return rd.write_failure(exc, self.resuming)
-        elif isinstance(exc, OSError):  # a file the run reads (the dataset's, a cache) went missing or unreadable
-            error = ReplearnError(f"could not read '{exc.filename}' during the run "
-                                  f"({exc.strerror or type(exc).__name__})",
-                                  "check that the file is there and readable, then resume with: replearn run "
-                                  f"--resume {shlex.quote(str(rd))}")
-            rd.record_failure("failed", error.one_line())
-            return error
-        elif isinstance(exc, ReplearnError):
-            rd.record_failure("failed", exc.one_line())
-        elif isinstance(exc, SystemExit):
-            rd.record_failure("failed", f"code run by replearn (a plug-in or a library) called sys.exit({exc.code!r})")
-        elif isinstance(exc, Exception):
-            detail = " ".join(str(exc).split())[:200]
-            rd.record_failure("failed", f"{type(exc).__name__}{': ' + detail if detail else ''}")
-        return exc
 
 
-def outside_run(exc: OSError, run_dir: Path) -> bool:
-    """Whether an OSError names a file outside the run directory (one the run reads, not one it writes)."""
-    name = exc.filename
-    if not isinstance(name, (str, os.PathLike)):
-        return False
-    try:
-        Path(name).resolve().relative_to(Path(run_dir).resolve())
-    except ValueError:
-        return True
-    except OSError:
-        return False
-    return False
 
 
-def environment_record(experiment: Experiment) -> dict[str, Any]:
-    """What ran where: versions, machine, threads, device, seeds and the command."""
-    device = experiment.device
-    return {
-        "replearn": __version__, "python": platform.python_version(), "torch": torch.__version__,
-        "numpy": np.__version__, "scikit-learn": sklearn.__version__, "pandas": pd.__version__,
-        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(), "threads": parallel.record(), "device": str(device),
-        "cuda": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
-        "seeds": experiment.config.train.seeds, "command": " ".join(sys.argv),
-        "precision": experiment.config.train.precision, **distributed.describe(),
-    }
 
-
-def model_infos(regimes: list[Regime]) -> list[ModelInfo]:
-    """The analysed models: the baselines, the untrained encoder, then every regime."""
-    return baseline_models() + [ModelInfo(r.name, r.label or r.name, r.color, "regime", r.needs_labels,
-                                          type(r).reconstruct is not Regime.reconstruct) for r in regimes]
-
-
-def study_callbacks(experiment: Experiment, regime: Regime, seed: int) -> list[Callback]:
-    """The per-layer gradient norms at initialisation (always) and TensorBoard's logs (when asked for)."""
-    rd = experiment.run_dir
-    callbacks: list[Callback] = [InitialGradNorms(rd / layout.grad_init(regime.name, seed))]
-    if experiment.config.analysis.tensorboard:
-        callbacks.append(TensorBoard(run_log_dir(rd.path, regime.name, seed)))
-    return callbacks
-
-
-def build_head(regime: Regime, encoder: Encoder, data: Dataset, seed: int) -> torch.nn.Module:
-    """The regime's head, seeded (the same seed always gives the same head)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed((seed, 1), seeding.HEAD))
-        return regime.build_head(encoder, DataInfo(data.image_shape, data.num_classes, data.mean, data.std))
-
-
-def step_flops(experiment: Experiment, regime: Regime) -> float:
-    """FLOPs of one training step of the regime, from a throwaway encoder; used only to weigh the run's ETA."""
-    data, device = experiment.data, experiment.device
-    encoder = build_encoder(experiment.config.model, data.image_shape, 0).to(device)
-    head = build_head(regime, encoder, data, 0).to(device)
-    return training_step_flops(regime, encoder, head, data.train_x[:2].to(device), data.train_y[:2].to(device),
-                               experiment.config.train.batch_size)
-
-
-def checkpoint_payload(experiment: Experiment, regime: Regime, seed: int, encoder: Encoder, head: torch.nn.Module,
-                       epochs: int) -> dict[str, Any]:
-    """A final checkpoint: enough to rebuild the encoder and reproduce its features without the run."""
-    cfg, data = experiment.config, experiment.data
-    return {"format": "replearn-checkpoint", "kind": "model", "regime": regime.name, "regime_spec": regime.spec,
-            "seed": seed, "encoder": encoder.state_dict(), "encoder_spec": encoder_spec(cfg.model, data.image_shape),
-            "head": head.state_dict(), "config": cfg.to_dict(), "in_shape": list(encoder.in_shape),
-            "num_classes": data.num_classes, "dataset": data.summary(), "epochs_trained": epochs,
-            "replearn": __version__}
-
-
-def test_metrics_row(experiment: Experiment, regime: Regime, seed: int, encoder: Encoder, head: torch.nn.Module,
-             outcome: Any) -> dict[str, Any]:
-    """The trained model's row of models.csv (test loss and metrics, the regime's own test results), saving
-    its test arrays and reconstructions beside it. ``test_recon_mse`` is, for every regime that reconstructs,
-    the error of its deterministic reconstruction of clean test images (a regime's own objective error, if
-    another, has its own column)."""
-    cfg, data, rd, device = experiment.config, experiment.data, experiment.run_dir, experiment.device
-    test = evaluate(regime, encoder, head, data.test_x, data.test_y, device, eval_batch_size(regime, cfg.train.batch_size))
-    row: dict[str, Any] = {"model": regime.name, "seed": seed, "epochs": len(outcome.history),
-                           **{f"test_{k}": v for k, v in test.items()}}
-    snapshot_images = data.test_x[:cfg.analysis.reconstructions] if cfg.analysis.reconstructions else None
-    with torch.no_grad(), eval_mode(encoder, head):
-        scalars, arrays = regime.test_report(encoder, head, data.test_x, 1000)
-        if "recon_mse" not in test and "recon_mse" not in scalars and reconstructs(regime):
-            scalars = {**scalars, "recon_mse": reconstruction_mse(regime, encoder, head, data.test_x, 1000)}
-        if outcome.snapshots is not None and len(outcome.history) == experiment.plugins.epochs_for(regime):
-            recon = torch.from_numpy(outcome.snapshots[-1])  # the last epoch's snapshot is the final model's
-        elif snapshot_images is not None:
-            recon = regime.reconstruct(encoder, head, snapshot_images.to(device).contiguous(memory_format=torch.channels_last))
-        else:
-            recon = None
-    row.update({f"test_{k}": v for k, v in scalars.items()})
-    if outcome.history:
-        row["train_seconds"] = float(sum(h["train_seconds"] for h in outcome.history))
-    log(f"{regime.name} seed {seed}: test " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()))
-    if arrays:
-        save_npz(rd / layout.model_artifact("test", regime.name, seed), **arrays)
-    if recon is not None:
-        save_npz(rd / layout.model_artifact("reconstructions", regime.name, seed),
-                 inputs=data.to_unit_range(snapshot_images).numpy(),
-                 final=data.to_unit_range(recon.float().cpu()).numpy(),
-                 over_epochs=(data.to_unit_range(torch.from_numpy(outcome.snapshots)).numpy()
-                              if outcome.snapshots is not None else np.zeros((0,), np.float32)))
-    return row
