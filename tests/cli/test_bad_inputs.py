@@ -7,9 +7,7 @@ fingerprinted before and after the command.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
-import struct
 import subprocess
 import sys
 import time
@@ -22,88 +20,8 @@ import yaml
 
 from replearn.cli.main import main
 
-from conftest import make_blob_images, tiny_config
-
-
-
-def write_yaml(tmp: Path, raw: object, name: str = "exp.yaml") -> str:
-    path = tmp / name
-    path.write_text(yaml.safe_dump(raw) if not isinstance(raw, str) else raw)
-    return str(path)
-
-
-def blobs_npz(tmp: Path, train_x=None, train_y=None, test_x=None, test_y=None, name="blobs.npz") -> Path:
-    x, y = make_blob_images(96, seed=1)
-    tx, ty = make_blob_images(30, seed=2)
-    arrays = {"train_x": x if train_x is None else train_x, "train_y": y if train_y is None else train_y,
-              "test_x": tx if test_x is None else test_x, "test_y": ty if test_y is None else test_y}
-    path = tmp / name
-    np.savez(path, **arrays)
-    return path
-
-
-def tiny(tmp: Path, **sections) -> dict:
-    raw = tiny_config(blobs_npz(tmp))
-    raw["analysis"]["label_counts"] = [1, 5]
-    for section, values in sections.items():
-        raw.setdefault(section, {}).update(values)
-    return raw
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as fh:
-        fh.write(header + array.astype(np.uint8).tobytes())
-
-
-def idx_dir(tmp: Path, n_train=40, n_labels=None) -> Path:
-    root = tmp / "idx"
-    root.mkdir()
-    x, y = make_blob_images(n_train, classes=4)
-    write_idx(root / "train-images-idx3-ubyte.gz", x)
-    write_idx(root / "train-labels-idx1-ubyte.gz", y[:n_labels] if n_labels else y)
-    write_idx(root / "t10k-images-idx3-ubyte.gz", x[:20])
-    write_idx(root / "t10k-labels-idx1-ubyte.gz", y[:20])
-    return root
-
-
-def idx_run(tmp: Path, root: Path) -> list[str]:
-    raw = tiny(tmp, data={"name": "mnist", "root": str(root)})
-    return ["run", write_yaml(tmp, raw), "--out", str(tmp / "out")]
-
-
-def finished_run(tmp: Path) -> Path:
-    out = tmp / "done"
-    raw = tiny(tmp, train={"epochs": 1, "probe_every_epoch": False})
-    assert main(["run", write_yaml(tmp, raw, "done.yaml"), "--out", str(out), "--quiet"]) == 0
-    return out
-
-
-def checkpoint(tmp: Path, payload: dict, name="model.pt") -> Path:
-    path = tmp / name
-    torch.save(payload, path)
-    return path
-
-
-def replearn_payload(channels=(4, 8), weights_from=(4, 8), in_shape=(1, 8, 8)) -> dict:
-    from replearn.config.sections import model_config
-    from replearn.encoders import build_encoder
-
-    enc = build_encoder(model_config(channels=list(weights_from), latent_dim=6), in_shape, 0)
-    return {"format": "replearn-checkpoint", "kind": "model", "regime": "supervised", "seed": 0,
-            "encoder": enc.state_dict(), "in_shape": list(in_shape),
-            "config": {"name": "x", "data": {"name": "digits"},
-                       "model": {"channels": list(channels), "kernel_size": 3, "latent_dim": 6}}}
-
-
-class Exploit:
-    """Unpickling this object would create a file (stands in for arbitrary code)."""
-
-    def __init__(self, target: str) -> None:
-        self.target = target
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.target}",))
+from helpers import make_blob_images
+from helpers import write_yaml, blobs_npz, tiny, idx_dir, idx_run, finished_run, checkpoint, replearn_payload, Exploit, plugin_module, png_tree, folder_run, fingerprint, assert_refused_in_one_line
 
 
 def case_malicious_checkpoint(tmp: Path) -> list[str]:
@@ -116,12 +34,6 @@ def case_unwritable_out(tmp: Path) -> list[str]:
     blocker = tmp / "a-file"
     blocker.write_text("not a directory")
     return ["run", write_yaml(tmp, tiny(tmp)), "--out", str(blocker / "run")]
-
-
-def plugin_module(tmp: Path, name: str, body: str) -> str:
-    """A user's module in the (test's) working directory, importable by ``name:Attr``."""
-    (tmp / f"{name}.py").write_text(body)
-    return name
 
 
 NAN_REGIME = """
@@ -248,31 +160,6 @@ def ambiguous_layout(tmp: Path) -> Path:
                      name="ambiguous.npz")
 
 
-def png_tree(tmp: Path, n: int = 30, sizes=None, empty_class: bool = False, corrupt: int | None = None) -> Path:
-    """An image-folder tree of n 8×8 grey PNGs in 3 classes (optionally other sizes, an empty class, a
-    truncated file)."""
-    from PIL import Image
-
-    root = tmp / "images"
-    x, y = make_blob_images(n, seed=3)
-    for i, (image, label) in enumerate(zip(x, y)):
-        folder = root / f"class{label}"
-        folder.mkdir(parents=True, exist_ok=True)
-        size = (sizes or {}).get(i)
-        Image.fromarray(image if size is None else np.resize(image, size)).save(folder / f"{i:05d}.png")
-    if empty_class:
-        (root / "class9").mkdir()
-    if corrupt is not None:
-        path = root / f"class{y[corrupt]}" / f"{corrupt:05d}.png"
-        path.write_bytes(path.read_bytes()[:50])
-    return root
-
-
-def folder_run(tmp: Path, root: Path, *extra: str) -> list[str]:
-    return ["run", write_yaml(tmp, tiny(tmp, data={"name": "folder", "root": str(root), "cache_dir": str(tmp / "cache")})),
-            "--out", str(tmp / "run"), *extra]
-
-
 # (id, what is wrong, builder(tmp) -> argv, fragment the one-line message must contain)
 CASES = [
     ("B01", "malformed YAML", lambda t: ["run", write_yaml(t, "train:\n  epochs: 3\n   lr: 1\n")], "not valid YAML at line 3"),
@@ -373,42 +260,6 @@ CASES = [
 ]
 
 
-def fingerprint(root: Path) -> dict[str, object]:
-    """Every path under ``root`` with its content hash; a file this user may not read is identified by its
-    size, mode and modification time instead."""
-    def state(p: Path) -> object:
-        if not p.is_file():
-            return "dir"
-        try:
-            return hashlib.sha256(p.read_bytes()).hexdigest()
-        except PermissionError:
-            return (p.stat().st_size, p.stat().st_mode, p.stat().st_mtime_ns)
-
-    return {str(p.relative_to(root)): state(p) for p in sorted(root.rglob("*"))}
-
-
-@pytest.mark.parametrize("case_id, what, build, fragment", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_answers_in_one_line(case_id, what, build, fragment, tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # importing a user's module must not add a cache file
-    monkeypatch.setattr("replearn.data.readers.DEBIAN_DATASET_DIR", tmp_path / "no-debian")
-    monkeypatch.delenv("REPLEARN_DATA", raising=False)
-    argv = build(tmp_path)
-    capsys.readouterr()
-    before = fingerprint(tmp_path)
-    started = time.monotonic()
-    code = main(argv)
-    seconds = time.monotonic() - started
-    err = capsys.readouterr().err.strip()
-    assert code == 2, f"{case_id} {what}: exit {code}, stderr {err!r}"
-    assert seconds < 30, f"{case_id}: took {seconds:.1f}s to refuse"
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    assert err.startswith("replearn: error: ") and " — fix: " in err, err
-    assert fragment in err, f"{case_id}: {fragment!r} not in {err!r}"
-    assert fingerprint(tmp_path) == before, f"{case_id}: files on disk changed"
-    assert not (tmp_path / "pwned").exists()
-
-
 def test_catalogue_ids_are_unique():
     """docs/reliability.md's catalogue is generated from CASES (docs/generate.py; checked by test_docs)."""
     ids = [case_id for case_id, *_ in CASES]
@@ -449,3 +300,8 @@ def test_hostile_inputs_are_refused_in_seconds_with_bounded_memory(case_id, tmp_
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     peak_mib = int(result.stdout.split()[-1]) / 1024
     assert seconds < 60 and peak_mib < 1500, (seconds, peak_mib)
+
+
+@pytest.mark.parametrize("case_id, what, build, fragment", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_answers_in_one_line(case_id, what, build, fragment, tmp_path, capsys, monkeypatch):
+    assert_refused_in_one_line(case_id, what, build, fragment, tmp_path, capsys, monkeypatch)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-import test_bad_inputs as catalogue
+import helpers
 
 CASES = [
     ("B250", "--nproc larger than the CPU cores (or GPUs) of this machine", lambda t: ["run", "--nproc", "4096", "--set", "train.batch_size=8192"], "asks for more processes than this machine has"),
@@ -24,7 +24,7 @@ CASES = [
 
 @pytest.mark.parametrize("case_id, what, build, fragment", CASES, ids=[c[0] for c in CASES])
 def test_distributed_bad_input_answers_in_one_line(case_id, what, build, fragment, tmp_path, capsys, monkeypatch):
-    catalogue.test_bad_input_answers_in_one_line(case_id, what, build, fragment, tmp_path, capsys, monkeypatch)
+    helpers.assert_refused_in_one_line(case_id, what, build, fragment, tmp_path, capsys, monkeypatch)
 
 
 def test_distributed_case_ids_are_unique_in_order_and_in_range():

@@ -20,8 +20,8 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # docs/generate.py imports this file by path
     sys.path.insert(0, str(HERE))
 
-from test_bad_inputs import plugin_module, tiny, write_yaml  # noqa: E402
-from test_bad_inputs import test_bad_input_answers_in_one_line as catalogue_case  # noqa: E402
+from helpers import plugin_module, tiny, write_yaml  # noqa: E402
+from helpers import assert_refused_in_one_line as catalogue_case  # noqa: E402
 
 CIFAR10_PY = [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]
 CIFAR10_BIN = [f"data_batch_{k}.bin" for k in range(1, 6)] + ["test_batch.bin"]

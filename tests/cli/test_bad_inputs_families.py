@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-import test_bad_inputs as catalogue
+import helpers
 
 CASES = [
     ("B330", "BYOL target decay rate above 1", lambda t: ["run", "--set", "train.regimes=[byol]", "--set", "regimes.byol.base_tau=1.5"], "regimes.byol.base_tau' must be <= 1.0"),
@@ -17,7 +17,7 @@ CASES = [
 
 @pytest.mark.parametrize("case_id, what, build, fragment", CASES, ids=[c[0] for c in CASES])
 def test_families_bad_input_answers_in_one_line(case_id, what, build, fragment, tmp_path, capsys, monkeypatch):
-    catalogue.test_bad_input_answers_in_one_line(case_id, what, build, fragment, tmp_path, capsys, monkeypatch)
+    helpers.assert_refused_in_one_line(case_id, what, build, fragment, tmp_path, capsys, monkeypatch)
 
 
 def test_families_case_ids_are_unique_in_order_and_in_range():

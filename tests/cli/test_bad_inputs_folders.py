@@ -27,7 +27,7 @@ from replearn.cli.main import main
 from replearn.config.sections import DataConfig
 from replearn.data import load_dataset
 
-from test_bad_inputs import folder_run, png_tree
+from helpers import folder_run, png_tree
 
 
 

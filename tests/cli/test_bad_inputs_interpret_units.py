@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-import test_bad_inputs as catalogue
-from test_bad_inputs import tiny, write_yaml
+import helpers
+from helpers import tiny, write_yaml
 
 CASES = [
     ("B230", "a corruption that does not exist", lambda t: ["run", "--set", "analyses.robustness.corruptions=[noise, fog]"], "choose one of: noise, blur, contrast"),
@@ -25,7 +25,7 @@ CASES = [
 
 @pytest.mark.parametrize("case_id, what, build, fragment", CASES, ids=[c[0] for c in CASES])
 def test_interpret_units_bad_input_answers_in_one_line(case_id, what, build, fragment, tmp_path, capsys, monkeypatch):
-    catalogue.test_bad_input_answers_in_one_line(case_id, what, build, fragment, tmp_path, capsys, monkeypatch)
+    helpers.assert_refused_in_one_line(case_id, what, build, fragment, tmp_path, capsys, monkeypatch)
 
 
 def test_interpret_units_case_ids_are_unique_in_order_and_in_range():

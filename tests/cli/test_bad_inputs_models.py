@@ -27,8 +27,8 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # docs/generate.py imports this file by path
     sys.path.insert(0, str(HERE))
 
-import test_bad_inputs as catalogue  # noqa: E402
-from test_bad_inputs import Exploit, checkpoint, finished_run, replearn_payload  # noqa: E402
+import helpers
+from helpers import Exploit, checkpoint, finished_run, replearn_payload  # noqa: E402
 
 
 # ---------------------------------------------------------------- TorchScript files that run code
@@ -334,7 +334,7 @@ CASES = [
 @pytest.mark.parametrize("case_id, what, build, fragment", CASES, ids=[c[0] for c in CASES])
 def test_bad_model_input_answers_in_one_line(case_id, what, build, fragment, tmp_path, capsys, monkeypatch):
     """The catalogue's harness: exit 2, one line with the fragment, no traceback, nothing on disk changed."""
-    catalogue.test_bad_input_answers_in_one_line(case_id, what, build, fragment, tmp_path, capsys, monkeypatch)
+    helpers.assert_refused_in_one_line(case_id, what, build, fragment, tmp_path, capsys, monkeypatch)
 
 
 def test_case_ids_are_unique_in_order_and_in_this_files_range():

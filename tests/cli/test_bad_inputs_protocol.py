@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import test_bad_inputs as catalogue
+import helpers
 
 CONTRASTIVE = ["run", "--set", "train.regimes=[contrastive]"]
 
@@ -20,7 +20,7 @@ CASES = [
 
 @pytest.mark.parametrize("case_id, what, build, fragment", CASES, ids=[c[0] for c in CASES])
 def test_protocol_bad_input_answers_in_one_line(case_id, what, build, fragment, tmp_path, capsys, monkeypatch):
-    catalogue.test_bad_input_answers_in_one_line(case_id, what, build, fragment, tmp_path, capsys, monkeypatch)
+    helpers.assert_refused_in_one_line(case_id, what, build, fragment, tmp_path, capsys, monkeypatch)
 
 
 def test_protocol_case_ids_are_unique_in_order_and_in_range():

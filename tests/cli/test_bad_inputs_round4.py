@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import test_bad_inputs as catalogue
+import helpers
+from replearn.cli.main import main
 from replearn.config.sections import config_from_dict
 from replearn.errors import ReplearnError
 
@@ -23,7 +24,7 @@ from replearn.errors import ReplearnError
 def experiment(t: Path, **sections):
     from replearn.experiment.experiment import Experiment
 
-    return Experiment(config_from_dict(catalogue.tiny(t, **sections)), out=t / "run", progress=False)
+    return Experiment(config_from_dict(helpers.tiny(t, **sections)), out=t / "run", progress=False)
 
 
 def stage_before_prepare(t: Path, stage: str) -> Callable[[], object]:
@@ -72,22 +73,22 @@ def stl10_run(t: Path, train: int = 12, test: int = 10, train_y: int | None = No
                 fh.truncate(claimed)
         else:
             labels.write_bytes((np.arange(n) % 10 + 1).astype(np.uint8).tobytes())
-    raw = catalogue.tiny(t, data={"name": "stl10", "root": str(t), "unlabelled": 0})
-    return ["run", catalogue.write_yaml(t, raw), "--out", str(t / "out")]
+    raw = helpers.tiny(t, data={"name": "stl10", "root": str(t), "unlabelled": 0})
+    return ["run", helpers.write_yaml(t, raw), "--out", str(t / "out")]
 
 
 def budget_run(t: Path, full: bool = False) -> list[str]:
     """A label budget over blobs whose class 2 is only in the test split; ``full``: every analysis, as a real
     config would (the failure then came late, after the run directory was written)."""
-    from conftest import make_blob_images
+    from helpers import make_blob_images
 
     x, y = make_blob_images(96, seed=1)
-    npz = catalogue.blobs_npz(t, train_x=x[y != 2], train_y=y[y != 2], name="budget.npz")
-    raw = catalogue.tiny(t, train={"labels_per_class": 2})
+    npz = helpers.blobs_npz(t, train_x=x[y != 2], train_y=y[y != 2], name="budget.npz")
+    raw = helpers.tiny(t, train={"labels_per_class": 2})
     raw["data"]["root"] = str(npz)
     if full:
         raw["analysis"]["skip"] = []
-    return ["run", catalogue.write_yaml(t, raw), "--out", str(t / "out")]
+    return ["run", helpers.write_yaml(t, raw), "--out", str(t / "out")]
 
 
 ENVIRONMENT: dict[str, str] = {}  # what the next case's command runs with (set by its builder)
@@ -109,7 +110,7 @@ def run_copy(t: Path, name: str = "run") -> Path:
     import tempfile
 
     if not _FINISHED:
-        _FINISHED.append(catalogue.finished_run(Path(tempfile.mkdtemp(prefix="replearn-round4-"))))
+        _FINISHED.append(helpers.finished_run(Path(tempfile.mkdtemp(prefix="replearn-round4-"))))
     shutil.copytree(_FINISHED[0], t / name, symlinks=True)
     return t / name
 
@@ -176,8 +177,8 @@ def escaping_manifest(t: Path) -> list[str]:
 
 
 def sweep_spec(t: Path, text: str) -> list[str]:
-    catalogue.write_yaml(t, catalogue.tiny(t), "base.yaml")
-    return ["sweep", catalogue.write_yaml(t, "base: base.yaml\nseeds: [0]\n" + text, "spec.yaml")]
+    helpers.write_yaml(t, helpers.tiny(t), "base.yaml")
+    return ["sweep", helpers.write_yaml(t, "base: base.yaml\nseeds: [0]\n" + text, "spec.yaml")]
 
 
 HELD: list[int] = []  # directory locks a case holds, as a second replearn process would (closed by the next case)
@@ -263,17 +264,17 @@ def test_round4_bad_input_answers_in_one_line(case_id, what, build, fragment, tm
     for name, value in ENVIRONMENT.items():
         monkeypatch.setenv(name, value)
     if isinstance(probe, list):
-        catalogue.test_bad_input_answers_in_one_line(case_id, what, lambda t: probe, fragment, tmp_path, capsys,
+        helpers.assert_refused_in_one_line(case_id, what, lambda t: probe, fragment, tmp_path, capsys,
                                                      monkeypatch)
         return
-    before = catalogue.fingerprint(tmp_path)
+    before = helpers.fingerprint(tmp_path)
     started = time.monotonic()
     with pytest.raises(ReplearnError) as raised:
         probe()
     assert time.monotonic() - started < 30
     line = raised.value.one_line()
     assert fragment in line and " — fix: " in line and "\n" not in line, line
-    assert catalogue.fingerprint(tmp_path) == before, f"{case_id}: files on disk changed"
+    assert helpers.fingerprint(tmp_path) == before, f"{case_id}: files on disk changed"
 
 
 def test_round4_case_ids_are_unique_in_order_and_in_range():
@@ -315,7 +316,7 @@ def test_a_large_dry_run_shows_progress_and_loads_its_data_once(tmp_path, capsys
     monkeypatch.chdir(tmp_path)
     argv = sweep_spec(tmp_path, "grid: {train.lr: [" + ", ".join(f"{i / 1000:g}" for i in range(1, 51)) + "]}\n")
     capsys.readouterr()
-    assert catalogue.main(argv + ["--dry-run", "--out", str(tmp_path / "sw")]) == 0
+    assert main(argv + ["--dry-run", "--out", str(tmp_path / "sw")]) == 0
     out, err = capsys.readouterr()
     assert len(out.splitlines()) == 50 and len(loads) == 1
     assert "planning the sweep: 50/50 configs resolved" in err and "50/50 grid points checked" in err, err

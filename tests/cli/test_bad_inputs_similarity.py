@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import test_bad_inputs as catalogue
+import helpers
 from replearn.rundir.io import RUN_FORMAT, RUN_MARKER
 from replearn.data.streaming import image_fingerprints
 
@@ -87,7 +87,7 @@ def _folder(tmp: Path) -> Path:
 
 @pytest.mark.parametrize("case_id, what, build, fragment", CASES, ids=[c[0] for c in CASES])
 def test_similarity_bad_input_answers_in_one_line(case_id, what, build, fragment, tmp_path, capsys, monkeypatch):
-    catalogue.test_bad_input_answers_in_one_line(case_id, what, build, fragment, tmp_path, capsys, monkeypatch)
+    helpers.assert_refused_in_one_line(case_id, what, build, fragment, tmp_path, capsys, monkeypatch)
 
 
 def test_similarity_case_ids_are_unique_in_order_and_in_range():

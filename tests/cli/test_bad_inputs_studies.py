@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-import test_bad_inputs as catalogue
+import helpers
 
 CASES = [
     ("B300", "label budget above the rarest class's training images", lambda t: ["run", "--set", "train.labels_per_class=100000"], "train.labels_per_class=100000 but class '8' has only"),
@@ -23,7 +23,7 @@ CASES = [
 
 @pytest.mark.parametrize("case_id, what, build, fragment", CASES, ids=[c[0] for c in CASES])
 def test_study_bad_input_answers_in_one_line(case_id, what, build, fragment, tmp_path, capsys, monkeypatch):
-    catalogue.test_bad_input_answers_in_one_line(case_id, what, build, fragment, tmp_path, capsys, monkeypatch)
+    helpers.assert_refused_in_one_line(case_id, what, build, fragment, tmp_path, capsys, monkeypatch)
 
 
 def test_study_case_ids_are_unique_in_order_and_in_range():

@@ -7,12 +7,13 @@ import sys
 
 import pytest
 
-import test_bad_inputs as catalogue
+import helpers
+from replearn.cli.main import main
 
 
 def spec(t, text: str) -> list[str]:
-    catalogue.write_yaml(t, catalogue.tiny(t), "base.yaml")
-    return ["sweep", catalogue.write_yaml(t, text, "spec.yaml")]
+    helpers.write_yaml(t, helpers.tiny(t), "base.yaml")
+    return ["sweep", helpers.write_yaml(t, text, "spec.yaml")]
 
 
 GOOD = "base: base.yaml\ngrid: {model.latent_dim: [4, 6]}\nseeds: [0]\n"
@@ -38,7 +39,7 @@ CASES = [
     ("B287", "slurm parameters with the local backend", lambda t: spec(t, GOOD + "slurm: {timeout_min: 3}\n"), "backend is local"),
     ("B288", "compare of a folder that is not a run or sweep", lambda t: (t / "plain").mkdir() or ["compare", str(t / "plain")], "neither a replearn run nor a sweep directory"),
     ("B289", "compare of a directory that does not exist", lambda t: ["compare", str(t / "missing")], "does not exist"),
-    ("B290", "compare output that is a file", lambda t: ["compare", str(started_run(t)), "--out", catalogue.write_yaml(t, "x: 1")], "exists and is a file"),
+    ("B290", "compare output that is a file", lambda t: ["compare", str(started_run(t)), "--out", helpers.write_yaml(t, "x: 1")], "exists and is a file"),
     ("B291", "compare of a run that has no results yet", lambda t: ["compare", str(started_run(t))], "none of the runs has saved results"),
     ("B292", "sweep name with a path in it", lambda t: spec(t, GOOD + "name: ../x\n"), "is not a plain name"),
     ("B293", "key both fixed and swept", lambda t: spec(t, GOOD + "set: {model.latent_dim: 8}\n"), "both in set: and in grid:"),
@@ -67,16 +68,16 @@ def busy(t):
 def test_slurm_backend_without_submitit_is_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "submitit", None)  # as if submitit were not installed
     argv = spec(tmp_path, GOOD + "backend: slurm\n")
-    before = catalogue.fingerprint(tmp_path)
-    assert catalogue.main(argv) == 2
+    before = helpers.fingerprint(tmp_path)
+    assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "needs submitit" in err and "replearn[slurm]" in err
-    assert catalogue.fingerprint(tmp_path) == before
+    assert helpers.fingerprint(tmp_path) == before
 
 
 @pytest.mark.parametrize("case_id, what, build, fragment", CASES, ids=[c[0] for c in CASES])
 def test_sweep_bad_input_answers_in_one_line(case_id, what, build, fragment, tmp_path, capsys, monkeypatch):
-    catalogue.test_bad_input_answers_in_one_line(case_id, what, build, fragment, tmp_path, capsys, monkeypatch)
+    helpers.assert_refused_in_one_line(case_id, what, build, fragment, tmp_path, capsys, monkeypatch)
 
 
 def test_sweep_case_ids_are_unique_in_order_and_in_range():

@@ -164,8 +164,8 @@ def test_a_plain_module_by_import_path_trains_under_every_regime_and_is_probed_a
     import pandas as pd
     import yaml
 
-    from conftest import tiny_config
-    from test_bad_inputs import blobs_npz
+    from helpers import tiny_config
+    from helpers import blobs_npz
 
     raw = tiny_config(blobs_npz(tmp_path))
     raw["model"] = {"name": "user_tinynet:TinyNet", "kwargs": {"width": 4}, "layers": ["stem", "block"]}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "replearn"
 MAX_LINES = 60

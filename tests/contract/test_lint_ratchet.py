@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 spec = importlib.util.spec_from_file_location("ci_lint", REPO_ROOT / ".ci" / "lint.py")
 lint = importlib.util.module_from_spec(spec)

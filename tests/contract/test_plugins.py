@@ -13,7 +13,7 @@ from replearn.cli.main import main
 from replearn.errors import ConfigError
 from replearn.config.registry import Registry, import_object
 
-from conftest import tiny_config
+from helpers import tiny_config
 
 PLUGIN = textwrap.dedent('''
     """A user's plug-ins: a regime that predicts the image's mean brightness, and a two-layer MLP encoder."""

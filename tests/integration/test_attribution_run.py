@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import yaml
 
-from conftest import tiny_config
+from helpers import tiny_config
 from replearn.cli.main import main
 
 

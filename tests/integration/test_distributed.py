@@ -26,7 +26,7 @@ from replearn import Experiment
 from replearn.rundir.io import read_json
 from replearn.cli.main import main
 
-from conftest import INTERPRETABILITY
+from helpers import INTERPRETABILITY
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "replearn"]
 PARAMETER_TOLERANCE, PROBE_TOLERANCE = 1e-5, 0.06

@@ -9,7 +9,7 @@ import pytest
 from replearn import Experiment
 from replearn.config import config_from_dict
 
-from conftest import make_blob_images, tiny_config
+from helpers import make_blob_images, tiny_config
 
 REGIMES = ["supervised", "byol", "masked"]
 

@@ -7,7 +7,7 @@ import yaml
 
 from replearn.cli.main import main
 
-from conftest import make_blob_images, tiny_config
+from helpers import make_blob_images, tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import yaml
 
 from replearn.cli.main import main
 
-from conftest import needs_fashion_mnist, tiny_config, REPO_ROOT
+from helpers import needs_fashion_mnist, tiny_config, REPO_ROOT
 
 
 def write_config(tmp_path, raw):
@@ -19,7 +19,7 @@ def write_config(tmp_path, raw):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from conftest import make_blob_images
+    from helpers import make_blob_images
     import numpy as np
 
     tmp = tmp_path_factory.mktemp("run")
@@ -141,7 +141,7 @@ def test_fashion_mnist_subset_end_to_end(tmp_path):
 
 
 def test_several_seeds_give_intervals_noise_floor_and_paired_test(tmp_path):
-    from conftest import make_blob_images
+    from helpers import make_blob_images
     import numpy as np
 
     x, y = make_blob_images(120, seed=1)
@@ -169,7 +169,7 @@ def test_every_declared_dependency_is_imported_by_a_default_run(tmp_path):
 
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
-    from conftest import make_blob_images
+    from helpers import make_blob_images
     import numpy as np
 
     root = REPO_ROOT

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TEST_DATA
+from helpers import TEST_DATA
 
 REFERENCE = TEST_DATA / "digits_reference_348a773"
 TIMING = {"train_seconds", "train_images_per_s", "seconds", "wall_seconds"}

@@ -12,13 +12,13 @@ from replearn.cli.main import main
 from replearn.config.sections import config_from_dict
 from replearn.metrics.similarity_measures import FUNCTIONAL, MEASURES
 
-from conftest import tiny_config
+from helpers import tiny_config
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("rulers")
-    from conftest import make_blob_images
+    from helpers import make_blob_images
     x, y = make_blob_images(96, seed=1)
     tx, ty = make_blob_images(30, seed=2)
     np.savez(tmp / "blobs.npz", train_x=x, train_y=y, test_x=tx, test_y=ty)

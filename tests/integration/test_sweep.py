@@ -18,7 +18,7 @@ import yaml
 
 from replearn.cli.main import main
 
-from conftest import REPO_ROOT, make_blob_images, tiny_config
+from helpers import REPO_ROOT, make_blob_images, tiny_config
 
 
 def tiny_base(tmp: Path) -> Path:

@@ -34,7 +34,7 @@ from replearn.metrics.clustering import class_silhouette, cluster_scores
 from replearn.training import Trainer, TrainSettings
 from replearn.training.loop import check_step_output
 
-from conftest import make_blob_images, tiny_config
+from helpers import make_blob_images, tiny_config
 
 PROBE = ("import resource, sys\nfrom replearn.cli.main import main\ncode = main(sys.argv[1:])\n"
          "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\nsys.exit(code)")

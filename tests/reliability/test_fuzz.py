@@ -18,7 +18,7 @@ from replearn.config.sections import DataConfig, field_docs, load_config
 from replearn.data import load_dataset
 from replearn.errors import ReplearnError
 
-from conftest import make_blob_images, tiny_config
+from helpers import make_blob_images, tiny_config
 
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 SECONDS_PER_EXAMPLE = 5.0

@@ -24,7 +24,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import make_blob_images, tiny_config
+from helpers import make_blob_images, tiny_config
 from replearn.runtime import threads as parallel
 from replearn.cli.main import main
 from replearn.config.sections import DataConfig

@@ -18,7 +18,7 @@ import yaml
 from replearn.rundir.io import RUN_MARKER, load_checkpoint, load_npz, read_json, save_checkpoint
 from replearn.errors import CheckpointError
 
-from conftest import make_blob_images, tiny_config
+from helpers import make_blob_images, tiny_config
 
 TIMING = ("train_seconds", "train_images_per_s")
 

@@ -26,7 +26,7 @@ from replearn.analyses import ANALYSES
 from replearn.rundir.io import read_json
 from replearn.cli.main import main
 
-from conftest import INTERPRETABILITY, make_blob_images, tiny_config
+from helpers import INTERPRETABILITY, make_blob_images, tiny_config
 
 TIMING_COLUMNS = ("train_seconds", "train_images_per_s", "seconds")
 

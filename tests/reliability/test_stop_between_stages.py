@@ -9,7 +9,7 @@ from replearn.config.sections import config_from_dict
 from replearn.errors import TrainingInterrupted
 from replearn.experiment.experiment import Experiment
 
-from conftest import tiny_config
+from helpers import tiny_config
 
 
 def test_a_signal_recorded_during_the_last_epoch_stops_before_the_analyses_and_resumes(blob_npz, tmp_path):

@@ -28,7 +28,7 @@ from replearn.rundir.io import check_output_file, write_output  # noqa: E402
 from replearn.cli.main import main  # noqa: E402
 from replearn.errors import RunDirError  # noqa: E402
 
-from test_bad_inputs import checkpoint, fingerprint, png_tree, replearn_payload  # noqa: E402
+from helpers import checkpoint, fingerprint, png_tree, replearn_payload  # noqa: E402
 from test_bad_inputs_models import (claiming_checkpoint, enormous_checkpoint, inflating_state_dict,  # noqa: E402
                                     pickling_program, torchscript_file)
 
@@ -133,7 +133,7 @@ def test_force_replaces_a_file_and_default_outputs_need_no_force(tmp_path, capsy
 
 
 def test_report_rerenders_its_own_default_without_force(tmp_path, capsys):
-    from test_bad_inputs import finished_run
+    from helpers import finished_run
 
     run = finished_run(tmp_path)
     assert main(["report", str(run)]) == 0

@@ -5,7 +5,7 @@ import pytest
 from replearn.experiment.plugins import resolve
 from replearn.config.sections import Config, apply_overrides, config_from_dict, dump_yaml, load_config, load_yaml
 from replearn.errors import ConfigError
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 ROOT = REPO_ROOT
 

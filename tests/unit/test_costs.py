@@ -98,7 +98,7 @@ def test_the_cli_refuses_a_plan_that_cannot_fit_before_the_run_directory_exists(
                                                                                  capsys):
     import yaml
 
-    from conftest import tiny_config
+    from helpers import tiny_config
     from replearn.cli import main
 
     config = tmp_path / "exp.yaml"

@@ -10,7 +10,7 @@ from replearn.data import (Dataset, LabelledArrays, dataset_status, idx_search_d
                            make_dataset_source, read_idx, stratified_split, stratified_subset)
 from replearn.errors import ConfigError, DataError
 
-from conftest import make_blob_images
+from helpers import make_blob_images
 
 
 def write_idx(path, array: np.ndarray, compress: bool = True) -> None:

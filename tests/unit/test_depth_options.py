@@ -19,7 +19,7 @@ from replearn.training import Trainer, TrainSettings, epoch_order, layer_groups,
 from replearn.training.steps import to_device
 from replearn.training.grad_init import InitialGradNorms
 
-from conftest import tiny_config
+from helpers import tiny_config
 
 
 def test_default_encoder_is_the_original_weight_for_weight():

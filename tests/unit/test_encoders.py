@@ -165,7 +165,7 @@ def test_resnet_supervised_and_autoencoder_run_end_to_end(tmp_path, blob_npz):
 
     from replearn.rundir.io import read_json
     from replearn.cli.main import main
-    from conftest import tiny_config
+    from helpers import tiny_config
 
     raw = tiny_config(blob_npz, epochs=1)
     raw["model"] = {"name": "resnet", "latent_dim": 16, "kwargs": {"depth": 10, "width": 4}}

@@ -16,7 +16,7 @@ from replearn.regimes import DataInfo, make_regime
 from replearn.regimes.masked import masked_error, patch_mask
 from replearn.training import EpochProbe, Trainer, TrainSettings
 
-from conftest import tiny_config
+from helpers import tiny_config
 
 FAMILIES = ["byol", "simsiam", "barlow_twins", "vicreg", "supcon", "masked"]
 

@@ -16,7 +16,7 @@ from replearn.data.label_budget import CycledImages, cycled_index, labelled_subs
 from replearn.errors import ConfigError
 from replearn.regimes import make_regime
 
-from conftest import tiny_config
+from helpers import tiny_config
 
 BUDGET = 4
 
@@ -47,7 +47,7 @@ def rows_of(images: torch.Tensor, data_x: torch.Tensor) -> set[int]:
 
 @pytest.fixture(scope="module")
 def budget_run(tmp_path_factory):
-    from conftest import make_blob_images
+    from helpers import make_blob_images
     tmp = tmp_path_factory.mktemp("budget")
     train_x, train_y = make_blob_images(96, seed=1)
     test_x, test_y = make_blob_images(30, seed=2)

@@ -32,7 +32,7 @@ from replearn.regimes.denoising import corrupt
 from replearn.regimes.vae import VAEHead
 from replearn.training.steps import evaluate
 
-from conftest import REPO_ROOT, make_blob_images, tiny_config
+from helpers import REPO_ROOT, make_blob_images, tiny_config
 
 SELECTION = REPO_ROOT / "experiments" / "selection"
 

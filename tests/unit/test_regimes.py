@@ -18,7 +18,7 @@ from replearn.regimes.vae import kl_per_dim
 from replearn.experiment.experiment import build_head
 from replearn.training import EpochProbe, Trainer, TrainSettings
 
-from conftest import tiny_config
+from helpers import tiny_config
 
 BUILT_IN = ["supervised", "autoencoder", "denoising", "vae", "contrastive", "joint", "byol", "simsiam", "barlow_twins",
             "vicreg", "supcon", "masked"]

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from conftest import make_blob_images
+from helpers import make_blob_images
 from replearn.config.sections import model_config
 from replearn.encoders import build_encoder
 from replearn.interpret.attributions import Settings, attribute

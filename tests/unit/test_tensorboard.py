@@ -22,7 +22,7 @@ from replearn.config.sections import config_from_dict  # noqa: E402
 from replearn.errors import ConfigError  # noqa: E402
 from replearn.training.tensorboard import summary_writer_class  # noqa: E402
 
-from conftest import make_blob_images, tiny_config  # noqa: E402
+from helpers import make_blob_images, tiny_config  # noqa: E402
 
 EPOCHS = 2
 

@@ -11,7 +11,7 @@ from replearn.experiment.experiment import build_head
 from replearn.training import (Callback, Checkpoint, EpochProbe, MetricsCSV, SignalStop, Snapshots, Stopper, Trainer,
                                TrainSettings, epoch_order, evaluate, make_optimizer)
 
-from conftest import tiny_config
+from helpers import tiny_config
 
 TIMING = ("train_seconds", "train_images_per_s")
 

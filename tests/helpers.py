@@ -1,0 +1,210 @@
+"""Helpers every test file may import (`from helpers import …`): paths, tiny synthetic datasets and configs, and the bad-input harness. Fixtures stay in conftest.py."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from replearn.cli.main import main
+from replearn.data import DEBIAN_DATASET_DIR
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+TEST_DATA = Path(__file__).resolve().parent / "data"
+
+
+FMNIST_DIR = DEBIAN_DATASET_DIR / "fashion-mnist"
+
+
+needs_fashion_mnist = pytest.mark.skipif(
+    not (FMNIST_DIR / "train-images-idx3-ubyte.gz").is_file(),
+    reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+
+
+def make_blob_images(n: int, size: int = 8, classes: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Images whose class is a bright square in one of ``classes`` positions, plus noise (uint8)."""
+    rng = np.random.RandomState(seed)
+    y = np.arange(n) % classes
+    x = rng.randint(0, 60, size=(n, size, size)).astype(np.uint8)
+    half = size // 2
+    corners = [(0, 0), (0, half), (half, 0), (half, half)]
+    for i, label in enumerate(y):
+        r, c = corners[label % 4]
+        x[i, r:r + half, c:c + half] += 150
+    return x, y
+
+
+INTERPRETABILITY = ["attributions", "sanity", "faithfulness", "invariance", "robustness", "units"]
+
+
+def tiny_config(npz: Path, **train: object) -> dict:
+    """A raw config dict for a seconds-long run on the blob dataset. The interpretability analyses are left
+    out (each has its own end-to-end test, which clears ``analysis.skip``): they would add seconds of
+    figure drawing to every one of the many tiny runs."""
+    return {"name": "tiny",
+            "data": {"name": "npz", "root": str(npz), "val_fraction": 0.2},
+            "model": {"channels": [4, 8], "latent_dim": 6},
+            "train": {"epochs": 2, "batch_size": 16, "probe_train_images": 40, **train},
+            "analysis": {"max_stage_features": 32, "projection_points": 0, "reconstructions": 4,
+                         "label_counts": [1, 5], "label_draws": 2, "analysis_points": 60,
+                         "probe_l2_grid": [1e-3, 1e-1], "knn_k_grid": [3],
+                         "figure_formats": ["png"],  # SVG/PDF copies are tested once (test_pipeline)
+                         "skip": list(INTERPRETABILITY)}}
+
+
+def write_yaml(tmp: Path, raw: object, name: str = "exp.yaml") -> str:
+    path = tmp / name
+    path.write_text(yaml.safe_dump(raw) if not isinstance(raw, str) else raw)
+    return str(path)
+
+
+def blobs_npz(tmp: Path, train_x=None, train_y=None, test_x=None, test_y=None, name="blobs.npz") -> Path:
+    x, y = make_blob_images(96, seed=1)
+    tx, ty = make_blob_images(30, seed=2)
+    arrays = {"train_x": x if train_x is None else train_x, "train_y": y if train_y is None else train_y,
+              "test_x": tx if test_x is None else test_x, "test_y": ty if test_y is None else test_y}
+    path = tmp / name
+    np.savez(path, **arrays)
+    return path
+
+
+def tiny(tmp: Path, **sections) -> dict:
+    raw = tiny_config(blobs_npz(tmp))
+    raw["analysis"]["label_counts"] = [1, 5]
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    return raw
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as fh:
+        fh.write(header + array.astype(np.uint8).tobytes())
+
+
+def idx_dir(tmp: Path, n_train=40, n_labels=None) -> Path:
+    root = tmp / "idx"
+    root.mkdir()
+    x, y = make_blob_images(n_train, classes=4)
+    write_idx(root / "train-images-idx3-ubyte.gz", x)
+    write_idx(root / "train-labels-idx1-ubyte.gz", y[:n_labels] if n_labels else y)
+    write_idx(root / "t10k-images-idx3-ubyte.gz", x[:20])
+    write_idx(root / "t10k-labels-idx1-ubyte.gz", y[:20])
+    return root
+
+
+def idx_run(tmp: Path, root: Path) -> list[str]:
+    raw = tiny(tmp, data={"name": "mnist", "root": str(root)})
+    return ["run", write_yaml(tmp, raw), "--out", str(tmp / "out")]
+
+
+def finished_run(tmp: Path) -> Path:
+    out = tmp / "done"
+    raw = tiny(tmp, train={"epochs": 1, "probe_every_epoch": False})
+    assert main(["run", write_yaml(tmp, raw, "done.yaml"), "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def checkpoint(tmp: Path, payload: dict, name="model.pt") -> Path:
+    path = tmp / name
+    torch.save(payload, path)
+    return path
+
+
+def replearn_payload(channels=(4, 8), weights_from=(4, 8), in_shape=(1, 8, 8)) -> dict:
+    from replearn.config.sections import model_config
+    from replearn.encoders import build_encoder
+
+    enc = build_encoder(model_config(channels=list(weights_from), latent_dim=6), in_shape, 0)
+    return {"format": "replearn-checkpoint", "kind": "model", "regime": "supervised", "seed": 0,
+            "encoder": enc.state_dict(), "in_shape": list(in_shape),
+            "config": {"name": "x", "data": {"name": "digits"},
+                       "model": {"channels": list(channels), "kernel_size": 3, "latent_dim": 6}}}
+
+
+class Exploit:
+    """Unpickling this object would create a file (stands in for arbitrary code)."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.target}",))
+
+
+def plugin_module(tmp: Path, name: str, body: str) -> str:
+    """A user's module in the (test's) working directory, importable by ``name:Attr``."""
+    (tmp / f"{name}.py").write_text(body)
+    return name
+
+
+def png_tree(tmp: Path, n: int = 30, sizes=None, empty_class: bool = False, corrupt: int | None = None) -> Path:
+    """An image-folder tree of n 8×8 grey PNGs in 3 classes (optionally other sizes, an empty class, a
+    truncated file)."""
+    from PIL import Image
+
+    root = tmp / "images"
+    x, y = make_blob_images(n, seed=3)
+    for i, (image, label) in enumerate(zip(x, y)):
+        folder = root / f"class{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        size = (sizes or {}).get(i)
+        Image.fromarray(image if size is None else np.resize(image, size)).save(folder / f"{i:05d}.png")
+    if empty_class:
+        (root / "class9").mkdir()
+    if corrupt is not None:
+        path = root / f"class{y[corrupt]}" / f"{corrupt:05d}.png"
+        path.write_bytes(path.read_bytes()[:50])
+    return root
+
+
+def folder_run(tmp: Path, root: Path, *extra: str) -> list[str]:
+    return ["run", write_yaml(tmp, tiny(tmp, data={"name": "folder", "root": str(root), "cache_dir": str(tmp / "cache")})),
+            "--out", str(tmp / "run"), *extra]
+
+
+def fingerprint(root: Path) -> dict[str, object]:
+    """Every path under ``root`` with its content hash; a file this user may not read is identified by its
+    size, mode and modification time instead."""
+    def state(p: Path) -> object:
+        if not p.is_file():
+            return "dir"
+        try:
+            return hashlib.sha256(p.read_bytes()).hexdigest()
+        except PermissionError:
+            return (p.stat().st_size, p.stat().st_mode, p.stat().st_mtime_ns)
+
+    return {str(p.relative_to(root)): state(p) for p in sorted(root.rglob("*"))}
+
+
+def assert_refused_in_one_line(case_id, what, build, fragment, tmp_path, capsys, monkeypatch):
+    """The bad-input harness every catalogue file uses: the command ``build(tmp_path)`` returns exits 2 with one
+    line naming the problem (``fragment``) and the fix, no traceback, and nothing on disk changed."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # importing a user's module must not add a cache file
+    monkeypatch.setattr("replearn.data.readers.DEBIAN_DATASET_DIR", tmp_path / "no-debian")
+    monkeypatch.delenv("REPLEARN_DATA", raising=False)
+    argv = build(tmp_path)
+    capsys.readouterr()
+    before = fingerprint(tmp_path)
+    started = time.monotonic()
+    code = main(argv)
+    seconds = time.monotonic() - started
+    err = capsys.readouterr().err.strip()
+    assert code == 2, f"{case_id} {what}: exit {code}, stderr {err!r}"
+    assert seconds < 30, f"{case_id}: took {seconds:.1f}s to refuse"
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("replearn: error: ") and " — fix: " in err, err
+    assert fragment in err, f"{case_id}: {fragment!r} not in {err!r}"
+    assert fingerprint(tmp_path) == before, f"{case_id}: files on disk changed"
+    assert not (tmp_path / "pwned").exists()
