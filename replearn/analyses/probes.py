@@ -67,6 +67,8 @@ def probe_table(ctx: SeedContext) -> tuple[pd.DataFrame, dict[str, Any]]:
         lin_seconds = time.perf_counter() - started
         started = time.perf_counter()
         val_knn, test_knn = ((f[s][knn_rows[s]], labels[s][knn_rows[s]]) for s in ("val", "test"))
+        if val is None:  # the label budget: k too is chosen inside the budget's labels
+            val_knn = None
         knn = knn_probe(train, val_knn, test_knn, cfg.analysis.knn_k_grid, cfg.analysis.knn_temperature)
         bar.update(1)
         log(f"  {model:>11} {layer:>7} (d={f['train'].shape[1]:>4}): linear {lin.test_accuracy:.4f}, "

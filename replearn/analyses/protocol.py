@@ -9,6 +9,7 @@ import pandas as pd
 from replearn.metrics.stats import seeds_note
 from replearn.analyses.base import Analysis, RunArtifacts, Section, register_analysis
 from replearn.analyses.render import PLUS_MINUS, table
+from replearn.rundir import layout
 from replearn.regimes import REGIMES
 from replearn.analyses.training import histories
 
@@ -52,16 +53,7 @@ class Protocol(Analysis):
                   "the dataset's unlabelled images): compare them with that in mind.")
         seeds = train.get("seeds") or [0]
         bullets = [budget, STEP_COST,
-                   "Linear probes: standardised features, multinomial logistic regression fitted to convergence "
-                   f"(largest gradient entry ≤ {analysis.get('probe_tol')}); the L2 penalty is chosen per layer on the "
-                   "validation split (under a label budget: by cross-validation inside it) from "
-                   f"{analysis.get('probe_l2_grid')}"
-                   + (" (the strongest within one standard error of the best)"
-                      if analysis.get("probe_selection") == "one-se" else "") + ". kNN probes: cosine, temperature "
-                   f"{analysis.get('knn_temperature')}, k " + (f"chosen on validation from {analysis.get('knn_k_grid')}"
-                                                               if len(analysis.get("knn_k_grid") or []) > 1 else
-                                                               f"= {(analysis.get('knn_k_grid') or ['?'])[0]} (fixed)")
-                   + _knn_cap(analysis) + ". Nothing is chosen on the test split.",
+                   _probe_bullet(analysis),
                    _subset_bullet(analysis),
                    "Regime hyperparameters are those in the table; the last column says how each was chosen "
                    "(config key selection). Label-free criteria (RankMe, Garrido et al. 2023) are the default in "
@@ -72,23 +64,7 @@ class Protocol(Analysis):
                    "them and amplify the weakest; the untrained encoder of each seed.",
                    PLUS_MINUS + f" This run has {len(seeds)} seed{'s' if len(seeds) != 1 else ''}. "
                    + (seeds_note(len(seeds)) or "")]
-        model = cfg.get("model") or {}
-        if model.get("name", "conv") == "conv":
-            init = model.get("init") or "default"
-            bullets.append(f"Initial weights (model.init): {init}" + (
-                " — PyTorch's own initialisation (Kaiming-uniform with a = √5, weight variance 1/(3·fan-in)), whose "
-                "signal and gradients shrink layer by layer in a deep plain CNN; vanishing gradients there are "
-                "largely this initialisation (compare model.init=kaiming)." if init == "default" else "."))
-        environment = run.json_file("environment.json") or {}
-        processes = environment.get("world_size") if isinstance(environment, dict) else None
-        contrastive = [m.label for m in regimes if m.name == "contrastive"]
-        if (isinstance(processes, int) and processes > 1 and contrastive and not train.get("sync_batchnorm")
-                and model.get("batch_norm", True) is not False):
-            bullets.append(f"{', '.join(contrastive)} trained under {processes} processes with batch norm over each "
-                           "process's share of the batch: per-process statistics let a contrastive loss tell "
-                           "views apart by batch statistics, the shortcut SimCLR's global batch norm was introduced "
-                           "to avoid (Chen et al. 2020); train.sync_batchnorm: true (NCCL) normalises over the "
-                           "global batch.")
+        bullets += _model_notes(cfg, train, regimes, run)
         with_labels = [m.label for m in regimes if m.trained_with_labels]
         if labelled:
             bullets.insert(1, _label_budget_bullet(train, with_labels, labelled, images))
@@ -97,6 +73,43 @@ class Protocol(Analysis):
                            "transfer of features learned with all labels, not learning from few labels.")
         return [Section("protocol", "Protocol", GUIDE, bullets=bullets, table=table(frame, "protocol", run),
                         caption="Training budget of every regime.")]
+
+
+def _probe_bullet(analysis: dict) -> str:
+    """How the linear and kNN probes are fitted and how their settings are chosen."""
+    return ("Linear probes: standardised features, multinomial logistic regression fitted to convergence "
+            f"(largest gradient entry ≤ {analysis.get('probe_tol')}); the L2 penalty is chosen per layer on the "
+            "validation split (under a label budget: by cross-validation inside it) from "
+            f"{analysis.get('probe_l2_grid')}"
+            + (" (the strongest within one standard error of the best)"
+               if analysis.get("probe_selection") == "one-se" else "") + ". kNN probes: cosine, temperature "
+            f"{analysis.get('knn_temperature')}, k " + (f"chosen on validation from {analysis.get('knn_k_grid')}"
+                                                        if len(analysis.get("knn_k_grid") or []) > 1 else
+                                                        f"= {(analysis.get('knn_k_grid') or ['?'])[0]} (fixed)")
+            + _knn_cap(analysis) + ". Nothing is chosen on the test split.")
+
+
+def _model_notes(cfg: dict, train: dict, regimes: list[Any], run: RunArtifacts) -> list[str]:
+    """What to keep in mind about the encoder's initial weights and, under several processes, batch norm."""
+    bullets: list[str] = []
+    model = cfg.get("model") or {}
+    if model.get("name", "conv") == "conv":
+        init = model.get("init") or "default"
+        bullets.append(f"Initial weights (model.init): {init}" + (
+            " — PyTorch's own initialisation (Kaiming-uniform with a = √5, weight variance 1/(3·fan-in)), whose "
+            "signal and gradients shrink layer by layer in a deep plain CNN; vanishing gradients there are "
+            "largely this initialisation (compare model.init=kaiming)." if init == "default" else "."))
+    environment = run.json_file(layout.ENVIRONMENT) or {}
+    processes = environment.get("world_size") if isinstance(environment, dict) else None
+    contrastive = [m.label for m in regimes if m.name == "contrastive"]
+    if (isinstance(processes, int) and processes > 1 and contrastive and not train.get("sync_batchnorm")
+            and model.get("batch_norm", True) is not False):
+        bullets.append(f"{', '.join(contrastive)} trained under {processes} processes with batch norm over each "
+                       "process's share of the batch: per-process statistics let a contrastive loss tell "
+                       "views apart by batch statistics, the shortcut SimCLR's global batch norm was introduced "
+                       "to avoid (Chen et al. 2020); train.sync_batchnorm: true (NCCL) normalises over the "
+                       "global batch.")
+    return bullets
 
 
 def _knn_cap(analysis: dict) -> str:

@@ -7,6 +7,8 @@ that floor (or whose maps ignore the weights) is marked as not reflecting what t
 2 × ``draws`` for the floor, each on ``images`` images."""
 from __future__ import annotations
 
+import dataclasses
+
 import textwrap
 
 from dataclasses import dataclass
@@ -21,7 +23,8 @@ from replearn.interpret.sanity import (INPUT_FREE, MARGIN, METRICS, NULL_METRICS
                                 null_floor, randomisation_tests, verdicts)
 from replearn.config.options import opt
 from replearn.analyses.plots import PAGE_WIDTH, plt
-from replearn.analyses.attributions import FIRST_SEED, ExplainOptions, check_explain_options, explain_setup, maps_for
+from replearn.analyses.attributions import (FIRST_SEED, ExplainOptions, check_explain_options, explain_setup, maps_for,
+                                            sized_options)
 from replearn.analyses.base import Analysis, RunArtifacts, Section, SeedContext, register_analysis
 from replearn.analyses.render import figure, table
 
@@ -43,10 +46,14 @@ COLORS = {"integrated_gradients": "#1f77b4", "smoothgrad": "#ff7f0e", "gradient_
           "gradcam": "#d62728"}
 
 
+SANITY_IMAGES = 16  # the default number of images for a verdict, on images of up to 64×64 pixels
+
+
 @dataclass
 class SanityOptions(ExplainOptions):
-    images: int = opt(16, "test images whose maps are compared before and after randomisation (at most the test "
-                       "split)", min=1)
+    images: int | None = opt(None, "test images whose maps are compared before and after randomisation (default: "
+                                   f"{SANITY_IMAGES} up to 64×64 pixels, the attribution grid's number above; "
+                                   "never more than the test split holds)", min=1)
     draws: int = opt(3, "pairs of independent full randomisations: the trained-vs-random similarity and the "
                         "random-vs-random floor of every metric, with their spread over the draws", min=1, max=50)
     ig_steps: int = opt(8, "Integrated Gradients' steps from the dataset-mean image (each randomised model's maps "
@@ -62,12 +69,22 @@ class Sanity(Analysis):
     Options = SanityOptions
 
     def check(self, cfg: Any, data: Any, layers: list[str]) -> None:
-        check_explain_options(self.options, self.name, cfg, data)
+        check_explain_options(self.sized(data), self.name, cfg, data)
+
+    def sized(self, data: Any) -> SanityOptions:
+        """The options with an unset image count resolved: SANITY_IMAGES on small images, the attribution
+        grid's per-size number above 64×64, and never more than the test split (a set count is kept, and
+        refused by ``check`` when the split is smaller)."""
+        if self.options.images is not None:
+            return self.options
+        shape = tuple(data.image_shape)
+        wanted = SANITY_IMAGES if shape[-2] * shape[-1] <= 64 * 64 else sized_options(self.options, shape).images
+        return dataclasses.replace(self.options, images=max(1, min(wanted, len(data.test_y))))
 
     def compute(self, ctx: SeedContext) -> dict[str, pd.DataFrame]:
         if not (ctx.first_seed or self.options.every_seed):
             return {}
-        setup = explain_setup(ctx, self.options)
+        setup = explain_setup(ctx, self.sized(ctx.data))
         frames, nulls = [], []
         for target in setup.targets:
             if target.name in BASELINES and not self.options.baselines:

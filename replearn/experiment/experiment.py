@@ -38,7 +38,7 @@ from replearn.errors import ReplearnError
 from replearn.encoders.extract import extract_splits, pca_baseline, pixel_features
 from replearn.runtime.log import Heartbeat, RunClock, log
 from replearn.experiment.plugins import Plugins, resolve
-from replearn.experiment.preflight import check_data_fits, plan_run, preflight
+from replearn.experiment.preflight import check_data_fits, log_plan, plan_run, preflight
 from replearn.regimes import Regime
 from replearn.report.html import render_report
 from replearn.rundir.directory import RunDir, unlock_directory
@@ -147,6 +147,8 @@ class Experiment(StageGuards):
         if self.config.train.labels_per_class:
             self.labelled = labelled_subset(data.train_y.numpy(), self.config.train.labels_per_class,
                                             self.seeds[0], data.class_names, data.num_classes)
+        if checked is None and self.phases:  # every check passed: the run will start
+            log_plan(self.phases)
 
     def prepare(self) -> None:
         """Load the data, then create (or reopen, when resuming) the run directory and write what a run

@@ -76,7 +76,7 @@ def run_shape(cfg: Config, data: Dataset, analysed: Dataset) -> costs.RunShape:
 
 def plan_run(cfg: Config, data: Dataset, analyses: list[str], device: torch.device | str = "cpu",
              available: int | None = None, rate: float | None = None) -> list[costs.Phase]:
-    """Each phase's predicted time and peak memory (``costs.plan_run``) for this run, logged as the plan; a
+    """Each phase's predicted time and peak memory (``costs.plan_run``) for this run (``log_plan`` logs it); a
     phase that cannot fit in the memory available (``available`` bytes; default: what is free now) is refused
     in one line naming the option that bounds it, before anything is written."""
     analysed = analysis_view(data, cfg.analysis.max_images_per_split, cfg.data.split_seed)
@@ -100,13 +100,19 @@ def plan_run(cfg: Config, data: Dataset, analyses: list[str], device: torch.devi
             raise ConfigError(f"the {worst.name} phase would need about {costs.format_bytes(worst.bytes)} of memory "
                               f"({shape.images:,} analysed images of {shape.pixels:,} pixels), more than the "
                               f"{costs.format_bytes(available)} available", f"lower {worst.fix}")
-    total = sum(p.seconds for p in phases)
-    top = sorted(phases, key=lambda p: -p.seconds)[:4]
-    if total >= PLAN_LOG_SECONDS:  # a short run's plan would be noise (and a line before any later error)
-        log(f"plan: ≈ {format_duration(total)} at {rate / 1e9:.0f} GFLOP/s ("
-            + ", ".join(f"{p.name} {format_duration(p.seconds)}" for p in top)
-            + f"); peak memory ≈ {costs.format_bytes(max(p.bytes for p in phases))}")
     return phases
+
+
+def log_plan(phases: list[costs.Phase]) -> None:
+    """Log the plan (predicted time, its largest phases, peak memory) of a run predicted to take a minute or
+    more: called once every check has passed, so that a refused run still answers in one line."""
+    total = sum(p.seconds for p in phases)
+    if total < PLAN_LOG_SECONDS:  # a short run's plan would be noise
+        return
+    top = sorted(phases, key=lambda p: -p.seconds)[:4]
+    log(f"plan: ≈ {format_duration(total)} at {costs.matmul_rate() / 1e9:.0f} GFLOP/s ("
+        + ", ".join(f"{p.name} {format_duration(p.seconds)}" for p in top)
+        + f"); peak memory ≈ {costs.format_bytes(max(p.bytes for p in phases))}")
 
 
 def check_features_fit(analysed: Dataset, latent_dim: int, available: int | None = None) -> None:

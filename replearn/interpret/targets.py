@@ -10,7 +10,8 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from replearn.metrics.probes import ProbeFit, Standardizer, fit_softmax_regression, prepare_labelled_features
+from replearn.metrics.probes import ProbeFit, Standardizer, prepare_labelled_features
+from replearn.metrics.softmax import fit_softmax_regression
 
 
 class ProbeLogits(nn.Module):

@@ -219,15 +219,15 @@ def _fold_count(folds: torch.Tensor) -> int:
 
 def linear_probe(train: tuple[ArrayLike, ArrayLike], val: tuple[ArrayLike, ArrayLike] | None,
                  test: tuple[ArrayLike, ArrayLike], l2_grid: list[float], max_iter: int = 500,
-                 tol: float = 3e-4, standardize: bool = True, selection: str = "best",
-                 folds: int = CV_FOLDS) -> ProbeResult:
+                 tol: float = 3e-4, standardize: bool = True, selection: str = "best") -> ProbeResult:
     """Fit one probe per L2 penalty (batched, each to convergence), pick one on validation (``selection``:
     see ``choose_on_validation``), and report that probe's test accuracy. ``standardize=False`` keeps the
     features' relative scales (one common scale; see ``Standardizer``). ``val=None`` (a label budget: no
     labels beyond the training ones) chooses by stratified ``folds``-fold cross-validation inside the training
-    images instead, then refits on all of them; ``val_accuracy`` is then the cross-validated accuracy."""
+    images instead (``CV_FOLDS`` folds), then refits on all of them; ``val_accuracy`` is then the cross-validated
+    accuracy."""
     if val is None:
-        return _linear_probe_cv(train, test, l2_grid, max_iter, tol, standardize, selection, folds)
+        return _linear_probe_cv(train, test, l2_grid, max_iter, tol, standardize, selection, CV_FOLDS)
     grid = sorted({float(v) for v in l2_grid}, reverse=True)
     predictions = _fit_linear(train, grid, max_iter, tol, standardize)
     val_y, test_y = torch.as_tensor(val[1]), torch.as_tensor(test[1])

@@ -226,11 +226,12 @@ def random_views(x: torch.Tensor, generator: torch.Generator, options: ViewOptio
     return out.contiguous(memory_format=torch.channels_last)
 
 
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float,
+            gather: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """SimCLR's normalised-temperature cross-entropy over the 2N views, and how many views rank their
-    partner first among the other 2N − 1. In a distributed training step the N pairs are every rank's
-    (``gathered_nt_xent``)."""
-    if distributed.batch_is_sharded():
+    partner first among the other 2N − 1. ``gather``: the batch is split across processes, and the N pairs are
+    every rank's (``gathered_nt_xent``)."""
+    if gather:
         return gathered_nt_xent(z1, z2, temperature)
     z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
     n = len(z1)
@@ -276,7 +277,8 @@ class Contrastive(Regime):
         stats = (head.pixel_mean, head.pixel_std) if isinstance(head, ContrastiveHead) else None
         views = torch.cat([random_views(x, generator, self.options, stats) for _ in range(2)])
         z = head(encoder(views))
-        loss, top1 = nt_xent(z[:len(x)], z[len(x):], self.options.temperature)
+        loss, top1 = nt_xent(z[:len(x)], z[len(x):], self.options.temperature,
+                             gather=distributed.batch_is_sharded())
         return loss, {"partner_top1": top1}
 
     def embed(self, encoder: Encoder, head: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -51,7 +51,7 @@ def build_context(run_dir: Path, status: dict[str, Any] | None = None,
                                       f"({type(exc).__name__}{': ' + detail if detail else ''})")
     finally:
         run.finish_exports()
-    marker = run.json_file("replearn-run.json", dict) or {}
+    marker = run.json_file(layout.MARKER, dict) or {}
     state = run.status.get("state", "unknown")
     return {
         "title": f"replearn — {marker.get('name', run_dir.name)}", "run_dir": str(run_dir),

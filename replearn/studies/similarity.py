@@ -249,6 +249,6 @@ def similarity(path_a: str | Path, path_b: str | Path, out: str | Path | None = 
                "state_message": "", "complete": True, "wall_seconds": None,
                "sections": [dataclasses.asdict(s) for s in found], "unreadable": [], "not_written": [],
                "version": __version__, "rendered": dt.datetime.now().isoformat(timespec="seconds")}
-    env = jinja2.Environment(loader=jinja2.PackageLoader("replearn", "templates"), autoescape=True,
+    env = jinja2.Environment(loader=jinja2.PackageLoader("replearn.report", "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined)
     return atomic_write_text(target / REPORT, env.get_template("report.html.j2").render(**context))

@@ -35,7 +35,10 @@ PLUGIN = textwrap.dedent('''
         def loss(self, encoder, head, x, y, generator):
             target = x.mean((1, 2, 3))
             error = (head(encoder(x)).squeeze(1) - target).square()
-            return error.mean(), {"sq_error": error.detach().sum()}
+            return error.mean(), {"brightness_sq_error": error.detach().sum()}
+
+        def metrics(self, sums, images, pixels):
+            return {"brightness_mse": sums["brightness_sq_error"] / images}
 
 
     class TinyMLP(Encoder):

@@ -84,7 +84,7 @@ def test_bundled_experiments_load_by_name_from_any_directory(tmp_path, monkeypat
     assert load_config("experiments/objectives.yaml").train.regimes[-1] == "contrastive"
     (tmp_path / "fashion_mnist.yaml").write_text("name: mine\n")
     assert load_config("fashion_mnist.yaml").name == "mine", "a file in the working directory comes first"
-    with pytest.raises(ConfigError, match="bundled experiment \\(cifar10_resnet18, cifar10_small, digits, fashion_mnist, fashion_mnist_resnet18, objectives\\)"):
+    with pytest.raises(ConfigError, match="bundled experiment \\(cifar10_resnet18, cifar10_small, digits, families, families_cifar10_resnet18, fashion_mnist, fashion_mnist_resnet18, objectives\\)"):
         load_config("fashion_mnsit")
 
 

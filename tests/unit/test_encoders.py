@@ -85,7 +85,7 @@ def test_encoder_spec_rebuilds_the_same_architecture():
     spec = encoder_spec(cfg, (1, 8, 8))
     assert spec == {"name": "conv", "kwargs": {"in_shape": [1, 8, 8], "latent_dim": 5, "channels": [4, 8],
                                                 "kernel_size": 5, "batch_norm": True, "convs_per_stage": 1,
-                                                "residual": False}}
+                                                "residual": False, "init": "default"}}
     again = encoder_from_spec(spec)
     again.load_state_dict(enc.state_dict())
     x = torch.randn(2, 1, 8, 8)

@@ -11,7 +11,7 @@ import torch
 from replearn.config import config_from_dict, model_config
 from replearn.data import load_dataset
 from replearn.encoders import build_encoder
-from replearn.experiment import build_head
+from replearn.experiment.records import build_head
 from replearn.regimes import DataInfo, make_regime
 from replearn.regimes.masked import masked_error, patch_mask
 from replearn.training import EpochProbe, Trainer, TrainSettings

@@ -39,7 +39,7 @@ def worker(rank: int, port: int, out: str) -> None:
     mine = distributed.share(N)
     z1, z2 = z1_all[mine].clone().requires_grad_(), z2_all[mine].clone().requires_grad_()
     with distributed.sharded_batch():
-        loss, top1 = nt_xent(z1, z2, TEMPERATURE)
+        loss, top1 = nt_xent(z1, z2, TEMPERATURE, gather=distributed.batch_is_sharded())
         mean = distributed.batch_mean(z1_all[mine, 0])
     (loss * (world.size * len(z1) / N)).backward()  # the trainer's weighting of a rank's share
     whole = distributed.all_reduce_sum((loss * len(z1) / N).detach().clone())

@@ -5,8 +5,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from replearn.errors import ReplearnError
-from replearn.metrics.probes import (LinearProbe, TallSkinnyProducts, choose_on_validation, fit_softmax_regression,
-                             knn_classifier, knn_probe, linear_probe)
+from replearn.metrics.probes import LinearProbe, choose_on_validation, knn_classifier, knn_probe, linear_probe
+from replearn.metrics.softmax import TallSkinnyProducts, fit_softmax_regression
 
 
 def gaussian_classes(n=600, d=20, k=4, sep=1.5, seed=0):
