@@ -33,9 +33,8 @@ def ruff_findings() -> dict[str, int]:
 
 def unformatted_files() -> list[str]:
     """Files ``ruff format`` would change."""
-    out = _run(str(BIN / "ruff"), "format", "--check", ".")
-    return sorted(line.split("Would reformat: ", 1)[1].strip() for line in out.splitlines()
-                  if line.startswith("Would reformat: "))
+    out = _run(str(BIN / "ruff"), "format", "--check", "--output-format", "concise", ".")
+    return sorted({line.split(":", 1)[0] for line in out.splitlines() if ": unformatted:" in line})
 
 
 def mypy_findings() -> dict[str, int]:
