@@ -1,4 +1,6 @@
-"""Helpers every test file may import (`from helpers import …`): paths, tiny synthetic datasets and configs, and the bad-input harness. Fixtures stay in conftest.py."""
+"""Helpers every test file may import (`from helpers import …`): paths, tiny synthetic datasets and configs, and the
+bad-input harness. Fixtures stay in conftest.py."""
+
 from __future__ import annotations
 
 import gzip
@@ -28,7 +30,8 @@ FMNIST_DIR = DEBIAN_DATASET_DIR / "fashion-mnist"
 
 needs_fashion_mnist = pytest.mark.skipif(
     not (FMNIST_DIR / "train-images-idx3-ubyte.gz").is_file(),
-    reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)",
+)
 
 
 def make_blob_images(n: int, size: int = 8, classes: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -40,7 +43,7 @@ def make_blob_images(n: int, size: int = 8, classes: int = 3, seed: int = 0) -> 
     corners = [(0, 0), (0, half), (half, 0), (half, half)]
     for i, label in enumerate(y):
         r, c = corners[label % 4]
-        x[i, r:r + half, c:c + half] += 150
+        x[i, r : r + half, c : c + half] += 150
     return x, y
 
 
@@ -51,15 +54,24 @@ def tiny_config(npz: Path, **train: object) -> dict:
     """A raw config dict for a seconds-long run on the blob dataset. The interpretability analyses are left
     out (each has its own end-to-end test, which clears ``analysis.skip``): they would add seconds of
     figure drawing to every one of the many tiny runs."""
-    return {"name": "tiny",
-            "data": {"name": "npz", "root": str(npz), "val_fraction": 0.2},
-            "model": {"channels": [4, 8], "latent_dim": 6},
-            "train": {"epochs": 2, "batch_size": 16, "probe_train_images": 40, **train},
-            "analysis": {"max_stage_features": 32, "projection_points": 0, "reconstructions": 4,
-                         "label_counts": [1, 5], "label_draws": 2, "analysis_points": 60,
-                         "probe_l2_grid": [1e-3, 1e-1], "knn_k_grid": [3],
-                         "figure_formats": ["png"],  # SVG/PDF copies are tested once (test_pipeline)
-                         "skip": list(INTERPRETABILITY)}}
+    return {
+        "name": "tiny",
+        "data": {"name": "npz", "root": str(npz), "val_fraction": 0.2},
+        "model": {"channels": [4, 8], "latent_dim": 6},
+        "train": {"epochs": 2, "batch_size": 16, "probe_train_images": 40, **train},
+        "analysis": {
+            "max_stage_features": 32,
+            "projection_points": 0,
+            "reconstructions": 4,
+            "label_counts": [1, 5],
+            "label_draws": 2,
+            "analysis_points": 60,
+            "probe_l2_grid": [1e-3, 1e-1],
+            "knn_k_grid": [3],
+            "figure_formats": ["png"],  # SVG/PDF copies are tested once (test_pipeline)
+            "skip": list(INTERPRETABILITY),
+        },
+    }
 
 
 def write_yaml(tmp: Path, raw: object, name: str = "exp.yaml") -> str:
@@ -71,8 +83,12 @@ def write_yaml(tmp: Path, raw: object, name: str = "exp.yaml") -> str:
 def blobs_npz(tmp: Path, train_x=None, train_y=None, test_x=None, test_y=None, name="blobs.npz") -> Path:
     x, y = make_blob_images(96, seed=1)
     tx, ty = make_blob_images(30, seed=2)
-    arrays = {"train_x": x if train_x is None else train_x, "train_y": y if train_y is None else train_y,
-              "test_x": tx if test_x is None else test_x, "test_y": ty if test_y is None else test_y}
+    arrays = {
+        "train_x": x if train_x is None else train_x,
+        "train_y": y if train_y is None else train_y,
+        "test_x": tx if test_x is None else test_x,
+        "test_y": ty if test_y is None else test_y,
+    }
     path = tmp / name
     np.savez(path, **arrays)
     return path
@@ -126,10 +142,19 @@ def replearn_payload(channels=(4, 8), weights_from=(4, 8), in_shape=(1, 8, 8)) -
     from replearn.encoders import build_encoder
 
     enc = build_encoder(model_config(channels=list(weights_from), latent_dim=6), in_shape, 0)
-    return {"format": "replearn-checkpoint", "kind": "model", "regime": "supervised", "seed": 0,
-            "encoder": enc.state_dict(), "in_shape": list(in_shape),
-            "config": {"name": "x", "data": {"name": "digits"},
-                       "model": {"channels": list(channels), "kernel_size": 3, "latent_dim": 6}}}
+    return {
+        "format": "replearn-checkpoint",
+        "kind": "model",
+        "regime": "supervised",
+        "seed": 0,
+        "encoder": enc.state_dict(),
+        "in_shape": list(in_shape),
+        "config": {
+            "name": "x",
+            "data": {"name": "digits"},
+            "model": {"channels": list(channels), "kernel_size": 3, "latent_dim": 6},
+        },
+    }
 
 
 class Exploit:
@@ -169,13 +194,19 @@ def png_tree(tmp: Path, n: int = 30, sizes=None, empty_class: bool = False, corr
 
 
 def folder_run(tmp: Path, root: Path, *extra: str) -> list[str]:
-    return ["run", write_yaml(tmp, tiny(tmp, data={"name": "folder", "root": str(root), "cache_dir": str(tmp / "cache")})),
-            "--out", str(tmp / "run"), *extra]
+    return [
+        "run",
+        write_yaml(tmp, tiny(tmp, data={"name": "folder", "root": str(root), "cache_dir": str(tmp / "cache")})),
+        "--out",
+        str(tmp / "run"),
+        *extra,
+    ]
 
 
 def fingerprint(root: Path) -> dict[str, object]:
     """Every path under ``root`` with its content hash; a file this user may not read is identified by its
     size, mode and modification time instead."""
+
     def state(p: Path) -> object:
         if not p.is_file():
             return "dir"

@@ -1,11 +1,13 @@
 """``replearn datasets``: the known datasets, their options and where their files are."""
+
 from __future__ import annotations
+
 import argparse
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
-    from replearn.data import DATASETS, dataset_status
     from replearn.config.options import option_docs
+    from replearn.data import DATASETS, dataset_status
 
     width = max(len(n) for n in DATASETS.names())
     for name, source in DATASETS.items():

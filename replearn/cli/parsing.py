@@ -1,13 +1,17 @@
-"""What every command's arguments share: the one-line argument errors, lazily computed help, and the common --threads and --force options."""
+"""What every command's arguments share: the one-line argument errors, lazily computed help, and the common --threads
+and --force options."""
+
 from __future__ import annotations
+
 import argparse
 from typing import Any
 
-
-THREADS_HELP = ("threads for the phases that run in parallel (default: auto, or $REPLEARN_THREADS): auto puts "
-                "large convolutions and products on every available core and keeps small or memory-bound work "
-                "on one thread per task, which stays fast when other programs share the CPU; a number fixes "
-                "it, e.g. for bit-for-bit reproducible training (recorded in environment.json)")
+THREADS_HELP = (
+    "threads for the phases that run in parallel (default: auto, or $REPLEARN_THREADS): auto puts "
+    "large convolutions and products on every available core and keeps small or memory-bound work "
+    "on one thread per task, which stays fast when other programs share the CPU; a number fixes "
+    "it, e.g. for bit-for-bit reproducible training (recorded in environment.json)"
+)
 
 
 def _apply_threads(value: str | None) -> None:
@@ -48,5 +52,7 @@ class OneLineParser(argparse.ArgumentParser):
         raise UsageError(self.prog, message)
 
 
-FORCE_HELP = ("replace {option} if it is an existing file (never a file of a replearn run, nor anything that is not a "
-              "regular file)")
+FORCE_HELP = (
+    "replace {option} if it is an existing file (never a file of a replearn run, nor anything that is not a "
+    "regular file)"
+)

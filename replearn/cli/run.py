@@ -1,13 +1,16 @@
-"""``replearn run``: train every regime from the same initial weights, analyse them, write the report (``--nproc`` starts torchrun)."""
+"""``replearn run``: train every regime from the same initial weights, analyse them, write the report (``--nproc``
+starts torchrun)."""
+
 from __future__ import annotations
+
 import argparse
 import shlex
 import sys
 import textwrap
 from typing import Any
-from replearn.errors import ReplearnError, TrainingInterrupted
-from replearn.cli.parsing import THREADS_HELP, _apply_threads
 
+from replearn.cli.parsing import THREADS_HELP, _apply_threads
+from replearn.errors import ReplearnError, TrainingInterrupted
 
 EXAMPLES_RUN = """\
 examples:
@@ -22,8 +25,10 @@ examples:
 def _config_keys_help() -> str:
     from replearn.experiment.plugins import plugin_docs
 
-    lines = ["config keys (set in the YAML file or with --set section.key=value; a plug-in's own keys are marked "
-             "with the plug-in they belong to):"]
+    lines = [
+        "config keys (set in the YAML file or with --set section.key=value; a plug-in's own keys are marked "
+        "with the plug-in they belong to):"
+    ]
     for key, type_name, default, help_text in plugin_docs():
         lines.append(f"  {key} ({type_name}, default {default!r})")
         lines.append(textwrap.indent(textwrap.fill(help_text, 74), "      "))
@@ -31,16 +36,26 @@ def _config_keys_help() -> str:
 
 
 def _add_run(sub: Any) -> None:
-    run = sub.add_parser("run", help="train every regime, analyse them and write a report",
-                         description="Train the encoder under every configured regime (objective) from the same "
-                                     "initial weights, probe every layer of each (and of raw-pixel, PCA and "
-                                     "untrained-encoder baselines), measure similarity, dimension and structure by "
-                                     "depth, and write everything plus an HTML report into a new run directory.",
-                         epilog=EXAMPLES_RUN, epilog_extra=_config_keys_help,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    run = sub.add_parser(
+        "run",
+        help="train every regime, analyse them and write a report",
+        description="Train the encoder under every configured regime (objective) from the same "
+        "initial weights, probe every layer of each (and of raw-pixel, PCA and "
+        "untrained-encoder baselines), measure similarity, dimension and structure by "
+        "depth, and write everything plus an HTML report into a new run directory.",
+        epilog=EXAMPLES_RUN,
+        epilog_extra=_config_keys_help,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument("config", nargs="?", help="experiment YAML (default: the bundled digits experiment)")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a config value, e.g. --set train.epochs=3 (repeatable)")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=3 (repeatable)",
+    )
     run.add_argument("--seeds", type=int, metavar="N", help="repeat the comparison with seeds 0..N-1")
     run.add_argument("--data-root", metavar="DIR", help="directory holding the dataset's IDX files")
     run.add_argument("--out", metavar="DIR", help="run directory to create (default: reports/<name>-<timestamp>)")
@@ -48,20 +63,27 @@ def _add_run(sub: Any) -> None:
     run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     run.add_argument("--quiet", action="store_true", help="print only the report path")
     run.add_argument("--threads", metavar="N", help=THREADS_HELP)
-    run.add_argument("--tensorboard", action="store_true",
-                     help="also write TensorBoard logs under RUN_DIR/tensorboard/ (analysis.tensorboard=true; "
-                          "pip install 'replearn[tensorboard]'), then: tensorboard --logdir RUN_DIR/tensorboard")
-    run.add_argument("--nproc", type=int, metavar="N",
-                     help="train with N processes on this machine, started for you by torchrun (one per GPU with "
-                          "NCCL, or CPU processes with gloo); the same global batch and results as one process "
-                          "(docs/distributed.md). Several machines: torchrun --nnodes … -m replearn run")
+    run.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write TensorBoard logs under RUN_DIR/tensorboard/ (analysis.tensorboard=true; "
+        "pip install 'replearn[tensorboard]'), then: tensorboard --logdir RUN_DIR/tensorboard",
+    )
+    run.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="train with N processes on this machine, started for you by torchrun (one per GPU with "
+        "NCCL, or CPU processes with gloo); the same global batch and results as one process "
+        "(docs/distributed.md). Several machines: torchrun --nnodes … -m replearn run",
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from replearn.runtime import threads as parallel
     from replearn.experiment.experiment import Experiment
-    from replearn.runtime.log import set_quiet
     from replearn.rundir.directory import RunDir
+    from replearn.runtime import threads as parallel
+    from replearn.runtime.log import set_quiet
 
     set_quiet(args.quiet)
     _apply_threads(args.threads)
@@ -78,9 +100,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _launch(args, overrides)
     if args.resume:
         if args.config or overrides or args.out or args.threads or args.force:
-            raise ReplearnError("--resume continues a run with its saved config and thread setting; CONFIG, --set, "
-                                "--seeds, --data-root, --out, --threads and --force cannot be combined with it",
-                                "drop those options, or start a new run without --resume")
+            raise ReplearnError(
+                "--resume continues a run with its saved config and thread setting; CONFIG, --set, "
+                "--seeds, --data-root, --out, --threads and --force cannot be combined with it",
+                "drop those options, or start a new run without --resume",
+            )
         experiment = Experiment.resume(args.resume, progress=not args.quiet)
         if parallel.thread_setting() is None:
             parallel.set_threads(RunDir(args.resume).recorded_thread_setting())
@@ -91,8 +115,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         report = experiment.run()
     except TrainingInterrupted as stop:
         if experiment.world.main:
-            print(f"interrupted by {stop.signal_name}; the work done so far is saved. "
-                  f"Resume with: replearn run --resume {shlex.quote(str(run_dir))}", file=sys.stderr)
+            print(
+                f"interrupted by {stop.signal_name}; the work done so far is saved. "
+                f"Resume with: replearn run --resume {shlex.quote(str(run_dir))}",
+                file=sys.stderr,
+            )
         return 130
     finally:
         from replearn.runtime.distributed import shutdown
@@ -106,8 +133,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _launch(args: argparse.Namespace, overrides: list[str]) -> int:
     """``replearn run --nproc N``: every check of a run's inputs (config, plug-ins, data, run directory, what N
     processes need) here, in one process, so that bad input is one line; then torchrun starts the N."""
-    from replearn.experiment.experiment import Experiment
     from replearn.cli.launch import check_nproc, launch, without_nproc
+    from replearn.experiment.experiment import Experiment
 
     if args.resume:
         experiment, extra = Experiment.resume(args.resume, progress=False), []

@@ -1,12 +1,14 @@
 """``replearn sweep``: a grid of config values × seeds, one run directory each."""
+
 from __future__ import annotations
+
 import argparse
 import shlex
 import sys
 from pathlib import Path
 from typing import Any
-from replearn.errors import ReplearnError, TrainingInterrupted
 
+from replearn.errors import ReplearnError, TrainingInterrupted
 
 EXAMPLES_SWEEP = """\
 spec file (docs/studies.md):
@@ -27,38 +29,69 @@ examples:
 
 
 def _add_sweep(sub: Any) -> None:
-    sweep = sub.add_parser("sweep", help="run the cross product of config values x seeds, one run each",
-                           description="Run one replearn run per combination of the grid's values and per seed, "
-                                       "each in its own run directory under one sweep directory with a manifest "
-                                       "(sweep.json). Every run's config is validated before the first starts. "
-                                       "Running the same sweep again skips finished runs and resumes interrupted "
-                                       "ones. Compare the runs with `replearn compare SWEEP_DIR`.",
-                           epilog=EXAMPLES_SWEEP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sweep = sub.add_parser(
+        "sweep",
+        help="run the cross product of config values x seeds, one run each",
+        description="Run one replearn run per combination of the grid's values and per seed, "
+        "each in its own run directory under one sweep directory with a manifest "
+        "(sweep.json). Every run's config is validated before the first starts. "
+        "Running the same sweep again skips finished runs and resumes interrupted "
+        "ones. Compare the runs with `replearn compare SWEEP_DIR`.",
+        epilog=EXAMPLES_SWEEP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sweep.add_argument("spec", nargs="?", metavar="SPEC.yaml", help="a sweep spec (or give --grid instead)")
     sweep.add_argument("--base", metavar="CONFIG", help="without a spec: the base config (default: digits)")
-    sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
-                       help="without a spec: a swept key and its values, e.g. model.latent_dim=8,32 or "
-                            "model.channels=[16,32],[16,32,64] (repeatable: the cross product)")
-    sweep.add_argument("--seeds", metavar="S1,S2", help="without a spec: the seeds, e.g. 0,1,2 (default: the base "
-                                                        "config's train.seeds)")
-    sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="without a spec: a fixed override of every run (repeatable)")
+    sweep.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="without a spec: a swept key and its values, e.g. model.latent_dim=8,32 or "
+        "model.channels=[16,32],[16,32,64] (repeatable: the cross product)",
+    )
+    sweep.add_argument(
+        "--seeds",
+        metavar="S1,S2",
+        help="without a spec: the seeds, e.g. 0,1,2 (default: the base config's train.seeds)",
+    )
+    sweep.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="without a spec: a fixed override of every run (repeatable)",
+    )
     sweep.add_argument("--name", help="without a spec: the sweep's name (default: from the base and the keys)")
-    sweep.add_argument("--out", metavar="DIR", help="the sweep directory (default: the spec's out, else "
-                                                    "reports/sweeps/<name>)")
-    sweep.add_argument("--parallel", metavar="N", help="local backend: N runs side by side, the cores split "
-                                                       "between them (overrides the spec)")
+    sweep.add_argument(
+        "--out", metavar="DIR", help="the sweep directory (default: the spec's out, else reports/sweeps/<name>)"
+    )
+    sweep.add_argument(
+        "--parallel",
+        metavar="N",
+        help="local backend: N runs side by side, the cores split between them (overrides the spec)",
+    )
     sweep.add_argument("--backend", metavar="NAME", help="local or slurm (overrides the spec)")
     sweep.add_argument("--dry-run", action="store_true", help="validate and list the runs; run nothing, write nothing")
     sweep.add_argument("--quiet", action="store_true", help="print only the sweep directory")
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from replearn.studies.sweep import load_spec, plan_sweep, spec_from_options
     from replearn.studies.backends import execute
+    from replearn.studies.sweep import load_spec, plan_sweep, spec_from_options
 
-    given = [o for o, v in (("--base", args.base), ("--grid", args.grid), ("--seeds", args.seeds),
-                            ("--set", args.overrides), ("--name", args.name)) if v]
+    given = [
+        o
+        for o, v in (
+            ("--base", args.base),
+            ("--grid", args.grid),
+            ("--seeds", args.seeds),
+            ("--set", args.overrides),
+            ("--name", args.name),
+        )
+        if v
+    ]
     if args.spec and given:
         raise ReplearnError(f"{given[0]} cannot be combined with a spec file", "put it in the spec, or drop the spec")
     if not args.spec and not args.grid:
@@ -78,8 +111,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     try:
         execute(sweep, quiet=args.quiet)
     except TrainingInterrupted:
-        print(f"sweep interrupted; finished runs are kept. Finish it with the same command: it skips complete runs "
-              f"and resumes the interrupted one ({sweep.out})", file=sys.stderr)
+        print(
+            f"sweep interrupted; finished runs are kept. Finish it with the same command: it skips complete runs "
+            f"and resumes the interrupted one ({sweep.out})",
+            file=sys.stderr,
+        )
         return 130
     print(sweep.out)
     if not args.quiet:

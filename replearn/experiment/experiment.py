@@ -147,6 +147,7 @@ class Experiment(StageGuards):
         if self.config.train.labels_per_class:
             self.labelled = labelled_subset(data.train_y.numpy(), self.config.train.labels_per_class,
                                             self.seeds[0], data.class_names, data.num_classes)
+            self._labelled[self.seeds[0]] = self.labelled  # the first seed's draw, made once
         if checked is None and self.phases:  # every check passed: the run will start
             log_plan(self.phases)
 

@@ -1,6 +1,7 @@
 """What stops an experiment's stage, and what is recorded when one fails: stages called out of order, a second
 run of a finished experiment, a signal between stages, and the failure recorded in the run directory's status
 (interrupted, diverged, failed) with the exception to raise."""
+
 from __future__ import annotations
 
 import shlex
@@ -30,16 +31,19 @@ class StageGuards:
         """Refuse a stage called out of order, naming the stage that must come first (nothing is touched)."""
         self._refuse_if_complete(called)
         if not done:
-            raise ReplearnError(f"{called} was called before {first}",
-                                f"call {first} first (the stages run in the order prepare, train, extract, analyse, "
-                                "finish, render; run() chains them)")
+            raise ReplearnError(
+                f"{called} was called before {first}",
+                f"call {first} first (the stages run in the order prepare, train, extract, analyse, "
+                "finish, render; run() chains them)",
+            )
 
     def _refuse_if_complete(self, called: str) -> None:
         """A finished experiment is not run again: its run directory stays as it is."""
         if self._completed:
-            raise ReplearnError(f"{called}: this experiment has already run to completion in {self.run_dir}",
-                                "build a new Experiment with another out= (or force=True to replace the run) "
-                                "to run it again")
+            raise ReplearnError(
+                f"{called}: this experiment has already run to completion in {self.run_dir}",
+                "build a new Experiment with another out= (or force=True to replace the run) to run it again",
+            )
 
     def _stop_if_asked(self) -> None:
         """Stop between stages when a signal arrived after the training loop's last look (it only records
@@ -70,10 +74,11 @@ class StageGuards:
         elif isinstance(exc, OSError) and not outside_run(exc, rd.path):  # disk full, or the run's files changed
             return rd.write_failure(exc, self.resuming)
         elif isinstance(exc, OSError):  # a file the run reads (the dataset's, a cache) went missing or unreadable
-            error = ReplearnError(f"could not read '{exc.filename}' during the run "
-                                  f"({exc.strerror or type(exc).__name__})",
-                                  "check that the file is there and readable, then resume with: replearn run "
-                                  f"--resume {shlex.quote(str(rd))}")
+            error = ReplearnError(
+                f"could not read '{exc.filename}' during the run ({exc.strerror or type(exc).__name__})",
+                "check that the file is there and readable, then resume with: replearn run "
+                f"--resume {shlex.quote(str(rd))}",
+            )
             rd.record_failure("failed", error.one_line())
             return error
         elif isinstance(exc, ReplearnError):

@@ -1,7 +1,11 @@
-"""Multinomial logistic regression fitted to convergence by L-BFGS on tall, skinny feature matrices: the solver behind every linear probe, several penalties at once."""
+"""Multinomial logistic regression fitted to convergence by L-BFGS on tall, skinny feature matrices: the solver
+behind every linear probe, several penalties at once."""
+
 from __future__ import annotations
+
 from collections.abc import Iterator
 from contextlib import contextmanager
+
 import numpy as np
 import torch
 
@@ -57,20 +61,21 @@ class _SoftmaxLoss:
     def __call__(self, params: torch.Tensor, penalties: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss (rows,) and gradient (rows × parameters) of the problems whose parameters are given."""
         n, k, d, m = self.n, self.k, self.d, len(params)
-        weight = params[:, :k * d].reshape(m * k, d)
-        logits = self.products.logits(weight).view(m, k, n).add_(params[:, k * d:, None])
+        weight = params[:, : k * d].reshape(m * k, d)
+        logits = self.products.logits(weight).view(m, k, n).add_(params[:, k * d :, None])
         logits -= logits.amax(1, keepdim=True)
         picked = logits.gather(1, self.target_rows.expand(m, 1, n)).sum((1, 2))
         p = logits.exp_()
         total = p.sum(1, keepdim=True)
-        loss = (total.log().sum((1, 2)) - picked) / n + 0.5 * penalties * params[:, :k * d].square().sum(1)
+        loss = (total.log().sum((1, 2)) - picked) / n + 0.5 * penalties * params[:, : k * d].square().sum(1)
         p.mul_(total.reciprocal_())
         p.scatter_add_(1, self.target_rows.expand(m, 1, n), self.minus_one.expand(m, 1, n))
         residual = p.view(m * k, n)
         grad = torch.empty_like(params)
-        grad[:, :k * d] = (self.products.gradient(residual).div_(n).view(m, k * d)
-                           + penalties[:, None] * params[:, :k * d])
-        grad[:, k * d:] = residual.sum(1).div_(n).view(m, k)
+        grad[:, : k * d] = (
+            self.products.gradient(residual).div_(n).view(m, k * d) + penalties[:, None] * params[:, : k * d]
+        )
+        grad[:, k * d :] = residual.sum(1).div_(n).view(m, k)
         return loss, grad
 
 
@@ -90,8 +95,11 @@ class _CurvatureHistory:
         """−H·g by the two-loop recursion over the stored pairs, newest first, for the running problems
         ``idx`` at once (g: their gradients)."""
         everyone = len(idx) == self.steps.shape[1]
-        s_hist, y_hist, r_hist = ((self.steps, self.changes, self.rho) if everyone else
-                                  (self.steps[:, idx], self.changes[:, idx], self.rho[:, idx]))
+        s_hist, y_hist, r_hist = (
+            (self.steps, self.changes, self.rho)
+            if everyone
+            else (self.steps[:, idx], self.changes[:, idx], self.rho[:, idx])
+        )
         q = g.clone()
         order = [(it - 1 - j) % self.mem for j in range(min(it, self.mem))]
         alphas = []
@@ -105,8 +113,9 @@ class _CurvatureHistory:
             r.addcmul_((a - b)[:, None], s_hist[slot])
         return -r
 
-    def record(self, idx: torch.Tensor, it: int, s_vec: torch.Tensor, y_vec: torch.Tensor,
-               accepted: torch.Tensor) -> None:
+    def record(
+        self, idx: torch.Tensor, it: int, s_vec: torch.Tensor, y_vec: torch.Tensor, accepted: torch.Tensor
+    ) -> None:
         """Store iteration ``it``'s pairs of the problems ``idx``; those without positive curvature, or whose
         line search failed (``accepted`` False), are stored with ρ = 0 and keep their scaling γ."""
         sy = (s_vec * y_vec).sum(1)
@@ -117,9 +126,16 @@ class _CurvatureHistory:
         self.gamma[idx] = torch.where(good, sy / (y_vec * y_vec).sum(1).clamp_min(1e-30), self.gamma[idx])
 
 
-def _backtrack(loss_fn: _SoftmaxLoss, penalties: torch.Tensor, x_old: torch.Tensor, f_old: torch.Tensor,
-               g: torch.Tensor, direction: torch.Tensor, slope: torch.Tensor,
-               t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _backtrack(
+    loss_fn: _SoftmaxLoss,
+    penalties: torch.Tensor,
+    x_old: torch.Tensor,
+    f_old: torch.Tensor,
+    g: torch.Tensor,
+    direction: torch.Tensor,
+    slope: torch.Tensor,
+    t: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Armijo backtracking from step ``t`` (halved up to 40 times) for each problem: the new parameters,
     loss and gradient, and which problems found no decrease (they keep their old point)."""
     new_x, new_f, new_g = x_old.clone(), f_old.clone(), g.clone()
@@ -139,9 +155,15 @@ def _backtrack(loss_fn: _SoftmaxLoss, penalties: torch.Tensor, x_old: torch.Tens
 
 
 @torch.no_grad()
-def fit_softmax_regression(z: torch.Tensor, target: torch.Tensor, num_classes: int, l2s: list[float],
-                           max_iter: int = 1000, tol: float = 1e-4,
-                           history: int = 200) -> tuple[torch.Tensor, torch.Tensor, int]:
+def fit_softmax_regression(
+    z: torch.Tensor,
+    target: torch.Tensor,
+    num_classes: int,
+    l2s: list[float],
+    max_iter: int = 1000,
+    tol: float = 1e-4,
+    history: int = 200,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Multinomial logistic regression for several L2 penalties at once, each fitted to convergence.
 
     Minimises, for each penalty λ, mean cross-entropy + λ/2 · ‖W‖² by L-BFGS until its largest absolute
@@ -188,5 +210,5 @@ def fit_softmax_regression(z: torch.Tensor, target: torch.Tensor, num_classes: i
             iterations[idx] += 1
             active[idx] = new_g.abs().amax(1) > tol
             active[stalled] = False
-    w = x[:, :k * d].reshape(n_l, k, d).transpose(1, 2).contiguous()
-    return w, x[:, k * d:].clone(), int(iterations.max())
+    w = x[:, : k * d].reshape(n_l, k, d).transpose(1, 2).contiguous()
+    return w, x[:, k * d :].clone(), int(iterations.max())

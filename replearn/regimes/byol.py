@@ -14,9 +14,9 @@ import torch.nn.functional as F
 
 from replearn.encoders import Encoder
 from replearn.config.options import opt
-from replearn.regimes.base import DataInfo, Regime, register_regime
+from replearn.regimes.base import DataInfo, register_regime
 from replearn.regimes.losses import byol_loss, cosine_tau, ema_update
-from replearn.regimes.siamese import ViewHead, mlp, two_views
+from replearn.regimes.siamese import TwoViewRegime, ViewHead, mlp, two_views
 from replearn.regimes.views import ViewOptions
 
 
@@ -53,11 +53,9 @@ class BYOLHead(ViewHead):
 
 
 @register_regime("byol")
-class BYOL(Regime):
+class BYOL(TwoViewRegime):
     label = "BYOL"
     color = "#17becf"
-    head_name = "projector"
-    batch_dependent_loss = True  # the projector's batch norm
     passes = (4, 2)  # two views through the online and the target network; backward through the online one
     loss_text = ("2 − 2·cos between the online prediction of one view and the target projection of the other, "
                  "both ways; target = EMA of the online encoder and projector (τ 0.996 → 1, cosine)")
@@ -70,7 +68,7 @@ class BYOL(Regime):
 
     def loss(self, encoder: Encoder, head: nn.Module, x: torch.Tensor, y: torch.Tensor | None,
              generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        v1, v2 = two_views(x, generator, self.options, head)
+        v1, v2 = two_views(x, generator, self.options, head)  # the target network takes the same views
         z = head.projector(encoder(torch.cat([v1, v2])))
         p1, p2 = head.predictor(z).chunk(2)
         t1, t2 = head.target(torch.cat([v1, v2])).chunk(2)
@@ -83,9 +81,6 @@ class BYOL(Regime):
         tau = cosine_tau(step, total_steps, self.options.base_tau, self.options.final_tau)
         ema_update(encoder, head.target_encoder, tau)
         ema_update(head.projector, head.target_projector, tau)
-
-    def embed(self, encoder: Encoder, head: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return head.projector(encoder(x))
 
     def metrics(self, sums: dict[str, float], images: int, pixels: int) -> dict[str, float]:
         return {"cosine": sums["cosine"] / images}

@@ -12,9 +12,9 @@ import torch.nn.functional as F
 
 from replearn.encoders import Encoder
 from replearn.config.options import opt
-from replearn.regimes.base import DataInfo, Regime, register_regime
+from replearn.regimes.base import DataInfo, register_regime
 from replearn.regimes.losses import simsiam_loss
-from replearn.regimes.siamese import ViewHead, mlp, two_views
+from replearn.regimes.siamese import TwoViewRegime, ViewHead, mlp
 from replearn.regimes.views import ViewOptions
 
 
@@ -41,14 +41,10 @@ class SimSiamHead(ViewHead):
 
 
 @register_regime("simsiam")
-class SimSiam(Regime):
+class SimSiam(TwoViewRegime):
     label = "SimSiam"
     color = "#bcbd22"
-    head_name = "projector"
-    batch_dependent_loss = True
-    passes = (2, 2)
     loss_text = "−cos between the prediction of one view and the stop-gradient projection of the other, both ways, ÷ 2"
-    reads = "the encoder's latent, before the projector"
     reference = "Chen & He 2021 (SimSiam)"
     Options = SimSiamOptions
 
@@ -57,17 +53,13 @@ class SimSiam(Regime):
 
     def loss(self, encoder: Encoder, head: nn.Module, x: torch.Tensor, y: torch.Tensor | None,
              generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        v1, v2 = two_views(x, generator, self.options, head)
-        z = head.projector(encoder(torch.cat([v1, v2])))
+        z = self.projected_views(encoder, head, x, generator)
         p = head.predictor(z)
         (z1, z2), (p1, p2) = z.chunk(2), p.chunk(2)
         stop = self.options.stop_gradient
         loss = simsiam_loss(p1, z2, stop) / 2 + simsiam_loss(p2, z1, stop) / 2
         cosine = (F.cosine_similarity(p1, z2, dim=1) + F.cosine_similarity(p2, z1, dim=1)).detach() / 2
         return loss, {"cosine": cosine.sum()}
-
-    def embed(self, encoder: Encoder, head: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return head.projector(encoder(x))
 
     def metrics(self, sums: dict[str, float], images: int, pixels: int) -> dict[str, float]:
         return {"cosine": sums["cosine"] / images}

@@ -11,9 +11,9 @@ import torch.nn as nn
 
 from replearn.encoders import Encoder
 from replearn.config.options import opt
-from replearn.regimes.base import DataInfo, Regime, register_regime
+from replearn.regimes.base import DataInfo, register_regime
 from replearn.regimes.losses import supcon_loss
-from replearn.regimes.siamese import ViewHead, mlp, two_views
+from replearn.regimes.siamese import TwoViewRegime, ViewHead, mlp
 from replearn.regimes.views import ViewOptions
 
 
@@ -36,16 +36,12 @@ class SupConHead(ViewHead):
 
 
 @register_regime("supcon")
-class SupCon(Regime):
+class SupCon(TwoViewRegime):
     label = "SupCon"
     color = "#393b79"
     needs_labels = True
-    head_name = "projector"
-    batch_dependent_loss = True
-    passes = (2, 2)
     loss_text = ("supervised contrastive loss L_out over two augmented views of each image: every other view "
                  "of the same class a positive (temperature τ)")
-    reads = "the encoder's latent, before the projector"
     reference = "Khosla et al. 2020 (SupCon)"
     Options = SupConOptions
 
@@ -54,12 +50,8 @@ class SupCon(Regime):
 
     def loss(self, encoder: Encoder, head: nn.Module, x: torch.Tensor, y: torch.Tensor | None,
              generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        v1, v2 = two_views(x, generator, self.options, head)
-        z = head.projector(encoder(torch.cat([v1, v2])))
+        z = self.projected_views(encoder, head, x, generator)
         return supcon_loss(z, torch.cat([y, y]), self.options.temperature), {}
-
-    def embed(self, encoder: Encoder, head: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return head.projector(encoder(x))
 
     def headline(self, metrics: dict[str, float]) -> str:
         return f"val SupCon loss {metrics['loss']:.4f}"

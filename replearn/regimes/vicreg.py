@@ -10,33 +10,24 @@ import torch.nn as nn
 
 from replearn.encoders import Encoder
 from replearn.config.options import opt
-from replearn.regimes.barlow_twins import ProjectorHead
-from replearn.regimes.base import DataInfo, Regime, register_regime
+from replearn.regimes.base import DataInfo, register_regime
 from replearn.regimes.losses import vicreg_loss
-from replearn.regimes.siamese import too_few, two_views
-from replearn.regimes.views import ViewOptions
+from replearn.regimes.siamese import ProjectorHead, ProjectorOptions, TwoViewRegime, too_few
 
 
 @dataclass
-class VICRegOptions(ViewOptions):
+class VICRegOptions(ProjectorOptions):
     sim_weight: float = opt(25.0, "λ, the weight of the invariance (mean squared error) term", min=0.0, max=1000.0)
     var_weight: float = opt(25.0, "μ, the weight of the variance hinge", min=0.0, max=1000.0)
     cov_weight: float = opt(1.0, "ν, the weight of the covariance term", min=0.0, max=1000.0)
-    hidden_dim: int = opt(0, "hidden size of the projector's two hidden layers (0 = 4 × the latent size: "
-                          "solo-learn's CIFAR 2048 for a 512-wide ResNet)", min=0)
-    projection_dim: int = opt(0, "output size of the projector (0 = 4 × the latent size)", min=0)
 
 
 @register_regime("vicreg")
-class VICReg(Regime):
+class VICReg(TwoViewRegime):
     label = "VICReg"
     color = "#aec7e8"
-    head_name = "projector"
-    batch_dependent_loss = True
-    passes = (2, 2)
     loss_text = ("λ·MSE between the two views' projections + μ·hinge on each dimension's standard deviation + "
                  "ν·squared off-diagonal covariances (25/25/1)")
-    reads = "the encoder's latent, before the projector"
     reference = "Bardes et al. 2022 (VICReg)"
     Options = VICRegOptions
 
@@ -46,16 +37,12 @@ class VICReg(Regime):
 
     def loss(self, encoder: Encoder, head: nn.Module, x: torch.Tensor, y: torch.Tensor | None,
              generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        v1, v2 = two_views(x, generator, self.options, head)
-        z1, z2 = head.projector(encoder(torch.cat([v1, v2]))).chunk(2)
+        z1, z2 = self.projected_views(encoder, head, x, generator).chunk(2)
         if too_few(x):  # one image has no batch statistics: no loss (evaluation's last batch may hold one)
             return z1.sum() * 0.0, {}
         o = self.options
         loss, terms = vicreg_loss(z1, z2, o.sim_weight, o.var_weight, o.cov_weight)
         return loss, {name: value * len(x) for name, value in terms.items()}
-
-    def embed(self, encoder: Encoder, head: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return head.projector(encoder(x))
 
     def metrics(self, sums: dict[str, float], images: int, pixels: int) -> dict[str, float]:
         return {name: sums[name] / images for name in ("invariance", "variance", "covariance") if name in sums}

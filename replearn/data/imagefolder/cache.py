@@ -1,5 +1,8 @@
-"""The decode cache of an image folder: where it lives, whether it is whole and describes the tree, the space and memory it needs, and installing a finished one atomically (stale partial caches of dead processes removed)."""
+"""The decode cache of an image folder: where it lives, whether it is whole and describes the tree, the space and
+memory it needs, and installing a finished one atomically (stale partial caches of dead processes removed)."""
+
 from __future__ import annotations
+
 import hashlib
 import json
 import math
@@ -10,14 +13,16 @@ import socket
 import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
 import numpy as np
-from replearn.errors import DataError
-from replearn.runtime.log import progress_bar
-from replearn.data.imagedecode import (file_digest)
+
+from replearn.data.imagedecode import file_digest
+from replearn.data.imagefolder.walk import FolderSplit, FolderTree, _show, _size, _why
 from replearn.data.readers import available_memory
 from replearn.data.streaming import data_crc32, read_npy_header, sampled_digest
+from replearn.errors import DataError
 from replearn.rundir import layout
-from replearn.data.imagefolder.walk import FolderSplit, FolderTree, _show, _size, _why
+from replearn.runtime.log import progress_bar
 
 if TYPE_CHECKING:  # the source's options, whose module imports this one
     from replearn.data.sources.folder import FolderOptions
@@ -38,12 +43,14 @@ LOAD_PEAK_FACTOR = 4  # loading into memory briefly needs about this many normal
 CACHE_FIX = "set data.cache_dir (or $REPLEARN_CACHE) to a folder you can write to"
 
 
-def content_key(root: Path, splits: dict[str, FolderSplit], options: FolderOptions,
-                progress: bool = True) -> tuple[str, list[tuple[Path, str]]]:
+def content_key(
+    root: Path, splits: dict[str, FolderSplit], options: FolderOptions, progress: bool = True
+) -> tuple[str, list[tuple[Path, str]]]:
     """A hash of every readable file's relative path and bytes and of the settings that change the decoded
     arrays, and the files that could not be read (with why). Each file is read in blocks, to its size."""
-    digest = hashlib.sha256(f"replearn-folder-v{CACHE_VERSION} size={options.image_size} "
-                            f"skip={options.skip_bad_images}".encode())
+    digest = hashlib.sha256(
+        f"replearn-folder-v{CACHE_VERSION} size={options.image_size} skip={options.skip_bad_images}".encode()
+    )
     unreadable: list[tuple[Path, str]] = []
     total = sum(len(s.files) for s in splits.values())
     with progress_bar(total, "hashing image files", enabled=progress and total > 5000) as bar:
@@ -114,17 +121,21 @@ def check_fits(count: int, image_shape: tuple[int, ...], options: FolderOptions,
         need, have = LOAD_PEAK_FACTOR * 4 * pixels, available_memory()
         if need > have:
             budget = max(1, have // 2**20 // (2 * LOAD_PEAK_FACTOR))
-            raise DataError(f"the folder's {count:,} images of {shape} would take {_size(4 * pixels)} as normalised "
-                            f"float32 (about {_size(need)} while loading), more than the {_size(have)} of memory "
-                            "available", f"stream them from disk with --set data.memory_budget_mb={budget}, or "
-                                         "set a smaller data.image_size")
+            raise DataError(
+                f"the folder's {count:,} images of {shape} would take {_size(4 * pixels)} as normalised "
+                f"float32 (about {_size(need)} while loading), more than the {_size(have)} of memory "
+                "available",
+                f"stream them from disk with --set data.memory_budget_mb={budget}, or set a smaller data.image_size",
+            )
     if cache is not None:
         existing, _ = _existing(cache)
         free = free_space(existing)
         if pixels + (1 << 20) > free:
-            raise DataError(f"the decoded-image cache of {count:,} images of {shape} needs {_size(pixels)}, but only "
-                            f"{_size(free)} is free in '{_show(existing)}'",
-                            "free disk space, or set data.cache_dir to a disk with room")
+            raise DataError(
+                f"the decoded-image cache of {count:,} images of {shape} needs {_size(pixels)}, but only "
+                f"{_size(free)} is free in '{_show(existing)}'",
+                "free disk space, or set data.cache_dir to a disk with room",
+            )
 
 
 def _host() -> str:
@@ -161,8 +172,13 @@ def remove_stale(folder: Path) -> None:
     for name in names:
         for marker in (f".partial-{_host()}-", f".stale-{_host()}-"):
             head, found, pid = name.rpartition(marker)
-            if found and head.startswith("folder-") and pid.isdigit() and int(pid) != os.getpid() \
-                    and not _running(int(pid)):
+            if (
+                found
+                and head.startswith("folder-")
+                and pid.isdigit()
+                and int(pid) != os.getpid()
+                and not _running(int(pid))
+            ):
                 _remove(folder / name)
 
 
@@ -202,14 +218,22 @@ def meta_problem(meta: Any, tree: FolderTree) -> str | None:
         return "meta.json is not a mapping of this version's format"
     if meta.get("class_names") != tree.class_names or meta.get("splits") != list(tree.splits):
         return "meta.json names other classes or splits"
-    if not isinstance(meta.get("colour"), bool) or not isinstance(meta.get("skipped"), list) \
-            or not all(isinstance(s, str) for s in meta["skipped"]) or not isinstance(meta.get("arrays"), dict):
+    if (
+        not isinstance(meta.get("colour"), bool)
+        or not isinstance(meta.get("skipped"), list)
+        or not all(isinstance(s, str) for s in meta["skipped"])
+        or not isinstance(meta.get("arrays"), dict)
+    ):
         return "meta.json is malformed"
     shapes = set()
     for split in meta["splits"]:
         x, y = meta["arrays"].get(f"{split}_x.npy"), meta["arrays"].get(f"{split}_y.npy")
-        if not isinstance(x, dict) or not isinstance(y, dict) or not _shape(x.get("shape"), 4) \
-                or not _shape(y.get("shape"), 1):
+        if (
+            not isinstance(x, dict)
+            or not isinstance(y, dict)
+            or not _shape(x.get("shape"), 4)
+            or not _shape(y.get("shape"), 1)
+        ):
             return f"meta.json does not describe the {split} arrays"
         if x["shape"][0] != y["shape"][0] or not x["shape"][0]:
             return f"meta.json gives {x['shape'][0]} {split} images but {y['shape'][0]} labels"

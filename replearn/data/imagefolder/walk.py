@@ -1,14 +1,18 @@
-"""Walking an image folder safely: which files are images, which folders are classes, and the bounded, loop-free walk that finds them (symlinks, unreadable folders and huge trees answered in one line)."""
+"""Walking an image folder safely: which files are images, which folders are classes, and the bounded, loop-free walk
+that finds them (symlinks, unreadable folders and huge trees answered in one line)."""
+
 from __future__ import annotations
+
 import os
 import stat
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-import numpy as np
-from replearn.errors import DataError
-from replearn.data.imagedecode import (MAX_FILE_BYTES, file_kind)
 
+import numpy as np
+
+from replearn.data.imagedecode import MAX_FILE_BYTES, file_kind
+from replearn.errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -87,10 +91,12 @@ class TreeWalk:
             for entry in entries:
                 self.entries += 1
                 if self.entries > MAX_TREE_ENTRIES:
-                    raise DataError(f"the folder tree under '{_show(self.root)}' holds more than "
-                                    f"{MAX_TREE_ENTRIES:,} entries (stopped in '{_show(folder)}'; a link to a large "
-                                    "part of the file system?)",
-                                    "point data.root at the dataset itself, or remove the links that lead out of it")
+                    raise DataError(
+                        f"the folder tree under '{_show(self.root)}' holds more than "
+                        f"{MAX_TREE_ENTRIES:,} entries (stopped in '{_show(folder)}'; a link to a large "
+                        "part of the file system?)",
+                        "point data.root at the dataset itself, or remove the links that lead out of it",
+                    )
                 if not entry.name.startswith("."):
                     names.append(entry.name)
         return sorted(names)
@@ -102,8 +108,10 @@ class TreeWalk:
             names = self.listing(folder)
         except OSError as exc:
             if required:
-                raise DataError(f"folder '{_show(folder)}' cannot be read ({_why(exc)})",
-                                "make it readable (e.g. chmod u+rx), or move it out of data.root") from None
+                raise DataError(
+                    f"folder '{_show(folder)}' cannot be read ({_why(exc)})",
+                    "make it readable (e.g. chmod u+rx), or move it out of data.root",
+                ) from None
             self.problems.append((folder, f"a folder: {_why(exc)}"))
             return [], []
         images, folders = [], []
@@ -117,7 +125,7 @@ class TreeWalk:
         return images, folders
 
     def classify(self, path: Path) -> str | None:
-        """"folder" or "image" the first time the walk meets a folder or an image file (links followed);
+        """ "folder" or "image" the first time the walk meets a folder or an image file (links followed);
         None for anything else, recorded in ``skipped`` or ``problems`` when it is left out."""
         try:
             info = os.stat(path)
@@ -133,8 +141,9 @@ class TreeWalk:
             self.skipped.append((path, f"not a regular file but {file_kind(info.st_mode)}"))
             return None
         if info.st_size > MAX_FILE_BYTES:
-            self.problems.append((path, f"{_size(info.st_size)}, larger than an image file may be "
-                                        f"({_size(MAX_FILE_BYTES)})"))
+            self.problems.append(
+                (path, f"{_size(info.st_size)}, larger than an image file may be ({_size(MAX_FILE_BYTES)})")
+            )
             return None
         if info.st_ino and key in self.files:
             self.skipped.append((path, f"the same file as '{_show(self.files[key])}' (linked twice)"))
@@ -158,8 +167,11 @@ class TreeWalk:
         except OSError:  # not a link: the entry itself cannot be examined
             self.problems.append((path, _why(exc)))
             return
-        why = (f"a link to '{_show(target)}', which does not exist" if isinstance(exc, FileNotFoundError)
-               else f"a link that cannot be followed: {_why(exc)}")
+        why = (
+            f"a link to '{_show(target)}', which does not exist"
+            if isinstance(exc, FileNotFoundError)
+            else f"a link that cannot be followed: {_why(exc)}"
+        )
         (self.problems if is_image_name(path.name) else self.skipped).append((path, why))
 
 
@@ -206,24 +218,32 @@ def scan_tree(root: Path, walk: TreeWalk, class_names: list[str] | None = None) 
     loose, classes = walk.read_folder(root, required=True)
     if not classes:
         where = f" ({len(loose)} images lie directly in it)" if loose else ""
-        raise DataError(f"folder dataset '{_show(root)}' has no class folders{where}",
-                        "put each class's images in a subfolder named after the class: ROOT/<class>/*.png")
+        raise DataError(
+            f"folder dataset '{_show(root)}' has no class folders{where}",
+            "put each class's images in a subfolder named after the class: ROOT/<class>/*.png",
+        )
     names = class_names or [d.name for d in classes]
     index = {name: i for i, name in enumerate(names)}
     files, labels = [], []
     for folder in classes:
         if folder.name not in index:
             shown = ", ".join(printable(n) for n in names[:10]) + (", …" if len(names) > 10 else "")
-            raise DataError(f"'{_show(folder)}' is a class that the training folder does not have",
-                            f"use the training split's classes ({shown})")
+            raise DataError(
+                f"'{_show(folder)}' is a class that the training folder does not have",
+                f"use the training split's classes ({shown})",
+            )
         problems_before = len(walk.problems)
         images = images_under(folder, walk)
         if not images:
             unread = walk.problems[problems_before:]
-            why = (f" that can be read: '{_show(unread[0][0])}' ({unread[0][1]})" if unread else
-                   f" (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-            raise DataError(f"class folder '{_show(folder)}' holds no images{why}",
-                            "add images to it or remove the folder")
+            why = (
+                f" that can be read: '{_show(unread[0][0])}' ({unread[0][1]})"
+                if unread
+                else f" (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
+            )
+            raise DataError(
+                f"class folder '{_show(folder)}' holds no images{why}", "add images to it or remove the folder"
+            )
         files.extend(images)
         labels.extend([index[folder.name]] * len(images))
     return FolderSplit(files, np.asarray(labels, dtype=np.int64)), names
@@ -235,11 +255,14 @@ def _check_root(root: Path) -> None:
     except (FileNotFoundError, NotADirectoryError):
         info = None
     except OSError as exc:
-        raise DataError(f"folder dataset '{_show(root)}' cannot be read ({_why(exc)})",
-                        "make it readable (e.g. chmod u+rx), or pass --set data.root=DIR") from None
+        raise DataError(
+            f"folder dataset '{_show(root)}' cannot be read ({_why(exc)})",
+            "make it readable (e.g. chmod u+rx), or pass --set data.root=DIR",
+        ) from None
     if info is None or not stat.S_ISDIR(info.st_mode):
-        raise DataError(f"folder dataset '{_show(root)}' is not a directory",
-                        "pass --set data.root=DIR (a folder of class folders)")
+        raise DataError(
+            f"folder dataset '{_show(root)}' is not a directory", "pass --set data.root=DIR (a folder of class folders)"
+        )
 
 
 def scan_folder(root: Path) -> FolderTree:
@@ -251,15 +274,19 @@ def scan_folder(root: Path) -> FolderTree:
     if all(os.path.isdir(f) for f in split_folders):
         for folder in split_folders:
             if walk.classify(folder) != "folder":
-                raise DataError(f"'{_show(folder)}' cannot be used as a split: {walk.skipped[-1][1]}",
-                                "give train/ and test/ folders of their own")
+                raise DataError(
+                    f"'{_show(folder)}' cannot be used as a split: {walk.skipped[-1][1]}",
+                    "give train/ and test/ folders of their own",
+                )
         train, names = scan_tree(split_folders[0], walk)
         test, _ = scan_tree(split_folders[1], walk, names)
         splits = {"train": train, "test": test}
     else:
         every, names = scan_tree(root, walk)
         if len(names) < 2:
-            raise DataError(f"folder dataset '{_show(root)}' has a single class folder ('{printable(names[0])}')",
-                            "a probe needs at least two classes: one subfolder per class")
+            raise DataError(
+                f"folder dataset '{_show(root)}' has a single class folder ('{printable(names[0])}')",
+                "a probe needs at least two classes: one subfolder per class",
+            )
         splits = {"all": every}
     return FolderTree(splits, [printable(n) for n in names], walk.skipped, walk.problems)
