@@ -1,8 +1,8 @@
-"""End to end: the default digits comparison, the full Fashion-MNIST comparison and (with --objectives) the
-five-objective Fashion-MNIST comparison, each as a fresh `replearn run` process, with wall time, peak
-memory (max RSS) and the headline accuracies.
+"""End to end: the default digits comparison, the full Fashion-MNIST comparison, (with --objectives) the
+five-objective Fashion-MNIST comparison and (with --only-families) the ten-regime `families` comparison, each
+as a fresh `replearn run` process, with wall time, peak memory (max RSS) and the headline accuracies.
 
-    python benchmarks/bench_end_to_end.py [--skip-fashion] [--objectives] [--only-objectives]
+    python benchmarks/bench_end_to_end.py [--skip-fashion] [--objectives] [--only-objectives] [--only-families]
 """
 from __future__ import annotations
 
@@ -41,11 +41,30 @@ def main() -> None:
     parser.add_argument("--skip-fashion", action="store_true", help="run only the digits comparison")
     parser.add_argument("--objectives", action="store_true", help="also run experiments/objectives.yaml (all regimes)")
     parser.add_argument("--only-objectives", action="store_true", help="run only experiments/objectives.yaml")
+    parser.add_argument("--only-families", action="store_true", help="run only experiments/families.yaml (ten "
+                        "regimes, every family of objective; about half an hour on 2 cores)")
+    parser.add_argument("--conditions", default="quiet", help="what else ran on the machine, as the README states it "
+                        "(e.g. 'beside the test suite')")
     parser.add_argument("--keep", metavar="DIR", help="write the two run directories under DIR (a new directory) "
                         "and keep them, e.g. for `replearn probe` or `benchmarks/bench_extraction.py --run-dir`")
     args = parser.parse_args()
     results = {}
     peak_gflops = matmul_peak_gflops(2048, 5)
+    if args.only_families:
+        with tempfile.TemporaryDirectory() as tmp:
+            base = Path(args.keep) if args.keep else Path(tmp)
+            results["families"] = run(str(ROOT / "experiments" / "families.yaml"), base / "families")
+            collapse = pd.read_csv(base / "families" / "metrics" / "collapse.csv")
+            flagged = sorted(set(collapse.loc[collapse.collapsed.astype(bool), "model"])) if "collapsed" in collapse else []
+            results["families"]["collapse_flagged"] = flagged
+        r = results["families"]
+        probes = ", ".join(f"{m} {v:.4f}" for m, v in sorted(r["latent_probe"].items(), key=lambda kv: -kv[1]))
+        report("families", {"summary": f"families {r['wall_s']:.0f}s ({r['wall_s'] / 60:.1f} min), peak "
+                                       f"{r['peak_rss_mb']:.0f} MB, collapse flagged: {', '.join(flagged) or 'none'}; "
+                                       f"latent probes: {probes} [matmul {peak_gflops:.0f} GFLOP/s]",
+                            "results": results, "machine": machine(), "matmul_gflops": peak_gflops,
+                            "conditions": args.conditions, "target": "collapse flag silent; about half an hour"})
+        return
     have_fashion = fashion_mnist_or_none(train_subset=100) is not None
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(args.keep) if args.keep else Path(tmp)

@@ -19,7 +19,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
-ORDER = ["setup", "end_to_end", "objectives", "contention", "training", "probe", "projection", "extraction"]
+ORDER = ["setup", "end_to_end", "objectives", "families", "contention", "training", "probe", "projection", "extraction"]
 BENCH_START, BENCH_END = "<!-- results:start -->", "<!-- results:end -->"
 README_START, README_END = "<!-- timings:start -->", "<!-- timings:end -->"
 STUDIES_START, STUDIES_END = "<!-- studies:start -->", "<!-- studies:end -->"
@@ -76,6 +76,13 @@ def readme_block(results: dict[str, dict]) -> str:
                     f"{objectives['peak_rss_mb'] / 1024:.1f} GB | {objectives['supervised_test_accuracy']:.4f} | "
                     f"{_probes(objectives['latent_probe'])} | {where(results['objectives'])}, "
                     f"{results['objectives'].get('conditions', 'quiet')} |")
+    families = results.get("families", {}).get("results", {}).get("families")
+    if families:
+        flagged = ", ".join(families.get("collapse_flagged", [])) or "none"
+        rows.append(f"| `replearn run families` (10 regimes; collapse flagged: {flagged}) | "
+                    f"{duration(families['wall_s'])} | {families['peak_rss_mb'] / 1024:.1f} GB | "
+                    f"{families['supervised_test_accuracy']:.4f} | {_probes(families['latent_probe'])} | "
+                    f"{where(results['families'])}, {results['families'].get('conditions', 'quiet')} |")
     contention = results.get("contention")
     if contention:
         competitor = "a busy loop" if contention.get("competitor") == "loop" else "the same run"

@@ -1,13 +1,16 @@
-"""The report's SVG and PDF figure copies, written beside the report by one worker process.
+"""The report's SVG and PDF figure copies, written beside the report by worker processes.
 
 ``RunArtifacts`` owns one ``VectorExports``; ``render.figure`` submits each figure to it.
 """
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import queue
 import subprocess
 import sys
+import threading
 from typing import Any
 
 from replearn.analyses import plots
@@ -15,25 +18,60 @@ from replearn.rundir import layout
 
 
 class VectorExports:
-    """SVG and PDF copies of the report's figures, written by one worker process (``plots.vector_worker``) so
-    that the slow vector formats (PDF font subsetting costs a quarter of a second per figure) overlap with the
-    rest of the report; written inline where the worker cannot start or dies. The worker is a plain
-    subprocess, not multiprocessing, so that a user's unguarded script or notebook is never re-imported."""
+    """SVG and PDF copies of the report's figures, written by worker processes (``rundir.figure_files.vector_worker``) so that
+    the slow vector formats (PDF font subsetting costs a quarter of a second per figure) overlap with the rest
+    of the report; written inline where no worker can start or one dies. The workers are plain subprocesses,
+    not multiprocessing, so that a user's unguarded script or notebook is never re-imported. One feeder thread
+    per worker takes the next figure from a shared queue when its worker is free, so the report never waits
+    and a slow figure holds up only its own worker."""
 
-    def __init__(self) -> None:
-        self._worker: subprocess.Popen | None = None
+    def __init__(self, workers: int | None = None) -> None:
+        self._workers: list[subprocess.Popen] = []
+        self._count = workers or min(WORKERS, os.cpu_count() or 1)
         self._inline = False
         self._notes: list[str] = []
+        self._queue: queue.Queue[bytes | None] = queue.Queue()
+        self._feeders: list[threading.Thread] = []
+        self._unsent: list[tuple[Any, str, str, list[str]]] = []
+        self._lock = threading.Lock()
 
-    def _start(self) -> subprocess.Popen | None:
-        if self._worker is None and not self._inline:
-            try:
-                self._worker = subprocess.Popen(
-                    [sys.executable, "-c", "from replearn.analyses.plots import vector_worker; vector_worker()"],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-            except OSError:
-                self._inline = True
-        return self._worker
+    @property
+    def _worker(self) -> subprocess.Popen | None:
+        """The first worker process (None before the first figure)."""
+        return self._workers[0] if self._workers else None
+
+    def _start(self) -> bool:
+        """Start the workers on the first figure; False when none could start (figures are written inline)."""
+        if not self._workers and not self._inline:
+            for i in range(self._count):
+                try:
+                    worker = subprocess.Popen(
+                        [sys.executable, "-c", "from replearn.rundir.figure_files import vector_worker; vector_worker()"],
+                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                except OSError:
+                    break
+                self._workers.append(worker)
+                feeder = threading.Thread(target=self._feed, args=(worker,), daemon=True,
+                                          name=f"replearn-vector-feeder-{i}")
+                feeder.start()
+                self._feeders.append(feeder)
+            self._inline = not self._workers
+        return bool(self._workers)
+
+    def _feed(self, worker: subprocess.Popen) -> None:
+        """Write the next queued figure to ``worker`` once it has read the last; once its pipe breaks, keep the
+        figures it takes for ``finish`` to write inline."""
+        broken = False
+        while (blob := self._queue.get()) is not None:
+            if not broken:
+                try:
+                    worker.stdin.write(len(blob).to_bytes(8, "little") + blob)
+                    worker.stdin.flush()
+                    continue
+                except OSError:  # the worker died: this and the figures this feeder takes later go inline
+                    broken = True
+            with self._lock:
+                self._unsent.append(pickle.loads(blob))
 
     def submit(self, fig: Any, run_dir: Any, name: str, formats: list[str] | None = None) -> None:
         formats = formats or ["svg", "pdf"]
@@ -42,20 +80,23 @@ class VectorExports:
         except (pickle.PicklingError, AttributeError, TypeError):  # e.g. a plug-in's figure with a lambda
             self._notes += plots.write_figure_vectors(fig, str(run_dir), name, formats)
             return
-        worker = self._start()
-        if worker is not None:
-            try:
-                worker.stdin.write(len(blob).to_bytes(8, "little") + blob)
-                worker.stdin.flush()
-                return
-            except OSError:  # the worker died: this and later figures are written here
-                self._inline = True
+        if self._start():
+            self._queue.put(blob)
+            return
         self._notes += plots.write_figure_vectors(fig, str(run_dir), name, formats)
 
     def finish(self) -> list[str]:
         """Wait for every queued figure; the notes of files that could not be written, each once."""
-        worker, self._worker = self._worker, None
-        if worker is not None:
+        workers, self._workers = self._workers, []
+        for _ in self._feeders:
+            self._queue.put(None)
+        for feeder in self._feeders:
+            feeder.join()
+        self._feeders = []
+        for run_dir, name, pickled, formats in self._unsent:
+            self._notes += plots.write_figure_vectors(pickle.loads(pickled), run_dir, name, formats)
+        self._unsent = []
+        for worker in workers:
             try:
                 out, _ = worker.communicate(timeout=600)
                 self._notes += json.loads(out.decode() or "[]") if worker.returncode == 0 else [
@@ -64,3 +105,6 @@ class VectorExports:
                 worker.kill()
                 self._notes.append(f"{layout.FIGURES}/ SVG and PDF copies failed (worker did not finish)")
         return list(dict.fromkeys(self._notes))
+
+
+WORKERS = 2  # vector-export processes: PDF and SVG writing is the longest part of rendering a report

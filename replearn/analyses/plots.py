@@ -6,11 +6,6 @@ the same figure is also written as SVG and PDF for a paper (``analyses/render.py
 """
 from __future__ import annotations
 
-import io
-import json
-import pickle
-import sys
-
 import matplotlib
 
 matplotlib.use("Agg")
@@ -19,18 +14,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from replearn.rundir.io import atomic_write_bytes  # noqa: E402
-from replearn.rundir import layout
+from replearn.rundir.figure_files import (  # noqa: E402,F401 — to_bytes and the writers: the analyses' API
+    DPI, plain_number, to_bytes, vector_worker, write_figure_vectors, write_vector_copies)
 
 PAGE_WIDTH = 10.5  # inches: 1,155 px at DPI, inside the report's 1,180 px column
-DPI = 110
-plt.rcParams.update({"font.size": 10, "axes.titlesize": 10.5, "axes.labelsize": 10, "legend.fontsize": 9,
-                     "xtick.labelsize": 9, "ytick.labelsize": 9, "figure.titlesize": 11,
-                     "svg.fonttype": "none", "pdf.fonttype": 42, "axes.spines.top": False,
-                     "axes.spines.right": False,
-                     # every string drawn is plain text: a user's class or run name such as "$\\foo$" must be
-                     # shown as written, never parsed as mathtext (which fails to render)
-                     "text.parse_math": False, "text.usetex": False})
 
 Styles = dict[str, tuple[str, str]]  # model name -> (label, colour)
 
@@ -69,56 +56,13 @@ def _finish(fig: plt.Figure, legend_rows: int = 0) -> plt.Figure:
     return fig
 
 
-def _plain_number(value: float, _position: object = None) -> str:
-    return f"{value:g}"
-
-
 def _plain_log_ticks(axis: "matplotlib.axis.Axis") -> None:
     """Log-scale ticks written as plain numbers (6, 10, 40) instead of 4×10¹."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    axis.set_major_formatter(FuncFormatter(_plain_number))
+    axis.set_major_formatter(FuncFormatter(plain_number))
     axis.set_minor_formatter(NullFormatter())
-
-
-def to_bytes(fig: plt.Figure, fmt: str) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format=fmt, dpi=DPI, bbox_inches="tight", pad_inches=0.05,
-                metadata={"Date": None} if fmt == "svg" else ({"CreationDate": None} if fmt == "pdf" else None))
-    return buffer.getvalue()
-
-
-def write_vector_copies(pickled_figure: bytes, run_dir: str, name: str,
-                        formats: tuple[str, ...] = ("svg", "pdf")) -> list[str]:
-    """Write ``figures/<name>.svg`` and/or ``.pdf`` from a pickled figure (run in the report's export worker);
-    returns a note per file that could not be written."""
-    return write_figure_vectors(pickle.loads(pickled_figure), run_dir, name, formats, close=True)
-
-
-def write_figure_vectors(fig: plt.Figure, run_dir: str, name: str, formats: tuple[str, ...] = ("svg", "pdf"),
-                         close: bool = False) -> list[str]:
-    """Write ``figures/<name>.<fmt>`` for each vector format; a note per file that could not be written."""
-    notes = []
-    for fmt in formats:
-        try:
-            atomic_write_bytes(f"{run_dir}/figures/{name}.{fmt}", to_bytes(fig, fmt))
-        except OSError as exc:
-            notes.append(f"{layout.FIGURES}/ could not be written ({exc.strerror or type(exc).__name__})")
-    if close:
-        plt.close(fig)
-    return notes
-
-
-def vector_worker() -> None:
-    """Read length-prefixed pickles ``(run_dir, name, pickled figure, formats)`` from stdin until it closes,
-    write each figure's vector copies, and print the notes of files that could not be written as JSON."""
-    notes: list[str] = []
-    stream = sys.stdin.buffer
-    while len(header := stream.read(8)) == 8:
-        run_dir, name, figure, formats = pickle.loads(stream.read(int.from_bytes(header, "little")))
-        notes += write_vector_copies(figure, run_dir, name, tuple(formats))
-    sys.stdout.write(json.dumps(list(dict.fromkeys(notes))))
 
 
 def training_curves(histories: dict[str, pd.DataFrame], styles: Styles) -> plt.Figure:

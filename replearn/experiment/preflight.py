@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ from replearn.data import Dataset, analysis_view, available_memory
 from replearn.encoders import Encoder, build_encoder
 from replearn.errors import ConfigError, ReplearnError
 from replearn.runtime.log import format_duration, log
+from replearn.runtime.threads import count_flops
 from replearn.regimes import DataInfo, Regime
 from replearn.training.loop import check_step_output
 
@@ -27,7 +29,9 @@ PARAMETER_COPIES, ACTIVATION_COPIES = 4, 1
 # the analyses hold the raw-pixel and PCA baselines' features (float32) of every analysed image, and the
 # probes a standardised copy of them
 FEATURE_COPIES = 2
-
+# an encoder this small is run on one real image to count its activations (milliseconds), a larger one on
+# the meta device (nothing allocated, but about a second of PyTorch set-up on first use)
+SMALL_MODEL_PARAMETERS, SMALL_MODEL_PIXELS = 5_000_000, 3 * 64 * 64
 
 PLAN_LOG_SECONDS = 60  # runs predicted to take at least this long print their plan before starting
 
@@ -58,17 +62,10 @@ def check_data_fits(cfg: Config, data: Dataset, device: torch.device | str = "cp
 
 def run_shape(cfg: Config, data: Dataset, analysed: Dataset) -> costs.RunShape:
     """The shape the cost model predicts from: the analysed splits, the images, the encoder's layers and its
-    forward FLOPs per image (counted on PyTorch's meta device: nothing is allocated)."""
-    layers, flops = 3, 0.0
-    try:
-        with torch.device("meta"):
-            encoder = build_encoder(cfg.model, data.image_shape, 0)
-            layers = len(encoder.layer_names)
-            from replearn.runtime.threads import count_flops
-
-            flops = count_flops([encoder], lambda: encoder(torch.empty((1, *data.image_shape), device="meta")))
-    except Exception:  # noqa: BLE001 — an encoder that cannot run on shapes alone: a rough size from its pixels
-        flops = 2e3 * math.prod(data.image_shape)
+    forward FLOPs per image (see ``measure_encoder``; a rough size from the pixels where it cannot run)."""
+    size = measure_encoder(cfg, data.image_shape)
+    layers = size.layers if size else 3
+    flops = size.flops_per_image if size and size.flops_per_image else 2e3 * math.prod(data.image_shape)
     return costs.RunShape(len(analysed.train_y), len(analysed.val_y), len(analysed.test_y), tuple(data.image_shape),
                           data.num_classes, len(cfg.train.regimes), layers, cfg.model.latent_dim, max(flops, 1.0),
                           cfg.analysis, dict(cfg.analyses))
@@ -148,21 +145,45 @@ def check_model_fits(cfg: Config, image_shape: tuple[int, int, int], batch_size:
                           "train.batch_size")
 
 
-def model_size(cfg: Config, image_shape: tuple[int, int, int], batch_size: int) -> tuple[int, int] | None:
-    """(parameters, activation values of one batch) of the configured encoder, measured on PyTorch's meta
-    device (shapes only: nothing is allocated); None when the encoder cannot be built or run there."""
+@dataclass(frozen=True)
+class EncoderSize:
+    """What the preflight checks and the cost model read from one forward pass of the configured encoder."""
+    parameters: int
+    activations_per_image: int  # values output by its leaf modules (0: the forward could not run)
+    flops_per_image: float  # multiply-add FLOPs in its convolutions and linear layers (0: could not run)
+    layers: int
+
+
+def measure_encoder(cfg: Config, image_shape: tuple[int, int, int]) -> EncoderSize | None:
+    """The configured encoder's size from one image's forward pass; None when it cannot be built. The
+    parameters are counted on PyTorch's meta device (shapes only: nothing is allocated). A small encoder then
+    runs one real image (milliseconds), a large one runs on the meta device (nothing allocated, but about a
+    second of PyTorch set-up on first use)."""
     try:
         with torch.device("meta"):
             encoder = build_encoder(cfg.model, image_shape, 0)
     except Exception:  # noqa: BLE001 — e.g. a plug-in that reads weight values: the real build reports errors
         return None
     params = sum(p.numel() for p in encoder.parameters())
-    return params, _activation_values(encoder, image_shape, batch_size)
+    layers = len(getattr(encoder, "layer_names", ())) or 3
+    if params <= SMALL_MODEL_PARAMETERS and math.prod(image_shape) <= SMALL_MODEL_PIXELS:
+        try:
+            real = build_encoder(cfg.model, image_shape, 0).eval()
+            return EncoderSize(params, *_forward_counts(real, image_shape, "cpu"), layers)
+        except Exception:  # noqa: BLE001 — measured on the meta device instead
+            pass
+    return EncoderSize(params, *_forward_counts(encoder, image_shape, "meta"), layers)
 
 
-def _activation_values(encoder: Encoder, image_shape: tuple[int, int, int], batch_size: int) -> int:
-    """Values output by every leaf module for one batch (on the meta device); 0 when the forward cannot run
-    on shapes alone."""
+def model_size(cfg: Config, image_shape: tuple[int, int, int], batch_size: int) -> tuple[int, int] | None:
+    """(parameters, activation values of one batch) of the configured encoder (see ``measure_encoder``)."""
+    size = measure_encoder(cfg, image_shape)
+    return None if size is None else (size.parameters, batch_size * size.activations_per_image)
+
+
+def _forward_counts(encoder: Encoder, image_shape: tuple[int, int, int], device: str) -> tuple[int, float]:
+    """(values output by every leaf module, FLOPs) of one image's forward pass on ``device``; (0, 0) when the
+    forward cannot run there (e.g. one that needs values on the meta device)."""
     total = 0
 
     def count(_module: torch.nn.Module, _inputs: Any, output: Any) -> None:
@@ -172,15 +193,15 @@ def _activation_values(encoder: Encoder, image_shape: tuple[int, int, int], batc
 
     leaves = [m for m in encoder.modules() if next(m.children(), None) is None]
     handles = [m.register_forward_hook(count) for m in leaves]
+    image = torch.zeros((1, *image_shape), device=device)
     try:
-        with torch.no_grad():
-            encoder(torch.empty((batch_size, *image_shape), device="meta"))
+        flops = count_flops([encoder], lambda: encoder(image))
     except Exception:  # noqa: BLE001 — a forward that needs values: the parameters alone are checked
-        total = 0
+        return 0, 0.0
     finally:
         for handle in handles:
             handle.remove()
-    return total
+    return total, flops
 
 
 def device_memory(device: torch.device) -> int:

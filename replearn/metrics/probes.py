@@ -22,7 +22,7 @@ from replearn.errors import ReplearnError
 from replearn.metrics.neighbours import nearest_neighbours
 from replearn.runtime.seeding import LABEL_DRAW, derive_seed
 from replearn.runtime.seeding import CV_FOLDS as CV_FOLDS_SEED
-from replearn.metrics.softmax import fit_softmax_regression
+from replearn.metrics.softmax import fit_softmax_regression, fit_softmax_regression_stacked
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -370,11 +370,49 @@ def label_efficiency(train: tuple[ArrayLike, ArrayLike], val: tuple[ArrayLike, A
     by_class = [torch.nonzero(y == c).squeeze(1) for c in range(len(counts)) if counts[c] > 0]
     rows = []
     for n in per_class:
+        picks = []
         for draw in range(draws):
             g = torch.Generator().manual_seed(derive_seed((seed, n, draw), LABEL_DRAW))
-            pick = torch.cat([idx[torch.randperm(len(idx), generator=g)[:n]] for idx in by_class])
-            result = linear_probe((x[pick], y[pick]), val, test, l2_grid, fit.max_iter, fit.tol, fit.standardize,
-                                  fit.selection)
+            picks.append(torch.cat([idx[torch.randperm(len(idx), generator=g)[:n]] for idx in by_class]))
+        if val is not None:
+            results = _linear_probes_of_draws([(x[pick], y[pick]) for pick in picks], val, test, l2_grid, fit)
+        else:
+            results = [linear_probe((x[pick], y[pick]), val, test, l2_grid, fit.max_iter, fit.tol, fit.standardize,
+                                    fit.selection) for pick in picks]
+        for draw, (pick, result) in enumerate(zip(picks, results, strict=True)):
             rows.append({"per_class": n, "labels": len(pick), "draw": draw, "test_accuracy": result.test_accuracy,
                          "val_accuracy": result.val_accuracy, "chosen": result.chosen})
     return pd.DataFrame(rows)
+
+
+def _linear_probes_of_draws(draws: list[tuple[torch.Tensor, torch.Tensor]], val: tuple[ArrayLike, ArrayLike],
+                            test: tuple[ArrayLike, ArrayLike], l2_grid: list[float],
+                            fit: ProbeFit) -> list[ProbeResult]:
+    """``linear_probe`` of each draw (training sets of one size and one set of classes), fitted together: the
+    same independent problems, each draw standardised on its own, with their products batched."""
+    grid = sorted({float(v) for v in l2_grid}, reverse=True)
+    prepared = [prepare_labelled_features(*draw) for draw in draws]
+    if any(not torch.equal(p[1], prepared[0][1]) for p in prepared):  # different classes: one draw at a time
+        return [linear_probe(draw, val, test, l2_grid, fit.max_iter, fit.tol, fit.standardize, fit.selection)
+                for draw in draws]
+    classes = prepared[0][1]
+    scalers = [Standardizer(per_feature=fit.standardize).fit(x) for x, _, _ in prepared]
+    z = torch.stack([scaler.transform(x) for scaler, (x, _, _) in zip(scalers, prepared, strict=True)])
+    w, b, _ = fit_softmax_regression_stacked(z, torch.stack([t for _, _, t in prepared]), len(classes), grid,
+                                             fit.max_iter, fit.tol)
+    val_x, test_x = _as_tensor(val[0]), _as_tensor(test[0])
+    val_y, test_y = torch.as_tensor(val[1]), torch.as_tensor(test[1])
+    results = []
+    for scaler, w_draw, b_draw in zip(scalers, w, b, strict=True):
+        val_acc = (_predict(scaler, w_draw, b_draw, classes, val_x) == val_y).float().mean(1)
+        best = choose_on_validation(val_acc, len(val_y), fit.selection)
+        preds = _predict(scaler, w_draw, b_draw, classes, test_x)[best]
+        results.append(ProbeResult("linear", float((preds == test_y).float().mean()), float(val_acc[best]),
+                                   grid[best], {l2: float(a) for l2, a in zip(grid, val_acc, strict=True)}, preds))
+    return results
+
+
+def _predict(scaler: Standardizer, w: torch.Tensor, b: torch.Tensor, classes: torch.Tensor,
+             features: torch.Tensor) -> torch.Tensor:
+    """Each penalty's predicted classes (penalties × images) of probes ``w`` (L×d×K), ``b`` (L×K)."""
+    return classes[torch.einsum("nd,ldk->lnk", scaler.transform(features), w).add_(b[:, None, :]).argmax(-1)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,6 +48,14 @@ class TallSkinnyProducts:
             torch.set_num_threads(before)
 
 
+class _TorchProducts:
+    """The stacked loss's products are torch's own: its thread count is left as it is."""
+
+    @contextmanager
+    def threads(self) -> Iterator[None]:
+        yield
+
+
 class _SoftmaxLoss:
     """Mean cross-entropy + λ/2 · ‖W‖² of multinomial logistic regression on z, and its gradient, for any
     number of problems at once (one row of parameters each: W (k×d) then b (k), flattened)."""
@@ -58,25 +67,56 @@ class _SoftmaxLoss:
         self.target_rows = target.to(z.device).view(1, 1, self.n)
         self.minus_one = torch.full((1, 1, self.n), -1.0, dtype=z.dtype, device=z.device)
 
-    def __call__(self, params: torch.Tensor, penalties: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Loss (rows,) and gradient (rows × parameters) of the problems whose parameters are given."""
+    def __call__(self, params: torch.Tensor, penalties: torch.Tensor,
+                 rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss (rows,) and gradient (rows × parameters) of the problems whose parameters are given (``rows``:
+        which problems they are; every problem here shares z)."""
         n, k, d, m = self.n, self.k, self.d, len(params)
         weight = params[:, : k * d].reshape(m * k, d)
-        logits = self.products.logits(weight).view(m, k, n).add_(params[:, k * d :, None])
-        logits -= logits.amax(1, keepdim=True)
-        picked = logits.gather(1, self.target_rows.expand(m, 1, n)).sum((1, 2))
-        p = logits.exp_()
-        total = p.sum(1, keepdim=True)
-        loss = (total.log().sum((1, 2)) - picked) / n + 0.5 * penalties * params[:, : k * d].square().sum(1)
-        p.mul_(total.reciprocal_())
-        p.scatter_add_(1, self.target_rows.expand(m, 1, n), self.minus_one.expand(m, 1, n))
-        residual = p.view(m * k, n)
-        grad = torch.empty_like(params)
-        grad[:, : k * d] = (
-            self.products.gradient(residual).div_(n).view(m, k * d) + penalties[:, None] * params[:, : k * d]
-        )
-        grad[:, k * d :] = residual.sum(1).div_(n).view(m, k)
-        return loss, grad
+        logits = self.products.logits(weight).view(m, k, n)
+        return _loss_and_gradient(logits, params, penalties, self.target_rows.expand(m, 1, n),
+                                  self.minus_one.expand(m, 1, n), lambda r: self.products.gradient(r.view(m * k, n)))
+
+
+class _StackedSoftmaxLoss:
+    """``_SoftmaxLoss`` for problems on different feature matrices of one shape: problem r reads z[r // per]
+    (``per`` penalties per matrix), by batched products."""
+
+    def __init__(self, z: torch.Tensor, target: torch.Tensor, num_classes: int, per: int) -> None:
+        self.sets, self.n, self.d = z.shape
+        self.k, self.per, self.z = num_classes, per, z
+        self.target = target.to(z.device).view(self.sets, 1, self.n)
+        self.minus_one = torch.full((1, 1, self.n), -1.0, dtype=z.dtype, device=z.device)
+        self.products = _TorchProducts()
+
+    def __call__(self, params: torch.Tensor, penalties: torch.Tensor,
+                 rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        n, k, d, m = self.n, self.k, self.d, len(params)
+        sets = (torch.arange(m, device=params.device) if rows is None else rows) // self.per
+        z = self.z[sets]
+        logits = torch.bmm(params[:, : k * d].reshape(m, k, d), z.transpose(1, 2))
+        return _loss_and_gradient(logits, params, penalties, self.target[sets], self.minus_one.expand(m, 1, n),
+                                  lambda r: torch.bmm(r, z).view(m * k, d))
+
+
+def _loss_and_gradient(logits: torch.Tensor, params: torch.Tensor, penalties: torch.Tensor, target: torch.Tensor,
+                       minus_one: torch.Tensor, gradient_of: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean cross-entropy + λ/2 · ‖W‖² and its gradient from the problems' logits (m × k × n) without the
+    bias; ``gradient_of`` maps the residual (m × k × n) to its product with the features."""
+    m, k, n = logits.shape
+    kd = params.shape[1] - k
+    logits.add_(params[:, kd:, None])
+    logits -= logits.amax(1, keepdim=True)
+    picked = logits.gather(1, target).sum((1, 2))
+    p = logits.exp_()
+    total = p.sum(1, keepdim=True)
+    loss = (total.log().sum((1, 2)) - picked) / n + 0.5 * penalties * params[:, :kd].square().sum(1)
+    p.mul_(total.reciprocal_())
+    p.scatter_add_(1, target, minus_one)
+    grad = torch.empty_like(params)
+    grad[:, :kd] = gradient_of(p).div_(n).view(m, kd) + penalties[:, None] * params[:, :kd]
+    grad[:, kd:] = p.sum(2).div_(n).view(m, k)
+    return loss, grad
 
 
 class _CurvatureHistory:
@@ -127,7 +167,8 @@ class _CurvatureHistory:
 
 
 def _backtrack(
-    loss_fn: _SoftmaxLoss,
+    loss_fn: _SoftmaxLoss | _StackedSoftmaxLoss,
+    rows: torch.Tensor,
     penalties: torch.Tensor,
     x_old: torch.Tensor,
     f_old: torch.Tensor,
@@ -143,7 +184,7 @@ def _backtrack(
     for _ in range(40):
         pos = torch.nonzero(pending).squeeze(1)
         trial = x_old[pos] + t[pos, None] * direction[pos]
-        f_trial, g_trial = loss_fn(trial, penalties[pos])
+        f_trial, g_trial = loss_fn(trial, penalties[pos], rows[pos])
         accepted = f_trial <= f_old[pos] + 1e-4 * t[pos] * slope[pos]
         ok = pos[accepted]
         new_x[ok], new_f[ok], new_g[ok] = trial[accepted], f_trial[accepted], g_trial[accepted]
@@ -180,14 +221,49 @@ def fit_softmax_regression(
     n_l, k = len(l2s), num_classes
     loss_fn = _SoftmaxLoss(z, target, k)
     lam = torch.tensor(l2s, dtype=z.dtype, device=z.device)
-    x = torch.zeros(n_l, k * (d + 1), dtype=z.dtype, device=z.device)  # per penalty: W (k×d) then b (k)
+    pairs = max(1, min(history, max_iter, max(10, n // 100)))
+    x, iterations = _minimise(loss_fn, lam, k * (d + 1), max_iter, tol, pairs)
+    w = x[:, : k * d].reshape(n_l, k, d).transpose(1, 2).contiguous()
+    return w, x[:, k * d :].clone(), iterations
 
+
+@torch.no_grad()
+def fit_softmax_regression_stacked(
+    z: torch.Tensor,
+    target: torch.Tensor,
+    num_classes: int,
+    l2s: list[float],
+    max_iter: int = 1000,
+    tol: float = 1e-4,
+    history: int = 200,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``fit_softmax_regression`` on several feature matrices of one shape at once (z: sets × n × d, target:
+    sets × n), every penalty on every matrix: the same independent L-BFGS problems, with their products
+    batched, so that many small fits (e.g. label-efficiency draws) share each step's overhead.
+    Returns (W: sets × L × d × K, b: sets × L × K, iterations of the slowest problem)."""
+    sets, n, d = z.shape
+    n_l, k = len(l2s), num_classes
+    loss_fn = _StackedSoftmaxLoss(z, target, k, n_l)
+    lam = torch.tensor(l2s, dtype=z.dtype, device=z.device).repeat(sets)
+    pairs = max(1, min(history, max_iter, max(10, n // 100)))
+    x, iterations = _minimise(loss_fn, lam, k * (d + 1), max_iter, tol, pairs)
+    w = x[:, : k * d].reshape(sets, n_l, k, d).transpose(2, 3).contiguous()
+    return w, x[:, k * d :].reshape(sets, n_l, k).clone(), iterations
+
+
+def _minimise(loss_fn: _SoftmaxLoss | _StackedSoftmaxLoss, lam: torch.Tensor, size: int, max_iter: int, tol: float,
+              history: int) -> tuple[torch.Tensor, int]:
+    """L-BFGS from zero on every problem (one per penalty in ``lam``), each with its own history, step length
+    and stopping test (see ``fit_softmax_regression``); returns the parameters and the most iterations any
+    problem took."""
+    n_l = len(lam)
+    rows = torch.arange(n_l, device=lam.device)
+    x = torch.zeros(n_l, size, dtype=lam.dtype, device=lam.device)
     with loss_fn.products.threads():
-        loss, grad = loss_fn(x, lam)
-        # Long histories pay off when a pass over the data costs more than the recursion over the history.
-        pairs = _CurvatureHistory(max(1, min(history, max_iter, max(10, n // 100))), n_l, x.shape[1], x)
+        loss, grad = loss_fn(x, lam, rows)
+        pairs = _CurvatureHistory(history, n_l, size, x)
         active = grad.abs().amax(1) > tol
-        iterations = torch.zeros(n_l, dtype=torch.long, device=z.device)
+        iterations = torch.zeros(n_l, dtype=torch.long, device=lam.device)
         for it in range(max_iter):
             if not active.any():
                 break
@@ -199,16 +275,16 @@ def fit_softmax_regression(
             if uphill.any():  # a stale history: fall back to steepest descent for those problems
                 direction[uphill] = -g[uphill]
                 slope[uphill] = -(g[uphill] ** 2).sum(1)
-            t = torch.ones(len(idx), dtype=z.dtype, device=z.device)
+            t = torch.ones(len(idx), dtype=lam.dtype, device=lam.device)
             if it == 0:
                 t = torch.clamp(1.0 / g.abs().sum(1), max=1.0)  # torch's first-step scaling from zero
             x_old = x[idx]
-            new_x, new_f, new_g, pending = _backtrack(loss_fn, lam[idx], x_old, loss[idx], g, direction, slope, t)
+            new_x, new_f, new_g, pending = _backtrack(loss_fn, idx, lam[idx], x_old, loss[idx], g, direction, slope,
+                                                      t)
             stalled = idx[pending]  # no decrease found even for tiny steps: converged to float precision
             pairs.record(idx, it, new_x - x_old, new_g - g, ~pending)
             x[idx], loss[idx], grad[idx] = new_x, new_f, new_g
             iterations[idx] += 1
             active[idx] = new_g.abs().amax(1) > tol
             active[stalled] = False
-    w = x[:, : k * d].reshape(n_l, k, d).transpose(1, 2).contiguous()
-    return w, x[:, k * d :].clone(), int(iterations.max())
+    return x, int(iterations.max())

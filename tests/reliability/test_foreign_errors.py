@@ -27,7 +27,7 @@ from replearn.data import load_dataset
 from replearn.encoders import build_encoder
 from replearn.errors import ConfigError
 from replearn.encoders.extract import pca_baseline, randomised_components
-from replearn.experiment.preflight import check_features_fit, check_model_fits, model_size
+from replearn.experiment.preflight import _forward_counts, check_features_fit, check_model_fits, measure_encoder, model_size
 from replearn.regimes import DataInfo, Regime, make_regime
 from replearn.config.registry import import_object
 from replearn.metrics.clustering import class_silhouette, cluster_scores
@@ -394,6 +394,17 @@ def test_model_size_is_measured_without_allocating_and_checked(tiny_cfg):
     check_model_fits(tiny_cfg, (1, 8, 8), 16, "cpu", available=1 << 30)
     with pytest.raises(ConfigError, match=r"has \d[\d,]* parameters .* more than the"):
         check_model_fits(tiny_cfg, (1, 8, 8), 16, "cpu", available=1000)
+
+
+def test_a_small_models_counts_from_one_real_image_equal_the_meta_device_counts(tiny_cfg):
+    """The small-model shortcut (one real image) gives the meta device's activation and FLOP counts exactly."""
+    with torch.device("meta"):
+        on_meta = build_encoder(tiny_cfg.model, (1, 8, 8), 0)
+    size = measure_encoder(tiny_cfg, (1, 8, 8))
+    activations, flops = _forward_counts(on_meta, (1, 8, 8), "meta")
+    assert (size.activations_per_image, size.flops_per_image) == (activations, flops)
+    assert activations > 0 and flops > 0
+    assert model_size(tiny_cfg, (1, 8, 8), 16)[1] == 16 * activations
 
 
 # ---------------------------------------------------------------- fresh processes: bounded time and memory

@@ -5,8 +5,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from replearn.errors import ReplearnError
-from replearn.metrics.probes import LinearProbe, choose_on_validation, knn_classifier, knn_probe, linear_probe
-from replearn.metrics.softmax import TallSkinnyProducts, fit_softmax_regression
+from replearn.metrics.probes import (LinearProbe, ProbeFit, choose_on_validation, knn_classifier, knn_probe,
+                                     label_efficiency, linear_probe)
+from replearn.metrics.softmax import TallSkinnyProducts, fit_softmax_regression, fit_softmax_regression_stacked
 
 
 def gaussian_classes(n=600, d=20, k=4, sep=1.5, seed=0):
@@ -39,6 +40,40 @@ def test_joint_fit_equals_separate_fits():
         joint = (z @ w_all[i] + b_all[i]).softmax(1)
         alone = (z @ w[0] + b[0]).softmax(1)
         assert torch.allclose(joint, alone, atol=1e-4)
+
+
+def test_stacked_fits_equal_one_fit_per_feature_matrix():
+    """Several feature matrices fitted together give each matrix's own fit, to the stopping tolerance (each
+    stacked problem converges: its gradient, checked by autograd, is below tol)."""
+    data = [standardized(n=120, d=9, seed=s) for s in range(3)]
+    l2s = [1e-1, 1e-3]
+    w, b, _ = fit_softmax_regression_stacked(torch.stack([z for z, _ in data]), torch.stack([t for _, t in data]),
+                                             4, l2s, max_iter=1000, tol=1e-5)
+    assert w.shape == (3, 2, 9, 4) and b.shape == (3, 2, 4)
+    for i, (z, target) in enumerate(data):
+        alone_w, alone_b, _ = fit_softmax_regression(z, target, 4, l2s, max_iter=1000, tol=1e-5)
+        for j, l2 in enumerate(l2s):
+            assert objective_gradient(z, target, w[i, j], b[i, j], l2).abs().max() <= 1e-5
+            assert torch.allclose((z @ w[i, j] + b[i, j]).softmax(1), (z @ alone_w[j] + alone_b[j]).softmax(1),
+                                  atol=1e-4)
+
+
+def test_label_efficiency_draws_fitted_together_equal_separate_probes():
+    """Each label-efficiency draw's result is that of ``linear_probe`` on the same labelled subset: the batched
+    fit changes no accuracy, chosen penalty or validation score."""
+    x, y = gaussian_classes(n=900, d=12, k=3, sep=0.8, seed=2)
+    train, val, test = (x[:600], y[:600]), (x[600:750], y[600:750]), (x[750:], y[750:])
+    fit = ProbeFit(200, 1e-6, True, "best")
+    table = label_efficiency(train, val, test, [2, 20], 4, [1e-3, 1e-1], seed=5, fit=fit)
+    assert len(table) == 8 and table.test_accuracy.nunique() > 1
+    from replearn.metrics import probes
+    for row in table.itertuples():
+        g = torch.Generator().manual_seed(probes.derive_seed((5, row.per_class, row.draw), probes.LABEL_DRAW))
+        by_class = [torch.nonzero(torch.as_tensor(train[1]) == c).squeeze(1) for c in range(3)]
+        pick = torch.cat([idx[torch.randperm(len(idx), generator=g)[:row.per_class]] for idx in by_class]).numpy()
+        alone = linear_probe((train[0][pick], train[1][pick]), val, test, [1e-3, 1e-1], 200, 1e-6, True, "best")
+        assert (alone.test_accuracy, alone.val_accuracy, alone.chosen) == pytest.approx(
+            (row.test_accuracy, row.val_accuracy, row.chosen), abs=1.5 / 150)
 
 
 def objective_gradient(z, target, w, b, l2):
