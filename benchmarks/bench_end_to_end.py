@@ -55,7 +55,8 @@ def main() -> None:
             base = Path(args.keep) if args.keep else Path(tmp)
             results["families"] = run(str(ROOT / "experiments" / "families.yaml"), base / "families")
             collapse = pd.read_csv(base / "families" / "metrics" / "collapse.csv")
-            flagged = sorted(set(collapse.loc[collapse.collapsed.astype(bool), "model"])) if "collapsed" in collapse else []
+            flagged = (sorted(set(collapse.loc[collapse.collapsed.astype(bool), "model"]))
+                       if "collapsed" in collapse else [])
             results["families"]["collapse_flagged"] = flagged
         r = results["families"]
         probes = ", ".join(f"{m} {v:.4f}" for m, v in sorted(r["latent_probe"].items(), key=lambda kv: -kv[1]))

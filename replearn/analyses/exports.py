@@ -18,12 +18,12 @@ from replearn.rundir import layout
 
 
 class VectorExports:
-    """SVG and PDF copies of the report's figures, written by worker processes (``rundir.figure_files.vector_worker``) so that
-    the slow vector formats (PDF font subsetting costs a quarter of a second per figure) overlap with the rest
-    of the report; written inline where no worker can start or one dies. The workers are plain subprocesses,
-    not multiprocessing, so that a user's unguarded script or notebook is never re-imported. One feeder thread
-    per worker takes the next figure from a shared queue when its worker is free, so the report never waits
-    and a slow figure holds up only its own worker."""
+    """SVG and PDF copies of the report's figures, written by worker processes
+    (``rundir.figure_files.vector_worker``) so that the slow vector formats (PDF font subsetting costs a
+    quarter of a second per figure) overlap with the rest of the report; written inline where no worker can
+    start or one dies. The workers are plain subprocesses, not multiprocessing, so that a user's unguarded
+    script or notebook is never re-imported. One feeder thread per worker takes the next figure from a shared
+    queue when its worker is free, so the report never waits and a slow figure holds up only its own worker."""
 
     def __init__(self, workers: int | None = None) -> None:
         self._workers: list[subprocess.Popen] = []
@@ -32,7 +32,7 @@ class VectorExports:
         self._notes: list[str] = []
         self._queue: queue.Queue[bytes | None] = queue.Queue()
         self._feeders: list[threading.Thread] = []
-        self._unsent: list[tuple[Any, str, str, list[str]]] = []
+        self._unsent: list[tuple[str, str, bytes, tuple[str, ...]]] = []
         self._lock = threading.Lock()
 
     @property
@@ -45,9 +45,8 @@ class VectorExports:
         if not self._workers and not self._inline:
             for i in range(self._count):
                 try:
-                    worker = subprocess.Popen(
-                        [sys.executable, "-c", "from replearn.rundir.figure_files import vector_worker; vector_worker()"],
-                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                    worker = subprocess.Popen([sys.executable, "-c", WORKER_CODE], stdin=subprocess.PIPE,
+                                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
                 except OSError:
                     break
                 self._workers.append(worker)
@@ -61,12 +60,13 @@ class VectorExports:
     def _feed(self, worker: subprocess.Popen) -> None:
         """Write the next queued figure to ``worker`` once it has read the last; once its pipe breaks, keep the
         figures it takes for ``finish`` to write inline."""
-        broken = False
+        broken, pipe = False, worker.stdin
+        assert pipe is not None  # started with stdin=PIPE
         while (blob := self._queue.get()) is not None:
             if not broken:
                 try:
-                    worker.stdin.write(len(blob).to_bytes(8, "little") + blob)
-                    worker.stdin.flush()
+                    pipe.write(len(blob).to_bytes(8, "little") + blob)
+                    pipe.flush()
                     continue
                 except OSError:  # the worker died: this and the figures this feeder takes later go inline
                     broken = True
@@ -74,16 +74,16 @@ class VectorExports:
                 self._unsent.append(pickle.loads(blob))
 
     def submit(self, fig: Any, run_dir: Any, name: str, formats: list[str] | None = None) -> None:
-        formats = formats or ["svg", "pdf"]
+        chosen = tuple(formats or ("svg", "pdf"))
         try:
-            blob = pickle.dumps((str(run_dir), name, pickle.dumps(fig), formats))
+            blob = pickle.dumps((str(run_dir), name, pickle.dumps(fig), chosen))
         except (pickle.PicklingError, AttributeError, TypeError):  # e.g. a plug-in's figure with a lambda
-            self._notes += plots.write_figure_vectors(fig, str(run_dir), name, formats)
+            self._notes += plots.write_figure_vectors(fig, str(run_dir), name, chosen)
             return
         if self._start():
             self._queue.put(blob)
             return
-        self._notes += plots.write_figure_vectors(fig, str(run_dir), name, formats)
+        self._notes += plots.write_figure_vectors(fig, str(run_dir), name, chosen)
 
     def finish(self) -> list[str]:
         """Wait for every queued figure; the notes of files that could not be written, each once."""
@@ -107,4 +107,5 @@ class VectorExports:
         return list(dict.fromkeys(self._notes))
 
 
+WORKER_CODE = "from replearn.rundir.figure_files import vector_worker; vector_worker()"
 WORKERS = 2  # vector-export processes: PDF and SVG writing is the longest part of rendering a report

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import spearmanr
 
 from replearn.runtime.log import log
 from replearn.config.options import opt
@@ -267,7 +266,7 @@ def deletion_sensitivity(deletion: pd.DataFrame) -> pd.DataFrame:
     for name, sub in deletion.dropna(subset=["value"]).groupby("measure", sort=False):
         dissimilarity = -oriented(str(name), sub.value)
         varies = float(sub.value.max() - sub.value.min()) > 1e-6  # CCA is blind to the deletion: constant 1
-        rho = spearmanr(dissimilarity, sub.probe_drop).statistic if varies else np.nan
+        rho = _spearman(dissimilarity, sub.probe_drop) if varies else np.nan
         by_k = sub.groupby("kept").value.mean() if "kept" in sub else sub.value
         rows.append({"measure": name, "deletion_rho": float(rho), "deletion_cases": len(sub),
                      "deletion_range": float(by_k.max() - by_k.min())})
@@ -327,3 +326,10 @@ GUIDE_TESTS = ("Tests of each measure on this run's own models. Layer identifica
                "specificity floor is how similar the same layer is across seeds — a cross-regime value near the floor "
                "says nothing beyond seed noise. The deletion test (Ding et al. 2021) deletes all but the top principal "
                "components of each regime's latent: a sensitive measure moves as the probe's accuracy falls.")
+
+
+def _spearman(a: Any, b: Any) -> float:
+    """Spearman's rank correlation (SciPy's, imported only when a table needs it)."""
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b).statistic)

@@ -4,6 +4,8 @@ functions of the Experiment, so that the class holds only its stages."""
 
 from __future__ import annotations
 
+import importlib.metadata
+
 import os
 import platform
 import sys
@@ -12,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import sklearn
 import torch
 
 from replearn.analyses.base import ModelInfo, baseline_models
@@ -59,7 +60,7 @@ def environment_record(experiment: Experiment) -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": np.__version__,
-        "scikit-learn": sklearn.__version__,
+        "scikit-learn": importlib.metadata.version("scikit-learn"),
         "pandas": pd.__version__,
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),

@@ -21,7 +21,6 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn as nn
-from captum.attr import InputXGradient, IntegratedGradients, LayerAttribution, LayerGradCam, Saliency
 
 from replearn.errors import ConfigError
 from replearn.interpret.explain import encoder_of, seeded, stage_module
@@ -67,6 +66,8 @@ def _baseline(x: torch.Tensor, settings: Settings) -> torch.Tensor:
 
 
 def integrated_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, settings: Settings) -> Attribution:
+    from captum.attr import IntegratedGradients  # Captum costs a second to import: only when attributing
+
     values, delta = IntegratedGradients(model).attribute(
         x, baselines=_baseline(x, settings), target=target, n_steps=settings.ig_steps,
         internal_batch_size=settings.internal_batch_size, return_convergence_delta=True)
@@ -90,6 +91,8 @@ def smoothgrad(model: nn.Module, x: torch.Tensor, target: torch.Tensor, settings
     noise = smoothgrad_noise(settings.smoothgrad_samples, tuple(x.shape[1:]), seed, x.device, x.dtype)
     spread = (x.flatten(1).max(1).values - x.flatten(1).min(1).values)
     sigma = (settings.smoothgrad_noise * torch.where(spread > 0, spread, torch.ones_like(spread))).view(-1, 1, 1, 1)
+    from captum.attr import Saliency
+
     saliency = Saliency(model)
     total = torch.zeros_like(x)
     per_batch = max(1, settings.internal_batch_size // max(1, len(x)))
@@ -102,6 +105,8 @@ def smoothgrad(model: nn.Module, x: torch.Tensor, target: torch.Tensor, settings
 
 
 def gradient_x_input(model: nn.Module, x: torch.Tensor, target: torch.Tensor, settings: Settings) -> Attribution:
+    from captum.attr import InputXGradient
+
     return Attribution(InputXGradient(model).attribute(x, target=target).detach())
 
 
@@ -116,6 +121,8 @@ def gradcam(model: nn.Module, x: torch.Tensor, target: torch.Tensor, settings: S
         stage = default_stage(encoder)
     if stage is None:
         raise ConfigError("Grad-CAM needs a spatial stage and the encoder has none", "leave gradcam out of the methods")
+    from captum.attr import LayerAttribution, LayerGradCam
+
     cam = LayerGradCam(model, stage_module(encoder, stage)).attribute(x, target=target, relu_attributions=True)
     if cam.ndim != 4:
         raise ConfigError(f"the stage '{stage}' gives a {cam.ndim}-D output, not a spatial map, so Grad-CAM cannot "

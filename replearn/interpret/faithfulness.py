@@ -17,7 +17,6 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn as nn
-from captum.metrics import infidelity, sensitivity_max
 
 from replearn.interpret.explain import seeded
 
@@ -91,6 +90,8 @@ def infidelity_scores(model: nn.Module, x: torch.Tensor, target: torch.Tensor, a
     device = attributions.device
     sigma = float(x.detach().std()) * noise or noise
     with seeded(seed, device):
+        from captum.metrics import infidelity  # Captum costs a second to import: only when measuring
+
         scores = infidelity(model, gaussian_perturbation(sigma), x.detach().to(device), attributions,
                             target=target.to(device), n_perturb_samples=samples,
                             max_examples_per_batch=len(x) * samples, normalize=True)
@@ -114,6 +115,8 @@ def sensitivity_scores(explain: Callable[[torch.Tensor, torch.Tensor], torch.Ten
     spread = float((x.max() - x.min()).detach()) or 1.0
     device = x.device
     with seeded(seed, device):
+        from captum.metrics import sensitivity_max
+
         scores = sensitivity_max(_as_captum(explain), x.detach(), target=target,
                                  perturb_radius=radius * spread, n_perturb_samples=samples,
                                  max_examples_per_batch=len(x) * samples)

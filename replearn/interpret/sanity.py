@@ -26,9 +26,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
-from scipy.stats import rankdata
-from skimage.feature import hog
-from skimage.metrics import structural_similarity
 
 from replearn.errors import ConfigError
 from replearn.interpret.explain import encoder_of, seeded, stage_module
@@ -128,7 +125,16 @@ def _unit(maps: np.ndarray) -> np.ndarray:
     return np.divide(a, top, out=np.zeros_like(a), where=top > 0)
 
 
+def rankdata(a: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """SciPy's ``rankdata`` (SciPy's statistics cost a second to import: only when the sanity checks run)."""
+    from scipy.stats import rankdata as ranks
+
+    return ranks(a, axis=axis)
+
+
 def _hog(image: np.ndarray) -> np.ndarray:
+    from skimage.feature import hog
+
     side = min(image.shape)
     cell = max(1, side // 4)
     block = 2 if side // cell >= 2 else 1
@@ -142,6 +148,8 @@ def similarity(reference: np.ndarray, maps: np.ndarray) -> dict[str, np.ndarray]
     flat_ref, flat = reference.reshape(n, -1), maps.reshape(n, -1)
     out = {"spearman_abs": _rowwise_corr(rankdata(np.abs(flat_ref), axis=1), rankdata(np.abs(flat), axis=1)),
            "spearman": _rowwise_corr(rankdata(flat_ref, axis=1), rankdata(flat, axis=1))}
+    from skimage.metrics import structural_similarity
+
     ref_u, u = _unit(reference), _unit(maps)
     side = min(reference.shape[1:])
     win = min(7, side if side % 2 else side - 1)

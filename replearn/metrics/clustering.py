@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.cluster import KMeans
-from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
 
 from replearn.metrics.arrays import ArrayLike, as_feature_matrix
 from replearn.errors import ReplearnError
@@ -22,6 +20,9 @@ def cluster_scores(features: ArrayLike, labels: ArrayLike, seed: int = 0, silhou
     the features' relative scales, as for PCA components), scored against the classes by NMI and ARI, and the
     silhouette of the true classes (cosine distance) on a fixed subsample (NaN when every class has a
     single point there: it is then undefined)."""
+    from sklearn.cluster import KMeans  # scikit-learn costs a second and a half to import: only when used
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
     x = _array(features)
     y = np.asarray(labels)
     if len(y) != len(x):
@@ -42,6 +43,8 @@ def cluster_scores(features: ArrayLike, labels: ArrayLike, seed: int = 0, silhou
 def class_silhouette(z: np.ndarray, y: np.ndarray) -> float:
     """Silhouette of the classes (cosine distance): 0.0 for a single class, as before; NaN when it is
     undefined because there are as many classes as points (one image per class)."""
+    from sklearn.metrics import silhouette_score
+
     classes = len(np.unique(y))
     if classes < 2:
         return 0.0

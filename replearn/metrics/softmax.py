@@ -67,15 +67,22 @@ class _SoftmaxLoss:
         self.target_rows = target.to(z.device).view(1, 1, self.n)
         self.minus_one = torch.full((1, 1, self.n), -1.0, dtype=z.dtype, device=z.device)
 
-    def __call__(self, params: torch.Tensor, penalties: torch.Tensor,
-                 rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, params: torch.Tensor, penalties: torch.Tensor, rows: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss (rows,) and gradient (rows × parameters) of the problems whose parameters are given (``rows``:
         which problems they are; every problem here shares z)."""
         n, k, d, m = self.n, self.k, self.d, len(params)
         weight = params[:, : k * d].reshape(m * k, d)
         logits = self.products.logits(weight).view(m, k, n)
-        return _loss_and_gradient(logits, params, penalties, self.target_rows.expand(m, 1, n),
-                                  self.minus_one.expand(m, 1, n), lambda r: self.products.gradient(r.view(m * k, n)))
+        return _loss_and_gradient(
+            logits,
+            params,
+            penalties,
+            self.target_rows.expand(m, 1, n),
+            self.minus_one.expand(m, 1, n),
+            lambda r: self.products.gradient(r.view(m * k, n)),
+        )
 
 
 class _StackedSoftmaxLoss:
@@ -89,18 +96,31 @@ class _StackedSoftmaxLoss:
         self.minus_one = torch.full((1, 1, self.n), -1.0, dtype=z.dtype, device=z.device)
         self.products = _TorchProducts()
 
-    def __call__(self, params: torch.Tensor, penalties: torch.Tensor,
-                 rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, params: torch.Tensor, penalties: torch.Tensor, rows: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         n, k, d, m = self.n, self.k, self.d, len(params)
         sets = (torch.arange(m, device=params.device) if rows is None else rows) // self.per
         z = self.z[sets]
         logits = torch.bmm(params[:, : k * d].reshape(m, k, d), z.transpose(1, 2))
-        return _loss_and_gradient(logits, params, penalties, self.target[sets], self.minus_one.expand(m, 1, n),
-                                  lambda r: torch.bmm(r, z).view(m * k, d))
+        return _loss_and_gradient(
+            logits,
+            params,
+            penalties,
+            self.target[sets],
+            self.minus_one.expand(m, 1, n),
+            lambda r: torch.bmm(r, z).view(m * k, d),
+        )
 
 
-def _loss_and_gradient(logits: torch.Tensor, params: torch.Tensor, penalties: torch.Tensor, target: torch.Tensor,
-                       minus_one: torch.Tensor, gradient_of: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def _loss_and_gradient(
+    logits: torch.Tensor,
+    params: torch.Tensor,
+    penalties: torch.Tensor,
+    target: torch.Tensor,
+    minus_one: torch.Tensor,
+    gradient_of: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean cross-entropy + λ/2 · ‖W‖² and its gradient from the problems' logits (m × k × n) without the
     bias; ``gradient_of`` maps the residual (m × k × n) to its product with the features."""
     m, k, n = logits.shape
@@ -251,8 +271,9 @@ def fit_softmax_regression_stacked(
     return w, x[:, k * d :].reshape(sets, n_l, k).clone(), iterations
 
 
-def _minimise(loss_fn: _SoftmaxLoss | _StackedSoftmaxLoss, lam: torch.Tensor, size: int, max_iter: int, tol: float,
-              history: int) -> tuple[torch.Tensor, int]:
+def _minimise(
+    loss_fn: _SoftmaxLoss | _StackedSoftmaxLoss, lam: torch.Tensor, size: int, max_iter: int, tol: float, history: int
+) -> tuple[torch.Tensor, int]:
     """L-BFGS from zero on every problem (one per penalty in ``lam``), each with its own history, step length
     and stopping test (see ``fit_softmax_regression``); returns the parameters and the most iterations any
     problem took."""
@@ -279,8 +300,7 @@ def _minimise(loss_fn: _SoftmaxLoss | _StackedSoftmaxLoss, lam: torch.Tensor, si
             if it == 0:
                 t = torch.clamp(1.0 / g.abs().sum(1), max=1.0)  # torch's first-step scaling from zero
             x_old = x[idx]
-            new_x, new_f, new_g, pending = _backtrack(loss_fn, idx, lam[idx], x_old, loss[idx], g, direction, slope,
-                                                      t)
+            new_x, new_f, new_g, pending = _backtrack(loss_fn, idx, lam[idx], x_old, loss[idx], g, direction, slope, t)
             stalled = idx[pending]  # no decrease found even for tiny steps: converged to float precision
             pairs.record(idx, it, new_x - x_old, new_g - g, ~pending)
             x[idx], loss[idx], grad[idx] = new_x, new_f, new_g

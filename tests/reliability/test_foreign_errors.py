@@ -27,7 +27,8 @@ from replearn.data import load_dataset
 from replearn.encoders import build_encoder
 from replearn.errors import ConfigError
 from replearn.encoders.extract import pca_baseline, randomised_components
-from replearn.experiment.preflight import _forward_counts, check_features_fit, check_model_fits, measure_encoder, model_size
+from replearn.experiment.preflight import (_forward_counts, check_features_fit, check_model_fits, measure_encoder,
+                                           model_size)
 from replearn.regimes import DataInfo, Regime, make_regime
 from replearn.config.registry import import_object
 from replearn.metrics.clustering import class_silhouette, cluster_scores
@@ -333,7 +334,7 @@ def test_silhouette_is_undefined_not_an_error_with_one_image_per_class():
 @pytest.mark.slow
 def test_digits_with_one_test_image_per_class_completes_with_the_silhouette_left_blank(tmp_path, capsys):
     out = tmp_path / "run"
-    argv = ["run", "--set", "data.test_subset=10", "--set", "train.epochs=1",
+    argv = ["run", "--set", "data.test_subset=10", "--set", "train.epochs=1", "--set", "analysis.figure_formats=[png]",
             "--set", "train.regimes=[supervised]", "--out", str(out), "--quiet"]
     assert main(argv) == 0, capsys.readouterr().err
     structure = pd.read_csv(out / "metrics" / "structure.csv")

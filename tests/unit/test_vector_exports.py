@@ -1,5 +1,6 @@
 """The report's SVG/PDF copies: written by the worker process without blocking the report, and inline when
 the worker dies part-way."""
+
 from __future__ import annotations
 
 import matplotlib
