@@ -239,3 +239,44 @@ def assert_refused_in_one_line(case_id, what, build, fragment, tmp_path, capsys,
     assert fragment in err, f"{case_id}: {fragment!r} not in {err!r}"
     assert fingerprint(tmp_path) == before, f"{case_id}: files on disk changed"
     assert not (tmp_path / "pwned").exists()
+
+
+def overlapping_labels(fig, close: bool = True) -> list[tuple[str, str]]:
+    """Pairs of visible, non-empty texts of ``fig`` whose drawn boxes intersect by more than a pixel each way
+    (the figure is closed afterwards unless ``close`` is False)."""
+    from matplotlib.text import Text
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    # tick labels exist for ticks outside the axis's view too; only those of the ticks drawn count
+    tick_labels, drawn = set(), set()
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                tick_labels |= {id(tick.label1), id(tick.label2)}
+            if ax.axison and ax.get_visible():  # axis("off") or a hidden panel: none of its tick labels is drawn
+                for tick in axis._update_ticks():
+                    drawn |= {id(tick.label1), id(tick.label2)}
+    texts = []
+    for text in fig.findobj(Text):
+        if not text.get_visible() or not text.get_text().strip():
+            continue
+        if id(text) in tick_labels and id(text) not in drawn:
+            continue
+        if text.axes is not None and not text.axes.get_visible():
+            continue
+        box = text.get_window_extent(renderer)
+        if box.width > 0 and box.height > 0:
+            texts.append((text.get_text(), box))
+    bad = []
+    for i, (a, box_a) in enumerate(texts):
+        for b, box_b in texts[i + 1:]:
+            dx = min(box_a.x1, box_b.x1) - max(box_a.x0, box_b.x0)
+            dy = min(box_a.y1, box_b.y1) - max(box_a.y0, box_b.y0)
+            if dx > 1 and dy > 1:
+                bad.append((a, b))
+    if close:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    return bad

@@ -65,6 +65,17 @@ def _plain_log_ticks(axis: "matplotlib.axis.Axis") -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
+def _epoch_axis(ax: plt.Axes, epochs: list[int]) -> None:
+    """Whole-epoch ticks; one epoch: its points, larger, on the epoch's own tick (not a line over fractional
+    ticks, whose labels would run into each other)."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if len(epochs) == 1:
+        for line in ax.get_lines():
+            line.set_markersize(7)
+        ax.set_xticks(epochs)
+        ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
+
+
 def training_curves(histories: dict[str, pd.DataFrame], styles: Styles) -> plt.Figure:
     """Per regime, mean over seeds: training loss relative to its first epoch, and the validation
     accuracy of the per-epoch latent linear probe."""
@@ -81,12 +92,7 @@ def training_curves(histories: dict[str, pd.DataFrame], styles: Styles) -> plt.F
     axes[1].set(title="latent linear probe (validation)", xlabel="epoch", ylabel="accuracy")
     epochs = sorted({int(e) for frame in histories.values() for e in frame["epoch"]})
     for ax in axes:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if len(epochs) == 1:  # one epoch: points on the epoch's own tick, not a line over fractional ticks
-            for line in ax.get_lines():
-                line.set_markersize(7)
-            ax.set_xticks(epochs)
-            ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
+        _epoch_axis(ax, epochs)
         ax.grid(alpha=0.3)
     _legend_below(fig, list(axes), columns=4)
     return _finish(fig, legend_rows=(len(histories) + 3) // 4)
@@ -308,13 +314,16 @@ def structure_bars(frame: pd.DataFrame, styles: Styles) -> plt.Figure:
              "umap_trustworthiness": "UMAP trustworthiness"}
     columns = [c for c in names if c in frame and frame[c].notna().any()]
     mean = frame.groupby("model", sort=False)[columns].mean()
-    fig, axes = _grid(len(columns), 3.4, columns=min(4, len(columns)))
-    for ax, column in zip(axes, columns):
+    # horizontal bars, the models named once on the shared axis: readable with ten regimes and the baselines
+    fig, axes = plt.subplots(1, max(1, len(columns)), figsize=(PAGE_WIDTH, 1.2 + 0.3 * len(mean)), sharey=True,
+                             squeeze=False)
+    for ax, column in zip(axes[0], columns):
         values = mean[column]
-        ax.bar(range(len(values)), values.values, color=[_color(styles, m) for m in values.index])
-        ax.set_xticks(range(len(values)), [_label(styles, m) for m in values.index], rotation=45, ha="right")
+        ax.barh(range(len(values)), values.values, color=[_color(styles, m) for m in values.index])
         ax.set_title(names[column])
-        ax.grid(alpha=0.3, axis="y")
+        ax.grid(alpha=0.3, axis="x")
+    axes[0][0].set_yticks(range(len(mean)), [_label(styles, m) for m in mean.index])
+    axes[0][0].invert_yaxis()  # the first model on top
     fig.tight_layout()
     return fig
 
@@ -335,7 +344,7 @@ def gradient_norms(histories: dict[str, pd.DataFrame], styles: Styles) -> plt.Fi
                 ax.plot(mean.index, mean[f"grad_norm_{layer}"], "-o", ms=3, color=colors[layer], label=layer)
         ax.set(title=_label(styles, regime), xlabel="epoch", yscale="log")
         _plain_log_ticks(ax.yaxis)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _epoch_axis(ax, sorted({int(e) for e in frame["epoch"]}))
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("‖∂loss/∂θ‖ per step")
     handles = [plt.Line2D([], [], color=colors[layer], marker="o", ms=3, label=layer) for layer in layers]

@@ -146,9 +146,9 @@ class Dataset:
         span = high - low
         wide = train_x.dtype == np.float64 or span > 1e6 or abs(low) > 1e6
 
-        def unit(x: np.ndarray) -> np.ndarray:
-            work = x.astype(np.float64 if wide else np.float32)
-            return ((work - low) / span).astype(np.float32)
+        def unit(x: np.ndarray) -> np.ndarray:  # row-major whatever the file's order (STL-10's is column-major)
+            work = x.astype(np.float64 if wide else np.float32, order="C")
+            return ((work - low) / span).astype(np.float32, order="C")
 
         fit_x = unit(train_x[train_idx])
         mean, std = channel_stats(name, *channel_moments(fit_x), f"values span {low:g}..{high:g}")

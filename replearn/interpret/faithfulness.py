@@ -99,11 +99,13 @@ def infidelity_scores(model: nn.Module, x: torch.Tensor, target: torch.Tensor, a
 
 
 def _as_captum(explain: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Callable:
-    """``explain`` as Captum's metrics call it: inputs as a tuple of tensors in, a tuple out."""
+    """``explain`` as Captum's metrics call it: inputs as a tuple of tensors in, a tuple out. The maps are made
+    contiguous: Captum flattens them with ``view``, which a map broadcast over colour channels (Grad-CAM's, one
+    map expanded to three channels) cannot take."""
     def wrapped(inputs: torch.Tensor | tuple[torch.Tensor, ...], target: torch.Tensor) -> object:
         if isinstance(inputs, tuple):
-            return (explain(inputs[0], target),)
-        return explain(inputs, target)
+            return (explain(inputs[0], target).contiguous(),)
+        return explain(inputs, target).contiguous()
     return wrapped
 
 

@@ -113,3 +113,23 @@ def test_smoothgrad_maps_do_not_depend_on_the_batch_and_match_captum_saliency():
     expected = torch.stack([Saliency(model).attribute(x + 0.2 * spread * n, target=target, abs=False)
                             for n in noise]).mean(0)
     assert torch.allclose(whole, expected, atol=1e-6)
+
+
+def test_every_method_is_scored_on_colour_images():
+    """Captum's max-sensitivity flattens every map with ``view``, so each must come back contiguous, whatever the
+    input's memory order (found by an STL-10 run, whose column-major images gave gradients of the same strides)."""
+    from replearn.interpret.attributions import METHODS
+
+    from replearn.config.sections import model_config
+    from replearn.encoders import build_encoder
+    from replearn.interpret.targets import HeadLogits
+
+    torch.manual_seed(0)
+    encoder = build_encoder(model_config(channels=[4, 8], latent_dim=5), (3, 8, 8), 0)
+    model = hookable(HeadLogits(encoder, nn.Linear(5, 3)))
+    x, target = torch.rand(4, 3, 8, 8).transpose(2, 3), torch.arange(4) % 3  # column-major, as STL-10's files
+    settings = Settings(baseline=torch.zeros(1, 3, 8, 8), ig_steps=4, smoothgrad_samples=4, stage="stage1")
+    for method in METHODS:
+        scores = sensitivity_scores(lambda i, t, method=method: attribute(method, model, i, t, settings).values,
+                                    x, target, samples=2)
+        assert scores.shape == (4,) and np.isfinite(scores).all(), method

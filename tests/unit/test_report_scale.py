@@ -4,12 +4,13 @@ the epoch's own tick."""
 import numpy as np
 import pandas as pd
 import pytest
-from matplotlib.text import Text
 
 from replearn.analyses import plots
 from replearn.analyses.attributions import maps_figure
 from replearn.analyses.sanity import sanity_figure
 from replearn.interpret.sanity import METRICS
+
+from helpers import overlapping_labels
 
 REGIMES = [f"regime{i}" for i in range(10)]  # ten registered names (one objective would do: labels are the point)
 LABELS = {**{r: f"{name} {i}" for i, (r, name) in enumerate(zip(REGIMES, ["supervised", "autoencoder", "denoising",
@@ -30,30 +31,6 @@ class TenRegimes:
     def order(self, names: list[str]) -> list[str]:
         known = list(STYLES)
         return sorted(names, key=lambda n: known.index(n) if n in known else len(known))
-
-
-def overlapping_labels(fig) -> list[tuple[str, str]]:
-    """Pairs of visible, non-empty texts of ``fig`` whose drawn boxes intersect by more than a pixel each way."""
-    fig.canvas.draw()
-    renderer = fig.canvas.get_renderer()
-    texts = []
-    for text in fig.findobj(Text):
-        if not text.get_visible() or not text.get_text().strip():
-            continue
-        if text.axes is not None and not text.axes.get_visible():
-            continue
-        box = text.get_window_extent(renderer)
-        if box.width > 0 and box.height > 0:
-            texts.append((text.get_text(), box))
-    bad = []
-    for i, (a, box_a) in enumerate(texts):
-        for b, box_b in texts[i + 1:]:
-            dx = min(box_a.x1, box_b.x1) - max(box_a.x0, box_b.x0)
-            dy = min(box_a.y1, box_b.y1) - max(box_a.y0, box_b.y0)
-            if dx > 1 and dy > 1:
-                bad.append((a, b))
-    plots.plt.close(fig)
-    return bad
 
 
 def test_cka_of_ten_regimes_is_one_readable_matrix_per_seed():
@@ -138,3 +115,15 @@ def test_the_report_template_has_a_sticky_navigation_and_a_collapsed_configurati
     assert re.search(r"nav \{[^}]*position: sticky; top: 0", html)
     assert '<section id="probes"><details open>' in html and '<section id="config"><details>' in html
     assert html.count("<summary><h2>") == 2
+
+
+def test_the_overlap_check_sees_colliding_labels_and_ignores_ticks_that_are_not_drawn():
+    fig, ax = plots.plt.subplots(figsize=(3, 2))
+    ax.text(0.5, 0.5, "first label")
+    ax.text(0.52, 0.5, "second label")
+    assert overlapping_labels(fig) == [("first label", "second label")]
+    fig, axes = plots.plt.subplots(1, 2, figsize=(4, 2))
+    axes[0].set_ylim(0.45, 0.95)  # the locator also makes ticks at 0.4 and 1.0, outside the view: not drawn
+    axes[0].set_yticks([0.4, 0.6, 0.8, 1.0])
+    axes[1].set_visible(False)  # a hidden panel's tick labels are not drawn either
+    assert overlapping_labels(fig) == []

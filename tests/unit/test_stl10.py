@@ -72,6 +72,8 @@ def test_images_labels_and_names_read_back_as_written(tmp_path, no_system_data):
     assert sorted(set(data.train_y.tolist()) | set(data.val_y.tolist())) == list(range(10))
     # normalised per channel with the training part's statistics
     assert torch.allclose(data.train_x.mean((0, 2, 3)), torch.zeros(3), atol=1e-3)
+    # row-major in memory, although the file is column-major (strided images slow every layer, and break views)
+    assert data.train_x.is_contiguous() and data.test_x.is_contiguous()
 
 
 def test_unlabelled_split_is_served_lazily_and_normalised_with_the_training_statistics(tmp_path, no_system_data):
