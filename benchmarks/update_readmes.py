@@ -19,7 +19,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
-ORDER = ["setup", "end_to_end", "objectives", "families", "contention", "training", "probe", "projection", "extraction"]
+ORDER = ["setup", "end_to_end", "objectives", "families", "layouts", "contention", "training", "probe", "projection", "extraction"]
 BENCH_START, BENCH_END = "<!-- results:start -->", "<!-- results:end -->"
 README_START, README_END = "<!-- timings:start -->", "<!-- timings:end -->"
 STUDIES_START, STUDIES_END = "<!-- studies:start -->", "<!-- studies:end -->"
@@ -83,6 +83,15 @@ def readme_block(results: dict[str, dict]) -> str:
                     f"{duration(families['wall_s'])} | {families['peak_rss_mb'] / 1024:.1f} GB | "
                     f"{families['supervised_test_accuracy']:.4f} | {_probes(families['latent_probe'])} | "
                     f"{where(results['families'])}, {results['families'].get('conditions', 'quiet')} |")
+    layouts = results.get("layouts")
+    names = {"stl10": "STL-10, published binary layout, 600 images of 96²",
+             "folder224": "a folder of 600 JPEG colour images of 224²",
+             "folder256": "a folder of 90 JPEG images of 320², decoded at 256 px"}
+    for r in (layouts or {}).get("results", []):
+        scaled = r["wall_s"] * layouts["matmul_gflops"] / 193
+        rows.append(f"| `replearn run` on {names.get(r['run'], r['run'])} (1 epoch, every default analysis): "
+                    f"{r['state']} | {duration(r['wall_s'])} ({duration(scaled)} scaled to 193 GFLOP/s) | "
+                    f"{r['peak_rss_mb'] / 1024:.1f} GB | | | {where(layouts)}, {layouts.get('conditions', 'quiet')} |")
     contention = results.get("contention")
     if contention:
         competitor = "a busy loop" if contention.get("competitor") == "loop" else "the same run"

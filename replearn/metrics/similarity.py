@@ -24,8 +24,12 @@ def linear_cka(x: ArrayLike, y: ArrayLike) -> float:
                             "pass features of the same images, in the same order")
     a = a - a.mean(0)
     b = b - b.mean(0)
-    cross = torch.linalg.matrix_norm(b.T @ a) ** 2
-    norm = torch.linalg.matrix_norm(a.T @ a) * torch.linalg.matrix_norm(b.T @ b)
+    if max(a.shape[1], b.shape[1]) > len(a):  # more units than samples: the n × n Gram matrices, not units × units
+        k, g = a @ a.T, b @ b.T
+        cross, norm = (k * g).sum(), torch.linalg.matrix_norm(k) * torch.linalg.matrix_norm(g)
+    else:
+        cross = torch.linalg.matrix_norm(b.T @ a) ** 2
+        norm = torch.linalg.matrix_norm(a.T @ a) * torch.linalg.matrix_norm(b.T @ b)
     return float(cross / norm) if norm > 0 else 0.0
 
 

@@ -84,9 +84,11 @@ def subsample(n: int, cap: int, seed: int = 0) -> np.ndarray:
 
 
 def linear_cka(x: ArrayLike, y: ArrayLike) -> float:
-    """Linear CKA (Kornblith et al. 2019), in feature space: 1 = same up to rotation and scale."""
+    """Linear CKA (Kornblith et al. 2019), in feature space: 1 = same up to rotation and scale. It depends on each
+    side only through its Gram matrix, so a side with more units than images (raw pixels of large images) is
+    first replaced by an n × n matrix with the same Gram matrix: no units × units matrix is formed."""
     a, b = _pair(x, y, "linear CKA")
-    a, b = _centred(a), _centred(b)
+    a, b = _reduced(a), _reduced(b)
     cross = torch.linalg.matrix_norm(b.T @ a) ** 2
     norm = torch.linalg.matrix_norm(a.T @ a) * torch.linalg.matrix_norm(b.T @ b)
     return float(cross / norm) if norm > 0 else 0.0

@@ -250,3 +250,22 @@ def test_docs_show_the_invariance_table():
     assert sm.invariance_table() in text
     rows = [line for line in text.splitlines() if re.match(r"\| `\w+` \(", line)]
     assert len(rows) == len(sm.MEASURES)
+
+
+def test_linear_cka_of_more_units_than_images_forms_no_units_by_units_matrix():
+    """Raw pixels of 224² colour images have 150,528 units: both linear CKAs work from the n × n Gram matrices
+    then (the same value as the feature-space formula, which would form a units × units matrix: 180 GB here)."""
+    import time
+
+    from replearn.metrics import similarity
+
+    rng = np.random.RandomState(0)
+    x, y = rng.randn(24, 150_528).astype(np.float32), rng.randn(24, 12)
+    y[:, :3] += x[:, :3]
+    started = time.perf_counter()
+    values = [similarity.linear_cka(x, y), sm.linear_cka(x, y), similarity.linear_cka(y, x)]
+    assert time.perf_counter() - started < 10
+    xc, yc = x.astype(np.float64) - x.mean(0), y - y.mean(0)
+    k, g = xc @ xc.T, yc @ yc.T
+    expected = (k * g).sum() / (np.linalg.norm(k) * np.linalg.norm(g))
+    assert values == pytest.approx([expected] * 3, abs=1e-9)
