@@ -374,7 +374,7 @@ def label_efficiency(train: tuple[ArrayLike, ArrayLike], val: tuple[ArrayLike, A
         for draw in range(draws):
             g = torch.Generator().manual_seed(derive_seed((seed, n, draw), LABEL_DRAW))
             picks.append(torch.cat([idx[torch.randperm(len(idx), generator=g)[:n]] for idx in by_class]))
-        if val is not None:
+        if val is not None and x.shape[1] <= STACKED_MAX_UNITS:
             results = _linear_probes_of_draws([(x[pick], y[pick]) for pick in picks], val, test, l2_grid, fit)
         else:
             results = [linear_probe((x[pick], y[pick]), val, test, l2_grid, fit.max_iter, fit.tol, fit.standardize,
@@ -383,6 +383,11 @@ def label_efficiency(train: tuple[ArrayLike, ArrayLike], val: tuple[ArrayLike, A
             rows.append({"per_class": n, "labels": len(pick), "draw": draw, "test_accuracy": result.test_accuracy,
                          "val_accuracy": result.val_accuracy, "chosen": result.chosen})
     return pd.DataFrame(rows)
+
+
+# label-efficiency draws are fitted together up to this many units; wider features (raw pixels of large images)
+# one draw at a time, so that only one draw's copy of them is held
+STACKED_MAX_UNITS = 4096
 
 
 def _linear_probes_of_draws(draws: list[tuple[torch.Tensor, torch.Tensor]], val: tuple[ArrayLike, ArrayLike],

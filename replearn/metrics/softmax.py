@@ -48,14 +48,6 @@ class TallSkinnyProducts:
             torch.set_num_threads(before)
 
 
-class _TorchProducts:
-    """The stacked loss's products are torch's own: its thread count is left as it is."""
-
-    @contextmanager
-    def threads(self) -> Iterator[None]:
-        yield
-
-
 class _SoftmaxLoss:
     """Mean cross-entropy + λ/2 · ‖W‖² of multinomial logistic regression on z, and its gradient, for any
     number of problems at once (one row of parameters each: W (k×d) then b (k), flattened)."""
@@ -87,30 +79,37 @@ class _SoftmaxLoss:
 
 class _StackedSoftmaxLoss:
     """``_SoftmaxLoss`` for problems on different feature matrices of one shape: problem r reads z[r // per]
-    (``per`` penalties per matrix), by batched products."""
+    (``per`` penalties per matrix). Each matrix keeps its own ``TallSkinnyProducts``; a step multiplies each
+    matrix once with the rows of all its running problems (no per-problem copy of a matrix)."""
 
     def __init__(self, z: torch.Tensor, target: torch.Tensor, num_classes: int, per: int) -> None:
         self.sets, self.n, self.d = z.shape
-        self.k, self.per, self.z = num_classes, per, z
+        self.k, self.per = num_classes, per
+        self.matrices = [TallSkinnyProducts(z[i]) for i in range(self.sets)]
+        self.products = self.matrices[0]  # its threads(): the same for every matrix
         self.target = target.to(z.device).view(self.sets, 1, self.n)
         self.minus_one = torch.full((1, 1, self.n), -1.0, dtype=z.dtype, device=z.device)
-        self.products = _TorchProducts()
 
     def __call__(
         self, params: torch.Tensor, penalties: torch.Tensor, rows: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         n, k, d, m = self.n, self.k, self.d, len(params)
         sets = (torch.arange(m, device=params.device) if rows is None else rows) // self.per
-        z = self.z[sets]
-        logits = torch.bmm(params[:, : k * d].reshape(m, k, d), z.transpose(1, 2))
-        return _loss_and_gradient(
-            logits,
-            params,
-            penalties,
-            self.target[sets],
-            self.minus_one.expand(m, 1, n),
-            lambda r: torch.bmm(r, z).view(m * k, d),
-        )
+        groups = [(s, torch.nonzero(sets == s).squeeze(1)) for s in sets.unique().tolist()]
+        logits = torch.empty(m, k, n, dtype=params.dtype, device=params.device)
+        for s, pick in groups:
+            weight = params[pick, : k * d].reshape(len(pick) * k, d)
+            logits[pick] = self.matrices[s].logits(weight).view(len(pick), k, n)
+
+        def gradient_of(residual: torch.Tensor) -> torch.Tensor:
+            out = torch.empty(m, k, d, dtype=params.dtype, device=params.device)
+            for s, pick in groups:
+                part = residual[pick].reshape(len(pick) * k, n)
+                out[pick] = self.matrices[s].gradient(part).view(len(pick), k, d)
+            return out.view(m * k, d)
+
+        return _loss_and_gradient(logits, params, penalties, self.target[sets], self.minus_one.expand(m, 1, n),
+                                  gradient_of)
 
 
 def _loss_and_gradient(
