@@ -7,11 +7,11 @@ same run's 2048² matmul rate.
 
     python benchmarks/bench_layouts.py [--only stl10,folder224,folder256] [--images 600] [--conditions TEXT]
 """
+
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -37,7 +37,7 @@ def class_images(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     side, colours = max(2, size // 4), np.random.RandomState(99).randint(100, 255, size=(len(CLASSES), 3))
     for c in range(len(CLASSES)):
         r, col = (c // 4) * size // 4, (c % 4) * size // 4
-        x[y == c, r:r + side, col:col + side] = colours[c]
+        x[y == c, r : r + side, col : col + side] = colours[c]
     perm = rng.permutation(n)
     return x[perm], y[perm]
 
@@ -74,13 +74,29 @@ def write_folder(root: Path, images: int, size: int, decode_at: int = 0) -> list
 
 def run(name: str, sets: list[str], work: Path) -> dict:
     out = work / f"run_{name}"
-    argv = [sys.executable, "-m", "replearn.cli", "run", "--out", str(out),
-            *[arg for kv in SETTINGS + sets for arg in ("--set", kv)]]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    argv = [
+        sys.executable,
+        "-m",
+        "replearn.cli",
+        "run",
+        "--out",
+        str(out),
+        *[arg for kv in SETTINGS + sets for arg in ("--set", kv)],
+    ]
+    # through a small parent of its own, so that each run's peak memory is its own (RUSAGE_CHILDREN keeps the
+    # largest child so far)
+    parent = (
+        "import resource, subprocess, sys; done = subprocess.run(sys.argv[1:]); "
+        "print('peak_kb', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
+        "sys.exit(done.returncode)"
+    )
     started = time.perf_counter()
-    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", parent, *argv], cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - started
-    peak = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+    peak = (
+        next((int(line.split()[1]) for line in reversed(done.stderr.splitlines()) if line.startswith("peak_kb ")), 0)
+        / 1024
+    )
     state = json.loads((out / "status.json").read_text())["state"] if (out / "status.json").exists() else "none"
     stamps = [(float(m.group(1)), m.group(2)) for m in map(LINE.match, done.stderr.splitlines()) if m]
     trained = [(t, eta_seconds(text)) for t, text in stamps if " epoch " in text and "run ETA" in text]
@@ -89,12 +105,20 @@ def run(name: str, sets: list[str], work: Path) -> dict:
     if (out / "metrics" / "summary.json").exists():
         recorded = json.loads((out / "metrics" / "summary.json").read_text())
         phases = {k: round(float(v), 1) for k, v in recorded.get("analysis_seconds", {}).items() if float(v) >= 1}
-    row = {"run": name, "state": state, "exit": done.returncode, "wall_s": round(wall, 1), "peak_rss_mb": round(peak),
-           "slowest_analyses": dict(sorted(phases.items(), key=lambda kv: -kv[1])[:5])}
+    row = {
+        "run": name,
+        "state": state,
+        "exit": done.returncode,
+        "wall_s": round(wall, 1),
+        "peak_rss_mb": round(peak),
+        "slowest_analyses": dict(sorted(phases.items(), key=lambda kv: -kv[1])[:5]),
+    }
     if trained and end is not None:
         row.update(eta_after_training=trained[-1][1], actual_left=round(end - trained[-1][0], 1))
     if done.returncode != 0:
-        row["error"] = (done.stderr.strip().splitlines() or ["?"])[-1][:300]
+        row["error"] = (
+            [line for line in done.stderr.strip().splitlines() if not line.startswith("peak_kb ")] or ["?"]
+        )[-1][:300]
     print(json.dumps(row), flush=True)
     return row
 
@@ -109,16 +133,29 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        builders = {"stl10": lambda: write_stl10(work / "stl10", args.images),
-                    "folder224": lambda: write_folder(work / "folder224", args.images, 224),
-                    "folder256": lambda: write_folder(work / "folder256", 90, 320, decode_at=256)}
+        builders = {
+            "stl10": lambda: write_stl10(work / "stl10", args.images),
+            "folder224": lambda: write_folder(work / "folder224", args.images, 224),
+            "folder256": lambda: write_folder(work / "folder256", 90, 320, decode_at=256),
+        }
         for name in args.only.split(","):
             rows.append(run(name, builders[name](), work))
-    parts = [f"{r['run']}: {r['state']} in {r['wall_s']:.0f} s ({r['wall_s'] * gflops / 193:.0f} s scaled to "
-             f"193 GFLOP/s), peak {r['peak_rss_mb']} MB" for r in rows]
-    report("layouts", {"summary": "; ".join(parts) + f" [matmul {gflops:.0f} GFLOP/s; {args.conditions}]",
-                       "results": rows, "machine": machine(), "matmul_gflops": gflops, "conditions": args.conditions,
-                       "target": "each run complete; the 224² run ≤ 10 min scaled to 193 GFLOP/s"})
+    parts = [
+        f"{r['run']}: {r['state']} in {r['wall_s']:.0f} s ({r['wall_s'] * gflops / 193:.0f} s scaled to "
+        f"193 GFLOP/s), peak {r['peak_rss_mb']} MB"
+        for r in rows
+    ]
+    report(
+        "layouts",
+        {
+            "summary": "; ".join(parts) + f" [matmul {gflops:.0f} GFLOP/s; {args.conditions}]",
+            "results": rows,
+            "machine": machine(),
+            "matmul_gflops": gflops,
+            "conditions": args.conditions,
+            "target": "each run complete; the 224² run ≤ 10 min scaled to 193 GFLOP/s",
+        },
+    )
 
 
 if __name__ == "__main__":

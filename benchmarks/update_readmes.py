@@ -19,7 +19,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
-ORDER = ["setup", "end_to_end", "objectives", "families", "layouts", "contention", "training", "probe", "projection", "extraction"]
+ORDER = ["setup", "end_to_end", "objectives", "families", "layouts", "contention", "training", "probe", "projection",
+         "extraction"]
 BENCH_START, BENCH_END = "<!-- results:start -->", "<!-- results:end -->"
 README_START, README_END = "<!-- timings:start -->", "<!-- timings:end -->"
 STUDIES_START, STUDIES_END = "<!-- studies:start -->", "<!-- studies:end -->"
@@ -87,11 +88,13 @@ def readme_block(results: dict[str, dict]) -> str:
     names = {"stl10": "STL-10, published binary layout, 600 images of 96²",
              "folder224": "a folder of 600 JPEG colour images of 224²",
              "folder256": "a folder of 90 JPEG images of 320², decoded at 256 px"}
-    for r in (layouts or {}).get("results", []):
-        scaled = r["wall_s"] * layouts["matmul_gflops"] / 193
-        rows.append(f"| `replearn run` on {names.get(r['run'], r['run'])} (1 epoch, every default analysis): "
-                    f"{r['state']} | {duration(r['wall_s'])} ({duration(scaled)} scaled to 193 GFLOP/s) | "
-                    f"{r['peak_rss_mb'] / 1024:.1f} GB | | | {where(layouts)}, {layouts.get('conditions', 'quiet')} |")
+    if layouts:
+        runs = [f"{names.get(r['run'], r['run'])}: {r['state']} in {duration(r['wall_s'])} "
+                f"({duration(r['wall_s'] * layouts['matmul_gflops'] / 193)} scaled to 193 GFLOP/s)"
+                for r in layouts.get("results", [])]
+        peak = max((r["peak_rss_mb"] for r in layouts.get("results", [])), default=0) / 1024
+        rows.append(f"| `replearn run`, 1 epoch, every default analysis, on {'; '.join(runs)} | | up to "
+                    f"{peak:.1f} GB | | | {where(layouts)}, {layouts.get('conditions', 'quiet')} |")
     contention = results.get("contention")
     if contention:
         competitor = "a busy loop" if contention.get("competitor") == "loop" else "the same run"
@@ -107,10 +110,21 @@ def _studies(results: dict[str, dict]) -> list[dict]:
     return [r for name, r in results.items() if name.startswith("study-")]
 
 
+def _number(value: object) -> float | None:
+    """A table cell as a number: a float, or a string that reads as one (a column that also holds '–' is read
+    as text); None otherwise."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    try:
+        return float(str(value))
+    except ValueError:
+        return None
+
+
 def _cell(row: dict, value: str) -> str:
     """'0.871 [0.868, 0.874]'; a tie or a single seed (no low/high, or '–'): the value and the interval's name."""
-    low, high = row.get("95% low"), row.get("95% high")
-    if isinstance(low, (int, float)) and isinstance(high, (int, float)):
+    low, high = _number(row.get("95% low")), _number(row.get("95% high"))
+    if low is not None and high is not None:
         return f"{row[value]:.3f} [{low:.3f}, {high:.3f}]"
     return f"{row[value]:.3f} ({row.get('interval') or 'no interval'})"
 
@@ -144,9 +158,9 @@ def studies_block(results: dict[str, dict], full: bool) -> str:
     out = []
     for study in _studies(results):
         name = study["spec"]["name"]
-        out.append(f"**`replearn sweep experiments/{name}_sweep.yaml`**: {study['runs']} runs in "
-                   f"{duration(study['wall_s'])} ({where(study)}, {study['conditions']}).")
-        out += ["", study_tables(study), ""] if full else [""]
+        line = (f"**`replearn sweep experiments/{name}_sweep.yaml`**: {study['runs']} runs in "
+                f"{duration(study['wall_s'])} ({where(study)}, {study['conditions']}).")
+        out += [line, "", study_tables(study), ""] if full else [f"- {line}"]
     return "\n".join(out).strip()
 
 

@@ -270,7 +270,7 @@ def overlapping_labels(fig, close: bool = True) -> list[tuple[str, str]]:
             texts.append((text.get_text(), box))
     bad = []
     for i, (a, box_a) in enumerate(texts):
-        for b, box_b in texts[i + 1:]:
+        for b, box_b in texts[i + 1 :]:
             dx = min(box_a.x1, box_b.x1) - max(box_a.x0, box_b.x0)
             dy = min(box_a.y1, box_b.y1) - max(box_a.y0, box_b.y0)
             if dx > 1 and dy > 1:

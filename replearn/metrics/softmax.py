@@ -108,8 +108,9 @@ class _StackedSoftmaxLoss:
                 out[pick] = self.matrices[s].gradient(part).view(len(pick), k, d)
             return out.view(m * k, d)
 
-        return _loss_and_gradient(logits, params, penalties, self.target[sets], self.minus_one.expand(m, 1, n),
-                                  gradient_of)
+        return _loss_and_gradient(
+            logits, params, penalties, self.target[sets], self.minus_one.expand(m, 1, n), gradient_of
+        )
 
 
 def _loss_and_gradient(

@@ -211,10 +211,12 @@ def _latents(run: RunEntry) -> dict[int, dict[str, np.ndarray]]:
     return {seed: arrays for seed, arrays in run.artifacts.arrays("cka_features")}
 
 
-def cross_run_cka(lay: Layout, measure: Callable[[Any, Any], float] = minibatch_cka) -> pd.DataFrame:
+def cross_run_cka(lay: Layout, measure: Callable[[Any, Any], float] = minibatch_cka,
+                  bounded: bool = True) -> pd.DataFrame:
     """Each regime's latent against the same regime, same seed, at the first swept value of its panel, on the
     same evaluation images (runs whose images differ are left out), by ``measure`` (minibatch linear CKA, or
-    any of ``similarity_measures.MEASURES``)."""
+    any of ``similarity_measures.MEASURES``). ``bounded``: the measure lies in [0, 1] (CKA, mutual kNN), so its
+    seed interval is taken on the logit scale; False for one that does not (the Procrustes angle, in radians)."""
     rows = []
     for panel in lay.panels:
         points = [(x, runs) for (p, x), runs in lay.groups.items() if p == panel]
@@ -236,7 +238,7 @@ def cross_run_cka(lay: Layout, measure: Callable[[Any, Any], float] = minibatch_
                 value = runs[0].config.get(lay.x_key) if lay.x_key else None
                 rows.append({"panel": panel if len(lay.panels) > 1 else "all runs", "x_label": lay.x_label(value),
                              "x": lay.x_position(value), "series": label, "color": color,
-                             **interval_columns(values, bounded=True)})
+                             **interval_columns(values, bounded=bounded)})
     return pd.DataFrame(rows)
 
 
@@ -350,7 +352,7 @@ def sections(runs: list[RunEntry], lay: Layout, notes: list[str], out: Output) -
              ("knn_runs", "Mutual k-nearest neighbours between runs", "mutual kNN with first value",
               cross_run_cka(lay_done, MEASURES["mutual_knn"].fn), {"series": "regime"}),
              ("procrustes_runs", "Procrustes angle between runs", "angle to first value (rad)",
-              cross_run_cka(lay_done, MEASURES["procrustes"].fn), {"series": "regime"}),
+              cross_run_cka(lay_done, MEASURES["procrustes"].fn, bounded=False), {"series": "regime"}),
              ("twonn", "Intrinsic dimension by layer", "TwoNN dimension",
               aggregate(lay_done, dimension_by_layer("twonn")), {"series": "layer"}),
              ("grad_init", "Gradient norms by layer at initialisation", "gradient norm",

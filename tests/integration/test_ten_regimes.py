@@ -2,6 +2,7 @@
 boxes, as matplotlib lays them out, do not intersect), every regime appears in the report, and the run is
 `complete`. The interpretability analyses, which draw their ten-regime grids in tests/unit/test_report_scale.py,
 are left out to keep the run short."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,8 +13,18 @@ from replearn.rundir.io import read_json
 
 from helpers import INTERPRETABILITY, overlapping_labels
 
-REGIMES = ["supervised", "autoencoder", "denoising", "vae", "contrastive", "joint", "supcon", "byol", "simsiam",
-           "barlow_twins"]
+REGIMES = [
+    "supervised",
+    "autoencoder",
+    "denoising",
+    "vae",
+    "contrastive",
+    "joint",
+    "supcon",
+    "byol",
+    "simsiam",
+    "barlow_twins",
+]
 
 
 @pytest.mark.slow
@@ -28,10 +39,20 @@ def test_a_ten_regime_digits_report_draws_every_figure_with_its_labels_apart(tmp
 
     monkeypatch.setattr(plots, "to_bytes", checked)
     out = tmp_path / "ten"
-    sets = [f"train.regimes=[{', '.join(REGIMES)}]", "train.epochs=1", "data.train_subset=300",
-            "data.test_subset=150", "model.channels=[8, 16]", "model.latent_dim=8", "analysis.figure_formats=[png]",
-            "analysis.label_counts=[1, 5]", "analysis.label_draws=1", "analysis.projection_points=100",
-            "analysis.analysis_points=150", f"analysis.skip=[{', '.join(INTERPRETABILITY)}]"]
+    sets = [
+        f"train.regimes=[{', '.join(REGIMES)}]",
+        "train.epochs=1",
+        "data.train_subset=300",
+        "data.test_subset=150",
+        "model.channels=[8, 16]",
+        "model.latent_dim=8",
+        "analysis.figure_formats=[png]",
+        "analysis.label_counts=[1, 5]",
+        "analysis.label_draws=1",
+        "analysis.projection_points=100",
+        "analysis.analysis_points=150",
+        f"analysis.skip=[{', '.join(INTERPRETABILITY)}]",
+    ]
     assert main(["run", "--out", str(out), "--quiet", *[a for s in sets for a in ("--set", s)]]) == 0
     assert read_json(out / "status.json")["state"] == "complete"
     assert len(drawn) >= 10, f"only {len(drawn)} figures were drawn"
