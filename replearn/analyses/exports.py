@@ -35,11 +35,6 @@ class VectorExports:
         self._unsent: list[tuple[str, str, bytes, tuple[str, ...]]] = []
         self._lock = threading.Lock()
 
-    @property
-    def _worker(self) -> subprocess.Popen | None:
-        """The first worker process (None before the first figure)."""
-        return self._workers[0] if self._workers else None
-
     def _start(self) -> bool:
         """Start the workers on the first figure; False when none could start (figures are written inline)."""
         if not self._workers and not self._inline:

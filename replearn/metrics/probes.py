@@ -248,8 +248,7 @@ def _fit_linear(train: tuple[ArrayLike, ArrayLike], grid: list[float], max_iter:
     w, b, _ = fit_softmax_regression(scaler.transform(x), target, len(classes), grid, max_iter, tol)
 
     def predictions(split: tuple[ArrayLike, ArrayLike]) -> torch.Tensor:
-        z = scaler.transform(_as_tensor(split[0]))
-        return classes[torch.einsum("nd,ldk->lnk", z, w).add_(b[:, None, :]).argmax(-1)]
+        return _predict(scaler, w, b, classes, _as_tensor(split[0]))
     return predictions
 
 

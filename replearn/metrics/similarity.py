@@ -10,27 +10,16 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
+from replearn.metrics import similarity_measures
 from replearn.metrics.arrays import ArrayLike, as_feature_matrix
 from replearn.errors import ReplearnError
 
 
 def linear_cka(x: ArrayLike, y: ArrayLike) -> float:
     """Linear CKA between two representations of the same samples (rows); 1 = identical up to rotation
-    and isotropic scaling, 0 = unrelated. Constant representations give 0."""
-    a = as_feature_matrix(x, "CKA's features x", 2, torch.float64)
-    b = as_feature_matrix(y, "CKA's features y", 2, torch.float64)
-    if len(a) != len(b):
-        raise ReplearnError(f"CKA needs the same samples in both representations ({len(a)} vs {len(b)} rows)",
-                            "pass features of the same images, in the same order")
-    a = a - a.mean(0)
-    b = b - b.mean(0)
-    if max(a.shape[1], b.shape[1]) > len(a):  # more units than samples: the n × n Gram matrices, not units × units
-        k, g = a @ a.T, b @ b.T
-        cross, norm = (k * g).sum(), torch.linalg.matrix_norm(k) * torch.linalg.matrix_norm(g)
-    else:
-        cross = torch.linalg.matrix_norm(b.T @ a) ** 2
-        norm = torch.linalg.matrix_norm(a.T @ a) * torch.linalg.matrix_norm(b.T @ b)
-    return float(cross / norm) if norm > 0 else 0.0
+    and isotropic scaling, 0 = unrelated. Constant representations give 0 (``similarity_measures.linear_cka``,
+    which never forms a units × units matrix)."""
+    return similarity_measures.linear_cka(x, y)
 
 
 class _Gram:

@@ -241,8 +241,7 @@ def fit_softmax_regression(
     n_l, k = len(l2s), num_classes
     loss_fn = _SoftmaxLoss(z, target, k)
     lam = torch.tensor(l2s, dtype=z.dtype, device=z.device)
-    pairs = max(1, min(history, max_iter, max(10, n // 100)))
-    x, iterations = _minimise(loss_fn, lam, k * (d + 1), max_iter, tol, pairs)
+    x, iterations = _minimise(loss_fn, lam, k * (d + 1), max_iter, tol, _history_size(history, max_iter, n))
     w = x[:, : k * d].reshape(n_l, k, d).transpose(1, 2).contiguous()
     return w, x[:, k * d :].clone(), iterations
 
@@ -265,10 +264,15 @@ def fit_softmax_regression_stacked(
     n_l, k = len(l2s), num_classes
     loss_fn = _StackedSoftmaxLoss(z, target, k, n_l)
     lam = torch.tensor(l2s, dtype=z.dtype, device=z.device).repeat(sets)
-    pairs = max(1, min(history, max_iter, max(10, n // 100)))
-    x, iterations = _minimise(loss_fn, lam, k * (d + 1), max_iter, tol, pairs)
+    x, iterations = _minimise(loss_fn, lam, k * (d + 1), max_iter, tol, _history_size(history, max_iter, n))
     w = x[:, : k * d].reshape(sets, n_l, k, d).transpose(2, 3).contiguous()
     return w, x[:, k * d :].reshape(sets, n_l, k).clone(), iterations
+
+
+def _history_size(history: int, max_iter: int, n: int) -> int:
+    """Curvature pairs to keep: long histories pay off when a pass over the data costs more than the recursion
+    over the history (a few images: a short one)."""
+    return max(1, min(history, max_iter, max(10, n // 100)))
 
 
 def _minimise(

@@ -62,7 +62,7 @@ def test_cka_matrix_layers():
 
 def test_errors_and_constant_input():
     x = random_features()
-    with pytest.raises(ReplearnError, match="same samples"):
+    with pytest.raises(ReplearnError, match="needs the same images in both representations"):
         linear_cka(x, x[:10])
     with pytest.raises(ReplearnError, match="NaN"):
         linear_cka(np.full((5, 2), np.nan), np.ones((5, 2)))

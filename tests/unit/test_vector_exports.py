@@ -42,8 +42,8 @@ def test_figures_after_the_worker_dies_are_written_inline(tmp_path):
     (tmp_path / "figures").mkdir()
     exports = VectorExports(workers=1)
     exports.submit(_figure(0), tmp_path, "first")
-    worker = exports._worker
-    assert worker is not None
+    assert len(exports._workers) == 1
+    worker = exports._workers[0]
     worker.kill()
     worker.wait()
     for i in range(3):
