@@ -22,6 +22,7 @@ import torch
 from replearn.runtime.log import log
 from replearn.config.options import opt
 from replearn.metrics.probes import linear_probe
+from replearn.metrics.ranks import spearman
 from replearn.metrics.similarity_measures import DEFAULT_MEASURES, FUNCTIONAL, MEASURES, disagreement, error_consistency, subsample
 from replearn.analyses.base import Analysis, RunArtifacts, RunContext, Section, SeedContext, final_layer, register_analysis
 from replearn.analyses.render import table
@@ -329,7 +330,5 @@ GUIDE_TESTS = ("Tests of each measure on this run's own models. Layer identifica
 
 
 def _spearman(a: Any, b: Any) -> float:
-    """Spearman's rank correlation (SciPy's, imported only when a table needs it)."""
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(a, b).statistic)
+    """Spearman's rank correlation (NaN when either side is constant)."""
+    return spearman(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))

@@ -18,6 +18,7 @@ rank correlations well above that, and methods passing it falling near 0)."""
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 import copy
 import zlib
 from typing import Callable, Iterator
@@ -28,6 +29,7 @@ import torch
 import torch.nn as nn
 
 from replearn.errors import ConfigError
+from replearn.metrics.ranks import rankdata
 from replearn.interpret.explain import encoder_of, seeded, stage_module
 
 THRESHOLD = 0.5  # mean Spearman(|map|) after full randomisation at or above which a method is marked
@@ -125,13 +127,6 @@ def _unit(maps: np.ndarray) -> np.ndarray:
     return np.divide(a, top, out=np.zeros_like(a), where=top > 0)
 
 
-def rankdata(a: np.ndarray, axis: int | None = None) -> np.ndarray:
-    """SciPy's ``rankdata`` (SciPy's statistics cost a second to import: only when the sanity checks run)."""
-    from scipy.stats import rankdata as ranks
-
-    return ranks(a, axis=axis)
-
-
 def _hog(image: np.ndarray) -> np.ndarray:
     from skimage.feature import hog
 
@@ -141,23 +136,45 @@ def _hog(image: np.ndarray) -> np.ndarray:
     return hog(image, orientations=9, pixels_per_cell=(cell, cell), cells_per_block=(block, block), feature_vector=True)
 
 
-def similarity(reference: np.ndarray, maps: np.ndarray) -> dict[str, np.ndarray]:
-    """Per image (N×H×W maps): Spearman rank correlation of the absolute and of the signed maps, SSIM and
-    HOG similarity of the absolute maps scaled to [0, 1]."""
-    n = len(reference)
-    flat_ref, flat = reference.reshape(n, -1), maps.reshape(n, -1)
-    out = {"spearman_abs": _rowwise_corr(rankdata(np.abs(flat_ref), axis=1), rankdata(np.abs(flat), axis=1)),
-           "spearman": _rowwise_corr(rankdata(flat_ref, axis=1), rankdata(flat, axis=1))}
+@dataclass(frozen=True)
+class PreparedMaps:
+    """What ``similarity`` derives from one set of maps (N×H×W), computed once when the same maps are compared
+    with many others (the trained model's maps with every randomised model's)."""
+
+    maps: np.ndarray
+    abs_ranks: np.ndarray
+    ranks: np.ndarray
+    unit: np.ndarray
+    hog: np.ndarray
+
+
+def prepare_maps(maps: np.ndarray | PreparedMaps) -> PreparedMaps:
+    """The ranks of the absolute and of the signed maps, the absolute maps scaled to [0, 1], and their HOG."""
+    if isinstance(maps, PreparedMaps):
+        return maps
+    flat = maps.reshape(len(maps), -1)
+    unit = _unit(maps)
+    return PreparedMaps(maps, rankdata(np.abs(flat), axis=1), rankdata(flat, axis=1), unit,
+                        np.stack([_hog(u) for u in unit]))
+
+
+def similarity(reference: np.ndarray | PreparedMaps, maps: np.ndarray | PreparedMaps) -> dict[str, np.ndarray]:
+    """Per image (N×H×W maps, or maps already prepared by ``prepare_maps``): Spearman rank correlation of the
+    absolute and of the signed maps, SSIM and HOG similarity of the absolute maps scaled to [0, 1]."""
+    ref, new = prepare_maps(reference), prepare_maps(maps)
+    n = len(ref.maps)
+    out = {"spearman_abs": _rowwise_corr(ref.abs_ranks, new.abs_ranks),
+           "spearman": _rowwise_corr(ref.ranks, new.ranks)}
     from skimage.metrics import structural_similarity
 
-    ref_u, u = _unit(reference), _unit(maps)
-    side = min(reference.shape[1:])
+    side = min(ref.maps.shape[1:])
     win = min(7, side if side % 2 else side - 1)
     if win >= 3:
-        out["ssim"] = np.array([structural_similarity(r, m, data_range=1.0, win_size=win) for r, m in zip(ref_u, u)])
+        out["ssim"] = np.array([structural_similarity(r, m, data_range=1.0, win_size=win)
+                                for r, m in zip(ref.unit, new.unit)])
     else:
         out["ssim"] = np.full(n, np.nan)
-    out["hog"] = _rowwise_corr(np.stack([_hog(r) for r in ref_u]), np.stack([_hog(m) for m in u]))
+    out["hog"] = _rowwise_corr(ref.hog, new.hog)
     return out
 
 
@@ -168,13 +185,13 @@ def randomisation_tests(model: nn.Module, maps_of: Callable[[nn.Module], np.ndar
     layer with the mean (over images) of every similarity in ``METRICS`` between ``maps_of(randomised
     model)`` and the trained model's maps (``reference``, else ``maps_of(model)``). ``step`` counts the
     layers randomised from the top (cascading) or is the layer's place from the top (independent)."""
-    reference = maps_of(model) if reference is None else reference
+    prepared = prepare_maps(maps_of(model) if reference is None else reference)
     layers = randomisable_layers(model)
     rows, by_layer = [], {}
     with restored(model):
         for step, layer in enumerate(layers, start=1):
             randomise_(model, [layer], seed)  # the layers above it are randomised already
-            sims = similarity(reference, maps_of(model))
+            sims = similarity(prepared, maps_of(model))
             rows.append({"test": "cascading", "layer": layer, "step": step,
                          **{k: float(np.nanmean(v)) for k, v in sims.items()}})
             if step == 1:
@@ -183,7 +200,7 @@ def randomisation_tests(model: nn.Module, maps_of: Callable[[nn.Module], np.ndar
         sims = by_layer.get(layer)
         if sims is None:
             with restored(model):
-                sims = similarity(reference, maps_of(randomise_(model, [layer], seed)))
+                sims = similarity(prepared, maps_of(randomise_(model, [layer], seed)))
         rows.append({"test": "independent", "layer": layer, "step": step,
                      **{k: float(np.nanmean(v)) for k, v in sims.items()}})
     return pd.DataFrame(rows)
@@ -239,16 +256,17 @@ def null_floor(model: nn.Module, maps_of: Callable[[nn.Module], np.ndarray], ref
     the two random models' (``random_vs_random``: the floor — what the metric gives for two models that share
     nothing learned). ``divisor`` (input − baseline) adds the input-free Spearman; NaN without it."""
     layers = randomisable_layers(model)
+    trained = prepare_maps(reference)
     rows = []
     for draw in range(draws):
         pair = []
         for which in (0, 1):
             with restored(model):
-                pair.append(maps_of(randomise_(model, layers, null_draw_seed(seed, draw, which))))
-        for kind, (a, b) in (("trained_vs_random", (reference, pair[0])), ("random_vs_random", (pair[0], pair[1]))):
+                pair.append(prepare_maps(maps_of(randomise_(model, layers, null_draw_seed(seed, draw, which)))))
+        for kind, (a, b) in (("trained_vs_random", (trained, pair[0])), ("random_vs_random", (pair[0], pair[1]))):
             sims = similarity(a, b)
-            sims[INPUT_FREE] = (input_free_spearman(a, b, divisor) if divisor is not None
-                                else np.full(len(a), np.nan))
+            sims[INPUT_FREE] = (input_free_spearman(a.maps, b.maps, divisor) if divisor is not None
+                                else np.full(len(a.maps), np.nan))
             rows.append({"kind": kind, "draw": draw, **{k: float(np.nanmean(v)) if np.isfinite(v).any() else np.nan
                                                         for k, v in sims.items()}})
     return pd.DataFrame(rows)

@@ -367,33 +367,51 @@ def label_efficiency(train: tuple[ArrayLike, ArrayLike], val: tuple[ArrayLike, A
                             f"{int(present.min())} training images",
                             f"lower analysis.label_counts to at most {int(present.min())} or use more data")
     by_class = [torch.nonzero(y == c).squeeze(1) for c in range(len(counts)) if counts[c] > 0]
-    rows = []
+    picks = []  # (labels per class, draw, subset)
     for n in per_class:
-        picks = []
         for draw in range(draws):
             g = torch.Generator().manual_seed(derive_seed((seed, n, draw), LABEL_DRAW))
-            picks.append(torch.cat([idx[torch.randperm(len(idx), generator=g)[:n]] for idx in by_class]))
-        if val is not None and x.shape[1] <= STACKED_MAX_UNITS:
-            results = _linear_probes_of_draws([(x[pick], y[pick]) for pick in picks], val, test, l2_grid, fit)
-        else:
-            results = [linear_probe((x[pick], y[pick]), val, test, l2_grid, fit.max_iter, fit.tol, fit.standardize,
-                                    fit.selection) for pick in picks]
-        for draw, (pick, result) in enumerate(zip(picks, results, strict=True)):
-            rows.append({"per_class": n, "labels": len(pick), "draw": draw, "test_accuracy": result.test_accuracy,
-                         "val_accuracy": result.val_accuracy, "chosen": result.chosen})
+            picks.append((n, draw, torch.cat([idx[torch.randperm(len(idx), generator=g)[:n]] for idx in by_class])))
+    results: list[ProbeResult] = []
+    if val is not None and x.shape[1] <= STACKED_MAX_UNITS:
+        for batch in _stacked_batches([len(pick) for _, _, pick in picks], x.shape[1]):
+            results += _linear_probes_of_draws([(x[picks[i][2]], y[picks[i][2]]) for i in batch], val, test,
+                                               l2_grid, fit)
+    else:
+        results = [linear_probe((x[pick], y[pick]), val, test, l2_grid, fit.max_iter, fit.tol, fit.standardize,
+                                fit.selection) for _, _, pick in picks]
+    rows = [{"per_class": n, "labels": len(pick), "draw": draw, "test_accuracy": result.test_accuracy,
+             "val_accuracy": result.val_accuracy, "chosen": result.chosen}
+            for (n, draw, pick), result in zip(picks, results, strict=True)]
     return pd.DataFrame(rows)
 
 
 # label-efficiency draws are fitted together up to this many units; wider features (raw pixels of large images)
 # one draw at a time, so that only one draw's copy of them is held
 STACKED_MAX_UNITS = 4096
+# and up to this many feature values in one stack (draws × the largest draw's images × units, padding included)
+STACKED_MAX_VALUES = 2**24
+
+
+def _stacked_batches(sizes: list[int], units: int) -> list[list[int]]:
+    """Consecutive draws grouped so that each group, padded to its largest draw, holds at
+    most ``STACKED_MAX_VALUES`` feature values; a draw too large for any company is a group of its own."""
+    batches: list[list[int]] = []
+    for i, size in enumerate(sizes):
+        if batches and (len(batches[-1]) + 1) * max(size, *(sizes[j] for j in batches[-1])) * units \
+                <= STACKED_MAX_VALUES:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
 
 
 def _linear_probes_of_draws(draws: list[tuple[torch.Tensor, torch.Tensor]], val: tuple[ArrayLike, ArrayLike],
                             test: tuple[ArrayLike, ArrayLike], l2_grid: list[float],
                             fit: ProbeFit) -> list[ProbeResult]:
-    """``linear_probe`` of each draw (training sets of one size and one set of classes), fitted together: the
-    same independent problems, each draw standardised on its own, with their products batched."""
+    """``linear_probe`` of each draw (training sets of any size and one set of classes), fitted together: the
+    same independent problems, each draw standardised on its own, padded to the largest draw (the padding
+    weighs nothing), with their products batched."""
     grid = sorted({float(v) for v in l2_grid}, reverse=True)
     prepared = [prepare_labelled_features(*draw) for draw in draws]
     if any(not torch.equal(p[1], prepared[0][1]) for p in prepared):  # different classes: one draw at a time
@@ -401,9 +419,13 @@ def _linear_probes_of_draws(draws: list[tuple[torch.Tensor, torch.Tensor]], val:
                 for draw in draws]
     classes = prepared[0][1]
     scalers = [Standardizer(per_feature=fit.standardize).fit(x) for x, _, _ in prepared]
-    z = torch.stack([scaler.transform(x) for scaler, (x, _, _) in zip(scalers, prepared, strict=True)])
-    w, b, _ = fit_softmax_regression_stacked(z, torch.stack([t for _, _, t in prepared]), len(classes), grid,
-                                             fit.max_iter, fit.tol)
+    counts = torch.tensor([len(x) for x, _, _ in prepared])
+    height, units = int(counts.max()), prepared[0][0].shape[1]
+    z = torch.zeros(len(prepared), height, units, dtype=prepared[0][0].dtype)
+    target = torch.zeros(len(prepared), height, dtype=prepared[0][2].dtype)
+    for i, (scaler, (x, _, t)) in enumerate(zip(scalers, prepared, strict=True)):
+        z[i, : len(x)], target[i, : len(x)] = scaler.transform(x), t
+    w, b, _ = fit_softmax_regression_stacked(z, target, len(classes), grid, fit.max_iter, fit.tol, counts=counts)
     val_x, test_x = _as_tensor(val[0]), _as_tensor(test[0])
     val_y, test_y = torch.as_tensor(val[1]), torch.as_tensor(test[1])
     results = []

@@ -51,6 +51,7 @@ import numpy as np
 import torch
 
 from replearn.metrics.arrays import ArrayLike, as_feature_matrix
+from replearn.metrics.ranks import rankdata
 from replearn.errors import ReplearnError
 
 TRANSFORMS = ("orthogonal transform", "isotropic scaling", "unit permutation", "invertible linear map")
@@ -261,8 +262,6 @@ def _upper(d: torch.Tensor) -> np.ndarray:
 def rsa_spearman(x: ArrayLike, y: ArrayLike) -> float:
     """RSA: Spearman's ρ between the correlation-distance RDMs' upper triangles."""
     a, b = _pair(x, y, "RSA", min_rows=3)
-    from scipy.stats import rankdata  # SciPy's statistics cost a second to import: only when RSA runs
-
     ra, rb = rankdata(_upper(correlation_rdm(a))), rankdata(_upper(correlation_rdm(b)))
     ra, rb = ra - ra.mean(), rb - rb.mean()
     norm = float(np.sqrt((ra @ ra) * (rb @ rb)))

@@ -80,15 +80,22 @@ class _SoftmaxLoss:
 class _StackedSoftmaxLoss:
     """``_SoftmaxLoss`` for problems on different feature matrices of one shape: problem r reads z[r // per]
     (``per`` penalties per matrix). Each matrix keeps its own ``TallSkinnyProducts``; a step multiplies each
-    matrix once with the rows of all its running problems (no per-problem copy of a matrix)."""
+    matrix once with the rows of all its running problems (no per-problem copy of a matrix). Matrices with
+    fewer samples are padded to one height: ``counts[s]`` rows of matrix s are samples, the rest weigh 0."""
 
-    def __init__(self, z: torch.Tensor, target: torch.Tensor, num_classes: int, per: int) -> None:
+    def __init__(
+        self, z: torch.Tensor, target: torch.Tensor, num_classes: int, per: int, counts: torch.Tensor | None = None
+    ) -> None:
         self.sets, self.n, self.d = z.shape
         self.k, self.per = num_classes, per
         self.matrices = [TallSkinnyProducts(z[i]) for i in range(self.sets)]
         self.products = self.matrices[0]  # its threads(): the same for every matrix
         self.target = target.to(z.device).view(self.sets, 1, self.n)
         self.minus_one = torch.full((1, 1, self.n), -1.0, dtype=z.dtype, device=z.device)
+        self.weight = None
+        if counts is not None and bool((counts != self.n).any()):
+            rows = torch.arange(self.n, device=z.device)[None, :] < counts.to(z.device)[:, None]
+            self.weight = (rows.to(z.dtype) / counts.to(z.dtype)[:, None]).view(self.sets, 1, self.n)
 
     def __call__(
         self, params: torch.Tensor, penalties: torch.Tensor, rows: torch.Tensor | None = None
@@ -109,7 +116,13 @@ class _StackedSoftmaxLoss:
             return out.view(m * k, d)
 
         return _loss_and_gradient(
-            logits, params, penalties, self.target[sets], self.minus_one.expand(m, 1, n), gradient_of
+            logits,
+            params,
+            penalties,
+            self.target[sets],
+            self.minus_one.expand(m, 1, n),
+            gradient_of,
+            None if self.weight is None else self.weight[sets],
         )
 
 
@@ -120,22 +133,34 @@ def _loss_and_gradient(
     target: torch.Tensor,
     minus_one: torch.Tensor,
     gradient_of: Any,
+    row_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean cross-entropy + λ/2 · ‖W‖² and its gradient from the problems' logits (m × k × n) without the
-    bias; ``gradient_of`` maps the residual (m × k × n) to its product with the features."""
+    bias; ``gradient_of`` maps the residual (m × k × n) to its product with the features. ``row_weight``
+    (m × 1 × n): each sample's weight in place of 1/n (1/count for a padded problem's samples, 0 for its
+    padding)."""
     m, k, n = logits.shape
     kd = params.shape[1] - k
     logits.add_(params[:, kd:, None])
     logits -= logits.amax(1, keepdim=True)
-    picked = logits.gather(1, target).sum((1, 2))
+    picked = logits.gather(1, target)
     p = logits.exp_()
     total = p.sum(1, keepdim=True)
-    loss = (total.log().sum((1, 2)) - picked) / n + 0.5 * penalties * params[:, :kd].square().sum(1)
+    if row_weight is None:
+        cross_entropy = (total.log().sum((1, 2)) - picked.sum((1, 2))) / n
+    else:
+        cross_entropy = ((total.log() - picked) * row_weight).sum((1, 2))
+    loss = cross_entropy + 0.5 * penalties * params[:, :kd].square().sum(1)
     p.mul_(total.reciprocal_())
     p.scatter_add_(1, target, minus_one)
+    if row_weight is not None:  # each sample's own weight, folded into the residual
+        p.mul_(row_weight)
+    grad_w, grad_b = gradient_of(p), p.sum(2)
+    if row_weight is None:
+        grad_w.div_(n), grad_b.div_(n)
     grad = torch.empty_like(params)
-    grad[:, :kd] = gradient_of(p).div_(n).view(m, kd) + penalties[:, None] * params[:, :kd]
-    grad[:, kd:] = p.sum(2).div_(n).view(m, k)
+    grad[:, :kd] = grad_w.view(m, kd) + penalties[:, None] * params[:, :kd]
+    grad[:, kd:] = grad_b.view(m, k)
     return loss, grad
 
 
@@ -255,14 +280,17 @@ def fit_softmax_regression_stacked(
     max_iter: int = 1000,
     tol: float = 1e-4,
     history: int = 200,
+    counts: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """``fit_softmax_regression`` on several feature matrices of one shape at once (z: sets × n × d, target:
     sets × n), every penalty on every matrix: the same independent L-BFGS problems, with their products
-    batched, so that many small fits (e.g. label-efficiency draws) share each step's overhead.
-    Returns (W: sets × L × d × K, b: sets × L × K, iterations of the slowest problem)."""
+    batched, so that many small fits (e.g. label-efficiency draws of every size) share each step's overhead.
+    ``counts`` (sets,): how many leading rows of each matrix are samples (the rest is padding, which weighs
+    nothing; default: every row). Returns (W: sets × L × d × K, b: sets × L × K, iterations of the slowest
+    problem)."""
     sets, n, d = z.shape
     n_l, k = len(l2s), num_classes
-    loss_fn = _StackedSoftmaxLoss(z, target, k, n_l)
+    loss_fn = _StackedSoftmaxLoss(z, target, k, n_l, counts)
     lam = torch.tensor(l2s, dtype=z.dtype, device=z.device).repeat(sets)
     x, iterations = _minimise(loss_fn, lam, k * (d + 1), max_iter, tol, _history_size(history, max_iter, n))
     w = x[:, : k * d].reshape(sets, n_l, k, d).transpose(2, 3).contiguous()

@@ -58,6 +58,23 @@ def test_stacked_fits_equal_one_fit_per_feature_matrix():
                                   atol=1e-4)
 
 
+def test_padded_stacked_fits_of_different_sizes_equal_each_fit_on_its_own_rows():
+    """Feature matrices of different heights, padded to one: each problem is fitted on its own rows only (the
+    padding, filled with junk here, weighs nothing), to the stopping tolerance of its own objective."""
+    data = [standardized(n=n, d=7, seed=s) for s, n in enumerate((30, 75, 120))]
+    height = 120
+    z = torch.randn(3, height, 7) * 5  # junk in the padding rows
+    target = torch.randint(0, 4, (3, height))
+    for i, (x, t) in enumerate(data):
+        z[i, : len(x)], target[i, : len(x)] = x, t
+    counts = torch.tensor([len(x) for x, _ in data])
+    w, b, _ = fit_softmax_regression_stacked(z, target, 4, [1e-2], max_iter=1000, tol=1e-6, counts=counts)
+    for i, (x, t) in enumerate(data):
+        assert objective_gradient(x, t, w[i, 0], b[i, 0], 1e-2).abs().max() <= 1e-6
+        alone_w, alone_b, _ = fit_softmax_regression(x, t, 4, [1e-2], max_iter=1000, tol=1e-6)
+        assert torch.allclose(w[i, 0], alone_w[0], atol=1e-4) and torch.allclose(b[i, 0], alone_b[0], atol=1e-4)
+
+
 def test_label_efficiency_draws_fitted_together_equal_separate_probes():
     """Each label-efficiency draw's result is that of ``linear_probe`` on the same labelled subset: the batched
     fit changes no accuracy, chosen penalty or validation score."""
