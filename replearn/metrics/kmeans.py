@@ -52,8 +52,9 @@ def _lloyd(x: np.ndarray, centres: np.ndarray, max_iter: int, tol: float) -> tup
         dist = _squared_distances(x, x_sq, centres)
         labels = dist.argmin(1)
         counts = np.bincount(labels, minlength=k)
-        new = np.zeros_like(centres)
-        np.add.at(new, labels, x)
+        members = np.zeros((k, len(x)), dtype=x.dtype)
+        members[labels, np.arange(len(x))] = 1.0
+        new = members @ x  # each cluster's sum, as one BLAS product (np.add.at is ~50× slower)
         for empty in np.flatnonzero(counts == 0):
             far = int(np.argmax(dist[np.arange(len(x)), labels]))
             new[empty], counts[empty] = x[far], 1
