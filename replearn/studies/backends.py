@@ -92,6 +92,8 @@ class Progress:
         self.manifest, self.side_by_side, self.quiet = manifest, max(1, side_by_side), quiet
         self.total = len(manifest.runs)
         self.started = time.perf_counter()
+        self.started_runs: set[str] = set()  # runs this sweep started, in this process
+        self.recorded: set[str] = set()  # runs whose outcome it has recorded and said
 
     def eta(self) -> str:
         runs = self.manifest.runs.values()
@@ -116,6 +118,7 @@ def _record(manifest: Manifest, progress: Progress, name: str, outcome: dict[str
     wall = f" in {format_duration(outcome['wall_seconds'])}" if outcome.get("wall_seconds") else ""
     note = f" ({outcome['message']})" if outcome["state"] != "complete" and outcome.get("message") else ""
     progress.say(f"{name}: {outcome['state']}{wall}{note}")
+    progress.recorded.add(name)
 
 
 class _TermAsInterrupt:
@@ -136,13 +139,17 @@ def run_sequential(sweep: Sweep, manifest: Manifest, progress: Progress) -> None
             for cell in sweep.cells:
                 if manifest.runs[cell.name]["state"] != "complete":
                     _run_here(sweep, manifest, progress, cell)
-        except KeyboardInterrupt:  # between two runs: nothing to record
+        except KeyboardInterrupt:  # between two runs, or while one that ended was being recorded: record it whole
+            unrecorded = [c.name for c in sweep.cells if c.name in progress.started_runs - progress.recorded]
+            for name in unrecorded:
+                _record(manifest, progress, name, stopped_state(sweep.out / name))
             raise TrainingInterrupted(str(sweep.out), "SIGINT") from None
 
 
 def _run_here(sweep: Sweep, manifest: Manifest, progress: Progress, cell: Cell) -> None:
     """One cell in this process, its outcome recorded; a stop is recorded and raised as TrainingInterrupted."""
     progress.say(f"{cell.name}: running")
+    progress.started_runs.add(cell.name)
     started, threads = time.perf_counter(), parallel.thread_setting()
     try:
         outcome = {**run_cell(job(sweep, cell, sweep.threads)),

@@ -83,6 +83,27 @@ def test_interrupted_sweep_then_rerun_finishes_only_the_missing_runs(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in sweep.rglob("*") if p.is_file() and p.name != "sweep.json"} == again
 
 
+def test_a_stop_while_a_finished_run_is_being_recorded_still_records_and_says_it(tmp_path, capsys, monkeypatch):
+    """SIGINT can land after a run has finished and before the sweep has recorded it (the window the subprocess
+    test above hits under load): the run is still recorded as complete and said to be, and the sweep stops."""
+    from replearn.studies import backends
+
+    spec = write_spec(tmp_path)
+    say, interrupted = backends.Progress.say, []
+
+    def say_once_interrupted(self, text):
+        if text.startswith("latent_dim-4_seed0: complete") and not interrupted:
+            interrupted.append(text)
+            raise KeyboardInterrupt  # as if Ctrl-C came while this line was being written
+        say(self, text)
+
+    monkeypatch.setattr(backends.Progress, "say", say_once_interrupted)
+    assert main(["sweep", str(spec)]) == 130
+    err = capsys.readouterr().err
+    assert interrupted and "latent_dim-4_seed0: complete" in err and "sweep interrupted" in err
+    assert states(tmp_path / "sweep") == {"latent_dim-4_seed0": "complete", "latent_dim-6_seed0": "pending"}
+
+
 def comparable(run: Path) -> dict[str, object]:
     """What two runs of the same config must share: config and results (timings left out)."""
     probes = pd.read_csv(run / "metrics" / "probes.csv").drop(columns=["seconds"])
