@@ -50,14 +50,14 @@ def status(run: Path) -> dict:
 
 def test_interrupted_sweep_then_rerun_finishes_only_the_missing_runs(tmp_path):
     spec = write_spec(tmp_path)
-    base = yaml.safe_load((tmp_path / "base.yaml").read_text())
-    base["train"]["epochs"] = 60  # seconds of training per run: the signal must land while the second one runs,
-    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))  # which a one-epoch run left too narrow on a busy CI
     sweep = tmp_path / "sweep"
     first, second = sweep / "latent_dim-4_seed0", sweep / "latent_dim-6_seed0"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "MPLBACKEND": "Agg"}
+    # Ctrl-C on a sweep in the foreground: SIGINT as a shell gives it, even when these tests were started in the
+    # background (where the shell hands every descendant SIGINT ignored, and a signal between runs is lost)
     process = subprocess.Popen([sys.executable, "-m", "replearn.cli", "sweep", str(spec)], cwd=tmp_path, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
         if (first / "status.json").is_file() and status(first)["state"] == "complete":
