@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 from replearn.metrics.arrays import ArrayLike, as_feature_matrix
-from replearn.metrics.ranks import rankdata
+from replearn.metrics.ranks import spearman
 from replearn.errors import ReplearnError
 
 TRANSFORMS = ("orthogonal transform", "isotropic scaling", "unit permutation", "invertible linear map")
@@ -262,10 +262,8 @@ def _upper(d: torch.Tensor) -> np.ndarray:
 def rsa_spearman(x: ArrayLike, y: ArrayLike) -> float:
     """RSA: Spearman's ρ between the correlation-distance RDMs' upper triangles."""
     a, b = _pair(x, y, "RSA", min_rows=3)
-    ra, rb = rankdata(_upper(correlation_rdm(a))), rankdata(_upper(correlation_rdm(b)))
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    norm = float(np.sqrt((ra @ ra) * (rb @ rb)))
-    return float(ra @ rb / norm) if norm > 0 else 0.0
+    rho = spearman(_upper(correlation_rdm(a)), _upper(correlation_rdm(b)))
+    return 0.0 if math.isnan(rho) else rho  # a constant RDM: no rank structure to agree with
 
 
 def rsa_wuc(x: ArrayLike, y: ArrayLike) -> float:
