@@ -74,6 +74,38 @@ def tiny_config(npz: Path, **train: object) -> dict:
     }
 
 
+def shared_run(tmp_path_factory: pytest.TempPathFactory, name: str, make) -> Path:
+    """A run made once per test session and shared by every pytest-xdist worker: the first test to ask calls
+    ``make(out)`` while the others wait on a file lock. Its users only read it."""
+    from filelock import FileLock  # a dependency of torch
+
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared-runs"
+    root.mkdir(parents=True, exist_ok=True)
+    out, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            if out.exists():  # an earlier attempt that failed half-way
+                import shutil
+
+                shutil.rmtree(out)
+            make(out)
+            done.touch()
+    return out
+
+
+def default_digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default digits run (``replearn run --threads 1``: every default analysis, figures in every format),
+    made once per session: the reference-metrics and browser tests both read it."""
+    import subprocess
+
+    def make(out: Path) -> None:
+        subprocess.run([sys.executable, "-m", "replearn.cli", "run", "--threads", "1", "--out", str(out), "--quiet"],
+                       check=True, stdout=subprocess.DEVNULL, timeout=600)
+
+    return shared_run(tmp_path_factory, "digits-default", make)
+
+
 def write_yaml(tmp: Path, raw: object, name: str = "exp.yaml") -> str:
     path = tmp / name
     path.write_text(yaml.safe_dump(raw) if not isinstance(raw, str) else raw)

@@ -18,6 +18,8 @@ import pytest
 
 from replearn.cli.main import main
 
+from helpers import default_digits_run
+
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 BROWSER = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
 pytestmark = pytest.mark.skipif(BROWSER is None, reason="no Chromium installed (.ci/run installs Debian's chromium)")
@@ -135,18 +137,10 @@ def browser(tmp_path_factory):
     chromium.close()
 
 
-def tiny_digits_run(out: Path, *extra: str) -> Path:
-    """A seconds-long run on a slice of the bundled digits (every report section, small)."""
-    sets = ["train.epochs=1", "data.train_subset=300", "data.test_subset=150", "analysis.figure_formats=[png]",
-            "analysis.label_counts=[1,5]", "analysis.label_draws=1", "analysis.analysis_points=150", *extra]
-    argv = ["run", "--out", str(out), "--quiet"] + [a for s in sets for a in ("--set", s)]
-    assert main(argv) == 0
-    return out
-
-
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory) -> Path:
-    return tiny_digits_run(tmp_path_factory.mktemp("browser") / "digits")
+    """The default digits run (every report section, figures in every format), shared with the reference test."""
+    return default_digits_run(tmp_path_factory)
 
 
 def assert_clean(images: list[list], problems: list[dict], least: int) -> None:

@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import TEST_DATA
+from helpers import TEST_DATA, default_digits_run
 
 REFERENCE = TEST_DATA / "digits_reference_348a773"
 TIMING = {"train_seconds", "train_images_per_s", "seconds", "wall_seconds"}
@@ -116,10 +114,7 @@ def json_mismatches(got: Any, expected: Any, key: str = "") -> list[str]:
 
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("reference") / "digits"
-    subprocess.run([sys.executable, "-m", "replearn.cli", "run", "--threads", "1", "--out", str(out), "--quiet"],
-                   check=True, stdout=subprocess.DEVNULL, timeout=600)
-    return out
+    return default_digits_run(tmp_path_factory)
 
 
 @pytest.mark.slow

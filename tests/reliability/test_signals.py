@@ -1,7 +1,8 @@
 """SIGTERM at every phase of a run: training step, the last epoch's validation, feature extraction, each
 analysis, rendering. Each time the run must stop at once (nothing of a later phase written), record
-``interrupted``, print a resume hint whose path is shell-quoted, and a resume must finish with the same
-metrics as a run that was never interrupted.
+``interrupted`` and print a resume hint whose path is shell-quoted. One run is stopped at the first phase, its
+resume at the next, and so on; the last resume must finish with the same metrics as a run that was never
+interrupted.
 
 The signal is real (``os.kill`` of this process, handled by replearn's handler); the test only chooses the
 moment, by wrapping the function that starts the phase.
@@ -83,16 +84,13 @@ def _phases() -> list[tuple[str, object, str, int]]:
 PHASES = _phases()
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("phase, owner, attribute, nth", PHASES, ids=[p[0] for p in PHASES])
-def test_sigterm_at_every_phase_stops_records_and_resumes_to_the_same_metrics(
-        phase, owner, attribute, nth, experiment, tmp_path, capsys, monkeypatch):
-    config, reference = experiment
-    out = tmp_path / "run $(touch pwned); x"
+def stop_at(phase: str, owner, attribute: str, nth: int, argv: list[str], out: Path, tmp_path: Path, capsys,
+            monkeypatch) -> None:
+    """Run ``argv`` with SIGTERM sent at ``phase``; check that it stopped there at once and recorded it."""
     wrapper = SignalAt(getattr(owner, attribute), nth)
     monkeypatch.setattr(owner, attribute, wrapper)
     capsys.readouterr()
-    code = main(["run", str(config), "--out", str(out), "--quiet", "--threads", "1"])
+    code = main(argv)
     stopped = time.perf_counter()
     err = capsys.readouterr().err
     monkeypatch.undo()
@@ -101,9 +99,9 @@ def test_sigterm_at_every_phase_stops_records_and_resumes_to_the_same_metrics(
     assert code == 130, f"{phase}: exit {code}, {err}"
     assert stopped - wrapper.sent_at < 20.0, f"{phase}: took {stopped - wrapper.sent_at:.1f}s to stop"
     status = read_json(out / "status.json")
-    assert status["state"] == "interrupted" and "SIGTERM" in status["message"], status
+    assert status["state"] == "interrupted" and "SIGTERM" in status["message"], (phase, status)
     hint = f"Resume with: replearn run --resume {shlex.quote(str(out))}"
-    assert hint in err, err
+    assert hint in err, f"{phase}: {err}"
     assert shlex.split(hint.split(": ", 1)[1])[-1] == str(out)
     assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
     assert not (out / "report.html").exists(), f"{phase}: the run went on to render its report"
@@ -111,9 +109,23 @@ def test_sigterm_at_every_phase_stops_records_and_resumes_to_the_same_metrics(
         assert not (out / "checkpoints" / "supervised_seed0.pt").exists(), "training went on after the signal"
         assert (out / "checkpoints" / "supervised_seed0.state.pt").exists()
     if phase == "extraction" or phase.startswith("analysis-"):
-        assert not (out / "metrics" / "probes.csv").exists(), "analyses' tables written after the signal"
+        assert not (out / "metrics" / "probes.csv").exists(), f"{phase}: analyses' tables written after the signal"
 
-    assert main(["run", "--resume", str(out), "--quiet"]) == 0
+
+@pytest.mark.slow
+def test_sigterm_at_every_phase_stops_records_and_resumes_to_the_same_metrics(experiment, tmp_path, capsys,
+                                                                               monkeypatch):
+    """One run stopped at the first phase, then resumed and stopped at the next, and so on through every phase
+    in the order a run meets them; each stop is checked, and the last resume must finish with the metrics of the
+    uninterrupted run (a chain: each resume starts from the state the previous stop left)."""
+    config, reference = experiment
+    out = tmp_path / "run $(touch pwned); x"
+    argv = ["run", str(config), "--out", str(out), "--quiet", "--threads", "1"]
+    for phase, owner, attribute, nth in PHASES:
+        stop_at(phase, owner, attribute, nth, argv, out, tmp_path, capsys, monkeypatch)
+        argv = ["run", "--resume", str(out), "--quiet"]
+
+    assert main(argv) == 0
     assert read_json(out / "status.json")["state"] == "complete" and (out / "report.html").is_file()
     expected, got = metrics(reference), metrics(out)
     assert expected.keys() == got.keys()
