@@ -1,4 +1,5 @@
 """Shared fixtures: tiny synthetic datasets and configs, and the Fashion-MNIST skip marker."""
+
 from __future__ import annotations
 
 import os
@@ -27,3 +28,27 @@ def blob_npz(tmp_path: Path) -> Path:
 @pytest.fixture
 def tiny_cfg(blob_npz: Path):
     return config_from_dict(tiny_config(blob_npz))
+
+
+# Files in the order pytest-xdist hands them to its workers (--dist loadfile gives each file to one worker, in
+# collection order): the longest first, so that no worker is left with a long file while the other sits idle at
+# the end (longest-processing-time-first scheduling).
+LONGEST_FIRST = (
+    "integration/test_docs.py",
+    "reliability/test_reliability.py",
+    "integration/test_pipeline.py",
+    "integration/test_sweep.py",
+    "integration/test_distributed_faults.py",
+    "integration/test_distributed.py",
+)
+DIRECTORY_ORDER = ("integration", "reliability", "cli", "contract", "unit")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def weight(item: pytest.Item) -> tuple[int, int]:
+        path = Path(str(item.fspath)).as_posix()
+        named = next((i for i, suffix in enumerate(LONGEST_FIRST) if path.endswith(suffix)), len(LONGEST_FIRST))
+        folder = next((i for i, d in enumerate(DIRECTORY_ORDER) if f"/tests/{d}/" in path), len(DIRECTORY_ORDER))
+        return named, folder
+
+    items.sort(key=weight)  # stable: the tests of one file keep their order

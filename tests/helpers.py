@@ -100,10 +100,34 @@ def default_digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import subprocess
 
     def make(out: Path) -> None:
-        subprocess.run([sys.executable, "-m", "replearn.cli", "run", "--threads", "1", "--out", str(out), "--quiet"],
-                       check=True, stdout=subprocess.DEVNULL, timeout=600)
+        subprocess.run(
+            [sys.executable, "-m", "replearn.cli", "run", "--threads", "1", "--out", str(out), "--quiet"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            timeout=600,
+        )
 
     return shared_run(tmp_path_factory, "digits-default", make)
+
+
+def interpretability_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-epoch blob run with every analysis, the interpretability ones included (units with 8 optimisation
+    steps, two corruption severities), made once per session: the attribution and interpretability tests read it."""
+
+    def make(out: Path) -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        train_x, train_y = make_blob_images(120, seed=1)
+        test_x, test_y = make_blob_images(60, seed=2)
+        npz = out.parent / "interpretability-blobs.npz"
+        np.savez(npz, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y)
+        raw = tiny_config(npz, epochs=1)
+        raw["analysis"]["skip"] = []
+        raw["analyses"] = {"units": {"steps": 8}, "robustness": {"severities": [1, 3]}}
+        config = out.parent / "interpretability.yaml"
+        config.write_text(yaml.safe_dump(raw))
+        assert main(["run", str(config), "--out", str(out), "--quiet"]) == 0
+
+    return shared_run(tmp_path_factory, "interpretability", make)
 
 
 def write_yaml(tmp: Path, raw: object, name: str = "exp.yaml") -> str:
@@ -156,11 +180,24 @@ def idx_run(tmp: Path, root: Path) -> list[str]:
     return ["run", write_yaml(tmp, raw), "--out", str(tmp / "out")]
 
 
-def finished_run(tmp: Path) -> Path:
-    out = tmp / "done"
-    raw = tiny(tmp, train={"epochs": 1, "probe_every_epoch": False})
-    assert main(["run", write_yaml(tmp, raw, "done.yaml"), "--out", str(out), "--quiet"]) == 0
-    return out
+_FINISHED: list[Path] = []
+
+
+def finished_run(tmp: Path, fresh: bool = False, name: str = "done") -> Path:
+    """A finished one-epoch tiny run at ``tmp / name``: a copy of one trained once per test process (its config
+    names that run's blob file, outside ``tmp``), or with ``fresh`` one trained here on ``tmp / "blobs.npz"``."""
+    import shutil
+    import tempfile
+
+    if fresh:
+        out = tmp / "done"
+        raw = tiny(tmp, train={"epochs": 1, "probe_every_epoch": False})
+        assert main(["run", write_yaml(tmp, raw, "done.yaml"), "--out", str(out), "--quiet"]) == 0
+        return out
+    if not _FINISHED:
+        _FINISHED.append(finished_run(Path(tempfile.mkdtemp(prefix="replearn-finished-")), fresh=True))
+    shutil.copytree(_FINISHED[0], tmp / name, symlinks=True)
+    return tmp / name
 
 
 def checkpoint(tmp: Path, payload: dict, name="model.pt") -> Path:

@@ -20,6 +20,7 @@ import jinja2
 
 from replearn.version import __version__
 from replearn.analyses import RunArtifacts, report_analyses
+from replearn.analyses.plots import plt
 from replearn.rundir.io import atomic_write_text, check_run_dir
 from replearn.rundir import layout
 
@@ -39,6 +40,7 @@ def build_context(run_dir: Path, status: dict[str, Any] | None = None,
     analyses, notes = report_analyses(run.config)
     run.unreadable.extend(notes)
     sections = []
+    open_before = set(plt.get_fignums())
     try:
         for done, analysis in enumerate(analyses, 1):
             try:
@@ -49,7 +51,9 @@ def build_context(run_dir: Path, status: dict[str, Any] | None = None,
                 detail = " ".join(str(exc).split())[:100]
                 run.unreadable.append(f"the '{analysis.name}' section, whose files could not be used "
                                       f"({type(exc).__name__}{': ' + detail if detail else ''})")
-    finally:
+    finally:  # a section stopped half-way (a signal, an error) leaves its figures open: close them
+        for number in set(plt.get_fignums()) - open_before:
+            plt.close(number)
         run.finish_exports()
     marker = run.json_file(layout.MARKER, dict) or {}
     state = run.status.get("state", "unknown")

@@ -128,7 +128,7 @@ def edited_resume(tmp: Path, key: str, value: object) -> list[str]:
 
 
 def resume_on_changed_data(tmp: Path) -> list[str]:
-    run_dir = finished_run(tmp)
+    run_dir = finished_run(tmp, fresh=True)  # its data is tmp/blobs.npz, changed below
     (run_dir / "status.json").write_text('{"state": "interrupted", "message": ""}')
     x, y = make_blob_images(96, seed=7)  # same shapes and config, other images
     arrays = dict(np.load(tmp / "blobs.npz"))

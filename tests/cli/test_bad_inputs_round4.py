@@ -101,18 +101,9 @@ def with_env(variables: dict[str, str], argv: list[str]) -> list[str]:
     return argv
 
 
-_FINISHED: list[Path] = []
-
-
 def run_copy(t: Path, name: str = "run") -> Path:
-    """A copy of one finished tiny run (trained once per test session), at ``t / name``."""
-    import shutil
-    import tempfile
-
-    if not _FINISHED:
-        _FINISHED.append(helpers.finished_run(Path(tempfile.mkdtemp(prefix="replearn-round4-"))))
-    shutil.copytree(_FINISHED[0], t / name, symlinks=True)
-    return t / name
+    """A copy of one finished tiny run (trained once per test process), at ``t / name``."""
+    return helpers.finished_run(t, name=name)
 
 
 def damaged(t: Path, rel: str, change: Callable[[Path], None]) -> list[str]:

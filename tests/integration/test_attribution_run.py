@@ -3,20 +3,12 @@ writes their tables and arrays, and its report shows their sections."""
 from __future__ import annotations
 
 import pandas as pd
-import yaml
 
-from helpers import tiny_config
-from replearn.cli.main import main
+from helpers import interpretability_run
 
 
-def test_tiny_run_writes_attribution_tables_and_report_sections(blob_npz, tmp_path):
-    raw = tiny_config(blob_npz, epochs=1)
-    raw["analysis"]["skip"] = []
-    raw["analysis"]["projection_points"] = 0
-    config = tmp_path / "exp.yaml"
-    config.write_text(yaml.safe_dump(raw))
-    out = tmp_path / "out"
-    assert main(["run", str(config), "--out", str(out), "--quiet"]) == 0
+def test_tiny_run_writes_attribution_tables_and_report_sections(tmp_path_factory):
+    out = interpretability_run(tmp_path_factory)  # a one-epoch blob run of every analysis, shared
     models = {"pixels", "random", "supervised", "supervised:head", "autoencoder"}
 
     attributions = pd.read_csv(out / "metrics" / "attributions.csv")

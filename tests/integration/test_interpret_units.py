@@ -1,28 +1,15 @@
 """End to end: a tiny run computes invariance, robustness, selectivity and feature visualisation for every
 model, writes their tables, and the report shows their sections."""
-import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
-from replearn.cli.main import main
 
-from helpers import make_blob_images, tiny_config
+from helpers import interpretability_run
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("interpret")
-    train_x, train_y = make_blob_images(120, seed=1)
-    test_x, test_y = make_blob_images(60, seed=2)
-    np.savez(tmp / "blobs.npz", train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y)
-    raw = tiny_config(tmp / "blobs.npz", epochs=1)
-    raw["analysis"]["skip"] = []
-    raw["analyses"] = {"units": {"steps": 8}, "robustness": {"severities": [1, 3]}}
-    (tmp / "exp.yaml").write_text(yaml.safe_dump(raw))
-    out = tmp / "out"
-    assert main(["run", str(tmp / "exp.yaml"), "--out", str(out), "--quiet"]) == 0
-    return out
+    return interpretability_run(tmp_path_factory)
 
 
 def test_tables_cover_every_model_and_layer(run_dir):

@@ -7,6 +7,7 @@ interrupted.
 The signal is real (``os.kill`` of this process, handled by replearn's handler); the test only chooses the
 moment, by wrapping the function that starts the phase.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,6 +25,7 @@ import replearn.report.html
 import replearn.experiment.experiment
 import replearn.training.loop
 from replearn.analyses import ANALYSES
+from replearn.analyses.plots import plt
 from replearn.rundir.io import read_json
 from replearn.cli.main import main
 
@@ -72,11 +74,14 @@ class SignalAt:
 
 def _phases() -> list[tuple[str, object, str, int]]:
     """(phase id, owner object, attribute to wrap, which call sends the signal)."""
-    phases = [("training-step", replearn.training.loop, "step_generator", 3),
-              ("last-epoch-validation", replearn.training.loop, "evaluate", 2),
-              ("extraction", replearn.experiment.experiment, "extract_splits", 1)]
-    phases += [(f"analysis-{name}", cls, "compute", 1) for name, cls in ANALYSES.items()
-               if name not in INTERPRETABILITY]  # the tiny run leaves those out (tested in their own runs)
+    phases = [
+        ("training-step", replearn.training.loop, "step_generator", 3),
+        ("last-epoch-validation", replearn.training.loop, "evaluate", 2),
+        ("extraction", replearn.experiment.experiment, "extract_splits", 1),
+    ]
+    phases += [
+        (f"analysis-{name}", cls, "compute", 1) for name, cls in ANALYSES.items() if name not in INTERPRETABILITY
+    ]  # the tiny run leaves those out (tested in their own runs)
     phases.append(("rendering", replearn.report.html, "build_context", 1))
     return phases
 
@@ -84,12 +89,14 @@ def _phases() -> list[tuple[str, object, str, int]]:
 PHASES = _phases()
 
 
-def stop_at(phase: str, owner, attribute: str, nth: int, argv: list[str], out: Path, tmp_path: Path, capsys,
-            monkeypatch) -> None:
+def stop_at(
+    phase: str, owner, attribute: str, nth: int, argv: list[str], out: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
     """Run ``argv`` with SIGTERM sent at ``phase``; check that it stopped there at once and recorded it."""
     wrapper = SignalAt(getattr(owner, attribute), nth)
     monkeypatch.setattr(owner, attribute, wrapper)
     capsys.readouterr()
+    figures_before = set(plt.get_fignums())
     code = main(argv)
     stopped = time.perf_counter()
     err = capsys.readouterr().err
@@ -105,6 +112,7 @@ def stop_at(phase: str, owner, attribute: str, nth: int, argv: list[str], out: P
     assert shlex.split(hint.split(": ", 1)[1])[-1] == str(out)
     assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
     assert not (out / "report.html").exists(), f"{phase}: the run went on to render its report"
+    assert set(plt.get_fignums()) <= figures_before, f"{phase}: figures of the stopped report left open"
     if phase in ("training-step", "last-epoch-validation"):
         assert not (out / "checkpoints" / "supervised_seed0.pt").exists(), "training went on after the signal"
         assert (out / "checkpoints" / "supervised_seed0.state.pt").exists()
@@ -113,8 +121,9 @@ def stop_at(phase: str, owner, attribute: str, nth: int, argv: list[str], out: P
 
 
 @pytest.mark.slow
-def test_sigterm_at_every_phase_stops_records_and_resumes_to_the_same_metrics(experiment, tmp_path, capsys,
-                                                                               monkeypatch):
+def test_sigterm_at_every_phase_stops_records_and_resumes_to_the_same_metrics(
+    experiment, tmp_path, capsys, monkeypatch
+):
     """One run stopped at the first phase, then resumed and stopped at the next, and so on through every phase
     in the order a run meets them; each stop is checked, and the last resume must finish with the metrics of the
     uninterrupted run (a chain: each resume starts from the state the previous stop left)."""
@@ -131,3 +140,19 @@ def test_sigterm_at_every_phase_stops_records_and_resumes_to_the_same_metrics(ex
     assert expected.keys() == got.keys()
     for name in expected:
         pd.testing.assert_frame_equal(expected[name], got[name], check_exact=False, rtol=1e-9, obj=name)
+
+
+def test_a_report_stopped_inside_a_section_leaves_no_figure_open(experiment, monkeypatch):
+    """A stop (here Ctrl-C) while a section is drawing: the figures that section opened are closed."""
+    _, reference = experiment
+    training = ANALYSES.get("training")
+
+    def draw_then_stop(self, run):
+        plt.subplots(2, 2)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "sections", draw_then_stop)
+    before = set(plt.get_fignums())
+    with pytest.raises(KeyboardInterrupt):
+        replearn.report.html.build_context(reference)
+    assert set(plt.get_fignums()) == before
