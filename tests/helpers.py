@@ -190,7 +190,7 @@ def finished_run(tmp: Path, fresh: bool = False, name: str = "done") -> Path:
     import tempfile
 
     if fresh:
-        out = tmp / "done"
+        out = tmp / name
         raw = tiny(tmp, train={"epochs": 1, "probe_every_epoch": False})
         assert main(["run", write_yaml(tmp, raw, "done.yaml"), "--out", str(out), "--quiet"]) == 0
         return out

@@ -98,7 +98,7 @@ ALL = [b for blocks in BLOCKS.values() for b in blocks]
 
 def environment(base: Path) -> dict[str, str]:
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", "MPLBACKEND": "Agg",
-           "REPLEARN_CACHE": str(base / "cache")}
+           "REPLEARN_CACHE": str(base / "cache"), "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("PYTHONPATH", None)
     return env
 
