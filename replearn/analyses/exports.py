@@ -2,6 +2,7 @@
 
 ``RunArtifacts`` owns one ``VectorExports``; ``render.figure`` submits each figure to it.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,7 +33,7 @@ class VectorExports:
         self._notes: list[str] = []
         self._queue: queue.Queue[bytes | None] = queue.Queue()
         self._feeders: list[threading.Thread] = []
-        self._unsent: list[tuple[str, str, bytes, tuple[str, ...]]] = []
+        self._unsent: list[tuple[str, str, bytes, tuple[str, ...], tuple[float, float, float, float] | None]] = []
         self._lock = threading.Lock()
 
     def _start(self) -> bool:
@@ -40,13 +41,18 @@ class VectorExports:
         if not self._workers and not self._inline:
             for i in range(self._count):
                 try:
-                    worker = subprocess.Popen([sys.executable, "-c", WORKER_CODE], stdin=subprocess.PIPE,
-                                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                    worker = subprocess.Popen(
+                        [sys.executable, "-c", WORKER_CODE],
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.DEVNULL,
+                    )
                 except OSError:
                     break
                 self._workers.append(worker)
-                feeder = threading.Thread(target=self._feed, args=(worker,), daemon=True,
-                                          name=f"replearn-vector-feeder-{i}")
+                feeder = threading.Thread(
+                    target=self._feed, args=(worker,), daemon=True, name=f"replearn-vector-feeder-{i}"
+                )
                 feeder.start()
                 self._feeders.append(feeder)
             self._inline = not self._workers
@@ -68,17 +74,25 @@ class VectorExports:
             with self._lock:
                 self._unsent.append(pickle.loads(blob))
 
-    def submit(self, fig: Any, run_dir: Any, name: str, formats: list[str] | None = None) -> None:
+    def submit(
+        self,
+        fig: Any,
+        run_dir: Any,
+        name: str,
+        formats: list[str] | None = None,
+        bbox: tuple[float, float, float, float] | None = None,
+    ) -> None:
+        """Queue ``fig``'s vector copies, cropped to ``bbox`` (inches; the PNG's box) when given."""
         chosen = tuple(formats or ("svg", "pdf"))
         try:
-            blob = pickle.dumps((str(run_dir), name, pickle.dumps(fig), chosen))
+            blob = pickle.dumps((str(run_dir), name, pickle.dumps(fig), chosen, bbox))
         except (pickle.PicklingError, AttributeError, TypeError):  # e.g. a plug-in's figure with a lambda
-            self._notes += plots.write_figure_vectors(fig, str(run_dir), name, chosen)
+            self._notes += plots.write_figure_vectors(fig, str(run_dir), name, chosen, bbox=bbox)
             return
         if self._start():
             self._queue.put(blob)
             return
-        self._notes += plots.write_figure_vectors(fig, str(run_dir), name, chosen)
+        self._notes += plots.write_figure_vectors(fig, str(run_dir), name, chosen, bbox=bbox)
 
     def finish(self) -> list[str]:
         """Wait for every queued figure; the notes of files that could not be written, each once."""
@@ -88,14 +102,17 @@ class VectorExports:
         for feeder in self._feeders:
             feeder.join()
         self._feeders = []
-        for run_dir, name, pickled, formats in self._unsent:
-            self._notes += plots.write_figure_vectors(pickle.loads(pickled), run_dir, name, formats)
+        for run_dir, name, pickled, formats, bbox in self._unsent:
+            self._notes += plots.write_figure_vectors(pickle.loads(pickled), run_dir, name, formats, bbox=bbox)
         self._unsent = []
         for worker in workers:
             try:
                 out, _ = worker.communicate(timeout=600)
-                self._notes += json.loads(out.decode() or "[]") if worker.returncode == 0 else [
-                    f"{layout.FIGURES}/ SVG and PDF copies failed (worker exit {worker.returncode})"]
+                self._notes += (
+                    json.loads(out.decode() or "[]")
+                    if worker.returncode == 0
+                    else [f"{layout.FIGURES}/ SVG and PDF copies failed (worker exit {worker.returncode})"]
+                )
             except (OSError, ValueError, subprocess.TimeoutExpired):
                 worker.kill()
                 self._notes.append(f"{layout.FIGURES}/ SVG and PDF copies failed (worker did not finish)")

@@ -15,7 +15,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from replearn.rundir.figure_files import (  # noqa: E402,F401 — to_bytes and the writers: the analyses' API
-    DPI, plain_number, to_bytes, vector_worker, write_figure_vectors, write_vector_copies)
+    DPI, plain_number, png_and_bbox, to_bytes, vector_worker, write_figure_vectors, write_vector_copies)
 
 PAGE_WIDTH = 10.5  # inches: 1,155 px at DPI, inside the report's 1,180 px column
 

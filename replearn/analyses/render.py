@@ -75,12 +75,13 @@ def table(frame: pd.DataFrame, name: str | None = None, run: RunArtifacts | None
 
 def figure(fig: Any, name: str | None = None, run: RunArtifacts | None = None) -> str:
     """A figure as an embedded PNG; with ``name`` and ``run`` also written as figures/<name>.png, .svg and .pdf."""
-    png = plots.to_bytes(fig, "png")
+    png, bbox = plots.png_and_bbox(fig)
     if name and run is not None:
         if "png" in run.figure_formats:
             run.export(layout.figure(name, "png"), png)
         if {"svg", "pdf"} & set(run.figure_formats):
-            run.vector_exports.submit(fig, run.run_dir, name, [f for f in ("svg", "pdf") if f in run.figure_formats])
+            run.vector_exports.submit(fig, run.run_dir, name, [f for f in ("svg", "pdf") if f in run.figure_formats],
+                                      bbox)
     plots.plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 

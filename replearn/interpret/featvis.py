@@ -22,6 +22,7 @@ import torch
 
 from replearn.encoders.extract import fuse_batchnorm
 from replearn.interpret.corruptions import affine, from_unit
+from replearn.training.optimizers import Adam
 
 # the square root of the colour correlation of ImageNet images (Olah et al.; Lucent's values)
 COLOUR_CORRELATION_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
@@ -90,7 +91,7 @@ def visualise(encoder: torch.nn.Module, targets: Sequence[tuple[str, int]], mean
     # inference mode (which autograd refuses) become ordinary tensors
     encoder = fuse_batchnorm(encoder).requires_grad_(False)  # an eval-mode copy, batch norm folded in
     image = FourierImage(len(targets), encoder.in_shape, generator, device=device)
-    optimiser = torch.optim.Adam(image.parameters(), lr=lr)
+    optimiser = Adam(image.parameters(), lr=lr)  # torch.optim.Adam's arithmetic, without its torch._dynamo import
 
     def objective(transform: bool) -> torch.Tensor:
         x = image()

@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import pickle
 import sys
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
+import matplotlib.colors  # noqa: E402
+import matplotlib.image  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.transforms import Bbox  # noqa: E402
 
 from replearn.rundir import layout  # noqa: E402
 from replearn.rundir.io import atomic_write_bytes  # noqa: E402
@@ -45,28 +51,68 @@ def plain_number(value: float, _position: object = None) -> str:
     return f"{value:g}"
 
 
-def to_bytes(fig: plt.Figure, fmt: str) -> bytes:
-    """The figure saved in ``fmt`` (png, svg, pdf), without a date, so that a re-render writes the same bytes."""
+PAD_INCHES = 0.05
+
+
+def to_bytes(fig: plt.Figure, fmt: str, bbox: tuple[float, float, float, float] | None = None) -> bytes:
+    """The figure saved in ``fmt`` (png, svg, pdf), without a date, so that a re-render writes the same bytes;
+    cropped to ``bbox`` (inches, as ``png_and_bbox`` returns it) when given, else to its tight bounding box."""
     buffer = io.BytesIO()
     fig.savefig(
         buffer,
         format=fmt,
         dpi=DPI,
-        bbox_inches="tight",
-        pad_inches=0.05,
+        bbox_inches=Bbox.from_extents(*bbox) if bbox is not None else "tight",
+        pad_inches=PAD_INCHES,
         metadata={"Date": None} if fmt == "svg" else ({"CreationDate": None} if fmt == "pdf" else None),
     )
     return buffer.getvalue()
 
 
+def png_and_bbox(fig: plt.Figure) -> tuple[bytes, tuple[float, float, float, float]]:
+    """The figure as PNG, cropped to its tight bounding box plus a margin, and that box (inches) for the vector
+    copies: one Agg draw, where ``savefig(bbox_inches="tight")`` makes a layout pass and then draws again (a
+    third of a report's time). Content drawn outside the canvas (a label left of it) falls back to savefig with
+    the box, which draws it."""
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    fig.set_dpi(DPI)  # what savefig(dpi=DPI) draws at
+    canvas.draw()
+    tight = fig.get_tightbbox(canvas.get_renderer())
+    box = tight.padded(PAD_INCHES)
+    extents = (box.x0, box.y0, box.x1, box.y1)
+    width, height = fig.get_size_inches()
+    slack = 0.5 / DPI  # content within half a pixel of the edge is drawn
+    if tight.x0 < -slack or tight.y0 < -slack or tight.x1 > width + slack or tight.y1 > height + slack:
+        return to_bytes(fig, "png", extents), extents
+    rgba = np.asarray(canvas.buffer_rgba())
+    rows, cols = rgba.shape[:2]
+    left, right = math.floor(box.x0 * DPI), math.ceil(box.x1 * DPI)
+    top, bottom = rows - math.ceil(box.y1 * DPI), rows - math.floor(box.y0 * DPI)
+    cropped = np.empty((bottom - top, right - left, 4), dtype=np.uint8)
+    cropped[:] = np.round(
+        np.asarray(matplotlib.colors.to_rgba(fig.get_facecolor())) * 255
+    )  # the margin beyond the canvas
+    inside = rgba[max(0, top) : min(rows, bottom), max(0, left) : min(cols, right)]
+    cropped[max(0, -top) : max(0, -top) + inside.shape[0], max(0, -left) : max(0, -left) + inside.shape[1]] = inside
+    buffer = io.BytesIO()
+    matplotlib.image.imsave(buffer, cropped, format="png", dpi=DPI)
+    return buffer.getvalue(), extents
+
+
 def write_figure_vectors(
-    fig: plt.Figure, run_dir: str, name: str, formats: tuple[str, ...] = ("svg", "pdf"), close: bool = False
+    fig: plt.Figure,
+    run_dir: str,
+    name: str,
+    formats: tuple[str, ...] = ("svg", "pdf"),
+    close: bool = False,
+    bbox: tuple[float, float, float, float] | None = None,
 ) -> list[str]:
-    """Write ``figures/<name>.<fmt>`` for each vector format; a note per file that could not be written."""
+    """Write ``figures/<name>.<fmt>`` for each vector format (cropped to ``bbox`` when given); a note per file
+    that could not be written."""
     notes = []
     for fmt in formats:
         try:
-            atomic_write_bytes(f"{run_dir}/{layout.FIGURES}/{name}.{fmt}", to_bytes(fig, fmt))
+            atomic_write_bytes(f"{run_dir}/{layout.FIGURES}/{name}.{fmt}", to_bytes(fig, fmt, bbox))
         except OSError as exc:
             notes.append(f"{layout.FIGURES}/ could not be written ({exc.strerror or type(exc).__name__})")
     if close:
@@ -75,19 +121,23 @@ def write_figure_vectors(
 
 
 def write_vector_copies(
-    pickled_figure: bytes, run_dir: str, name: str, formats: tuple[str, ...] = ("svg", "pdf")
+    pickled_figure: bytes,
+    run_dir: str,
+    name: str,
+    formats: tuple[str, ...] = ("svg", "pdf"),
+    bbox: tuple[float, float, float, float] | None = None,
 ) -> list[str]:
     """Write ``figures/<name>.svg`` and/or ``.pdf`` from a pickled figure (run in the report's export worker);
     returns a note per file that could not be written."""
-    return write_figure_vectors(pickle.loads(pickled_figure), run_dir, name, formats, close=True)
+    return write_figure_vectors(pickle.loads(pickled_figure), run_dir, name, formats, close=True, bbox=bbox)
 
 
 def vector_worker() -> None:
-    """Read length-prefixed pickles ``(run_dir, name, pickled figure, formats)`` from stdin until it closes,
-    write each figure's vector copies, and print the notes of files that could not be written as JSON."""
+    """Read length-prefixed pickles ``(run_dir, name, pickled figure, formats, bbox)`` from stdin until it
+    closes, write each figure's vector copies, and print the notes of files that could not be written as JSON."""
     notes: list[str] = []
     stream = sys.stdin.buffer
     while len(header := stream.read(8)) == 8:
-        run_dir, name, figure, formats = pickle.loads(stream.read(int.from_bytes(header, "little")))
-        notes += write_vector_copies(figure, run_dir, name, tuple(formats))
+        run_dir, name, figure, formats, bbox = pickle.loads(stream.read(int.from_bytes(header, "little")))
+        notes += write_vector_copies(figure, run_dir, name, tuple(formats), bbox)
     sys.stdout.write(json.dumps(list(dict.fromkeys(notes))))

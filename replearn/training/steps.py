@@ -3,7 +3,6 @@ optimiser and schedule, gradient-norm groups, evaluation of a split and the cost
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Any, Iterator
 
 import torch
@@ -18,6 +17,7 @@ from replearn.errors import ConfigError
 from replearn.encoders.extract import eval_mode
 from replearn.regimes import Regime
 from replearn.runtime.seeding import derive_seed
+from replearn.training.optimizers import SGD, Adam, AdamW, LambdaSchedule, Optimizer, warmup_cosine
 
 
 def resolve_device(name: str) -> torch.device:
@@ -132,27 +132,12 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
-def make_optimizer(params: list[nn.Parameter], t: Any, total_steps: int
-                   ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+def make_optimizer(params: list[nn.Parameter], t: Any, total_steps: int) -> tuple[Optimizer, LambdaSchedule]:
     """The optimiser ``t.optimizer`` (``t``: the train section or ``TrainSettings``) and its learning-rate schedule:
     constant, or a 5% linear warm-up then cosine decay over ``total_steps``."""
-    if t.optimizer == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay)
-    elif t.optimizer == "adamw":
-        opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
-    else:
-        opt = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
-    warmup = max(1, int(0.05 * total_steps))
-
-    def factor(step: int) -> float:
-        if t.schedule == "constant":
-            return 1.0
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    method = {"sgd": SGD, "adamw": AdamW}.get(t.optimizer, Adam)
+    opt = method(params, lr=t.lr, weight_decay=t.weight_decay)
+    return opt, LambdaSchedule(opt, warmup_cosine(total_steps, t.schedule))
 
 
 def training_step_flops(regime: Regime, encoder: Encoder, head: nn.Module, x: torch.Tensor, y: torch.Tensor | None,

@@ -30,14 +30,14 @@ REGIMES = [
 @pytest.mark.slow
 def test_a_ten_regime_digits_report_draws_every_figure_with_its_labels_apart(tmp_path, monkeypatch):
     drawn: dict[int, list[tuple[str, str]]] = {}
-    original = plots.to_bytes
+    original = plots.png_and_bbox
 
-    def checked(fig, fmt):
-        if fmt == "png" and id(fig) not in drawn:
+    def checked(fig):
+        if id(fig) not in drawn:
             drawn[id(fig)] = overlapping_labels(fig, close=False)
-        return original(fig, fmt)
+        return original(fig)
 
-    monkeypatch.setattr(plots, "to_bytes", checked)
+    monkeypatch.setattr(plots, "png_and_bbox", checked)
     out = tmp_path / "ten"
     sets = [
         f"train.regimes=[{', '.join(REGIMES)}]",
