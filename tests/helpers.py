@@ -112,7 +112,10 @@ def default_digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def interpretability_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A one-epoch blob run with every analysis, the interpretability ones included (units with 8 optimisation
-    steps, two corruption severities), made once per session: the attribution and interpretability tests read it."""
+    steps, two corruption severities), made once per session in a fresh process: the attribution and
+    interpretability tests read it, and the dependency test reads the top-level modules that process imported
+    (``interpretability.modules`` beside it)."""
+    import subprocess
 
     def make(out: Path) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -125,7 +128,14 @@ def interpretability_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         raw["analyses"] = {"units": {"steps": 8}, "robustness": {"severities": [1, 3]}}
         config = out.parent / "interpretability.yaml"
         config.write_text(yaml.safe_dump(raw))
-        assert main(["run", str(config), "--out", str(out), "--quiet"]) == 0
+        script = (
+            "import sys; from replearn.cli.main import main; "
+            f"code = main(['run', {str(config)!r}, '--out', {str(out)!r}, '--quiet']); "
+            "print(' '.join(sorted({m.split('.')[0] for m in sys.modules}))); sys.exit(code)"
+        )
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        (out.parent / "interpretability.modules").write_text(done.stdout.strip().splitlines()[-1])
 
     return shared_run(tmp_path_factory, "interpretability", make)
 

@@ -7,9 +7,9 @@ one layer at a time. A layer is re-initialised with its own ``reset_parameters``
 the cascade and the independent test draw the same weights for it); a probe, which has no initialiser of
 its own, gets Gaussian weights and intercepts with the fitted ones' standard deviations. Each randomised
 model's maps are compared with the trained model's on the same images: Spearman rank correlation of the
-maps' absolute values and of the signed maps, SSIM (``skimage.metrics.structural_similarity``) and the
-Pearson correlation of HOG descriptors (``skimage.feature.hog``) of the absolute maps, each scaled to
-[0, 1] by its maximum.
+maps' absolute values and of the signed maps, SSIM (``skimage.metrics.structural_similarity``'s, for a
+stack of maps at once) and the Pearson correlation of HOG descriptors (``skimage.feature.hog``) of the
+absolute maps, each scaled to [0, 1] by its maximum.
 
 A method whose maps stay similar once every layer is randomised does not reflect what was learned
 (``not_reflecting``): the threshold is a mean Spearman rank correlation of the absolute maps of
@@ -165,17 +165,31 @@ def similarity(reference: np.ndarray | PreparedMaps, maps: np.ndarray | Prepared
     n = len(ref.maps)
     out = {"spearman_abs": _rowwise_corr(ref.abs_ranks, new.abs_ranks),
            "spearman": _rowwise_corr(ref.ranks, new.ranks)}
-    from skimage.metrics import structural_similarity
-
     side = min(ref.maps.shape[1:])
     win = min(7, side if side % 2 else side - 1)
     if win >= 3:
-        out["ssim"] = np.array([structural_similarity(r, m, data_range=1.0, win_size=win)
-                                for r, m in zip(ref.unit, new.unit)])
+        out["ssim"] = stacked_ssim(ref.unit, new.unit, win)
     else:
         out["ssim"] = np.full(n, np.nan)
     out["hog"] = _rowwise_corr(ref.hog, new.hog)
     return out
+
+
+def stacked_ssim(a: np.ndarray, b: np.ndarray, win: int) -> np.ndarray:
+    """Per image of two N×H×W stacks with values in [0, 1], the mean structural similarity (Wang et al. 2004)
+    as scikit-image's ``structural_similarity(data_range=1, win_size=win)`` computes it (a uniform window,
+    sample covariance, the border of half a window left out), for every image at once (a test compares them)."""
+    from scipy.ndimage import uniform_filter
+
+    size = (1, win, win)  # the filter leaves the image axis alone
+    ux, uy = uniform_filter(a, size), uniform_filter(b, size)
+    uxx, uyy, uxy = uniform_filter(a * a, size), uniform_filter(b * b, size), uniform_filter(a * b, size)
+    cov_norm = win**2 / (win**2 - 1)
+    vx, vy, vxy = cov_norm * (uxx - ux * ux), cov_norm * (uyy - uy * uy), cov_norm * (uxy - ux * uy)
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
+    pad = (win - 1) // 2
+    return s[:, pad : s.shape[1] - pad, pad : s.shape[2] - pad].mean(axis=(1, 2))
 
 
 def randomisation_tests(model: nn.Module, maps_of: Callable[[nn.Module], np.ndarray], seed: int = 0,

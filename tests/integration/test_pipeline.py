@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from replearn.cli.main import main
+from replearn.rundir.io import read_json
 
 from helpers import needs_fashion_mnist, tiny_config, REPO_ROOT
 
@@ -165,35 +166,23 @@ def test_several_seeds_give_intervals_noise_floor_and_paired_test(tmp_path):
     assert "Only 2 seeds" in html and "±" not in html.split("Supervised minus autoencoder")[1].split(".")[0]
 
 
-def test_every_declared_dependency_is_imported_by_a_default_run(tmp_path):
+def test_every_declared_dependency_is_imported_by_a_default_run(tmp_path_factory):
     """`pip install replearn` pulls nothing that a run does not use (optional extras aside): each dependency is
-    imported by a run of every default analysis, or (scikit-learn) holds the bundled digits the default run reads."""
-    import subprocess
-    import sys
+    imported by a run of every default analysis (the shared interpretability run, made in a fresh process that
+    records what it imported), or (scikit-learn) holds the bundled digits the default run reads."""
     from pathlib import Path
+
+    from helpers import interpretability_run
 
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
-    from helpers import make_blob_images
-    import numpy as np
-
-    root = REPO_ROOT
-    declared = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    declared = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     names = {re.split(r"[<>=!~ \[]", d, maxsplit=1)[0].lower() for d in declared}
     import_name = {"scikit-learn": "sklearn", "pyyaml": "yaml", "scikit-image": "skimage"}
-    train_x, train_y = make_blob_images(120, seed=1)
-    test_x, test_y = make_blob_images(60, seed=2)
-    npz = tmp_path / "blobs.npz"
-    np.savez(npz, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y)
-    raw = tiny_config(npz)
-    raw["analysis"]["skip"] = []  # every default analysis, the interpretability ones included
-    config = write_config(tmp_path, raw)
-    script = ("import sys; from replearn.cli.main import main; "
-              f"code = main(['run', {str(config)!r}, '--out', {str(tmp_path / 'out')!r}, '--quiet']); "
-              "print(' '.join(sorted({m.split('.')[0] for m in sys.modules}))); sys.exit(code)")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-2000:]
-    loaded = set(done.stdout.split())
+    run = interpretability_run(tmp_path_factory)
+    assert read_json(run / "status.json")["state"] == "complete"
+    loaded = set((run.parent / "interpretability.modules").read_text().split())
+    assert {"replearn", "torch", "captum"} <= loaded  # the list is of the run's own process
     # scikit-learn is not imported (1.2 s) but holds the bundled digits, which the default run reads from its folder
     import importlib.util
 

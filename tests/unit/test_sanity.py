@@ -3,6 +3,9 @@ similarity once its layers are randomised, a map that ignores the weights (an ed
 keeps a similarity of 1 and is marked, and the randomisation leaves the model as it was."""
 from __future__ import annotations
 
+import copy
+import functools
+
 import numpy as np
 import pytest
 import pandas as pd
@@ -21,7 +24,14 @@ from replearn.interpret.targets import HeadLogits, ProbeLogits
 
 
 def trained_model() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    """A small conv encoder and linear head trained on the blob images (the class is where a square is)."""
+    """A small conv encoder and linear head trained on the blob images (the class is where a square is): a
+    fresh copy of one trained once per test process."""
+    model, x, y = _trained_once()
+    return copy.deepcopy(model), x.clone(), y.clone()
+
+
+@functools.lru_cache(maxsize=1)
+def _trained_once() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     torch.manual_seed(0)
     x_np, y_np = make_blob_images(240, seed=1)
     x = torch.from_numpy(x_np).float().unsqueeze(1) / 255.0
@@ -136,3 +146,17 @@ def test_input_free_spearman_divides_out_the_input():
     from scipy.stats import spearmanr
     got = input_free_spearman(g1 * x, g2 * x, x)
     assert got == pytest.approx([spearmanr(g1[i].ravel(), g2[i].ravel())[0] for i in range(2)])
+
+
+@pytest.mark.parametrize("shape, win", [((5, 8, 8), 7), ((3, 12, 9), 7), ((4, 5, 5), 5), ((2, 4, 6), 3)])
+def test_stacked_ssim_equals_scikit_image_image_by_image(shape, win):
+    from skimage.metrics import structural_similarity
+
+    from replearn.interpret.sanity import stacked_ssim
+
+    rng = np.random.default_rng(sum(shape))
+    a = rng.uniform(size=shape)
+    b = np.clip(a + rng.normal(scale=0.2, size=shape), 0, 1)
+    want = [structural_similarity(x, y, data_range=1.0, win_size=win) for x, y in zip(a, b, strict=True)]
+    np.testing.assert_allclose(stacked_ssim(a, b, win), want, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(stacked_ssim(a, a, win), 1.0, rtol=1e-12)
