@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch._dynamo  # noqa: F401 — torch.optim imports it on the baseline's first step: not inside the timed loop
 from torch.utils.flop_counter import FlopCounterMode
 
 from common import fashion_mnist_or_none, machine, matmul_peak_gflops, report

@@ -21,12 +21,16 @@ class Optimizer:
     state per parameter; ``step`` updates the parameters that have a gradient."""
 
     defaults: dict[str, Any] = {}
+    fixed: dict[str, Any] = {}  # torch.optim's options this class implements only at their default
 
-    def __init__(self, params: Iterable[torch.nn.Parameter], **hyper: Any) -> None:
+    def __init__(self, params: Iterable[torch.nn.Parameter], lr: float, **hyper: Any) -> None:
         params = list(params)
         if not params:
             raise ValueError("the optimiser got an empty parameter list")
-        self.param_groups: list[dict[str, Any]] = [{"params": params, **self.defaults, **hyper}]
+        unknown = set(hyper) - set(self.defaults)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} takes no option {', '.join(sorted(unknown))}")
+        self.param_groups: list[dict[str, Any]] = [{"params": params, "lr": lr, **self.defaults, **hyper, **self.fixed}]
         self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -66,6 +70,11 @@ class Optimizer:
         if len(groups) != 1 or len(groups[0]["params"]) != len(params):
             raise ValueError("the saved optimiser state has a different number of parameters than the model")
         saved = groups[0]
+        unsupported = {k: saved[k] for k, v in self.fixed.items() if k in saved and saved[k] != v}
+        if unsupported:
+            raise ValueError(
+                f"the saved optimiser state uses {unsupported}, which {type(self).__name__} does not implement"
+            )
         self.param_groups[0].update({k: v for k, v in saved.items() if k != "params"})
         self.state = {}
         for i, p in enumerate(params):
@@ -81,6 +90,7 @@ class Adam(Optimizer):
     """Adam (Kingma & Ba 2015) with L2 weight decay added to the gradient, as ``torch.optim.Adam``."""
 
     defaults = {"betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0}
+    fixed = {"amsgrad": False, "maximize": False}
     decoupled = False
 
     def _update(self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
@@ -115,6 +125,7 @@ class Adam(Optimizer):
 class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter 2019), as ``torch.optim.AdamW``."""
 
+    defaults = {**Adam.defaults, "weight_decay": 1e-2}
     decoupled = True
 
 
@@ -123,6 +134,7 @@ class SGD(Optimizer):
     (no dampening, no Nesterov)."""
 
     defaults = {"momentum": 0.9, "weight_decay": 0.0}
+    fixed = {"dampening": 0.0, "nesterov": False, "maximize": False}
 
     def _update(self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
         lr, momentum, decay = group["lr"], group["momentum"], group["weight_decay"]

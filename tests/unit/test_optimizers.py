@@ -50,7 +50,7 @@ def test_each_method_matches_torch_optim_step_for_step(method, decay):
     _train(ours, opt, LambdaSchedule(opt, warmup_cosine(40)), 25)
     _train(theirs, ref, torch.optim.lr_scheduler.LambdaLR(ref, warmup_cosine(40)), 25)
     for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+        assert torch.equal(a, b)  # the same arithmetic in the same order: bit for bit
     assert opt.param_groups[0]["lr"] == pytest.approx(ref.param_groups[0]["lr"], rel=1e-12)
     assert opt.param_groups[0]["lr"] < 0.01  # the cosine decay has started
 
@@ -69,7 +69,7 @@ def test_a_checkpoint_of_either_resumes_under_the_other_exactly(method):
     resumed = copy.deepcopy(first)
     opt2 = ours_cls(resumed.parameters(), lr=0.01, weight_decay=1e-3)
     schedule2 = LambdaSchedule(opt2, warmup_cosine(30))
-    opt2.load_state_dict(ref.state_dict())
+    opt2.load_state_dict(copy.deepcopy(ref.state_dict()))
     schedule2.load_state_dict(ref_schedule.state_dict())
     g = torch.Generator().manual_seed(1)
     for _ in range(10):  # the same batches the straight run saw at steps 1-10
@@ -83,9 +83,31 @@ def test_a_checkpoint_of_either_resumes_under_the_other_exactly(method):
     for a, b in zip(resumed.parameters(), straight.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
-    back = theirs_cls(_model().parameters(), lr=0.01, weight_decay=1e-3)  # and ours loads into torch.optim
-    back.load_state_dict(opt2.state_dict())
-    torch.optim.lr_scheduler.LambdaLR(back, warmup_cosine(30)).load_state_dict(schedule2.state_dict())
+    # and ours resumes under torch.optim: one more step each, from the same weights, state and batch
+    twin = copy.deepcopy(resumed)
+    back = theirs_cls(twin.parameters(), lr=0.01, weight_decay=1e-3)
+    back_schedule = torch.optim.lr_scheduler.LambdaLR(back, warmup_cosine(30))  # built, then both loaded
+    back.load_state_dict(copy.deepcopy(opt2.state_dict()))  # as from a file: state_dict() shares its tensors
+    back_schedule.load_state_dict(schedule2.state_dict())
+    x = torch.randn(5, 3, 8, 8, generator=g)
+    for model, opt in ((resumed, opt2), (twin, back)):
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        opt.step()
+    for a, b in zip(resumed.parameters(), twin.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_options_it_does_not_implement_are_refused_not_ignored():
+    params = list(_model().parameters())
+    with pytest.raises(TypeError, match="nesterov"):
+        SGD(params, lr=0.1, nesterov=True)
+    nesterov = torch.optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True)
+    with pytest.raises(ValueError, match="nesterov"):
+        SGD(params, lr=0.1).load_state_dict(nesterov.state_dict())
+    with pytest.raises(ValueError, match="amsgrad"):
+        Adam(params, lr=0.1).load_state_dict(torch.optim.Adam(params, amsgrad=True).state_dict())
+    assert AdamW(params, lr=0.1).param_groups[0]["weight_decay"] == torch.optim.AdamW(params).defaults["weight_decay"]
 
 
 def test_a_state_for_another_model_is_refused():
