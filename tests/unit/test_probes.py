@@ -1,8 +1,6 @@
 import numpy as np
 import pytest
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 
 from replearn.errors import ReplearnError
 from replearn.metrics.probes import (LinearProbe, ProbeFit, choose_on_validation, knn_classifier, knn_probe,
@@ -18,6 +16,9 @@ def gaussian_classes(n=600, d=20, k=4, sep=1.5, seed=0):
 
 
 def test_linear_probe_matches_sklearn_solution():
+    from sklearn.linear_model import LogisticRegression  # imported here: a second of every worker's collection
+    from sklearn.preprocessing import StandardScaler
+
     x, y = gaussian_classes()
     n = len(x)
     l2 = 1e-2

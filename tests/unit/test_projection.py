@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import torch
-from sklearn.manifold import trustworthiness as sk_trustworthiness
 
 from replearn.errors import ReplearnError
 from replearn.metrics.neighbours import nearest_neighbours
@@ -15,6 +14,8 @@ def clusters(n=300, d=10, k=3, seed=0):
 
 
 def test_trustworthiness_matches_sklearn():
+    from sklearn.manifold import trustworthiness as sk_trustworthiness  # here: not in every worker's collection
+
     x, _ = clusters()
     low = x[:, :2] + np.random.RandomState(1).randn(len(x), 2).astype(np.float32)
     for k in (3, 7):
