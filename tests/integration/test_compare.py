@@ -3,20 +3,22 @@ swept value, the tables beside them, and the config keys that differ found witho
 from __future__ import annotations
 
 import re
+import shutil
 
 import pandas as pd
 import pytest
 
 from replearn.cli.main import main
 
-from test_sweep import write_spec
+from test_sweep import shared_local_sweep
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("compare")
-    assert main(["sweep", str(write_spec(tmp)), "--quiet"]) == 0
-    return tmp / "sweep"
+    """A copy of the session's tiny two-run sweep (compare writes its report into the sweep it reads)."""
+    copy = tmp_path_factory.mktemp("compare") / "sweep"
+    shutil.copytree(shared_local_sweep(tmp_path_factory), copy)
+    return copy
 
 
 def test_compare_of_a_sweep_writes_one_self_contained_report_with_figures_and_tables(sweep, capsys):

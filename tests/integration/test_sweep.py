@@ -18,7 +18,7 @@ import yaml
 
 from replearn.cli.main import main
 
-from helpers import REPO_ROOT, make_blob_images, tiny_config
+from helpers import REPO_ROOT, make_blob_images, shared_run, tiny_config
 
 
 def tiny_base(tmp: Path) -> Path:
@@ -38,6 +38,17 @@ def write_spec(tmp: Path, **extra: object) -> Path:
             "threads": 1, "out": str(tmp / "sweep"), **extra}
     (tmp / "spec.yaml").write_text(yaml.safe_dump(spec))
     return tmp / "spec.yaml"
+
+
+def shared_local_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny sweep of ``write_spec`` (two runs, local backend, side by side with one thread each), made once
+    per session: the submitit comparison reads it, and the compare tests read a copy of it."""
+
+    def make(out: Path) -> None:
+        out.mkdir(parents=True)
+        assert main(["sweep", str(write_spec(out, parallel=2)), "--quiet"]) == 0
+
+    return shared_run(tmp_path_factory, "tiny-sweep", make) / "sweep"
 
 
 def states(sweep: Path) -> dict[str, str]:
@@ -115,18 +126,19 @@ def comparable(run: Path) -> dict[str, object]:
             "models": models.fillna(-1).to_dict("list")}
 
 
-def test_slurm_job_array_through_submitit_local_executor_matches_the_local_side_by_side_backend(tmp_path, capsys):
+def test_slurm_job_array_through_submitit_local_executor_matches_the_local_side_by_side_backend(
+    tmp_path, tmp_path_factory, capsys
+):
     pytest.importorskip("submitit")
-    spec = write_spec(tmp_path, parallel=2)  # the local reference runs side by side, one thread each
-    assert main(["sweep", str(spec), "--quiet"]) == 0
-    assert (tmp_path / "sweep" / "logs" / "latent_dim-4_seed0.log").is_file()
+    local = shared_local_sweep(tmp_path_factory)  # the local reference: runs side by side, one thread each
+    assert (local / "logs" / "latent_dim-4_seed0.log").is_file()
     slurm_spec = write_spec(tmp_path, backend="slurm", slurm={"cluster": "local", "timeout_min": 10},
-                            out=str(tmp_path / "slurm"))
+                            base=str(local.parent / "base.yaml"), out=str(tmp_path / "slurm"))  # the same data file
     assert main(["sweep", str(slurm_spec), "--quiet"]) == 0, capsys.readouterr().err
     manifest = json.loads((tmp_path / "slurm" / "sweep.json").read_text())
     assert all(r["state"] == "complete" and r.get("job_id") for r in manifest["runs"])
     for name in ("latent_dim-4_seed0", "latent_dim-6_seed0"):
-        assert comparable(tmp_path / "sweep" / name) == comparable(tmp_path / "slurm" / name), name
+        assert comparable(local / name) == comparable(tmp_path / "slurm" / name), name
 
 
 def test_dry_run_lists_the_runs_and_writes_nothing(tmp_path, capsys, monkeypatch):
