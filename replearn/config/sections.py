@@ -73,7 +73,9 @@ class TrainConfig:
     budget: str = _f("equal-steps", "equal-steps: every regime trains train.epochs; per-regime: regimes.<name>.epochs "
                      "may give a regime another budget (the report states it)", choices=BUDGETS)
     batch_size: int = _f(64, "minibatch size", min=1)
-    optimizer: str = _f("adam", "optimizer", choices=OPTIMIZERS)
+    optimizer: str = _f("adam", "optimizer: adam, adamw, or sgd with momentum 0.9 (replearn.training.optimizers: "
+                                "torch.optim's arithmetic bit for bit, without its torch._dynamo import)",
+                        choices=OPTIMIZERS)
     lr: float = _f(3e-3, "peak learning rate", gt=0.0, max=10.0)
     weight_decay: float = _f(0.0, "weight decay (L2)", min=0.0)
     schedule: str = _f("cosine", "learning-rate schedule over all steps", choices=SCHEDULES)
