@@ -56,8 +56,13 @@ def regressions(recorded: dict, now: dict) -> tuple[list[str], list[str]]:
     return worse, better
 
 
+def findings() -> dict:
+    """Today's findings of every check, in the ratchet's layout."""
+    return {"ruff": ruff_findings(), "unformatted": unformatted_files(), "mypy": mypy_findings()}
+
+
 def main(argv: list[str]) -> int:
-    now = {"ruff": ruff_findings(), "unformatted": unformatted_files(), "mypy": mypy_findings()}
+    now = findings()
     if "--update" in argv:
         RATCHET.write_text(json.dumps(now, indent=1, sort_keys=True) + "\n")
         print(f"lint: ratchet written ({sum(now['ruff'].values())} ruff, {len(now['unformatted'])} unformatted, "

@@ -187,9 +187,9 @@ class LambdaSchedule:
         self.last_epoch = int(state_dict["last_epoch"])
 
 
-def warmup_cosine(total_steps: int, schedule: str = "cosine", warmup_fraction: float = 0.05) -> Callable[[int], float]:
-    """The factor per step: 1 for ``constant``; else a linear warm-up over ``warmup_fraction`` of the steps, then
-    cosine decay to 0 at ``total_steps``."""
+def lr_factor(total_steps: int, schedule: str = "cosine", warmup_fraction: float = 0.05) -> Callable[[int], float]:
+    """The learning rate's factor per step under ``train.schedule``: 1 throughout for ``constant``; for ``cosine``
+    a linear warm-up over ``warmup_fraction`` of the steps, then cosine decay to 0 at ``total_steps``."""
     warmup = max(1, int(warmup_fraction * total_steps))
 
     def factor(step: int) -> float:

@@ -17,7 +17,7 @@ from replearn.errors import ConfigError
 from replearn.encoders.extract import eval_mode
 from replearn.regimes import Regime
 from replearn.runtime.seeding import derive_seed
-from replearn.training.optimizers import SGD, Adam, AdamW, LambdaSchedule, Optimizer, warmup_cosine
+from replearn.training.optimizers import SGD, Adam, AdamW, LambdaSchedule, Optimizer, lr_factor
 
 
 def resolve_device(name: str) -> torch.device:
@@ -137,7 +137,7 @@ def make_optimizer(params: list[nn.Parameter], t: Any, total_steps: int) -> tupl
     constant, or a 5% linear warm-up then cosine decay over ``total_steps``."""
     method = {"sgd": SGD, "adamw": AdamW}.get(t.optimizer, Adam)
     opt = method(params, lr=t.lr, weight_decay=t.weight_decay)
-    return opt, LambdaSchedule(opt, warmup_cosine(total_steps, t.schedule))
+    return opt, LambdaSchedule(opt, lr_factor(total_steps, t.schedule))
 
 
 def training_step_flops(regime: Regime, encoder: Encoder, head: nn.Module, x: torch.Tensor, y: torch.Tensor | None,

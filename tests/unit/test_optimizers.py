@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from replearn.training.optimizers import SGD, Adam, AdamW, LambdaSchedule, warmup_cosine
+from replearn.training.optimizers import SGD, Adam, AdamW, LambdaSchedule, lr_factor
 
 METHODS = {
     "adam": (Adam, lambda p, **k: torch.optim.Adam(p, **k)),
@@ -47,8 +47,8 @@ def test_each_method_matches_torch_optim_step_for_step(method, decay):
     ours, theirs = _model(), _model()
     opt = ours_cls(ours.parameters(), lr=0.01, weight_decay=decay)
     ref = theirs_cls(theirs.parameters(), lr=0.01, weight_decay=decay)
-    _train(ours, opt, LambdaSchedule(opt, warmup_cosine(40)), 25)
-    _train(theirs, ref, torch.optim.lr_scheduler.LambdaLR(ref, warmup_cosine(40)), 25)
+    _train(ours, opt, LambdaSchedule(opt, lr_factor(40)), 25)
+    _train(theirs, ref, torch.optim.lr_scheduler.LambdaLR(ref, lr_factor(40)), 25)
     for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
         assert torch.equal(a, b)  # the same arithmetic in the same order: bit for bit
     assert opt.param_groups[0]["lr"] == pytest.approx(ref.param_groups[0]["lr"], rel=1e-12)
@@ -60,15 +60,15 @@ def test_a_checkpoint_of_either_resumes_under_the_other_exactly(method):
     ours_cls, theirs_cls = METHODS[method]
     straight = _model()
     opt = ours_cls(straight.parameters(), lr=0.01, weight_decay=1e-3)
-    _train(straight, opt, LambdaSchedule(opt, warmup_cosine(30)), 20)
+    _train(straight, opt, LambdaSchedule(opt, lr_factor(30)), 20)
 
     first = _model()  # 10 steps under torch.optim, then resumed from its checkpoint under ours
     ref = theirs_cls(first.parameters(), lr=0.01, weight_decay=1e-3)
-    ref_schedule = torch.optim.lr_scheduler.LambdaLR(ref, warmup_cosine(30))
+    ref_schedule = torch.optim.lr_scheduler.LambdaLR(ref, lr_factor(30))
     _train(first, ref, ref_schedule, 10)
     resumed = copy.deepcopy(first)
     opt2 = ours_cls(resumed.parameters(), lr=0.01, weight_decay=1e-3)
-    schedule2 = LambdaSchedule(opt2, warmup_cosine(30))
+    schedule2 = LambdaSchedule(opt2, lr_factor(30))
     opt2.load_state_dict(copy.deepcopy(ref.state_dict()))
     schedule2.load_state_dict(ref_schedule.state_dict())
     g = torch.Generator().manual_seed(1)
@@ -86,7 +86,7 @@ def test_a_checkpoint_of_either_resumes_under_the_other_exactly(method):
     # and ours resumes under torch.optim: one more step each, from the same weights, state and batch
     twin = copy.deepcopy(resumed)
     back = theirs_cls(twin.parameters(), lr=0.01, weight_decay=1e-3)
-    back_schedule = torch.optim.lr_scheduler.LambdaLR(back, warmup_cosine(30))  # built, then both loaded
+    back_schedule = torch.optim.lr_scheduler.LambdaLR(back, lr_factor(30))  # built, then both loaded
     back.load_state_dict(copy.deepcopy(opt2.state_dict()))  # as from a file: state_dict() shares its tensors
     back_schedule.load_state_dict(schedule2.state_dict())
     x = torch.randn(5, 3, 8, 8, generator=g)
@@ -118,10 +118,10 @@ def test_a_state_for_another_model_is_refused():
 
 
 def test_the_schedule_warms_up_then_decays_to_zero():
-    factor = warmup_cosine(100)
+    factor = lr_factor(100)
     assert [factor(i) for i in range(5)] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
     assert factor(52) == pytest.approx(0.5, abs=0.02) and factor(100) == pytest.approx(0.0, abs=1e-12)
-    assert warmup_cosine(100, "constant")(0) == 1.0
+    assert lr_factor(100, "constant")(0) == 1.0
 
 
 def test_training_and_feature_visualisation_never_import_torch_dynamo():
