@@ -48,3 +48,20 @@ def test_the_cropped_png_is_savefigs_tight_png(outside):
     assert media and float(media[1]) == pytest.approx((box[2] - box[0]) * 72, abs=0.5)
     assert float(media[2]) == pytest.approx((box[3] - box[1]) * 72, abs=0.5)
     plt.close("all")
+
+
+def test_the_vector_copies_reuse_the_pngs_layout_without_another_layout_pass(monkeypatch):
+    """After ``png_and_bbox`` the figure has no layout engine (tight_layout leaves a placeholder that makes
+    savefig run a whole extra layout pass per format), and its SVG, drawn twice, is the same bytes."""
+    fig = _figure(outside=False)
+    positions = [ax.get_position().bounds for ax in fig.axes]
+    _, box = png_and_bbox(fig)
+    assert fig.get_layout_engine() is None
+    draws = []
+    original = plt.Figure.draw
+    monkeypatch.setattr(plt.Figure, "draw", lambda self, renderer: draws.append(1) or original(self, renderer))
+    first = to_bytes(fig, "svg", box)
+    assert len(draws) == 1  # one draw per vector copy (two while the placeholder engine stayed)
+    assert to_bytes(fig, "svg", box) == first  # element ids from a fixed salt, not a fresh uuid
+    assert [ax.get_position().bounds for ax in fig.axes] == positions  # the layout tight_layout chose
+    plt.close("all")
