@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from replearn.errors import CheckpointError, RunDirError
 from replearn.rundir import layout
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # pandas only for the annotation: the report's figure workers import this module
+    import pandas as pd
     import torch
 
 RUN_MARKER = layout.MARKER
