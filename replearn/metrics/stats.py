@@ -4,7 +4,8 @@ the terminal summary and ``replearn compare`` show comes from here, and each one
 - A value measured once per seed (an accuracy, a CKA, a dimension): ``seed_interval``. One seed gives no
   interval; seeds that all give the same value are a tie (shown as such, not as a zero-width interval); a
   quantity bounded to [0, 1] (accuracy, CKA) gets a Student-t interval on the logit scale mapped back, so it
-  cannot leave [0, 1]; any other quantity a plain Student-t interval. Both cover the variation between seeds
+  cannot leave [0, 1]; a positive quantity spanning orders of magnitude (a gradient norm, a dimension) one on the
+  log scale, so it stays above 0; any other quantity a plain Student-t interval. All cover the variation between seeds
   (training randomness, and the labelled subset where it follows the seed), not test-set sampling.
 - The gap between two classifiers on the same test images: ``paired_gap``. With several seeds a two-level paired
   bootstrap (resample the seeds, then the test images within each drawn seed), which covers both the variation
@@ -67,8 +68,8 @@ class Interval:
         """The method in words, with the number of seeds."""
         seeds = f"{self.n} seed{'s' if self.n != 1 else ''}"
         return {"none": "one seed, no interval", "tie": f"tie: all {seeds} equal",
-                "t": f"t-interval over {seeds}", "logit-t": f"logit t-interval over {seeds}"}.get(self.method,
-                                                                                                   self.method)
+                "t": f"t-interval over {seeds}", "logit-t": f"logit t-interval over {seeds}",
+                "log-t": f"log t-interval over {seeds}"}.get(self.method, self.method)
 
 
 def _finite(values: np.ndarray | list[float]) -> np.ndarray:
@@ -82,9 +83,13 @@ def _t_half(v: np.ndarray, level: float) -> float:
     return float(stdtrit(len(v) - 1, 0.5 + level / 2) * v.std(ddof=1) / math.sqrt(len(v)))
 
 
-def seed_interval(values: np.ndarray | list[float], bounded: bool = False, level: float = LEVEL) -> Interval:
+def seed_interval(values: np.ndarray | list[float], bounded: bool = False, level: float = LEVEL,
+                  positive: bool = False) -> Interval:
     """Mean over seeds with a 95% interval: none for one seed, a tie when every seed agrees, a logit-scale
-    t-interval for a quantity in [0, 1] (``bounded``: accuracies, CKA), else a plain t-interval."""
+    t-interval for a quantity in [0, 1] (``bounded``: accuracies, CKA), a log-scale t-interval for a quantity
+    that is positive and spans orders of magnitude (``positive``: gradient norms, dimensions; the plain t-interval
+    of two seeds' norms 0.2 and 0.9 reaches −3.9), else a plain t-interval. A ``positive`` measure with a value of
+    0 or below gets the plain t-interval."""
     v = _finite(values)
     if len(v) == 0:
         return Interval(math.nan, None, None, 0, "none")
@@ -101,6 +106,10 @@ def seed_interval(values: np.ndarray | list[float], bounded: bool = False, level
         centre, half = float(z.mean()), _t_half(z, level)
         lo, hi = (1 / (1 + math.exp(-x)) for x in (centre - half, centre + half))
         return Interval(m, min(lo, m), max(hi, m), len(v), "logit-t")
+    if positive and v.min() > 0:
+        z = np.log(v)
+        centre, half = float(z.mean()), _t_half(z, level)
+        return Interval(m, min(math.exp(centre - half), m), max(math.exp(centre + half), m), len(v), "log-t")
     half = _t_half(v, level)
     return Interval(m, m - half, m + half, len(v), "t")
 

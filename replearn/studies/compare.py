@@ -38,23 +38,25 @@ from replearn.rundir import layout as run_files
 from replearn.metrics.similarity_measures import MEASURES
 
 PLUS_MINUS = ("Error bars and the low/high columns are 95% intervals, and the 'interval' column names each: a "
-              "t-interval over seeds (on the logit scale for accuracies and CKA, so it stays inside [0, 1]), or for "
+              "t-interval over seeds (on the logit scale for accuracies and CKA, so it stays inside [0, 1]; on the log "
+              "scale for gradient norms and dimensions, so it stays above 0), or for "
               "gaps a two-level paired bootstrap over seeds and test images (one seed: test images only). One seed "
               "shows no interval; seeds that all gave the same value are a tie.")
 Measure = Callable[[RunEntry], list[dict[str, Any]]]
 
 
-def interval_columns(values: list[float], bounded: bool) -> dict[str, Any]:
+def interval_columns(values: list[float], bounded: bool, positive: bool = False) -> dict[str, Any]:
     """mean, low, high (missing for one seed or a tie) and the interval's name, for one point of a figure."""
-    iv = seed_interval(values, bounded=bounded)
+    iv = seed_interval(values, bounded=bounded, positive=positive)
     shown = iv.has_interval
     return {"mean": iv.mean, "low": iv.low if shown else np.nan, "high": iv.high if shown else np.nan,
             "interval": iv.label(), "n": iv.n}
 
 
-def aggregate(lay: Layout, measure: Measure, bounded: bool = False) -> pd.DataFrame:
+def aggregate(lay: Layout, measure: Measure, bounded: bool = False, positive: bool = False) -> pd.DataFrame:
     """The measure of every run, pooled over the runs (seeds) of each point: mean and 95% interval over seeds
-    (``bounded``: the measure lies in [0, 1], its interval too)."""
+    (``bounded``: the measure lies in [0, 1], its interval too; ``positive``: the measure is above 0, gradient norms
+    and dimensions, and its interval is taken on the log scale, the scale the figure draws it on)."""
     rows = []
     for (panel, _label), runs in lay.groups.items():
         samples: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -67,7 +69,7 @@ def aggregate(lay: Layout, measure: Measure, bounded: bool = False) -> pd.DataFr
             rows.append({"panel": " · ".join(p for p in (panel if len(lay.panels) > 1 else "", sub) if p) or "all runs",
                          "x_label": lay.x_label(value), "x": lay.x_position(value), "series": series,
                          "color": found[0]["color"],
-                         **interval_columns([r["value"] for r in found], bounded),
+                         **interval_columns([r["value"] for r in found], bounded, positive),
                          **({"layer": ", ".join(layers)} if layers else {})})
     return pd.DataFrame(rows)
 
@@ -354,15 +356,15 @@ def sections(runs: list[RunEntry], lay: Layout, notes: list[str], out: Output) -
              ("procrustes_runs", "Procrustes angle between runs", "angle to first value (rad)",
               cross_run_cka(lay_done, MEASURES["procrustes"].fn, bounded=False), {"series": "regime"}),
              ("twonn", "Intrinsic dimension by layer", "TwoNN dimension",
-              aggregate(lay_done, dimension_by_layer("twonn")), {"series": "layer"}),
+              aggregate(lay_done, dimension_by_layer("twonn"), positive=True), {"series": "layer"}),
              ("grad_init", "Gradient norms by layer at initialisation", "gradient norm",
-              aggregate(lay_done, initial_gradient_norm), {"log_y": True, "series": "layer"}),
+              aggregate(lay_done, initial_gradient_norm, positive=True), {"log_y": True, "series": "layer"}),
              ("grad_init_per_param", "Gradient per parameter by layer at initialisation", "gradient norm / √params",
-              aggregate(lay_done, initial_gradient_per_param), {"log_y": True, "series": "layer"}),
+              aggregate(lay_done, initial_gradient_per_param, positive=True), {"log_y": True, "series": "layer"}),
              ("grad_start", "Gradient norms by layer, first epoch", "gradient norm",
-              aggregate(lay_done, gradient_norm("start")), {"log_y": True, "series": "layer"}),
+              aggregate(lay_done, gradient_norm("start"), positive=True), {"log_y": True, "series": "layer"}),
              ("grad_mean", "Gradient norms by layer, mean over training", "gradient norm",
-              aggregate(lay_done, gradient_norm("mean")), {"log_y": True, "series": "layer"})]
+              aggregate(lay_done, gradient_norm("mean"), positive=True), {"log_y": True, "series": "layer"})]
     out_sections = [runs_section(runs, lay, notes, out)]
     for name, title, y, frame, extra in specs:
         section = figure_section(lay_done, out, {"name": name, "title": title, "guide": GUIDES[name], "y": y,

@@ -42,3 +42,40 @@ def test_the_procrustes_angle_between_runs_gets_an_interval_over_seeds(monkeypat
     assert later["interval"] == "t-interval over 2 seeds"
     with pytest.raises(ValueError, match="inside \\[0, 1\\]"):
         compare.cross_run_cka(lay, MEASURES["procrustes"].fn)  # a [0, 1] interval cannot take it
+
+
+def test_gradient_norms_over_seeds_get_a_log_scale_interval_above_zero():
+    """Two seeds' first-layer gradient norms 0.2 and 0.9 (one run each at one swept value): the interval is taken
+    on the log scale, the scale of the gradient figures, so it stays above 0 and holds both seeds."""
+    import pandas as pd
+
+    def run(norm: float) -> SimpleNamespace:
+        frame = pd.DataFrame(
+            {
+                "regime": ["supervised"] * 2,
+                "layer": ["stage1", "latent"],
+                "grad_norm": [norm, 0.05],
+                "grad_norm_per_param": [norm / 10, 0.005],
+            }
+        )
+        artifacts = SimpleNamespace(
+            csvs=lambda pattern: [("grad_init_supervised_seed0", frame)], style=lambda regime: (regime, "C0")
+        )
+        return SimpleNamespace(config={"model.convs_per_stage": 2}, artifacts=artifacts)
+
+    lay = SimpleNamespace(
+        panels=["all"],
+        groups={("all", 2): [run(0.2), run(0.9)]},
+        x_key="model.convs_per_stage",
+        x_position=float,
+        x_label=str,
+    )
+    for measure in (compare.initial_gradient_norm, compare.initial_gradient_per_param):
+        rows = compare.aggregate(lay, measure, positive=True).set_index("series")
+        first = rows.loc["stage1"]
+        scale = 1 if measure is compare.initial_gradient_norm else 10
+        assert 0 < first["low"] < 0.2 / scale and 0.9 / scale < first["high"], first
+        assert first["interval"] == "log t-interval over 2 seeds"
+        assert rows.loc["latent", "interval"].startswith("tie")
+        plain = compare.aggregate(lay, measure).set_index("series").loc["stage1"]
+        assert plain["low"] < 0  # what the gradient figures drew before: a norm below zero

@@ -83,3 +83,22 @@ def test_tied_seeds_show_the_tie():
 
 def test_fewer_than_three_seeds_are_flagged_in_words():
     assert "Only 2 seeds" in seeds_note(2) and seeds_note(3) is None
+
+
+def test_positive_measures_get_a_log_scale_interval_that_stays_above_zero():
+    """Two seeds' gradient norms 0.2 and 0.9: the plain t-interval reaches far below 0 (nonsense for a norm, and
+    undrawable on the log axis the figures use); the log-scale one is the t-interval of the logs mapped back,
+    above 0 and containing both seeds and the mean. A value of 0 falls back to the plain interval."""
+    norms = [0.2, 0.9]
+    plain = seed_interval(norms)
+    assert plain.low < -3
+    iv = seed_interval(norms, positive=True)
+    logs = np.log(norms)
+    low, high = np.exp(sps.t.interval(0.95, 1, loc=logs.mean(), scale=sps.sem(logs)))
+    assert (iv.low, iv.high) == pytest.approx((low, high))
+    assert 0 < iv.low < min(norms) and max(norms) < iv.high and iv.low < iv.mean < iv.high
+    assert iv.mean == pytest.approx(0.55) and iv.label() == "log t-interval over 2 seeds"
+    wide = seed_interval([1e-4, 1e-3, 1e-2], positive=True)
+    assert 0 < wide.low < 1e-4 and wide.high > 1e-2
+    assert seed_interval([0.0, 0.5], positive=True).method == "t"
+    assert seed_interval([0.3, 0.3], positive=True).tie
