@@ -46,7 +46,10 @@ Measure = Callable[[RunEntry], list[dict[str, Any]]]
 
 
 def interval_columns(values: list[float], bounded: bool, positive: bool = False) -> dict[str, Any]:
-    """mean, low, high (missing for one seed or a tie) and the interval's name, for one point of a figure."""
+    """mean, low, high (missing for one seed or a tie) and the interval's name, for one point of a figure. A
+    ``bounded`` measure with a value outside [0, 1] (the unbiased CKA of a collapsed layer: 1.014) gets the plain
+    t-interval, named as such, rather than a logit interval that would have to clip it."""
+    bounded = bounded and all(0 <= v <= 1 for v in values if np.isfinite(v))
     iv = seed_interval(values, bounded=bounded, positive=positive)
     shown = iv.has_interval
     return {"mean": iv.mean, "low": iv.low if shown else np.nan, "high": iv.high if shown else np.nan,
