@@ -47,8 +47,9 @@ Measure = Callable[[RunEntry], list[dict[str, Any]]]
 
 def interval_columns(values: list[float], bounded: bool, positive: bool = False) -> dict[str, Any]:
     """mean, low, high (missing for one seed or a tie) and the interval's name, for one point of a figure. A
-    ``bounded`` measure with a value outside [0, 1] (the unbiased CKA of a collapsed layer: 1.014) gets the plain
-    t-interval, named as such, rather than a logit interval that would have to clip it."""
+    ``bounded`` measure with a value outside [0, 1] gets the plain t-interval, named as such, rather than a logit
+    interval that would have to clip it: the unbiased CKA of a collapsed layer is not bounded (a depth-study run
+    wrote 1.014, and values further out)."""
     bounded = bounded and all(0 <= v <= 1 for v in values if np.isfinite(v))
     iv = seed_interval(values, bounded=bounded, positive=positive)
     shown = iv.has_interval

@@ -230,10 +230,6 @@ CASES = [
     ("B345", "compare: prediction arrays of different lengths", lambda t: damaged(t, "artifacts/predictions_seed0.npz", uneven_predictions), "predictions_seed0.npz' holds arrays of different lengths"),
     ("B346", "compare: gradient-norm column of text", lambda t: damaged(t, "metrics/train_supervised_seed0.csv", edit_csv(set_column("grad_norm_stage1", "big"))), "column 'grad_norm_stage1' holds 'big'"),
     ("B347", "compare: CKA of text", lambda t: damaged(t, "metrics/cka.csv", edit_csv(set_column("cka", "x"))), "cka.csv' column 'cka' holds 'x'"),
-    ("B377", "compare: CKA that is infinite (a run's unbiased CKA may leave [0, 1] for a collapsed layer, never be "
-             "infinite)",
-     lambda t: damaged(t, "metrics/cka.csv", edit_csv(set_column("cka", float("inf")))),
-     "column 'cka' holds inf, not a finite number"),
     ("B348", "compare: a probes.csv beyond any run's size (294 MB read whole before)", lambda t: damaged(t, "metrics/probes.csv", oversized), "probes.csv' is 65 MiB, more than a run writes (64 MiB at most)"),
     ("B349", "compare: two copies of one run (same config and seed), pooled as two seeds before", lambda t: copies(t), "are the same run (the same config and seeds 0)"),
     ("B350", "compare --out into a run folder holding a stray compare.html", lambda t: out_into_run(t), "is a run or sweep directory: its tables/ and figures/ would be overwritten"),
@@ -244,6 +240,10 @@ CASES = [
     ("B355", "max_runs that is not a whole number", lambda t: sweep_spec(t, "grid: {model.latent_dim: [4]}\nmax_runs: lots\n"), "max_runs must be a whole number"),
     ("B356", "a second sweep into a sweep directory another sweep is running in", busy_sweep, "is in use by another replearn process"),
     ("B357", "resume of a run another process is still writing", busy_run, "run directory"),
+    ("B358", "compare: CKA that is infinite (a run's unbiased CKA may leave [0, 1] for a collapsed layer, never be "
+             "infinite)",
+     lambda t: damaged(t, "metrics/cka.csv", edit_csv(set_column("cka", float("inf")))),
+     "column 'cka' holds inf, not a finite number"),
 ]
 
 
