@@ -15,13 +15,15 @@ by import path (``analysis.extra: [mypkg.checks:MyAnalysis]``).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np
 import pandas as pd
@@ -201,13 +203,22 @@ def register_analysis(name: str) -> Callable[[type[Analysis]], type[Analysis]]:
 
 class RunArtifacts:
     """Read-only view of a run directory for the report: tables, JSON and arrays, each read once; a file
-    that is missing or unreadable reads as None and is named in ``unreadable``."""
+    that is missing or unreadable reads as None and is named in ``unreadable``.
+
+    Inside ``tracking()`` every file, file list and run-level value a section reads is recorded with a
+    fingerprint of its content (``fingerprint``), so that sections drawn early, while later analyses were
+    still computing (``report.predraw``), are reused only if everything they read is unchanged."""
+
+    TRACKED = ("dataset", "environment", "status", "summary", "models", "config")
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = Path(run_dir)
         self.unreadable: list[str] = []
         self.not_written: list[str] = []
         self.vector_exports = VectorExports()
+        self.reads: dict[str, str] | None = None  # what sections read inside tracking(): key -> fingerprint
+        self._values: dict[str, Any] = {}
+        self._digests: dict[str, str] = {}
         self.dataset = self.json_file(layout.DATASET, dict) or {}
         self.environment = self.json_file(layout.ENVIRONMENT, dict) or {}
         self.status = self.json_file(layout.STATUS, dict) or {"state": "unknown"}
@@ -218,6 +229,53 @@ class RunArtifacts:
         formats = analysis.get("figure_formats") if isinstance(analysis, dict) else None
         everything = ["png", "svg", "pdf"]
         self.figure_formats = [f for f in everything if isinstance(formats, list) and f in formats] or everything
+
+    def __getattr__(self, name: str) -> Any:
+        values = self.__dict__.get("_values")
+        if values is None or name not in values:
+            raise AttributeError(name)
+        self._record(f"value:{name}", lambda: self._digests.setdefault(name, _digest_value(values[name])))
+        return values[name]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self.TRACKED:
+            self._values[name] = value
+            self._digests.pop(name, None)
+        else:
+            super().__setattr__(name, value)
+
+    @contextlib.contextmanager
+    def tracking(self) -> Iterator[dict[str, str]]:
+        """Record what is read inside the block: yields the mapping it fills (key -> content fingerprint)."""
+        outer, self.reads = self.reads, {}
+        try:
+            yield self.reads
+        finally:
+            inner, self.reads = self.reads, outer
+            if outer is not None:
+                outer.update({k: v for k, v in inner.items() if k not in outer})
+
+    def _record(self, key: str, fingerprint: Callable[[], str]) -> None:
+        if self.reads is not None and key not in self.reads:
+            self.reads[key] = fingerprint()
+
+    def fingerprint(self, key: str) -> str:
+        """The current fingerprint of a key ``tracking`` recorded: a file's content hash ("file:<rel>"), the
+        names a pattern matches ("glob:<rel pattern>") or a run-level value ("value:<name>")."""
+        kind, _, rest = key.partition(":")
+        if kind == "file":
+            return _digest_file(self.run_dir / rest)
+        if kind == "glob":
+            return _digest_value(sorted(p.name for p in self.run_dir.glob(rest)))
+        if kind == "value" and rest in self._values:
+            return self._digests.setdefault(rest, _digest_value(self._values[rest]))
+        return "unknown"
+
+    def _track_file(self, path: Path) -> None:
+        self._record(f"file:{path.relative_to(self.run_dir).as_posix()}", lambda: _digest_file(path))
+
+    def _track_glob(self, pattern: str) -> None:
+        self._record(f"glob:{pattern}", lambda: self.fingerprint(f"glob:{pattern}"))
 
     def _config(self) -> dict[str, Any]:
         """The run's resolved config as plain data, read once with the bounded loader (no plug-in is imported);
@@ -246,6 +304,7 @@ class RunArtifacts:
         """A JSON file's content, or None (named in ``unreadable``) when it does not parse or, given ``kind``,
         holds another type (a list where a mapping belongs)."""
         path = self.run_dir / rel
+        self._track_file(path)
         if not path.is_file():
             return None
         try:
@@ -278,9 +337,13 @@ class RunArtifacts:
     def metrics_json(self, name: str) -> Any:
         return self.json_file(f"{layout.METRICS}/{name}")
 
-    @functools.lru_cache(maxsize=None)
     def csv(self, name: str) -> pd.DataFrame | None:
         """``metrics/<name>.csv`` as a DataFrame, or None when absent, empty or unreadable."""
+        self._track_file(self.run_dir / layout.metrics_table(name))
+        return self._csv(name)
+
+    @functools.lru_cache(maxsize=None)
+    def _csv(self, name: str) -> pd.DataFrame | None:
         path = self.run_dir / layout.metrics_table(name)
         if not path.is_file() or path.stat().st_size == 0:
             return None
@@ -299,6 +362,7 @@ class RunArtifacts:
     def csvs(self, pattern: str) -> list[tuple[str, pd.DataFrame]]:
         """Every ``metrics/<pattern>`` CSV that reads, with its file stem."""
         out = []
+        self._track_glob(f"{layout.METRICS}/{pattern}")
         for path in sorted((self.run_dir / layout.METRICS).glob(pattern)):
             frame = self.csv(path.stem)
             if frame is not None:
@@ -308,10 +372,12 @@ class RunArtifacts:
     def arrays(self, name: str) -> list[tuple[int, dict[str, np.ndarray]]]:
         """``artifacts/<name>_seed<S>.npz`` of every seed that reads, by seed."""
         out = []
+        self._track_glob(f"{layout.ARTIFACTS}/{layout.seed_artifact_pattern(name)}")
         for path in (self.run_dir / layout.ARTIFACTS).glob(layout.seed_artifact_pattern(name)):
             match = re.fullmatch(rf"{re.escape(name)}_seed(\d+)\.npz", path.name)
             if not match:
                 continue
+            self._track_file(path)
             try:
                 out.append((int(match.group(1)), load_npz(path)))
             except Exception as exc:  # a truncated or foreign file: skip it and say so
@@ -351,6 +417,23 @@ class RunArtifacts:
                 # a baseline's single layer (PCA's "latent") has its own depth: the deepest use of a name wins
                 return list(frame.groupby("layer").depth.max().sort_values(kind="stable").index)
         return []
+
+
+def _digest_file(path: Path) -> str:
+    """A file's content hash, or "missing"."""
+    try:
+        return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
+    except OSError:
+        return "missing"
+
+
+def _digest_value(value: Any) -> str:
+    """A JSON-like value's content hash (dataclasses as their fields)."""
+    def plain(obj: Any) -> Any:
+        return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) and not isinstance(obj, type) else repr(obj)
+
+    text = json.dumps(value, sort_keys=True, default=plain)
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
 
 def write_models(run_dir: Path, models: list[ModelInfo]) -> None:

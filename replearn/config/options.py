@@ -85,6 +85,10 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
     elif tp is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' must be a word, got {value} (YAML reads yes, no, on and off as "
+                              "true or false)", f"choose a value from docs/configuration.md; a word YAML would read "
+                                                f"as true or false goes in quotes ({key}='…')")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
     raise ConfigError(f"config key '{key}' must be of type {type_name(tp)}, got {excerpt(value)}",

@@ -148,6 +148,11 @@ class AnalysisConfig:
     figure_formats: list[str] = _f(["png", "svg", "pdf"], "files written for every report figure under figures/ "
                                    "(the report embeds its PNGs either way; SVG and PDF are for papers and take most "
                                    "of the rendering time)", choices=("png", "svg", "pdf"), list_default=True)
+    draw_ahead: str = _f("auto", "draw each analysis's report sections in a second process as soon as its files are "
+                                 "final, while the last seed's later analyses compute (the report is the same "
+                                 "either way): auto does so with two or more cores when those analyses are "
+                                 "predicted to take 5 s or more (a second process costs ~3 CPU-seconds); always; never",
+                         choices=("auto", "always", "never"))
 
 
 @dataclass

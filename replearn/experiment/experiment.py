@@ -16,6 +16,7 @@ import copy
 import json
 import time
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Iterable
 
 import numpy as np
@@ -25,7 +26,7 @@ import torch
 from replearn.experiment import costs
 from replearn.runtime import distributed
 from replearn.version import __version__
-from replearn.analyses import RunContext, SeedContext
+from replearn.analyses import Analysis, RunContext, SeedContext
 from replearn.analyses.base import Features, write_models
 from replearn.analyses.summary import closing_summary, summarize
 from replearn.rundir.io import check_run_dir, load_checkpoint, load_state_dict_checked, read_json, save_checkpoint, \
@@ -41,6 +42,8 @@ from replearn.experiment.plugins import Plugins, resolve
 from replearn.experiment.preflight import check_data_fits, log_plan, plan_run, preflight
 from replearn.regimes import Regime
 from replearn.report.html import render_report
+from replearn.report.predraw import DrawnSections, SectionDrawer
+from replearn.runtime.threads import available_cores
 from replearn.rundir.directory import RunDir, unlock_directory
 from replearn.training import (Checkpoint, EpochLog, EpochProbe, MetricsCSV, ProgressBar, SignalStop, Snapshots, Stopper,
                        Trainer, TrainSettings, resolve_device)
@@ -51,6 +54,7 @@ from replearn.experiment.records import environment_record, model_infos, study_c
 # an analysis predicted to take longer than this is announced with its prediction; one that runs longer than
 # HEARTBEAT_SECONDS says so every HEARTBEAT_SECONDS
 LONG_STEP_SECONDS, HEARTBEAT_SECONDS = 5.0, 10.0
+DRAW_AHEAD_MIN_SECONDS = 5.0  # analysis.draw_ahead=auto: below this a second process costs more than it overlaps
 
 
 class Experiment(StageGuards):
@@ -92,6 +96,7 @@ class Experiment(StageGuards):
         self._prepared = False  # prepare() has run: the data are loaded and the run directory exists
         self._analysed_seeds: set[int] = set()  # the seeds analyse() has run for
         self._completed = False  # run() finished: the run directory is complete and is not to be touched again
+        self._drawer: SectionDrawer | None = None  # draws the report's sections during the last seed's analyses
 
     @classmethod
     def resume(cls, run_dir: str | Path, progress: bool = True) -> "Experiment":
@@ -362,6 +367,7 @@ class Experiment(StageGuards):
         ctx = SeedContext(self.context, seed, analysed, features, self.encoders[seed], fresh, points,
                           heads=self.heads.get(seed, {}))
         started = time.perf_counter()
+        drawer = self._drawer_for(seed)
         for analysis in self.plugins.analyses:
             one_started = time.perf_counter()
             predicted = self.clock.analysis_plan.get(analysis.name, 0.0) * self.clock.correction()
@@ -372,6 +378,9 @@ class Experiment(StageGuards):
             for key, frame in frames.items():
                 ctx.tables[key] = frame
                 self.results.setdefault(key, []).append(frame)
+            if drawer is not None and type(analysis).finish is Analysis.finish:  # its tables are final now
+                self.run_dir.write_tables({key: self.results[key] for key in frames}, [])
+                drawer.submit(analysis.name)
             seconds = time.perf_counter() - one_started
             self.clock.analysis_done(analysis.name, seconds)
             self._analysis_seconds[analysis.name] = self._analysis_seconds.get(analysis.name, 0.0) + seconds
@@ -381,6 +390,23 @@ class Experiment(StageGuards):
         self.clock.analysed(time.perf_counter() - self._seed_analysis_started.pop(seed, started))
         log(f"seed {seed}: analyses done in {time.perf_counter() - started:.1f}s{self.clock.suffix()}")
         return ctx.tables
+
+    def _drawer_for(self, seed: int) -> SectionDrawer | None:
+        """On the last seed: the process that draws each analysis's report sections as soon as its files are
+        final (``report.predraw``), so that the report overlaps the remaining analyses; None where
+        ``analysis.draw_ahead`` (or, for auto, the cores and the predicted time) says not to. The models'
+        table is written first: most sections read it."""
+        if seed != self.seeds[-1] or not self._draws_ahead():
+            return None
+        self.run_dir.write_tables({}, self.model_rows)
+        self._drawer = self._drawer or SectionDrawer(self.run_dir.path)
+        return self._drawer
+
+    def _draws_ahead(self) -> bool:
+        choice = self.config.analysis.draw_ahead
+        predicted = sum(self.clock.analysis_plan.values()) * self.clock.correction()
+        worth_it = available_cores() >= 2 and predicted >= DRAW_AHEAD_MIN_SECONDS
+        return self.world.main and (choice == "always" or (choice == "auto" and worth_it))
 
     def finish(self, wall_seconds: float) -> dict[str, Any]:
         """Across-seed analyses, then every table and the run's summary on disk."""
@@ -407,9 +433,16 @@ class Experiment(StageGuards):
 
     def render(self, status: dict[str, Any] | None = None) -> Path:
         """The HTML report, from the run directory's files alone; every LONG_STEP_SECONDS or so a line says
-        how far the drawing got, with the time it predicts is left."""
+        how far the drawing got, with the time it predicts is left. Sections drawn during the analyses
+        (``_drawer_for``) are waited for first and used where their files are unchanged."""
+        drawer, self._drawer = self._drawer, None
+        drawn: Mapping[str, DrawnSections] = {}
+        if drawer is not None:
+            with Heartbeat("report: finishing the sections drawn during the analyses", HEARTBEAT_SECONDS):
+                drawn = drawer.collect()
+        ahead = len(drawn) / max(1, len(self.plugins.analyses))
+        planned = self.clock.render_plan * self.clock.correction() * (1 - ahead)
         started = last = time.perf_counter()
-        planned = self.clock.render_plan * self.clock.correction()
 
         def progress(name: str, done: int, total: int) -> None:
             nonlocal last
@@ -422,7 +455,10 @@ class Experiment(StageGuards):
 
         if planned > LONG_STEP_SECONDS:
             log(f"rendering the report (≈ {planned:.0f}s predicted)")
-        report = render_report(self.run_dir.path, status=status, progress=progress)
+        report = render_report(self.run_dir.path, status=status, progress=progress, drawn=drawn)
+        if drawn:
+            log(f"report: the sections of {sum(d.used for d in drawn.values())} analyses were drawn while later "
+                f"analyses computed ({len(drawn)} drawn ahead; the rest read files written after them)")
         self.clock.finished_rendering()
         return report
 
@@ -434,6 +470,9 @@ class Experiment(StageGuards):
         started = time.perf_counter()
         try:
             self.prepare()
+            if self._draws_ahead():  # started now, it imports while training leaves a core idle
+                self._drawer = SectionDrawer(self.run_dir.path)
+                self._drawer.start()
             with self.stopper:
                 for seed in self.seeds:
                     self.initial_encoder(seed)
@@ -456,6 +495,8 @@ class Experiment(StageGuards):
         except BaseException as exc:
             raise self._failed(exc) from None
         finally:
+            if self._drawer is not None:
+                self._drawer.close()
             unlock_directory(self._lock)
             self._lock = None
         for line in closing_summary(self.run_dir.path, time.perf_counter() - started, report):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jinja2
@@ -21,6 +21,7 @@ import jinja2
 from replearn.version import __version__
 from replearn.analyses import RunArtifacts, report_analyses
 from replearn.analyses.plots import plt
+from replearn.report.predraw import DrawnSections
 from replearn.rundir.io import atomic_write_text, check_run_dir
 from replearn.rundir import layout
 
@@ -31,9 +32,11 @@ def _env() -> jinja2.Environment:
 
 
 def build_context(run_dir: Path, status: dict[str, Any] | None = None,
-                  progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+                  progress: Callable[[str, int, int], None] | None = None,
+                  drawn: Mapping[str, DrawnSections] | None = None) -> dict[str, Any]:
     """Everything the template shows, read from the run directory; ``progress(name, done, total)`` is called
-    after each analysis's sections are drawn."""
+    after each analysis's sections are drawn. ``drawn``: sections drawn ahead (``predraw``), each used only
+    if every file and value it read is unchanged."""
     run = RunArtifacts(run_dir)
     if status is not None:
         run.status = status
@@ -44,7 +47,14 @@ def build_context(run_dir: Path, status: dict[str, Any] | None = None,
     try:
         for done, analysis in enumerate(analyses, 1):
             try:
-                sections += [dataclasses.asdict(s) for s in analysis.sections(run)]
+                ahead = (drawn or {}).get(analysis.name)
+                if ahead is not None and ahead.still_valid(run):
+                    sections += ahead.sections
+                    run.unreadable += [n for n in ahead.unreadable if n not in run.unreadable]
+                    run.not_written += [n for n in ahead.not_written if n not in run.not_written]
+                    ahead.used = True
+                else:
+                    sections += [dataclasses.asdict(s) for s in analysis.sections(run)]
                 if progress is not None:
                     progress(analysis.name, done, len(analyses))
             except Exception as exc:  # damaged or foreign artifacts: show every other section, name this one
@@ -68,10 +78,12 @@ def build_context(run_dir: Path, status: dict[str, Any] | None = None,
 
 
 def render_report(run_dir: str | Path, out: str | Path | None = None, status: dict[str, Any] | None = None,
-                  progress: Callable[[str, int, int], None] | None = None) -> Path:
+                  progress: Callable[[str, int, int], None] | None = None,
+                  drawn: Mapping[str, DrawnSections] | None = None) -> Path:
     """Render ``run_dir``'s report from its artifacts and write it atomically (default: run_dir/report.html).
     ``status`` stands in for status.json: a run renders its report before it records itself complete;
-    ``progress`` is told of each analysis's sections drawn (``build_context``)."""
+    ``progress`` is told of each analysis's sections drawn and ``drawn`` gives those drawn ahead
+    (``build_context``)."""
     run_dir = check_run_dir(run_dir, need="report")
-    html = _env().get_template("report.html.j2").render(**build_context(run_dir, status, progress))
+    html = _env().get_template("report.html.j2").render(**build_context(run_dir, status, progress, drawn))
     return atomic_write_text(Path(out) if out else run_dir / layout.REPORT, html)

@@ -15,7 +15,8 @@ from tqdm.auto import tqdm
 
 from replearn.runtime import distributed
 from replearn.rundir.io import load_checkpoint, load_state_dict_checked, save_checkpoint, write_csv
-from replearn.encoders.extract import eval_mode, extract_features
+from replearn.encoders import Encoder
+from replearn.encoders.extract import eval_mode
 from replearn.runtime.log import RunClock, log
 from replearn.metrics.probes import LinearProbe
 from replearn.training.loop import Callback, StopTraining, Trainer
@@ -78,11 +79,23 @@ class EpochProbe(Callback):
 
 
 @torch.no_grad()
-def epoch_probe(encoder: torch.nn.Module, data: Any, probe_idx: torch.Tensor, device: torch.device) -> float:
+def epoch_probe(encoder: Encoder, data: Any, probe_idx: torch.Tensor, device: torch.device) -> float:
     """Validation accuracy of a linear probe (fixed L2) on the latent, fitted on the training images ``probe_idx``."""
-    train = extract_features(encoder, data.train_x[probe_idx], layers=["latent"], device=device)["latent"]
-    val = extract_features(encoder, data.val_x, layers=["latent"], device=device)["latent"]
+    train = latent_features(encoder, data.train_x[probe_idx], device)
+    val = latent_features(encoder, data.val_x, device)
     return LinearProbe(l2=EPOCH_PROBE_L2, max_iter=100).fit(train, data.train_y[probe_idx]).score(val, data.val_y)
+
+
+def latent_features(encoder: Encoder, x: torch.Tensor, device: torch.device, batch_size: int = 1000) -> torch.Tensor:
+    """The latent of ``x`` from the encoder being trained, in eval mode and on the trainer's threads. Unlike
+    ``extract_features`` (the analyses' features) it makes no batch-norm-fused copy and counts no FLOPs: the
+    epoch's probe is a quick view, and those cost more than its forward pass on small images."""
+    parts = []
+    with eval_mode(encoder), torch.inference_mode():
+        for start in range(0, len(x), batch_size):
+            xb = to_device(x[start:start + batch_size], device)
+            parts.append(encoder.forward_features(xb, ["latent"])["latent"].flatten(1).float().cpu())
+    return torch.cat(parts)
 
 
 class Snapshots(Callback):

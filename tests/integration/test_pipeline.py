@@ -1,4 +1,6 @@
 """End to end through the CLI: run → artifacts → report re-render → probe a saved checkpoint."""
+import contextlib
+import io
 import json
 import re
 
@@ -31,8 +33,12 @@ def tiny_run(tmp_path_factory):
     raw = tiny_config(npz)
     raw["analysis"]["projection_points"] = 40
     raw["analysis"]["figure_formats"] = ["png", "svg", "pdf"]
+    raw["analysis"]["draw_ahead"] = "always"  # the sections are drawn while the later analyses compute
     out = tmp / "out"
-    assert main(["run", str(write_config(tmp, raw)), "--out", str(out), "--quiet"]) == 0
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        assert main(["run", str(write_config(tmp, raw)), "--out", str(out)]) == 0
+    (tmp / "run.log").write_text(stderr.getvalue())
     return out
 
 
@@ -69,6 +75,15 @@ def test_report_is_self_contained_and_rerenders_identically(tiny_run, tmp_path):
     assert main(["report", str(tiny_run), "--out", str(out)]) == 0
     strip = lambda s: re.sub(r"rendered [^<]*", "", s)  # noqa: E731
     assert strip(out.read_text()) == strip(html)
+
+
+def test_the_run_drew_most_sections_while_its_later_analyses_computed(tiny_run):
+    """The run's report (compared with a re-render above) was mostly drawn by the second process: only the
+    sections that read the summary or status, or tables written after them, were drawn again."""
+    log = (tiny_run.parent / "run.log").read_text()
+    used, ahead = map(int, re.search(r"the sections of (\d+) analyses were drawn while later analyses computed "
+                                     r"\((\d+) drawn ahead", log).groups())
+    assert ahead >= 10 and ahead - 3 <= used <= ahead
 
 
 def test_every_report_figure_and_table_is_written_for_papers(tiny_run):

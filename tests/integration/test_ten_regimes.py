@@ -47,6 +47,7 @@ def test_a_ten_regime_digits_report_draws_every_figure_with_its_labels_apart(tmp
         "model.channels=[8, 16]",
         "model.latent_dim=8",
         "analysis.figure_formats=[png]",
+        "analysis.draw_ahead=never",  # every figure drawn in this process, where the check above sees it
         "analysis.label_counts=[1, 5]",
         "analysis.label_draws=1",
         "analysis.projection_points=100",

@@ -62,12 +62,12 @@ class SignalAt:
     """Wraps a function so that its ``nth`` call first sends SIGTERM to this process."""
 
     def __init__(self, original, nth: int = 1) -> None:
-        self.original, self.nth, self.calls, self.sent_at = original, nth, 0, None
+        self.original, self.nth, self.calls, self.sent_at, self.sent_ns = original, nth, 0, None, 0
 
     def __call__(self, *args, **kwargs):
         self.calls += 1
         if self.calls == self.nth:
-            self.sent_at = time.perf_counter()
+            self.sent_at, self.sent_ns = time.perf_counter(), time.time_ns()
             os.kill(os.getpid(), signal.SIGTERM)
         return self.original(*args, **kwargs)
 
@@ -116,8 +116,14 @@ def stop_at(
     if phase in ("training-step", "last-epoch-validation"):
         assert not (out / "checkpoints" / "supervised_seed0.pt").exists(), "training went on after the signal"
         assert (out / "checkpoints" / "supervised_seed0.state.pt").exists()
-    if phase == "extraction" or phase.startswith("analysis-"):
-        assert not (out / "metrics" / "probes.csv").exists(), f"{phase}: analyses' tables written after the signal"
+    if phase == "extraction" or phase.startswith("analysis-"):  # the tables of analyses done before it may exist
+        late = [
+            p.name
+            for p in (out / "metrics").glob("*.csv")
+            if not p.name.startswith("train_") and p.stat().st_mtime_ns > wrapper.sent_ns
+        ]
+        assert late == [], f"{phase}: analyses' tables written after the signal: {late}"
+        assert not (out / "metrics" / "summary.json").exists(), f"{phase}: the run went on to finish its analyses"
 
 
 @pytest.mark.slow
