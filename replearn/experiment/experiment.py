@@ -438,7 +438,8 @@ class Experiment(StageGuards):
         drawer, self._drawer = self._drawer, None
         drawn: Mapping[str, DrawnSections] = {}
         if drawer is not None:
-            with Heartbeat("report: finishing the sections drawn during the analyses", HEARTBEAT_SECONDS):
+            drawer.draw_the_rest([analysis.name for analysis in self.plugins.analyses])
+            with Heartbeat("report: the second process is drawing the last sections", HEARTBEAT_SECONDS):
                 drawn = drawer.collect()
         ahead = len(drawn) / max(1, len(self.plugins.analyses))
         planned = self.clock.render_plan * self.clock.correction() * (1 - ahead)
@@ -457,8 +458,8 @@ class Experiment(StageGuards):
             log(f"rendering the report (≈ {planned:.0f}s predicted)")
         report = render_report(self.run_dir.path, status=status, progress=progress, drawn=drawn)
         if drawn:
-            log(f"report: the sections of {sum(d.used for d in drawn.values())} analyses were drawn while later "
-                f"analyses computed ({len(drawn)} drawn ahead; the rest read files written after them)")
+            log(f"report: the sections of {sum(d.used for d in drawn.values())} of {len(self.plugins.analyses)} "
+                f"analyses were drawn by the second process, most while later analyses computed")
         self.clock.finished_rendering()
         return report
 

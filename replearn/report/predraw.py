@@ -166,6 +166,18 @@ class SectionDrawer:
         except Exception:  # a broken or killed drawer: what arrived is kept
             pass
 
+    def draw_the_rest(self, analyses: list[str]) -> None:
+        """Once every file of the run is written (its summary too): ask for the analyses not drawn yet, and again
+        for those whose drawing has already read a file that changed since, so that the report finds them all
+        drawn (the drawer's figure workers are already running, and the run's process has nothing else to do)."""
+        if self._process is None:
+            return
+        now = RunArtifacts(self.run_dir)
+        for name in analyses:
+            earlier = self.drawn.get(name)
+            if name not in self._submitted or (earlier is not None and not earlier.still_valid(now)):
+                self.submit(name)
+
     def collect(self, quiet_limit: float = QUIET_LIMIT_SECONDS) -> Mapping[str, DrawnSections]:
         """Everything drawn, after the drawer has drawn all it was given and written the vector copies (a
         drawer silent for ``quiet_limit`` seconds is stopped; what it did not answer is drawn by the report)."""
