@@ -83,15 +83,18 @@ class LinearProbe:
 
     _estimator_type = "classifier"
 
-    def __init__(self, l2: float = 1e-4, max_iter: int = 1000, tol: float = 1e-4, standardize: bool = True) -> None:
+    def __init__(self, l2: float = 1e-4, max_iter: int = 1000, tol: float = 1e-4, standardize: bool = True,
+                 warm_start: bool = False) -> None:
         self.l2 = l2
         self.max_iter = max_iter
         self.tol = tol
         self.standardize = standardize
+        self.warm_start = warm_start
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """The constructor's arguments, as scikit-learn's ``clone`` and searches read them."""
-        return {"l2": self.l2, "max_iter": self.max_iter, "tol": self.tol, "standardize": self.standardize}
+        return {"l2": self.l2, "max_iter": self.max_iter, "tol": self.tol, "standardize": self.standardize,
+                "warm_start": self.warm_start}
 
     def set_params(self, **params: Any) -> "LinearProbe":
         """Set constructor arguments by name (an unknown name is an error, as in scikit-learn)."""
@@ -111,11 +114,17 @@ class LinearProbe:
     def fit(self, X: ArrayLike, y: ArrayLike) -> "LinearProbe":
         if not (isinstance(self.l2, (int, float)) and math.isfinite(self.l2) and self.l2 >= 0):
             raise ReplearnError(f"LinearProbe l2 must be a finite number >= 0, got {self.l2}", "pass l2 >= 0")
-        x, self.classes_, target = prepare_labelled_features(X, y)
+        x, classes, target = prepare_labelled_features(X, y)
+        init = None
+        coef, intercept, seen = (getattr(self, name, None) for name in ("coef_", "intercept_", "classes_"))
+        if self.warm_start and coef is not None and seen is not None and torch.equal(seen, classes) \
+                and coef.shape == (x.shape[1], len(classes)):  # scikit-learn's warm_start: from the last fit
+            init = (coef[None], torch.as_tensor(intercept)[None])
+        self.classes_ = classes
         self.scaler_ = Standardizer().fit(x) if self.standardize else None
         z = self.scaler_.transform(x) if self.scaler_ else x
         w, b, self.n_iter_ = fit_softmax_regression(z, target, len(self.classes_), [float(self.l2)],
-                                                    self.max_iter, self.tol)
+                                                    self.max_iter, self.tol, init=init)
         self.coef_, self.intercept_ = w[0], b[0]
         return self
 

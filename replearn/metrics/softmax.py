@@ -249,6 +249,7 @@ def fit_softmax_regression(
     max_iter: int = 1000,
     tol: float = 1e-4,
     history: int = 200,
+    init: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Multinomial logistic regression for several L2 penalties at once, each fitted to convergence.
 
@@ -260,13 +261,19 @@ def fit_softmax_regression(
     history (200 pairs; each costs one d-vector per class, nothing per sample) makes L-BFGS behave like
     full BFGS on these small problems: on Fashion-MNIST it cuts the iterations to scikit-learn's tolerance
     from ≈ 750 (history 20) to ≈ 175. Steps are found by Armijo backtracking from the unit step.
-    Returns (W: L×d×K, b: L×K, iterations of the slowest penalty).
+    ``init`` (W: L×d×K, b: L×K) starts from those weights instead of zero (a warm start: the same optimum,
+    reached in fewer iterations from a nearby solution). Returns (W: L×d×K, b: L×K, iterations of the
+    slowest penalty).
     """
     n, d = z.shape
     n_l, k = len(l2s), num_classes
     loss_fn = _SoftmaxLoss(z, target, k)
     lam = torch.tensor(l2s, dtype=z.dtype, device=z.device)
-    x, iterations = _minimise(loss_fn, lam, k * (d + 1), max_iter, tol, _history_size(history, max_iter, n))
+    start = None
+    if init is not None:
+        w0, b0 = init
+        start = torch.cat([w0.to(z).transpose(1, 2).reshape(n_l, k * d), b0.to(z).reshape(n_l, k)], 1)
+    x, iterations = _minimise(loss_fn, lam, k * (d + 1), max_iter, tol, _history_size(history, max_iter, n), start)
     w = x[:, : k * d].reshape(n_l, k, d).transpose(1, 2).contiguous()
     return w, x[:, k * d :].clone(), iterations
 
@@ -304,14 +311,22 @@ def _history_size(history: int, max_iter: int, n: int) -> int:
 
 
 def _minimise(
-    loss_fn: _SoftmaxLoss | _StackedSoftmaxLoss, lam: torch.Tensor, size: int, max_iter: int, tol: float, history: int
+    loss_fn: _SoftmaxLoss | _StackedSoftmaxLoss,
+    lam: torch.Tensor,
+    size: int,
+    max_iter: int,
+    tol: float,
+    history: int,
+    start: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, int]:
-    """L-BFGS from zero on every problem (one per penalty in ``lam``), each with its own history, step length
-    and stopping test (see ``fit_softmax_regression``); returns the parameters and the most iterations any
-    problem took."""
+    """L-BFGS from zero (or ``start``) on every problem (one per penalty in ``lam``), each with its own history,
+    step length and stopping test (see ``fit_softmax_regression``); returns the parameters and the most
+    iterations any problem took."""
     n_l = len(lam)
     rows = torch.arange(n_l, device=lam.device)
-    x = torch.zeros(n_l, size, dtype=lam.dtype, device=lam.device)
+    if start is not None and start.shape != (n_l, size):
+        raise ValueError(f"a warm start of shape {tuple(start.shape)} for {n_l} problems of {size} parameters")
+    x = torch.zeros(n_l, size, dtype=lam.dtype, device=lam.device) if start is None else start.clone()
     with loss_fn.products.threads():
         loss, grad = loss_fn(x, lam, rows)
         pairs = _CurvatureHistory(history, n_l, size, x)

@@ -17,6 +17,7 @@ class TrainState:
         self.epoch, self.step = 0, 0
         self.history: list[dict[str, float]] = []
         self.snapshots: list[np.ndarray] = []
+        self.extras: dict[str, Any] = {}  # what callbacks carry across epochs (tensors), e.g. the epoch probe's weights
         self.device = device
         self.n_layers = n_layers
         self.reset_sums()
@@ -57,7 +58,7 @@ class TrainState:
         return {"format": "replearn-checkpoint", "kind": "train-state", "epoch": self.epoch, "step_in_epoch": self.step,
                 **{k: m.state_dict() for k, m in modules.items()}, "rng_torch": torch.get_rng_state(), **cuda,
                 "accumulator": cpu, "history": self.history, "snapshots": [torch.from_numpy(s) for s in self.snapshots],
-                "world_size": distributed.world().size}
+                "extras": self.extras, "world_size": distributed.world().size}
 
     def restore(self, state: dict[str, Any], modules: dict[str, Any], load_checked: Any) -> None:
         """Load a ``payload``: weights through ``load_checked(module, state_dict, key)``, then the rest."""
@@ -77,6 +78,7 @@ class TrainState:
                              stats={k: torch.zeros_like(v) for k, v in self.sums["stats"].items()})
         self.history = list(state["history"])
         self.snapshots = [s.numpy() for s in state.get("snapshots", [])]
+        self.extras = dict(state.get("extras", {}))
 
     def epoch_row(self, names: list[str], seconds: float, lr: float, metrics: Any) -> dict[str, float]:
         """The finished epoch's row: loss, the regime's metrics (``metrics(stats, images)``), learning rate,

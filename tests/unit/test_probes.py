@@ -240,3 +240,20 @@ def test_linear_probe_is_a_scikit_learn_estimator():
     assert probe.set_params(l2=0.5).l2 == 0.5
     with pytest.raises(ReplearnError, match="no parameter"):
         probe.set_params(C=1.0)
+
+
+def test_a_warm_started_probe_reaches_the_same_optimum_in_fewer_iterations():
+    """The epoch probe starts each fit from the last epoch's weights: on features that moved a little, the fit
+    ends where a fit from zero ends (the problem is convex), in fewer iterations."""
+    rng = np.random.RandomState(0)
+    y = rng.randint(0, 4, 400)
+    x = (rng.randn(400, 12) + np.eye(4)[y] @ rng.randn(4, 12) * 1.5).astype(np.float32)
+    moved = (x + 0.05 * rng.randn(*x.shape)).astype(np.float32)  # the next epoch's features
+    cold = LinearProbe(l2=1e-3).fit(moved, y)
+    warm = LinearProbe(l2=1e-3, warm_start=True).fit(x, y)
+    warm.fit(moved, y)
+    assert warm.n_iter_ < cold.n_iter_
+    assert torch.allclose(warm.decision_function(moved), cold.decision_function(moved), atol=0.1)  # logits ~8
+    assert torch.equal(warm.predict(moved), cold.predict(moved))
+    narrower = warm.fit(moved[:, :5], y)  # weights of another shape cannot start it: it starts from zero
+    assert narrower.coef_.shape == (5, 4) and narrower.n_iter_ == LinearProbe(l2=1e-3).fit(moved[:, :5], y).n_iter_

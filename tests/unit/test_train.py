@@ -7,6 +7,7 @@ from replearn.data import load_dataset
 from replearn.errors import TrainingDiverged, TrainingInterrupted
 from replearn.encoders import build_encoder
 from replearn.regimes import make_regime
+from replearn.rundir.io import load_checkpoint
 from replearn.experiment.experiment import build_head
 from replearn.training import (Callback, Checkpoint, EpochProbe, MetricsCSV, SignalStop, Snapshots, Stopper, Trainer,
                                TrainSettings, epoch_order, evaluate, make_optimizer)
@@ -68,6 +69,8 @@ def test_interrupted_then_resumed_equals_uninterrupted(blob_npz, tmp_path, regim
     with pytest.raises(TrainingInterrupted):
         run(cfg, regime, tmp_path, "cut", StopAfter(8))  # mid-epoch 2 (5 steps per epoch, then the end-of-epoch check)
     assert (tmp_path / "cut.state.pt").exists()
+    saved = load_checkpoint(tmp_path / "cut.state.pt")  # weights only: the epoch probe's warm start is tensors
+    assert saved["extras"]["epoch_probe"]["coef"].shape[1] == 3  # blobs: 3 classes; the warm start resumes too
     resumed, enc_resumed, _, _ = run(cfg, regime, tmp_path, "cut")
     assert resumed.resumed_from == {"epoch": 1, "step": 3}
     pd.testing.assert_frame_equal(metrics(tmp_path / "full.csv"), metrics(tmp_path / "cut.csv"))
