@@ -298,7 +298,9 @@ class RunArtifacts:
         return models or baseline_models()
 
     def _note(self, path: Path, reason: str) -> None:
-        self.unreadable.append(f"{path.relative_to(self.run_dir)} ({reason})")
+        note = f"{path.relative_to(self.run_dir)} ({reason})"
+        if note not in self.unreadable:
+            self.unreadable.append(note)
 
     def json_file(self, rel: str, kind: type | None = None) -> Any:
         """A JSON file's content, or None (named in ``unreadable``) when it does not parse or, given ``kind``,

@@ -396,8 +396,8 @@ class Experiment(StageGuards):
         final (``report.predraw``), so that the report overlaps the remaining analyses; None where
         ``analysis.draw_ahead`` (or, for auto, the cores and the predicted time) says not to. The models'
         table is written first: most sections read it."""
-        if seed != self.seeds[-1] or not self._draws_ahead():
-            return None
+        if seed != self.seeds[-1] or (self._drawer is None and not self._draws_ahead()):
+            return None  # a drawer run() started is used even if the prediction has changed since
         self.run_dir.write_tables({}, self.model_rows)
         self._drawer = self._drawer or SectionDrawer(self.run_dir.path)
         return self._drawer
@@ -438,9 +438,12 @@ class Experiment(StageGuards):
         drawer, self._drawer = self._drawer, None
         drawn: Mapping[str, DrawnSections] = {}
         if drawer is not None:
-            drawer.draw_the_rest([analysis.name for analysis in self.plugins.analyses])
-            with Heartbeat("report: the second process is drawing the last sections", HEARTBEAT_SECONDS):
-                drawn = drawer.collect()
+            try:
+                drawer.draw_the_rest([analysis.name for analysis in self.plugins.analyses])
+                with Heartbeat("report: the second process is drawing the last sections", HEARTBEAT_SECONDS):
+                    drawn = drawer.collect()
+            finally:  # stopped while waiting (a signal, an error): nothing may go on writing into the run
+                drawer.close()
         ahead = len(drawn) / max(1, len(self.plugins.analyses))
         planned = self.clock.render_plan * self.clock.correction() * (1 - ahead)
         started = last = time.perf_counter()
@@ -456,7 +459,8 @@ class Experiment(StageGuards):
 
         if planned > LONG_STEP_SECONDS:
             log(f"rendering the report (≈ {planned:.0f}s predicted)")
-        report = render_report(self.run_dir.path, status=status, progress=progress, drawn=drawn)
+        report = render_report(self.run_dir.path, status=status, progress=progress, drawn=drawn,
+                               not_written=drawer.not_written if drawer is not None and drawn else ())
         if drawn:
             log(f"report: the sections of {sum(d.used for d in drawn.values())} of {len(self.plugins.analyses)} "
                 f"analyses were drawn by the second process, most while later analyses computed")

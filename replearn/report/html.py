@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from pathlib import Path
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jinja2
@@ -33,7 +33,7 @@ def _env() -> jinja2.Environment:
 
 def build_context(run_dir: Path, status: dict[str, Any] | None = None,
                   progress: Callable[[str, int, int], None] | None = None,
-                  drawn: Mapping[str, DrawnSections] | None = None) -> dict[str, Any]:
+                  drawn: Mapping[str, DrawnSections] | None = None, not_written: Sequence[str] = ()) -> dict[str, Any]:
     """Everything the template shows, read from the run directory; ``progress(name, done, total)`` is called
     after each analysis's sections are drawn. ``drawn``: sections drawn ahead (``predraw``), each used only
     if every file and value it read is unchanged."""
@@ -65,6 +65,7 @@ def build_context(run_dir: Path, status: dict[str, Any] | None = None,
         for number in set(plt.get_fignums()) - open_before:
             plt.close(number)
         run.finish_exports()
+        run.not_written += [note for note in not_written if note not in run.not_written]
     marker = run.json_file(layout.MARKER, dict) or {}
     state = run.status.get("state", "unknown")
     return {
@@ -79,11 +80,12 @@ def build_context(run_dir: Path, status: dict[str, Any] | None = None,
 
 def render_report(run_dir: str | Path, out: str | Path | None = None, status: dict[str, Any] | None = None,
                   progress: Callable[[str, int, int], None] | None = None,
-                  drawn: Mapping[str, DrawnSections] | None = None) -> Path:
+                  drawn: Mapping[str, DrawnSections] | None = None, not_written: Sequence[str] = ()) -> Path:
     """Render ``run_dir``'s report from its artifacts and write it atomically (default: run_dir/report.html).
     ``status`` stands in for status.json: a run renders its report before it records itself complete;
-    ``progress`` is told of each analysis's sections drawn and ``drawn`` gives those drawn ahead
-    (``build_context``)."""
+    ``progress`` is told of each analysis's sections drawn and ``drawn`` gives those drawn ahead, with
+    ``not_written`` the files their process could not write (``build_context``)."""
     run_dir = check_run_dir(run_dir, need="report")
-    html = _env().get_template("report.html.j2").render(**build_context(run_dir, status, progress, drawn))
+    html = _env().get_template("report.html.j2").render(**build_context(run_dir, status, progress, drawn,
+                                                                          not_written))
     return atomic_write_text(Path(out) if out else run_dir / layout.REPORT, html)

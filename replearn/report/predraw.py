@@ -20,6 +20,7 @@ import dataclasses
 import json
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import threading
@@ -33,6 +34,9 @@ from replearn.analyses import Analysis, RunArtifacts
 
 WORKER_CODE = "from replearn.report.predraw import serve; serve()"
 QUIET_LIMIT_SECONDS = 300.0  # collect() gives up on a drawer that has answered nothing for this long
+# Drawing is one thread's work; a BLAS or OpenMP pool in the drawer would only compete with the run's analyses
+# (the run's own thread policy is not applied there). A setting of these in the environment wins.
+POOLS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 @dataclass
@@ -71,9 +75,13 @@ def serve() -> None:
     from replearn.analyses.plots import plt
 
     out = sys.stdout.buffer
-    exports = VectorExports()
+    exports, notes, seen = VectorExports(), [], set()
     for line in sys.stdin:
         request = json.loads(line)
+        if request["analysis"] in seen:  # drawn again: its earlier figures' copies must not land after these
+            notes += exports.finish()
+            exports = VectorExports()
+        seen.add(request["analysis"])
         run = RunArtifacts(Path(request["run_dir"]))
         run.vector_exports = exports
         analyses, _ = report_analyses(run.config)
@@ -88,7 +96,7 @@ def serve() -> None:
             finally:
                 plt.close("all")
         _send(out, drawn)
-    _send(out, ("done", exports.finish()))
+    _send(out, ("done", list(dict.fromkeys(notes + exports.finish()))))
 
 
 def _send(out: Any, message: Any) -> None:
@@ -130,6 +138,7 @@ class SectionDrawer:
             )
             self._process.stdin.flush()
             self._submitted.append(analysis)
+            self._last_answer = time.monotonic()  # the silence limit counts from the last request too
         except OSError:  # the drawer died: the report draws what it did not
             self.close()
 
@@ -143,7 +152,8 @@ class SectionDrawer:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONWARNINGS": "ignore"},
+                start_new_session=True,  # its own process group: close() stops its figure workers with it
+                env={**{name: "1" for name in POOLS}, **os.environ, "PYTHONWARNINGS": "ignore"},
             )
         except OSError:
             return False
@@ -173,10 +183,9 @@ class SectionDrawer:
         if self._process is None:
             return
         now = RunArtifacts(self.run_dir)
-        for name in analyses:
-            earlier = self.drawn.get(name)
-            if name not in self._submitted or (earlier is not None and not earlier.still_valid(now)):
-                self.submit(name)
+        stale = [name for name in analyses if name in self.drawn and not self.drawn[name].still_valid(now)]
+        for name in [name for name in analyses if name not in self._submitted] + stale:  # redrawn ones last
+            self.submit(name)
 
     def collect(self, quiet_limit: float = QUIET_LIMIT_SECONDS) -> Mapping[str, DrawnSections]:
         """Everything drawn, after the drawer has drawn all it was given and written the vector copies (a
@@ -189,6 +198,7 @@ class SectionDrawer:
         except OSError:
             pass
         assert self._reader is not None
+        self._last_answer = time.monotonic()
         while not self._done and self._reader.is_alive() and time.monotonic() - self._last_answer < quiet_limit:
             self._reader.join(timeout=0.05)
         if not self._done:  # it died or hung: its vector copies may be missing, so nothing it drew is used
@@ -202,8 +212,11 @@ class SectionDrawer:
         process, self._process = self._process, None
         if process is None:
             return
-        if process.poll() is None:
-            process.kill()
+        try:  # the drawer and the figure workers it started
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError, AttributeError):
+            if process.poll() is None:
+                process.kill()
         process.wait()
         for stream in (process.stdin, process.stdout):
             try:

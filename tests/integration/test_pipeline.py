@@ -208,3 +208,11 @@ def test_every_declared_dependency_is_imported_by_a_default_run(tmp_path_factory
     unused = sorted(n for n in names if import_name.get(n, n) not in loaded)
     assert not unused, f"declared but never imported by a run: {unused}"
     assert "umap" not in loaded and "seaborn" not in loaded
+
+
+def test_files_the_second_process_could_not_write_are_named_in_the_report(tiny_run, tmp_path):
+    """The SVG and PDF copies the second process writes are reported as a run's own would be (here: handed over)."""
+    from replearn.report.html import render_report
+
+    out = render_report(tiny_run, out=tmp_path / "r.html", not_written=["figures/ could not be written (No space)"])
+    assert "figures/ could not be written (No space)" in out.read_text()
