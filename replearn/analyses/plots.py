@@ -6,16 +6,34 @@ the same figure is also written as SVG and PDF for a paper (``analyses/render.py
 """
 from __future__ import annotations
 
-import matplotlib
+import importlib
+from typing import Any
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import numpy as np
+import pandas as pd
 
-from replearn.rundir.figure_files import (  # noqa: E402,F401 — to_bytes and the writers: the analyses' API
-    DPI, plain_number, png_and_bbox, to_bytes, vector_worker, write_figure_vectors, write_vector_copies)
+# The figure writers (``replearn.rundir.figure_files``) are the analyses' API here too, and matplotlib is
+# imported on first use: a run's own process and its second training process then start without it (0.4 s
+# each), since the report's sections are drawn by the drawing process (``report/predraw.py``).
+FIGURE_FILES_NAMES = ("DPI", "plain_number", "png_and_bbox", "to_bytes", "vector_worker", "write_figure_vectors",
+                      "write_vector_copies")
+
+
+class _Pyplot:
+    """``matplotlib.pyplot`` in the house style (``figure_files`` sets it), imported on first use."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(importlib.import_module("replearn.rundir.figure_files").plt, name)
+
+
+plt: Any = _Pyplot()
+
+
+def __getattr__(name: str) -> Any:
+    if name in FIGURE_FILES_NAMES:
+        return getattr(importlib.import_module("replearn.rundir.figure_files"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 PAGE_WIDTH = 10.5  # inches: 1,155 px at DPI, inside the report's 1,180 px column
 
@@ -56,9 +74,11 @@ def _finish(fig: plt.Figure, legend_rows: int = 0) -> plt.Figure:
     return fig
 
 
-def _plain_log_ticks(axis: "matplotlib.axis.Axis") -> None:
+def _plain_log_ticks(axis: Any) -> None:
     """Log-scale ticks written as plain numbers (6, 10, 40) instead of 4×10¹."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    from replearn.rundir.figure_files import plain_number
 
     axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     axis.set_major_formatter(FuncFormatter(plain_number))
@@ -68,7 +88,7 @@ def _plain_log_ticks(axis: "matplotlib.axis.Axis") -> None:
 def _epoch_axis(ax: plt.Axes, epochs: list[int]) -> None:
     """Whole-epoch ticks; one epoch: its points, larger, on the epoch's own tick (not a line over fractional
     ticks, whose labels would run into each other)."""
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     if len(epochs) == 1:
         for line in ax.get_lines():
             line.set_markersize(7)

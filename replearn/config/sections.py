@@ -84,6 +84,10 @@ class TrainConfig:
     device: str = _f("auto", "auto picks CUDA when present, else CPU", choices=DEVICES)
     augment: bool = _f(False, "random horizontal flips and shifts of up to 2 pixels while training (only for "
                               "classes that a mirror image keeps, e.g. clothing; not digits)")
+    second_process: str = _f("auto", "train some of a seed's regimes in a second process while this one trains the "
+                             "others (the same weights, bit for bit): auto does so on the CPU with two or more cores "
+                             "when each regime trains on one thread and the data take under 1 GiB; always; never",
+                             choices=("auto", "always", "never"))
     probe_every_epoch: bool = _f(True, "fit a latent linear probe on the validation split after each epoch")
     probe_train_images: int = _f(5000, "training images used by the per-epoch probe", min=10)
     precision: str = _f("fp32", "fp32, or bf16: the training step's forward pass and loss under bfloat16 autocast "

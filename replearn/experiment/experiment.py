@@ -39,6 +39,8 @@ from replearn.errors import ReplearnError
 from replearn.encoders.extract import extract_splits, pca_baseline, pixel_features
 from replearn.runtime.log import Heartbeat, RunClock, log
 from replearn.experiment.plugins import Plugins, resolve
+from replearn.experiment import second_process
+from replearn.experiment.second_process import SecondProcess, regimes_for_second_process
 from replearn.experiment.preflight import check_data_fits, log_plan, plan_run, preflight
 from replearn.regimes import Regime
 from replearn.report.html import render_report
@@ -97,6 +99,8 @@ class Experiment(StageGuards):
         self._analysed_seeds: set[int] = set()  # the seeds analyse() has run for
         self._completed = False  # run() finished: the run directory is complete and is not to be touched again
         self._drawer: SectionDrawer | None = None  # draws the report's sections during the last seed's analyses
+        self._drawer_wanted = False  # run(): draw the report's sections ahead (analysis.draw_ahead)
+        self._trained_elsewhere: set[tuple[str, int]] = set()  # (regime, seed) trained by a second process
 
     @classmethod
     def resume(cls, run_dir: str | Path, progress: bool = True) -> "Experiment":
@@ -105,6 +109,17 @@ class Experiment(StageGuards):
         experiment = cls(load_config(Path(run_dir) / layout.CONFIG), out=run_dir, progress=progress)
         experiment.run_dir.check_resumable(experiment.config.to_dict())
         experiment.resuming = True
+        return experiment
+
+    @classmethod
+    def attach(cls, run_dir: str | Path) -> Experiment:
+        """The experiment of a run that another process is running, ready to train some of its regimes for it
+        (``second_process``): its saved config and data, no lock taken and nothing written but training's."""
+        experiment = cls(load_config(Path(run_dir) / layout.CONFIG), out=run_dir, progress=False)
+        experiment.resuming = True
+        experiment.data = experiment.plugins.dataset.load(experiment.config.data)  # the run has checked them
+        experiment._draw_labelled(experiment.data)
+        experiment._prepared = True
         return experiment
 
     @property
@@ -149,12 +164,16 @@ class Experiment(StageGuards):
             analysis.check(self.config, data, layers)
         if self.resuming:
             self.run_dir.check_same_data(data.summary())
+        self._draw_labelled(data)
+        if checked is None and self.phases:  # every check passed: the run will start
+            log_plan(self.phases)
+
+    def _draw_labelled(self, data: Dataset) -> None:
+        """The label budget's images of the first seed (``train.labels_per_class``), drawn once."""
         if self.config.train.labels_per_class:
             self.labelled = labelled_subset(data.train_y.numpy(), self.config.train.labels_per_class,
                                             self.seeds[0], data.class_names, data.num_classes)
-            self._labelled[self.seeds[0]] = self.labelled  # the first seed's draw, made once
-        if checked is None and self.phases:  # every check passed: the run will start
-            log_plan(self.phases)
+            self._labelled[self.seeds[0]] = self.labelled
 
     def prepare(self) -> None:
         """Load the data, then create (or reopen, when resuming) the run directory and write what a run
@@ -201,11 +220,14 @@ class Experiment(StageGuards):
                 f"{'train.labels_per_class, ' if self.labelled is not None else ''}analysis.max_images_per_split)")
         self._plan_clock()
 
+    def _planned_steps(self, regime: Regime) -> int:
+        """Training steps of one seed of ``regime``."""
+        return Trainer.steps_in_epoch(len(Trainer.training_images(regime, self.data)), self.config.train.batch_size) \
+            * self.plugins.epochs_for(regime)
+
     def _plan_clock(self) -> None:
-        data, cfg = self.data, self.config
         for regime in self.regimes:
-            steps = Trainer.steps_in_epoch(len(Trainer.training_images(regime, data)), cfg.train.batch_size) \
-                * self.plugins.epochs_for(regime)
+            steps = self._planned_steps(regime)
             self.clock.plan(regime.name, steps * len(self.seeds), step_flops(self, regime))
             for seed in self.seeds:
                 if self.run_dir.checkpoint(regime.name, seed).exists():
@@ -279,7 +301,8 @@ class Experiment(StageGuards):
         head = build_head(regime, encoder, self.data, seed)
         final = self.run_dir.checkpoint(regime.name, seed)
         if final.exists():
-            row = self._load_trained(regime, seed, encoder, head)
+            quiet = (regime.name, seed) in self._trained_elsewhere  # the second process said it was trained
+            row = self._load_trained(regime, seed, encoder, head, quiet=quiet)
         else:
             row = self._fit(regime, seed, encoder, head)
         self.model_rows.append(row)
@@ -287,13 +310,60 @@ class Experiment(StageGuards):
         self.heads.setdefault(seed, {})[regime.name] = head
         return encoder
 
-    def _load_trained(self, regime: Regime, seed: int, encoder: Encoder, head: torch.nn.Module) -> dict[str, Any]:
+    def _train_seed(self, seed: int) -> None:
+        """Train every regime of ``seed``: some in a second process when ``train.second_process`` says so
+        (``second_process``), the rest here; loaded in the regimes' order either way."""
+        elsewhere = regimes_for_second_process(self, seed)
+        second = SecondProcess(self.run_dir.path, seed, [r.name for r in elsewhere]) if elsewhere else None
+        try:
+            if second is not None and not second.start():
+                elsewhere, second = [], None
+            second_process.release_spare()
+            for regime in elsewhere:  # the ETA counts the training left here
+                self.clock.skip(regime.name, self._planned_steps(regime))
+            if second is None:
+                self._start_drawer()  # it imports while training leaves a core idle
+            for regime in self.regimes:
+                if regime not in elsewhere:
+                    self.train(regime, seed)
+                    self._stop_if_asked()
+            if second is not None:
+                self._start_drawer()  # it imports while this process waits for the second one
+                self._trained_elsewhere |= {(name, seed) for name in second.wait()}
+        finally:
+            if second is not None:
+                second.stop()
+        for regime in elsewhere:
+            if (regime.name, seed) not in self._trained_elsewhere:  # trained here after all
+                self.clock.plan(regime.name, self._planned_steps(regime), self.clock.step_cost.get(regime.name, 0.0))
+            self.train(regime, seed)
+            self._stop_if_asked()
+        self._in_regime_order(seed)
+
+    def _in_regime_order(self, seed: int) -> None:
+        """The seed's models and rows in the regimes' order, however their training was shared out."""
+        order = {name: i for i, name in enumerate(["random", *(r.name for r in self.regimes)])}
+        models = self.encoders.get(seed, {})
+        self.encoders[seed] = dict(sorted(models.items(), key=lambda item: order.get(item[0], len(order))))
+        mine = [row for row in self.model_rows if row.get("seed") == seed]
+        others = [row for row in self.model_rows if row.get("seed") != seed]
+        self.model_rows = others + sorted(mine, key=lambda row: order.get(str(row.get("model")), len(order)))
+
+    def _start_drawer(self) -> None:
+        """Start the process that draws the report's sections ahead (once, when ``_draws_ahead``)."""
+        if self._drawer_wanted and self._drawer is None:
+            self._drawer = SectionDrawer(self.run_dir.path)
+            self._drawer.start()
+
+    def _load_trained(self, regime: Regime, seed: int, encoder: Encoder, head: torch.nn.Module,
+                      quiet: bool = False) -> dict[str, Any]:
         final = self.run_dir.checkpoint(regime.name, seed)
         ckpt = load_checkpoint(final)
         load_state_dict_checked(encoder, ckpt["encoder"], f"checkpoint {final}")
         load_state_dict_checked(head, ckpt["head"], f"checkpoint {final}")
         encoder.to(self.device), head.to(self.device)
-        log(f"{regime.name} seed {seed}: loaded finished checkpoint {final}")
+        if not quiet:
+            log(f"{regime.name} seed {seed}: loaded finished checkpoint {final}")
         return read_json(final.with_suffix(".json"))
 
     def _fit(self, regime: Regime, seed: int, encoder: Encoder, head: torch.nn.Module) -> dict[str, Any]:
@@ -474,16 +544,17 @@ class Experiment(StageGuards):
         self._running = False  # only a run directory marked running by this call is recorded on failure
         started = time.perf_counter()
         try:
+            if self.world.size == 1 and not self._prepared:  # checked and loaded first, as prepare() would
+                if not self.resuming:
+                    self.run_dir.check_free(self.force)
+                self.load_data()
+                second_process.prestart(self)
             self.prepare()
-            if self._draws_ahead():  # started now, it imports while training leaves a core idle
-                self._drawer = SectionDrawer(self.run_dir.path)
-                self._drawer.start()
+            self._drawer_wanted = self._draws_ahead()
             with self.stopper:
                 for seed in self.seeds:
                     self.initial_encoder(seed)
-                    for regime in self.regimes:
-                        self.train(regime, seed)
-                        self._stop_if_asked()
+                    self._train_seed(seed)
                     self.extract(seed)
                     if self.world.main:
                         self.analyse(seed)
@@ -500,6 +571,7 @@ class Experiment(StageGuards):
         except BaseException as exc:
             raise self._failed(exc) from None
         finally:
+            second_process.release_spare()
             if self._drawer is not None:
                 self._drawer.close()
             unlock_directory(self._lock)

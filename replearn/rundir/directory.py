@@ -207,7 +207,7 @@ class RunDir:
         check_not_in_use(self.path, "run directory")
         started_with = read_json(self.path / RUN_MARKER).get("config")
         if isinstance(started_with, dict):
-            changed = first_difference(started_with, config_now)
+            changed = first_difference(started_with, _recorded_keys(config_now, started_with))
             if changed is not None:
                 key, before, now = changed
                 raise RunDirError(f"{self.path / 'config.yaml'} was changed after the run started: {key} was {before}, "
@@ -257,6 +257,14 @@ def first_difference(before: Any, now: Any, prefix: str = "") -> tuple[str, str,
     if before != now:
         return prefix.rstrip("."), _short(before), _short(now)
     return None
+
+
+def _recorded_keys(now: Any, recorded: Any) -> Any:
+    """``now`` cut to the keys ``recorded`` has: an option added to replearn after a run started takes its
+    default when the run is resumed (its config.yaml does not name it), which is no change to the run."""
+    if isinstance(now, dict) and isinstance(recorded, dict):
+        return {key: _recorded_keys(value, recorded[key]) for key, value in now.items() if key in recorded}
+    return now
 
 
 def _short(value: Any) -> str:

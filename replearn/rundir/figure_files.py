@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 
-from replearn.rundir import layout  # noqa: E402
+from replearn.rundir import layout, pdf_fonts  # noqa: E402
 from replearn.rundir.io import atomic_write_bytes  # noqa: E402
 
 DPI = 110
@@ -58,6 +58,8 @@ PAD_INCHES = 0.05
 def to_bytes(fig: plt.Figure, fmt: str, bbox: tuple[float, float, float, float] | None = None) -> bytes:
     """The figure saved in ``fmt`` (png, svg, pdf), without a date, so that a re-render writes the same bytes;
     cropped to ``bbox`` (inches, as ``png_and_bbox`` returns it) when given, else to its tight bounding box."""
+    if fmt == "pdf":
+        pdf_fonts.install()
     buffer = io.BytesIO()
     fig.savefig(
         buffer,

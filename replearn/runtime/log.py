@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -17,9 +18,21 @@ def set_quiet(quiet: bool) -> None:
     _quiet = quiet
 
 
+_sink: Callable[[str], None] | None = None
+
+
+def set_sink(sink: Callable[[str], None] | None) -> None:
+    """Send every message to ``sink`` (untimestamped) instead of stderr; None restores stderr. A process that
+    works for a run's own (the second training process) hands its lines to the run, which stamps them."""
+    global _sink
+    _sink = sink
+
+
 def log(message: str) -> None:
     """One timestamped line on stderr, written above any progress bar (never into it)."""
-    if not _quiet:
+    if _sink is not None:
+        _sink(message)
+    elif not _quiet:
         tqdm.write(f"[{time.perf_counter() - _start:6.1f}s] {message}", file=sys.stderr)
 
 

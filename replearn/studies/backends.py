@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from replearn.experiment import second_process
 from replearn.runtime import threads as parallel
 from replearn.rundir.io import write_json
 from replearn.errors import ReplearnError, TrainingInterrupted
@@ -25,10 +26,11 @@ from replearn.rundir import layout
 from replearn.rundir.directory import lock_directory, unlock_directory
 
 
-def job(sweep: Sweep, cell: Cell, threads: int | None) -> dict[str, Any]:
-    """What a worker needs to run one cell (plain data: it is pickled for SLURM and passed as JSON)."""
+def job(sweep: Sweep, cell: Cell, threads: int | None, alone: bool = True) -> dict[str, Any]:
+    """What a worker needs to run one cell (plain data: it is pickled for SLURM and passed as JSON); ``alone``
+    is False for a cell that runs beside others on the same cores (no second training process)."""
     return {"name": cell.name, "base": sweep.base, "overrides": cell.overrides,
-            "dir": str((sweep.out / cell.name).absolute()), "threads": threads}
+            "dir": str((sweep.out / cell.name).absolute()), "threads": threads, "alone": alone}
 
 
 def run_cell(task: dict[str, Any]) -> dict[str, Any]:
@@ -36,6 +38,7 @@ def run_cell(task: dict[str, Any]) -> dict[str, Any]:
     from replearn.experiment.experiment import Experiment
 
     set_quiet(True)
+    second_process.allow(task.get("alone", True))
     if task.get("threads") is not None:
         parallel.set_threads(task["threads"])
     run_dir = RunDir(task["dir"])
@@ -184,7 +187,7 @@ def run_side_by_side(sweep: Sweep, manifest: Manifest, progress: Progress) -> No
                 while todo and len(running) < sweep.parallel:
                     cell = todo.pop(0)
                     with open(sweep.out / "logs" / f"{cell.name}.log", "ab") as log_file:
-                        running[cell.name] = subprocess.Popen(worker_command(job(sweep, cell, threads)), stdout=log_file,
+                        running[cell.name] = subprocess.Popen(worker_command(job(sweep, cell, threads, alone=False)), stdout=log_file,
                                                               stderr=subprocess.STDOUT, start_new_session=True)
                     started[cell.name] = time.perf_counter()
                     progress.say(f"{cell.name}: running ({threads} thread{'s' if threads > 1 else ''})")

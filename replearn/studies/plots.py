@@ -2,12 +2,11 @@
 pair) with its 95% interval as error bars, one panel per dataset, encoder or further swept value."""
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib.ticker import FuncFormatter
 
 from replearn.analyses.plots import PAGE_WIDTH
+from replearn.rundir.figure_files import plt  # pyplot on Agg, in the report's house style
 
 LAYER_COLORS = "viridis"
 MAX_PANELS = 9  # panels drawn per figure: three rows
@@ -38,7 +37,7 @@ def series_panels(frame: pd.DataFrame, x_title: str, y_title: str, ticks: list[t
             ax.set_xscale("log")
         if log_y and (frame.loc[frame.panel == panel, "mean"] > 0).all():
             ax.set_yscale("log")
-            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+            ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _pos: f"{v:g}"))
         ax.set_xticks([t for t, _ in ticks], [label for _, label in ticks], rotation=30 if len(ticks) > 6 else 0)
         ax.minorticks_off()
         ax.set_title(panel if len(panel) <= 60 else panel[:59] + "…")

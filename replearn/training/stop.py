@@ -37,6 +37,11 @@ class Stopper:
         if not self._deferring or not first:
             raise KeyboardInterrupt
 
+    def request(self, name: str) -> None:
+        """Ask for the orderly stop from another thread (no signal): training stops at its next step with its
+        state saved; a stop already asked for is kept."""
+        self.requested = self.requested or name
+
     @contextlib.contextmanager
     def deferring(self) -> Iterator[None]:
         self._deferring = True
