@@ -198,6 +198,8 @@ class SecondProcess:
                 log(str(message["log"]))
             elif "trained" in message:
                 self.trained.append(str(message["trained"]))
+                if isinstance(message.get("threads"), dict):  # for environment.json, as if trained here
+                    parallel.add_decisions(message["threads"])
             elif "failed" in message:
                 self.failure = str(message["failed"])
 

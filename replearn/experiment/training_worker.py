@@ -45,7 +45,7 @@ def serve() -> None:
                 if experiment.stopper.requested:
                     return
                 experiment.train(name, int(spec["seed"]))
-                send({"trained": name})
+                send({"trained": name, "threads": parallel.decisions()})
     except TrainingInterrupted:
         return
     except ReplearnError as exc:

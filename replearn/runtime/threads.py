@@ -151,6 +151,11 @@ def decisions() -> dict[str, int]:
     return dict(_decisions)
 
 
+def add_decisions(chosen: dict[str, int]) -> None:
+    """Record threads another process of the run chose (its second training process), by phase."""
+    _decisions.update({str(phase): int(n) for phase, n in chosen.items()})
+
+
 def record() -> dict[str, Any]:
     """The thread policy for environment.json."""
     fixed = thread_setting()

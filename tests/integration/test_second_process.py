@@ -179,6 +179,11 @@ def test_a_stopped_run_stops_its_second_process_and_resumes_to_the_same_weights(
     )
     assert resumed.returncode == 0, resumed.stderr
     _same_training(tmp_path / "full", cut)
+    if "autoencoder" in states:  # trained on in the resumed run's second process: its thread choice is recorded
+        import json
+
+        phases = json.loads((cut / "environment.json").read_text())["threads"]["phases"]
+        assert "training autoencoder" in phases
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the second process through /proc")
