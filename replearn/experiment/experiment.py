@@ -101,6 +101,7 @@ class Experiment(StageGuards):
         self._drawer: SectionDrawer | None = None  # draws the report's sections during the last seed's analyses
         self._drawer_wanted = False  # run(): draw the report's sections ahead (analysis.draw_ahead)
         self._trained_elsewhere: set[tuple[str, int]] = set()  # (regime, seed) trained by a second process
+        self._step_flops: dict[str, float] = {}  # one training step's FLOPs, by regime (step_flops)
 
     @classmethod
     def resume(cls, run_dir: str | Path, progress: bool = True) -> "Experiment":
@@ -225,10 +226,17 @@ class Experiment(StageGuards):
         return Trainer.steps_in_epoch(len(Trainer.training_images(regime, self.data)), self.config.train.batch_size) \
             * self.plugins.epochs_for(regime)
 
+    def step_flops(self, regime: Regime) -> float:
+        """FLOPs of one training step of ``regime`` (``records.step_flops``), counted once per run: the ETA and
+        the choice of a second training process both weigh them."""
+        if regime.name not in self._step_flops:
+            self._step_flops[regime.name] = step_flops(self, regime)
+        return self._step_flops[regime.name]
+
     def _plan_clock(self) -> None:
         for regime in self.regimes:
             steps = self._planned_steps(regime)
-            self.clock.plan(regime.name, steps * len(self.seeds), step_flops(self, regime))
+            self.clock.plan(regime.name, steps * len(self.seeds), self.step_flops(regime))
             for seed in self.seeds:
                 if self.run_dir.checkpoint(regime.name, seed).exists():
                     self.clock.skip(regime.name, steps)

@@ -71,9 +71,7 @@ def regimes_for_second_process(experiment: Experiment, seed: int) -> list[Regime
             or data_bytes > MAX_DATA_BYTES
         ):
             return []
-        from replearn.experiment.records import step_flops
-
-        if any(parallel.threads_for(step_flops(experiment, r)) * 2 > parallel.available_cores() for r in pending):
+        if any(parallel.threads_for(experiment.step_flops(r)) * 2 > parallel.available_cores() for r in pending):
             return []
     return later
 

@@ -4,8 +4,11 @@ second process dies mid-training, the run trains what it left from its saved sta
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -13,11 +16,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from helpers import tiny_config
 from replearn.config.sections import config_from_dict
+from replearn.errors import ReplearnError
 from replearn.experiment.experiment import Experiment
 from replearn.experiment.second_process import regimes_for_second_process
+from replearn.rundir import layout
 from replearn.rundir.directory import RunDir
 from replearn.runtime import log
 
@@ -57,6 +63,23 @@ def _logged(monkeypatch):
     monkeypatch.setattr(log, "_quiet", False)
 
 
+def _first_epoch_written(metrics: Path) -> bool:
+    """Whether a regime's metrics CSV holds its header and its first epoch."""
+    return metrics.exists() and len(metrics.read_text().splitlines()) >= 2
+
+
+def _start_run(config: Path, out: Path, **streams: int) -> subprocess.Popen:
+    """``replearn run CONFIG --out OUT`` in its own process, once its autoencoder (trained in the second process)
+    has written its first epoch."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "replearn.cli", "run", str(config), "--out", str(out)], cwd=config.parent, **streams
+    )
+    metrics, deadline = RunDir(out).train_metrics("autoencoder", 0), time.monotonic() + 120
+    while not _first_epoch_written(metrics) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return proc
+
+
 def test_a_regime_trained_in_the_second_process_has_the_same_weights(blob_npz, tmp_path, capsys):
     _run(blob_npz, tmp_path / "here", "never")
     assert "parallel process" not in capsys.readouterr().err
@@ -92,7 +115,7 @@ def test_a_second_process_that_dies_leaves_its_regime_to_the_run(blob_npz, tmp_p
     def kill_after_its_first_epoch() -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not killed:
-            if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:  # a header and epoch 1
+            if _first_epoch_written(metrics):
                 for pid in _children_training(os.getpid()):
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)
@@ -132,11 +155,6 @@ def test_auto_leaves_a_run_too_small_to_gain_in_one_process(blob_npz, tmp_path):
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the second process through /proc")
 def test_a_stopped_run_stops_its_second_process_and_resumes_to_the_same_weights(blob_npz, tmp_path):
-    import subprocess
-    import sys
-
-    import yaml
-
     raw = tiny_config(blob_npz, epochs=EPOCHS, second_process="always", batch_size=8)
     config = tmp_path / "exp.yaml"
     config.write_text(yaml.safe_dump(raw))
@@ -149,20 +167,11 @@ def test_a_stopped_run_stops_its_second_process_and_resumes_to_the_same_weights(
     assert full.returncode == 0, full.stderr
 
     cut = tmp_path / "cut"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "replearn.cli", "run", str(config), "--out", str(cut)],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    ae = RunDir(cut).train_metrics("autoencoder", 0)
-    deadline = time.monotonic() + 120
-    while not (ae.exists() and len(ae.read_text().splitlines()) >= 2) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    proc = _start_run(config, cut, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     children = _children_training(proc.pid)
     proc.send_signal(signal.SIGTERM)  # to the run alone: it stops the second process itself
     _, err = proc.communicate(timeout=120)
+    err = err.decode()
     assert proc.returncode == 130, err
     assert children, "the second process was running when the run was stopped"
     assert not any(Path(f"/proc/{pid}").exists() for pid in children), "no second process outlives the run"
@@ -180,32 +189,16 @@ def test_a_stopped_run_stops_its_second_process_and_resumes_to_the_same_weights(
     assert resumed.returncode == 0, resumed.stderr
     _same_training(tmp_path / "full", cut)
     if "autoencoder" in states:  # trained on in the resumed run's second process: its thread choice is recorded
-        import json
-
         phases = json.loads((cut / "environment.json").read_text())["threads"]["phases"]
         assert "training autoencoder" in phases
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the second process through /proc")
 def test_a_second_process_whose_run_is_killed_stops_with_its_state_saved(blob_npz, tmp_path):
-    import subprocess
-    import sys
-
-    import yaml
-
     config = tmp_path / "exp.yaml"
     config.write_text(yaml.safe_dump(tiny_config(blob_npz, epochs=40, second_process="always", batch_size=8)))
     cut = tmp_path / "cut"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "replearn.cli", "run", str(config), "--out", str(cut)],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    ae = RunDir(cut).train_metrics("autoencoder", 0)
-    deadline = time.monotonic() + 120
-    while not (ae.exists() and len(ae.read_text().splitlines()) >= 2) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    proc = _start_run(config, cut, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     children = _children_training(proc.pid)
     proc.kill()  # no chance to stop anything: the pipe it held closes
     proc.wait()
@@ -221,13 +214,6 @@ def test_a_second_process_whose_run_is_killed_stops_with_its_state_saved(blob_np
 def test_a_run_started_before_the_option_existed_resumes(blob_npz, tmp_path):
     """A run whose config was recorded without ``train.second_process`` (an older replearn) resumes: the option
     takes its default, which is no change to the run; editing an option it did record is still refused."""
-    import json
-
-    import yaml
-
-    from replearn.errors import ReplearnError
-    from replearn.rundir import layout
-
     out = tmp_path / "old"
     _run(blob_npz, out, "never")
     marker = json.loads((out / layout.MARKER).read_text())
