@@ -7,6 +7,7 @@ import argparse
 import shlex
 import sys
 import textwrap
+from pathlib import Path
 from typing import Any
 
 from replearn.cli.parsing import THREADS_HELP, _apply_threads
@@ -80,13 +81,44 @@ def _add_run(sub: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from replearn.experiment.experiment import Experiment
-    from replearn.rundir.directory import RunDir
-    from replearn.runtime import threads as parallel
+    from replearn.experiment import second_process
     from replearn.runtime.log import set_quiet
 
     set_quiet(args.quiet)
     _apply_threads(args.threads)
+    if (args.nproc is None or args.nproc == 1) and _may_train_beside(args):
+        second_process.speculate()  # its imports overlap this process's
+    try:
+        return _run(args)
+    finally:
+        second_process.release_spare()
+
+
+def _may_train_beside(args: argparse.Namespace) -> bool:
+    """Whether the run's config (read as plain YAML, unchecked: the run checks it) leaves
+    ``train.second_process`` and ``train.device`` open to a second training process on the CPU."""
+    from replearn.config.sections import apply_overrides, load_yaml
+    from replearn.rundir import layout
+
+    try:
+        if args.resume:
+            raw = load_yaml(Path(args.resume) / layout.CONFIG)
+        else:
+            raw = apply_overrides(load_yaml(args.config) if args.config else {}, list(args.overrides))
+        train = raw.get("train") or {}
+        return train.get("second_process", "auto") in ("auto", "always") and train.get("device", "auto") in (
+            "auto",
+            "cpu",
+        )
+    except Exception:  # a config the run will refuse, with its own message
+        return False
+
+
+def _run(args: argparse.Namespace) -> int:
+    from replearn.experiment.experiment import Experiment
+    from replearn.rundir.directory import RunDir
+    from replearn.runtime import threads as parallel
+
     overrides = list(args.overrides)
     if args.data_root:
         overrides.append(f"data.root={args.data_root}")

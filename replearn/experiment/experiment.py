@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 import time
 from pathlib import Path
 from collections.abc import Mapping
@@ -40,7 +41,7 @@ from replearn.encoders.extract import extract_splits, pca_baseline, pixel_featur
 from replearn.runtime.log import Heartbeat, RunClock, log
 from replearn.experiment.plugins import Plugins, resolve
 from replearn.experiment import second_process
-from replearn.experiment.second_process import SecondProcess, regimes_for_second_process
+from replearn.experiment.second_process import SecondProcess, TrainingQueue, wants_second_process
 from replearn.experiment.preflight import check_data_fits, log_plan, plan_run, preflight
 from replearn.regimes import Regime
 from replearn.report.html import render_report
@@ -100,6 +101,7 @@ class Experiment(StageGuards):
         self._completed = False  # run() finished: the run directory is complete and is not to be touched again
         self._drawer: SectionDrawer | None = None  # draws the report's sections during the last seed's analyses
         self._drawer_wanted = False  # run(): draw the report's sections ahead (analysis.draw_ahead)
+        self._drawer_lock = threading.Lock()  # _start_drawer may be called from the second process's reader
         self._trained_elsewhere: set[tuple[str, int]] = set()  # (regime, seed) trained by a second process
         self._step_flops: dict[str, float] = {}  # one training step's FLOPs, by regime (step_flops)
 
@@ -319,34 +321,43 @@ class Experiment(StageGuards):
         return encoder
 
     def _train_seed(self, seed: int) -> None:
-        """Train every regime of ``seed``: some in a second process when ``train.second_process`` says so
-        (``second_process``), the rest here; loaded in the regimes' order either way."""
-        elsewhere = regimes_for_second_process(self, seed)
-        second = SecondProcess(self.run_dir.path, seed, [r.name for r in elsewhere]) if elsewhere else None
+        """Train every regime of ``seed``. With a second process (``train.second_process``), the longest
+        predicted first, each taken by whichever process is free (``TrainingQueue``); loaded in the regimes'
+        order either way."""
+        shared = wants_second_process(self, seed)
+        queue = TrainingQueue.for_seed(self, seed, shared)
+        second = SecondProcess(self.run_dir.path, seed, queue, on_take=self._trained_elsewhere_soon,
+                               on_done=self._start_drawer) if shared else None
+        here: set[str] = set()
         try:
             if second is not None and not second.start():
-                elsewhere, second = [], None
+                queue.share_with_none()
+                second = None
             second_process.release_spare()
-            for regime in elsewhere:  # the ETA counts the training left here
-                self.clock.skip(regime.name, self._planned_steps(regime))
             if second is None:
                 self._start_drawer()  # it imports while training leaves a core idle
-            for regime in self.regimes:
-                if regime not in elsewhere:
-                    self.train(regime, seed)
-                    self._stop_if_asked()
+            while (regime := queue.take_here()) is not None:
+                self.train(regime, seed)
+                here.add(regime.name)
+                self._stop_if_asked()
             if second is not None:
-                self._start_drawer()  # it imports while this process waits for the second one
+                self._start_drawer()  # (or as the second one ended) it imports while this one waits
                 self._trained_elsewhere |= {(name, seed) for name in second.wait()}
         finally:
             if second is not None:
                 second.stop()
-        for regime in elsewhere:
-            if (regime.name, seed) not in self._trained_elsewhere:  # trained here after all
+        for regime in self.regimes:  # those trained elsewhere, finished before, or left by the second process
+            if regime.name in here:
+                continue
+            if regime.name in queue.given and (regime.name, seed) not in self._trained_elsewhere:  # here after all
                 self.clock.plan(regime.name, self._planned_steps(regime), self.clock.step_cost.get(regime.name, 0.0))
             self.train(regime, seed)
             self._stop_if_asked()
         self._in_regime_order(seed)
+
+    def _trained_elsewhere_soon(self, name: str) -> None:
+        """The second process took ``name``: the ETA counts only the training left here."""
+        self.clock.skip(name, self._planned_steps(self.plugins.regime(name)))
 
     def _in_regime_order(self, seed: int) -> None:
         """The seed's models and rows in the regimes' order, however their training was shared out."""
@@ -358,10 +369,12 @@ class Experiment(StageGuards):
         self.model_rows = others + sorted(mine, key=lambda row: order.get(str(row.get("model")), len(order)))
 
     def _start_drawer(self) -> None:
-        """Start the process that draws the report's sections ahead (once, when ``_draws_ahead``)."""
-        if self._drawer_wanted and self._drawer is None:
-            self._drawer = SectionDrawer(self.run_dir.path)
-            self._drawer.start()
+        """Start the process that draws the report's sections ahead (once, when ``_draws_ahead``; the second
+        training process's reader thread may call this as that process ends)."""
+        with self._drawer_lock:
+            if self._drawer_wanted and self._drawer is None:
+                self._drawer = SectionDrawer(self.run_dir.path)
+                self._drawer.start()
 
     def _load_trained(self, regime: Regime, seed: int, encoder: Encoder, head: torch.nn.Module,
                       quiet: bool = False) -> dict[str, Any]:

@@ -1,10 +1,12 @@
-"""The second training process's side (``second_process``): it imports what training needs, reads one job,
-trains its regimes of a seed in the run's directory and reports on stdout as JSON lines."""
+"""The second training process's side (``second_process``): it imports what training needs, reads its job,
+trains the regimes of a seed the run gives it, one at a time, in the run's directory and reports on stdout as
+JSON lines."""
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import sys
 import threading
 from typing import Any
@@ -17,10 +19,10 @@ from replearn.training import Stopper
 
 
 def serve() -> None:
-    """The second process, its imports done: read one job from stdin (none: exit), train its regimes one
-    after the other and report on stdout as JSON lines. The end of stdin (the run stopped, or died) stops the
-    training at its next step with its state saved. Anything else printed goes to stderr, never into the
-    messages."""
+    """The second process, its imports done: read its job from stdin (none: exit), then ask for regimes one
+    at a time (``{"next": true}``; the run answers ``{"regime": name}``, or null when none is left) and train
+    each, reporting on stdout as JSON lines. The end of stdin (the run stopped, or died) stops the training at
+    its next step with its state saved. Anything else printed goes to stderr, never into the messages."""
     messages = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     out_lock = threading.Lock()
@@ -39,10 +41,13 @@ def serve() -> None:
     parallel.quiet_native_pools()
     try:
         experiment = Experiment.attach(spec["run_dir"])
-        threading.Thread(target=_stop_at_end_of_input, args=(experiment.stopper,), daemon=True).start()
+        answers: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=_read_answers, args=(answers, experiment.stopper), daemon=True).start()
         with experiment.stopper:
-            for name in spec["regimes"]:
-                if experiment.stopper.requested:
+            while not experiment.stopper.requested:
+                send({"next": True})
+                name = answers.get()
+                if name is None or experiment.stopper.requested:
                     return
                 experiment.train(name, int(spec["seed"]))
                 send({"trained": name, "threads": parallel.decisions()})
@@ -56,6 +61,16 @@ def serve() -> None:
         sys.exit(1)
 
 
-def _stop_at_end_of_input(stopper: Stopper) -> None:
-    sys.stdin.read()
-    stopper.request("SIGTERM")
+def _read_answers(answers: queue.Queue[str | None], stopper: Stopper) -> None:
+    """The run's answers, one regime (or None) per line; the end of stdin (or anything unreadable there)
+    stops the training."""
+    try:
+        for line in sys.stdin:
+            try:
+                answer = json.loads(line).get("regime")
+            except (ValueError, AttributeError):
+                continue
+            answers.put(str(answer) if answer is not None else None)
+    finally:
+        stopper.request("SIGTERM")
+        answers.put(None)

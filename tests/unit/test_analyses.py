@@ -364,3 +364,29 @@ def test_skip_leaves_out_built_ins_and_refuses_unknown_names_and_broken_requirem
     assert {"projection", "structure"}.isdisjoint(a.name for a in resolve(config).analyses)
     analyses, notes = report_analyses({"analysis": {"skip": ["projection"]}})
     assert "projection" not in [a.name for a in analyses] and not notes
+
+
+def test_bf16_is_not_timed_on_an_x86_cpu_without_native_bf16(tmp_path, monkeypatch):
+    """An x86 CPU whose flags lack avx512_bf16 and amx_bf16 emulates bfloat16 matmuls: the search keeps float32
+    without timing them (the timing took 1.7 s there); with either flag, or no flags to read, it times them."""
+    import types
+
+    import replearn.metrics.neighbours as neighbours
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\nprocessor\t: 1\nflags\t\t: fpu\n")
+    assert neighbours._x86_cpu_flags(str(cpuinfo)) == {"fpu", "sse2", "avx2", "fma"}
+    assert neighbours._x86_cpu_flags(str(tmp_path / "absent")) is None
+
+    def no_timing() -> float:
+        raise AssertionError("timed a matmul")
+
+    monkeypatch.setattr(neighbours, "_BF16_FAST", None)
+    monkeypatch.setattr(neighbours, "_x86_cpu_flags", lambda: {"avx2", "fma"})
+    monkeypatch.setattr(neighbours, "time", types.SimpleNamespace(perf_counter=no_timing))
+    assert neighbours._bf16_matmul_is_fast() is False
+    for flags in ({"avx512f", "avx512_bf16"}, None):
+        monkeypatch.setattr(neighbours, "_BF16_FAST", None)
+        monkeypatch.setattr(neighbours, "_x86_cpu_flags", lambda flags=flags: flags)
+        with pytest.raises(AssertionError, match="timed a matmul"):
+            neighbours._bf16_matmul_is_fast()
