@@ -160,3 +160,21 @@ def test_stacked_ssim_equals_scikit_image_image_by_image(shape, win):
     want = [structural_similarity(x, y, data_range=1.0, win_size=win) for x, y in zip(a, b, strict=True)]
     np.testing.assert_allclose(stacked_ssim(a, b, win), want, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(stacked_ssim(a, a, win), 1.0, rtol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(6, 8, 8), (4, 28, 28), (3, 9, 13), (3, 32, 32), (2, 7, 7), (2, 48, 48)])
+def test_stacked_hog_equals_scikit_image_image_by_image(shape):
+    """The stack's HOG descriptors are scikit-image's, bit for bit: even cells and odd (28 px: 7-pixel cells),
+    non-square maps, one-pixel cells, flat and sparse maps."""
+    from skimage.feature import hog
+
+    from replearn.interpret.sanity import _hog_geometry, _unit, stacked_hog
+
+    rng = np.random.default_rng(sum(shape))
+    maps = rng.normal(size=shape) * (rng.uniform(size=shape) > 0.3)
+    maps[0] = 0.0
+    unit = _unit(maps)
+    cell, block = _hog_geometry(*shape[1:])
+    want = np.stack([hog(u, orientations=9, pixels_per_cell=(cell, cell), cells_per_block=(block, block))
+                     for u in unit])
+    np.testing.assert_array_equal(stacked_hog(unit), want)
