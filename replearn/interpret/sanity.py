@@ -148,8 +148,8 @@ def stacked_hog(images: np.ndarray, orientations: int = 9) -> np.ndarray:
     ``_hog``'s settings (a test compares them), for every image at once: central-difference gradients (zero on
     the border rows and columns), unsigned orientations in ``orientations`` bins of 180°, each cell's mean
     magnitude per bin (scikit-image's float32 running sum, in its order, over the cell's area), and L2-Hys
-    normalised blocks. One call per stack instead of one per image: the
-    sanity checks prepare thousands of maps."""
+    normalised blocks. One call per stack instead of one per image (the sanity checks prepare hundreds of maps
+    per model), stepping through a cell's pixels for every image, cell and bin at once."""
     images = np.asarray(images, dtype=np.float64)
     n, height, width = images.shape
     cell, block = _hog_geometry(height, width)
@@ -161,16 +161,23 @@ def stacked_hog(images: np.ndarray, orientations: int = 9) -> np.ndarray:
     orientation = np.arctan2(g_row, g_col) * (180 / np.pi) % 180
     edges = np.array([np.float32(180.0 / orientations * i) for i in range(orientations + 1)], dtype=np.float64)
     cells_row, cells_col = height // cell, width // cell
-    first_rows, first_cols = cell * np.arange(cells_row), cell * np.arange(cells_col)
-    histogram = np.zeros((n, cells_row, cells_col, orientations), dtype=np.float32)
-    for d_row in range(cell):
-        rows = first_rows + d_row
+    # each pixel's bin (an orientation of exactly 180°, from the modulo of a tiny negative angle, is in none: the
+    # spare last bin), its cells' pixels laid out as (row in cell, column in cell, image, cell row, cell column)
+    bins = np.searchsorted(edges, orientation, side="right") - 1
+    bins[(bins < 0) | (bins >= orientations)] = orientations
+
+    def by_offset(values: np.ndarray) -> np.ndarray:
+        inside = values[:, : cells_row * cell, : cells_col * cell].reshape(n, cells_row, cell, cells_col, cell)
+        return np.ascontiguousarray(inside.transpose(2, 4, 0, 1, 3))
+
+    magnitudes, bin_of = by_offset(magnitude), by_offset(bins)
+    histogram = np.zeros(n * cells_row * cells_col * (orientations + 1), dtype=np.float32)
+    base = np.arange(n * cells_row * cells_col).reshape(n, cells_row, cells_col) * (orientations + 1)
+    for d_row in range(cell):  # scikit-image's order: a float32 running sum, row by row of the cell
         for d_col in range(cell):
-            cols = first_cols + d_col
-            magnitudes = magnitude[:, rows][:, :, cols][..., None]
-            angles = orientation[:, rows][:, :, cols][..., None]
-            inside = (angles >= edges[:-1]) & (angles < edges[1:])
-            histogram = (histogram + np.where(inside, magnitudes, 0.0)).astype(np.float32)
+            where = (base + bin_of[d_row, d_col]).ravel()
+            histogram[where] = (histogram[where] + magnitudes[d_row, d_col].ravel()).astype(np.float32)
+    histogram = histogram.reshape(n, cells_row, cells_col, orientations + 1)[..., :orientations]
     cells = (histogram / np.float32(cell * cell)).astype(np.float64)
     blocks_row, blocks_col = cells_row - block + 1, cells_col - block + 1
     if blocks_row <= 0 or blocks_col <= 0:
@@ -207,8 +214,9 @@ def prepare_maps(maps: np.ndarray | PreparedMaps) -> PreparedMaps:
 
 
 # the largest cell (pixels a side) for which one call over the stack beats scikit-image per image: the stacked
-# sum loops over a cell's pixels (8× faster at 8 px, 1.5× at 32 px, 1.2× at 48 px, 10% slower at 64 px)
-STACKED_HOG_MAX_CELL = 12
+# running sums step through a cell's pixels one at a time (15× faster at 8 px, 2× at 32 px, 1.3× at 96 px
+# with 200 maps; 1.7× slower at 224 px)
+STACKED_HOG_MAX_CELL = 24
 
 
 def hog_descriptors(images: np.ndarray) -> np.ndarray:

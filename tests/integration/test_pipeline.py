@@ -3,6 +3,8 @@ import contextlib
 import io
 import json
 import re
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -185,7 +187,8 @@ def test_several_seeds_give_intervals_noise_floor_and_paired_test(tmp_path):
 def test_every_declared_dependency_is_imported_by_a_default_run(tmp_path_factory):
     """`pip install replearn` pulls nothing that a run does not use (optional extras aside): each dependency is
     imported by a run of every default analysis (the shared interpretability run, made in a fresh process that
-    records what it imported), or (scikit-learn) holds the bundled digits the default run reads."""
+    records what it imported), or (scikit-learn) holds the bundled digits the default run reads, or
+    (scikit-image) computes what that run's small images do not need."""
     from pathlib import Path
 
     from helpers import interpretability_run
@@ -205,6 +208,14 @@ def test_every_declared_dependency_is_imported_by_a_default_run(tmp_path_factory
     sklearn_folder = Path(importlib.util.find_spec("sklearn").submodule_search_locations[0])
     if (sklearn_folder / "datasets" / "data" / "digits.csv.gz").is_file():
         loaded.add("sklearn")
+    # scikit-image computes the HOG descriptors of large maps (cells over STACKED_HOG_MAX_CELL pixels, images of
+    # about 100 px and more) for the sanity checks; the blob run's maps are small: one such stack, in a fresh process
+    probe = ("import sys, numpy as np; from replearn.interpret.sanity import STACKED_HOG_MAX_CELL, hog_descriptors; "
+             "side = 4 * (STACKED_HOG_MAX_CELL + 1); hog_descriptors(np.random.rand(2, side, side)); "
+             "print('skimage' in sys.modules)")
+    large = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    if large.stdout.split()[-1] == "True":
+        loaded.add("skimage")
     unused = sorted(n for n in names if import_name.get(n, n) not in loaded)
     assert not unused, f"declared but never imported by a run: {unused}"
     assert "umap" not in loaded and "seaborn" not in loaded

@@ -162,7 +162,8 @@ def test_stacked_ssim_equals_scikit_image_image_by_image(shape, win):
     np.testing.assert_allclose(stacked_ssim(a, a, win), 1.0, rtol=1e-12)
 
 
-@pytest.mark.parametrize("shape", [(6, 8, 8), (4, 28, 28), (3, 9, 13), (3, 32, 32), (2, 7, 7), (2, 48, 48)])
+@pytest.mark.parametrize("shape", [(6, 8, 8), (4, 28, 28), (3, 9, 13), (3, 32, 32), (2, 7, 7), (2, 48, 48),
+                                   (2, 96, 100)])
 def test_stacked_hog_equals_scikit_image_image_by_image(shape):
     """The stack's HOG descriptors are scikit-image's, bit for bit: even cells and odd (28 px: 7-pixel cells),
     non-square maps, one-pixel cells, flat and sparse maps."""
