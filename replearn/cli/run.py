@@ -106,10 +106,7 @@ def _may_train_beside(args: argparse.Namespace) -> bool:
         else:
             raw = apply_overrides(load_yaml(args.config) if args.config else {}, list(args.overrides))
         train = raw.get("train") or {}
-        return train.get("second_process", "auto") in ("auto", "always") and train.get("device", "auto") in (
-            "auto",
-            "cpu",
-        )
+        return train.get("second_process", "auto") != "never" and train.get("device", "auto") in ("auto", "cpu")
     except Exception:  # a config the run will refuse, with its own message
         return False
 

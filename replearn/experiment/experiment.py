@@ -223,7 +223,7 @@ class Experiment(StageGuards):
                 f"{'train.labels_per_class, ' if self.labelled is not None else ''}analysis.max_images_per_split)")
         self._plan_clock()
 
-    def _planned_steps(self, regime: Regime) -> int:
+    def planned_steps(self, regime: Regime) -> int:
         """Training steps of one seed of ``regime``."""
         return Trainer.steps_in_epoch(len(Trainer.training_images(regime, self.data)), self.config.train.batch_size) \
             * self.plugins.epochs_for(regime)
@@ -237,7 +237,7 @@ class Experiment(StageGuards):
 
     def _plan_clock(self) -> None:
         for regime in self.regimes:
-            steps = self._planned_steps(regime)
+            steps = self.planned_steps(regime)
             self.clock.plan(regime.name, steps * len(self.seeds), self.step_flops(regime))
             for seed in self.seeds:
                 if self.run_dir.checkpoint(regime.name, seed).exists():
@@ -350,14 +350,14 @@ class Experiment(StageGuards):
             if regime.name in here:
                 continue
             if regime.name in queue.given and (regime.name, seed) not in self._trained_elsewhere:  # here after all
-                self.clock.plan(regime.name, self._planned_steps(regime), self.clock.step_cost.get(regime.name, 0.0))
+                self.clock.plan(regime.name, self.planned_steps(regime), self.clock.step_cost.get(regime.name, 0.0))
             self.train(regime, seed)
             self._stop_if_asked()
         self._in_regime_order(seed)
 
     def _trained_elsewhere_soon(self, name: str) -> None:
         """The second process took ``name``: the ETA counts only the training left here."""
-        self.clock.skip(name, self._planned_steps(self.plugins.regime(name)))
+        self.clock.skip(name, self.planned_steps(self.plugins.regime(name)))
 
     def _in_regime_order(self, seed: int) -> None:
         """The seed's models and rows in the regimes' order, however their training was shared out."""

@@ -91,7 +91,7 @@ def predicted_training_seconds(experiment: Experiment, regime: Regime) -> float:
     per_step = costs.TRAIN_STEP_SECONDS + experiment.step_flops(regime) / (
         costs.matmul_rate() * costs.ENCODER_EFFICIENCY
     )
-    return experiment._planned_steps(regime) * per_step
+    return experiment.planned_steps(regime) * per_step
 
 
 class TrainingQueue:
@@ -151,7 +151,7 @@ def _held_bytes(images: object) -> int:
     return images.element_size() * images.nelement() if isinstance(images, torch.Tensor) else 0
 
 
-_spare: subprocess.Popen | None = None  # started by prestart(), taken by the first SecondProcess
+_spare: subprocess.Popen | None = None  # started by speculate() or prestart(), taken by the first SecondProcess
 
 
 def speculate() -> None:
